@@ -1,0 +1,25 @@
+//! Strata's wire protocols.
+//!
+//! * [`prometheus`]: remote write 1.0 (`prometheus.WriteRequest`) and remote
+//!   read (`ReadRequest`/`ReadResponse`/`ChunkedReadResponse`).
+//! * [`write_v2`]: remote write 2.0 (`io.prometheus.write.v2.Request`).
+//! * [`otlp`]: OTLP types, re-exported from the `opentelemetry-proto` crate.
+//! * [`remote_write`]: the framing around those messages (snappy, content
+//!   types, response headers) and conversion between 1.0 and 2.0.
+
+pub mod remote_write;
+
+/// Prometheus remote write 1.0 and remote read messages (package `prometheus`).
+pub mod prometheus {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
+/// Prometheus remote write 2.0 messages (package `io.prometheus.write.v2`).
+pub mod write_v2 {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+}
+
+/// OTLP protobuf types and gRPC services.
+pub use opentelemetry_proto::tonic as otlp;
