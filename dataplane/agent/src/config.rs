@@ -1,0 +1,316 @@
+//! Agent configuration: a YAML file (`--config.file`) with every setting
+//! also available as a command-line flag (and `STRATA_AGENT_*` environment
+//! variable); flags and environment win over the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::queue::FsyncPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), message: message.into() }
+}
+
+/// Which remote write protocol to speak to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Remote write 1.0 only.
+    V1,
+    /// Remote write 2.0 only.
+    V2,
+    /// Try 2.0; fall back to 1.0 for good when the receiver answers 415 or
+    /// acknowledges without the 2.0 `-Written` headers (a 1.0-only receiver).
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    pub grpc_address: SocketAddr,
+    pub http_address: SocketAddr,
+    /// Largest accepted OTLP request body (after decompression).
+    pub max_request_bytes: usize,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            grpc_address: ([127, 0, 0, 1], 4317).into(),
+            http_address: ([127, 0, 0, 1], 4318).into(),
+            max_request_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    pub listen_address: SocketAddr,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { listen_address: ([127, 0, 0, 1], 8888).into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub url: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Extra HTTP headers (e.g. `X-Scope-OrgID`, `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteConfig {
+    pub endpoints: Vec<EndpointConfig>,
+    /// Concurrent senders per endpoint; series are assigned to a shard by
+    /// hash, so each series' samples stay in order.
+    pub shards: usize,
+    /// Largest number of samples in one request.
+    pub max_samples_per_send: usize,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        RemoteWriteConfig {
+            endpoints: Vec::new(),
+            shards: 4,
+            max_samples_per_send: 5000,
+            timeout: Duration::from_secs(30),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: FsyncPolicy,
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            path: PathBuf::from("./data/agent-queue"),
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            fsync: FsyncPolicy::Always,
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Write a queue record once this many samples are waiting...
+    pub send_batch_size: usize,
+    /// ...or once the oldest has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { send_batch_size: 8192, timeout: Duration::from_millis(200) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranslationConfig {
+    pub promote_resource_attributes: Vec<String>,
+    pub scope_labels: bool,
+    pub target_info: bool,
+    pub delta_max_streams: usize,
+    #[serde(with = "humantime_serde")]
+    pub delta_max_stale: Duration,
+}
+
+impl Default for TranslationConfig {
+    fn default() -> Self {
+        let d = strata_otel_prom::TranslatorConfig::default();
+        TranslationConfig {
+            promote_resource_attributes: d.promote_resource_attributes,
+            scope_labels: d.scope_labels,
+            target_info: d.target_info,
+            delta_max_streams: d.delta_max_streams,
+            delta_max_stale: d.delta_max_stale,
+        }
+    }
+}
+
+/// Complete agent configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub otlp: OtlpConfig,
+    pub web: WebConfig,
+    /// Optional Prometheus exposition of the latest value of every series.
+    pub exposition_address: Option<SocketAddr>,
+    pub remote_write: RemoteWriteConfig,
+    pub queue: QueueConfig,
+    pub batch: BatchConfig,
+    pub translation: TranslationConfig,
+    /// Labels set (or overridden) on every series, e.g. `environment`, `data_plane_id`.
+    pub labels: BTreeMap<String, String>,
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+    }
+}
+
+impl AgentConfig {
+    /// Parses a YAML document; errors name the offending key and position.
+    pub fn from_yaml(text: &str, path: &std::path::Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(AgentConfig::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Checks cross-field rules; call after flags are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.remote_write.endpoints.is_empty() {
+            return Err(invalid("remote_write.endpoints", "at least one endpoint is required (--remote-write.url)"));
+        }
+        for (i, e) in self.remote_write.endpoints.iter().enumerate() {
+            let url = reqwest::Url::parse(&e.url)
+                .map_err(|err| invalid(&format!("remote_write.endpoints[{i}].url"), format!("{:?}: {err}", e.url)))?;
+            if url.scheme() != "http" && url.scheme() != "https" {
+                return Err(invalid(&format!("remote_write.endpoints[{i}].url"), "scheme must be http or https"));
+            }
+        }
+        if self.remote_write.shards == 0 || self.remote_write.shards > 256 {
+            return Err(invalid("remote_write.shards", "must be between 1 and 256"));
+        }
+        if self.remote_write.max_samples_per_send == 0 {
+            return Err(invalid("remote_write.max_samples_per_send", "must be positive"));
+        }
+        if self.remote_write.min_backoff > self.remote_write.max_backoff {
+            return Err(invalid("remote_write.min_backoff", "must not exceed remote_write.max_backoff"));
+        }
+        if self.queue.segment_bytes < 1024 {
+            return Err(invalid("queue.segment_bytes", "must be at least 1024"));
+        }
+        if self.queue.max_bytes < self.queue.segment_bytes {
+            return Err(invalid("queue.max_bytes", "must be at least queue.segment_bytes"));
+        }
+        if self.batch.send_batch_size == 0 {
+            return Err(invalid("batch.send_batch_size", "must be positive"));
+        }
+        for name in self.labels.keys() {
+            let ok = name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            if name.is_empty() || !ok || name.starts_with("__") {
+                return Err(invalid(&format!("labels.{name}"), "not a valid Prometheus label name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn full_file_parses() {
+        let cfg = AgentConfig::from_yaml(
+            r#"
+otlp: { grpc_address: "0.0.0.0:4317", http_address: "0.0.0.0:4318" }
+remote_write:
+  endpoints: [{ url: "http://127.0.0.1:9009/api/v1/write", protocol: v1, headers: { X-Scope-OrgID: team-a } }]
+  shards: 2
+  timeout: 5s
+queue: { path: /tmp/q, max_bytes: 1048576, segment_bytes: 65536, fsync: interval, fsync_interval: 500ms }
+batch: { send_batch_size: 100, timeout: 50ms }
+labels: { environment: prod, data_plane_id: dp-prod-01 }
+translation: { promote_resource_attributes: [deployment.environment.name] }
+"#,
+            Path::new("agent.yml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.remote_write.shards, 2);
+        assert_eq!(cfg.queue.fsync, FsyncPolicy::Interval);
+        assert_eq!(cfg.batch.timeout, Duration::from_millis(50));
+        assert_eq!(cfg.labels["environment"], "prod");
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let err = AgentConfig::from_yaml("queue: { fsinc: always }", Path::new("a.yml")).unwrap_err().to_string();
+        assert!(err.contains("fsinc"), "{err}");
+        let err = AgentConfig::from_yaml("queue: { fsync: sometimes }", Path::new("a.yml")).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = AgentConfig::from_yaml("batch: { timeout: soon }", Path::new("a.yml")).unwrap_err().to_string();
+        assert!(err.contains("soon"), "{err}");
+        let cfg = AgentConfig::default();
+        assert!(cfg.validate().unwrap_err().to_string().contains("remote_write.endpoints"));
+        let mut cfg = AgentConfig::default();
+        cfg.remote_write.endpoints.push(EndpointConfig {
+            url: "ftp://x".into(),
+            protocol: Protocol::V1,
+            headers: Default::default(),
+        });
+        assert!(cfg.validate().unwrap_err().to_string().contains("remote_write.endpoints[0].url"));
+        let mut cfg = AgentConfig::default();
+        cfg.remote_write.endpoints.push(EndpointConfig {
+            url: "http://x".into(),
+            protocol: Protocol::V1,
+            headers: Default::default(),
+        });
+        cfg.labels.insert("bad-name".into(), "v".into());
+        assert!(cfg.validate().unwrap_err().to_string().contains("labels.bad-name"));
+    }
+}

@@ -1,0 +1,173 @@
+//! `strata-agent`: the data-plane collector.
+//!
+//! Shaped like the OpenTelemetry Collector, built like Vector internally:
+//!
+//! ```text
+//! receivers (OTLP gRPC :4317, OTLP HTTP :4318)
+//!   → processors (translate OTLP → Prometheus, set labels, batch)
+//!   → durable disk queue (acknowledge OTLP here)
+//!   → exporters (Prometheus remote write 1.0/2.0, one cursor per endpoint)
+//! ```
+
+pub mod config;
+pub mod exporter;
+pub mod pipeline;
+pub mod queue;
+pub mod receiver;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::AgentConfig;
+use crate::pipeline::Pipeline;
+use crate::queue::{DiskQueue, FsyncPolicy, QueueOptions};
+use crate::telemetry::AgentMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot open the disk queue at {path}: {source}")]
+    Queue { path: String, source: queue::QueueError },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{what} server failed: {message}")]
+    Serve { what: &'static str, message: String },
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { what, addr, source })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs the agent until `shutdown` resolves, then stops its servers and
+/// senders (everything acknowledged is already in the queue).
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    cfg.validate()?;
+    let consumers: Vec<String> = (0..cfg.remote_write.endpoints.len()).map(|i| format!("endpoint-{i}")).collect();
+    let queue = DiskQueue::open(
+        &cfg.queue.path,
+        QueueOptions { max_bytes: cfg.queue.max_bytes, segment_bytes: cfg.queue.segment_bytes, fsync: cfg.queue.fsync },
+        &consumers,
+    )
+    .map_err(|source| AgentError::Queue { path: cfg.queue.path.display().to_string(), source })?;
+    let metrics = Arc::new(AgentMetrics::new());
+
+    // Bind everything first so a busy port is a clear startup error.
+    let grpc_listener = bind("OTLP gRPC", cfg.otlp.grpc_address).await?;
+    let http_listener = bind("OTLP HTTP", cfg.otlp.http_address).await?;
+    let web_listener = bind("web", cfg.web.listen_address).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pipeline = Pipeline::start(&cfg, queue.clone(), metrics.clone());
+
+    if cfg.queue.fsync == FsyncPolicy::Interval {
+        let q = queue.clone();
+        let every = cfg.queue.fsync_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let q = q.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || q.sync()).await {
+                    tracing::error!(error = %e, "queue fsync failed");
+                }
+            }
+        });
+    }
+
+    let mut delivered = Vec::new();
+    for (i, ep) in cfg.remote_write.endpoints.iter().enumerate() {
+        let last = Arc::new(AtomicU64::new(0));
+        delivered.push(last.clone());
+        tokio::spawn(exporter::run_endpoint(
+            queue.clone(),
+            queue.reader(i),
+            ep.clone(),
+            cfg.remote_write.clone(),
+            metrics.clone(),
+            last,
+            stop_rx.clone(),
+        ));
+    }
+
+    // Own metrics and health.
+    let web = {
+        let metrics = metrics.clone();
+        let queue = queue.clone();
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    let queue = queue.clone();
+                    let delivered = delivered.clone();
+                    async move {
+                        let s = queue.stats();
+                        metrics.queue_pending_bytes.set(s.pending_bytes);
+                        metrics.queue_disk_bytes.set(s.disk_bytes);
+                        metrics.queue_corrupt_records.set(s.corrupt_records);
+                        let age = if s.pending_bytes == 0 {
+                            0.0
+                        } else {
+                            let oldest = delivered.iter().map(|d| d.load(Ordering::Relaxed)).min().unwrap_or(0);
+                            if oldest == 0 { 0.0 } else { now_ms().saturating_sub(oldest) as f64 / 1000.0 }
+                        };
+                        metrics.queue_oldest_age_seconds.set(age);
+                        ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+                    }
+                }),
+            )
+            .route("/-/healthy", get(|| async { "OK\n" }))
+            .route("/-/ready", get(|| async { "Ready\n" }))
+    };
+
+    let mut stop = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(receiver::GrpcReceiver::service(pipeline.clone(), cfg.otlp.max_request_bytes))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let mut stop = stop_rx.clone();
+    let http = axum::serve(http_listener, receiver::http_router(pipeline.clone(), cfg.otlp.max_request_bytes))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    let mut stop = stop_rx.clone();
+    let web = axum::serve(web_listener, web).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    tracing::info!(
+        grpc = %cfg.otlp.grpc_address,
+        http = %cfg.otlp.http_address,
+        web = %cfg.web.listen_address,
+        endpoints = ?cfg.remote_write.endpoints.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(),
+        queue = %cfg.queue.path.display(),
+        "strata-agent started"
+    );
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (g, h, w) = tokio::join!(grpc, http, web);
+    g.map_err(|e| AgentError::Serve { what: "OTLP gRPC", message: e.to_string() })?;
+    h.map_err(|e| AgentError::Serve { what: "OTLP HTTP", message: e.to_string() })?;
+    w.map_err(|e| AgentError::Serve { what: "web", message: e.to_string() })?;
+    // Give in-flight sends a moment; anything unsent stays in the queue.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use strata_agent::config::{AgentConfig, EndpointConfig, Protocol};
+use strata_agent::queue::FsyncPolicy;
+
+/// strata-agent: receives OTLP metrics, labels and translates them to
+/// Prometheus series, keeps them in a durable disk queue and remote-writes
+/// them to Strata (or any Prometheus remote write receiver).
+///
+/// Every flag can also be set in the YAML file given by --config.file
+/// (flags win) and through the environment variable shown.
+#[derive(Parser, Debug)]
+#[command(name = "strata-agent", version)]
+struct Cli {
+    /// YAML configuration file (see docs/dataplane.md).
+    #[arg(long = "config.file", env = "STRATA_AGENT_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+    /// OTLP gRPC listen address.
+    #[arg(long = "otlp.grpc-address", env = "STRATA_AGENT_OTLP_GRPC_ADDRESS")]
+    otlp_grpc_address: Option<SocketAddr>,
+    /// OTLP HTTP listen address.
+    #[arg(long = "otlp.http-address", env = "STRATA_AGENT_OTLP_HTTP_ADDRESS")]
+    otlp_http_address: Option<SocketAddr>,
+    /// Largest OTLP request accepted, in bytes.
+    #[arg(long = "otlp.max-request-bytes", env = "STRATA_AGENT_OTLP_MAX_REQUEST_BYTES")]
+    otlp_max_request_bytes: Option<usize>,
+    /// Address for /metrics, /-/ready and /-/healthy.
+    #[arg(long = "web.listen-address", env = "STRATA_AGENT_WEB_LISTEN_ADDRESS")]
+    web_listen_address: Option<SocketAddr>,
+    /// Remote write endpoint (repeatable); replaces the file's endpoints.
+    #[arg(long = "remote-write.url", env = "STRATA_AGENT_REMOTE_WRITE_URL", value_delimiter = ',')]
+    remote_write_url: Vec<String>,
+    /// Remote write protocol for --remote-write.url endpoints: auto, v1 or v2.
+    #[arg(long = "remote-write.protocol", env = "STRATA_AGENT_REMOTE_WRITE_PROTOCOL", value_parser = parse_protocol)]
+    remote_write_protocol: Option<Protocol>,
+    /// Concurrent senders per endpoint.
+    #[arg(long = "remote-write.shards", env = "STRATA_AGENT_REMOTE_WRITE_SHARDS")]
+    remote_write_shards: Option<usize>,
+    /// Label set on every series, as name=value (repeatable).
+    #[arg(long = "label", env = "STRATA_AGENT_LABELS", value_delimiter = ',')]
+    label: Vec<String>,
+    /// Directory of the durable queue.
+    #[arg(long = "queue.path", env = "STRATA_AGENT_QUEUE_PATH")]
+    queue_path: Option<PathBuf>,
+    /// Upper bound of the queue on disk, in bytes.
+    #[arg(long = "queue.max-bytes", env = "STRATA_AGENT_QUEUE_MAX_BYTES")]
+    queue_max_bytes: Option<u64>,
+    /// Size of one queue segment file, in bytes.
+    #[arg(long = "queue.segment-bytes", env = "STRATA_AGENT_QUEUE_SEGMENT_BYTES")]
+    queue_segment_bytes: Option<u64>,
+    /// When to fsync the queue: always, interval or never.
+    #[arg(long = "queue.fsync", env = "STRATA_AGENT_QUEUE_FSYNC", value_parser = parse_fsync)]
+    queue_fsync: Option<FsyncPolicy>,
+    /// Batch timeout (e.g. 200ms).
+    #[arg(long = "batch.timeout", env = "STRATA_AGENT_BATCH_TIMEOUT", value_parser = humantime::parse_duration)]
+    batch_timeout: Option<std::time::Duration>,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or strata_agent=debug.
+    #[arg(long = "log.level", env = "STRATA_AGENT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "auto" => Ok(Protocol::Auto),
+        "v1" | "1.0" => Ok(Protocol::V1),
+        "v2" | "2.0" => Ok(Protocol::V2),
+        _ => Err(format!("{s:?} is not one of auto, v1, v2")),
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "interval" => Ok(FsyncPolicy::Interval),
+        "never" => Ok(FsyncPolicy::Never),
+        _ => Err(format!("{s:?} is not one of always, interval, never")),
+    }
+}
+
+fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
+    let mut cfg = match &cli.config_file {
+        Some(p) => AgentConfig::from_file(p)?,
+        None => AgentConfig::default(),
+    };
+    if let Some(a) = cli.otlp_grpc_address {
+        cfg.otlp.grpc_address = a;
+    }
+    if let Some(a) = cli.otlp_http_address {
+        cfg.otlp.http_address = a;
+    }
+    if let Some(n) = cli.otlp_max_request_bytes {
+        cfg.otlp.max_request_bytes = n;
+    }
+    if let Some(a) = cli.web_listen_address {
+        cfg.web.listen_address = a;
+    }
+    if !cli.remote_write_url.is_empty() {
+        cfg.remote_write.endpoints = cli
+            .remote_write_url
+            .iter()
+            .map(|u| EndpointConfig {
+                url: u.clone(),
+                protocol: cli.remote_write_protocol.unwrap_or_default(),
+                headers: Default::default(),
+            })
+            .collect();
+    } else if let Some(p) = cli.remote_write_protocol {
+        for e in &mut cfg.remote_write.endpoints {
+            e.protocol = p;
+        }
+    }
+    if let Some(n) = cli.remote_write_shards {
+        cfg.remote_write.shards = n;
+    }
+    for kv in &cli.label {
+        let (k, v) = kv.split_once('=').with_context(|| format!("invalid --label {kv:?}: expected name=value"))?;
+        cfg.labels.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    if let Some(p) = &cli.queue_path {
+        cfg.queue.path = p.clone();
+    }
+    if let Some(n) = cli.queue_max_bytes {
+        cfg.queue.max_bytes = n;
+    }
+    if let Some(n) = cli.queue_segment_bytes {
+        cfg.queue.segment_bytes = n;
+    }
+    if let Some(f) = cli.queue_fsync {
+        cfg.queue.fsync = f;
+    }
+    if let Some(t) = cli.batch_timeout {
+        cfg.batch.timeout = t;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
+        .init();
+    let cfg = build_config(&cli)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        strata_agent::run(cfg, async {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await
+    })?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
