@@ -1,0 +1,413 @@
+//! `strata-loadgen bench`: remote-write ingest and PromQL query benchmarks
+//! usable against any Prometheus-compatible backend (Strata, Prometheus,
+//! VictoriaMetrics), so figures can be compared side by side.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest, metric_metadata};
+use strata_proto::remote_write as rw;
+
+use crate::stats::{ms, quantile_us};
+
+/// Settings of `bench write`.
+#[derive(Debug, Clone)]
+pub struct WriteBench {
+    pub url: String,
+    pub series: usize,
+    pub history: Duration,
+    pub interval: Duration,
+    pub senders: usize,
+    /// Samples per request.
+    pub batch: usize,
+    pub v2: bool,
+    /// Processes whose CPU time is reported per sample (the server under test).
+    pub pids: Vec<u32>,
+    pub headers: Vec<(String, String)>,
+}
+
+const BUCKETS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"];
+
+/// One synthetic series: labels plus a value generator.
+struct SynthSeries {
+    labels: Vec<Label>,
+    kind: Kind,
+    seed: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    /// Histogram bucket with cumulative share (0..1] of the count.
+    Bucket(f64),
+    HistSum,
+    HistCount,
+}
+
+fn labels(pairs: &[(&str, String)]) -> Vec<Label> {
+    let mut l: Vec<Label> = pairs.iter().map(|(k, v)| Label { name: k.to_string(), value: v.clone() }).collect();
+    l.sort_by(|a, b| a.name.cmp(&b.name));
+    l
+}
+
+fn hash(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Builds `n` series shaped like a fleet of services: per instance 10
+/// request counters, 5 gauges and 2 classic histograms (13 series each).
+fn synth_series(n: usize) -> Vec<SynthSeries> {
+    let mut out = Vec::with_capacity(n);
+    let envs = ["prod", "dev", "qa"];
+    let mut inst = 0usize;
+    'outer: loop {
+        let base = |name: &str| {
+            vec![
+                ("__name__", name.to_string()),
+                ("job", "bench".to_string()),
+                ("instance", format!("host-{inst}:9100")),
+                ("environment", envs[inst % 3].to_string()),
+            ]
+        };
+        let mut push = |mut l: Vec<(&str, String)>, extra: &[(&'static str, String)], kind: Kind| {
+            l.extend(extra.iter().cloned());
+            let seed = hash(out.len() as u64);
+            out.push(SynthSeries { labels: labels(&l), kind, seed });
+            out.len() >= n
+        };
+        for r in 0..10 {
+            let code = if r == 9 { "500" } else { "200" };
+            if push(base("http_requests_total"), &[("route", format!("/r{r}")), ("code", code.into())], Kind::Counter) {
+                break 'outer;
+            }
+        }
+        for g in 0..5 {
+            if push(base("process_memory_bytes"), &[("kind", format!("k{g}"))], Kind::Gauge) {
+                break 'outer;
+            }
+        }
+        for r in 0..2 {
+            for (j, le) in BUCKETS.iter().enumerate() {
+                let share = ((j + 1) as f64 / BUCKETS.len() as f64).powf(0.5);
+                if push(
+                    base("http_request_duration_seconds_bucket"),
+                    &[("route", format!("/r{r}")), ("le", le.to_string())],
+                    Kind::Bucket(share),
+                ) {
+                    break 'outer;
+                }
+            }
+            if push(base("http_request_duration_seconds_sum"), &[("route", format!("/r{r}"))], Kind::HistSum) {
+                break 'outer;
+            }
+            if push(base("http_request_duration_seconds_count"), &[("route", format!("/r{r}"))], Kind::HistCount) {
+                break 'outer;
+            }
+        }
+        inst += 1;
+    }
+    out
+}
+
+impl SynthSeries {
+    /// Value at step `k` (monotonic for counters and histogram parts).
+    fn value(&self, k: u64) -> f64 {
+        let rate = (self.seed % 20 + 1) as f64;
+        let count = (k as f64 * rate + (hash(self.seed ^ k) % 1000) as f64 / 1000.0).floor();
+        match self.kind {
+            Kind::Counter => count,
+            Kind::Gauge => 1e8 + ((self.seed % 1000) as f64) * 1e5 + ((k as f64) / 7.0).sin() * 1e6,
+            Kind::Bucket(share) => (k as f64 * rate * share).floor(),
+            Kind::HistSum => k as f64 * rate * 0.137,
+            Kind::HistCount => k as f64 * rate,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after ')' start at index 2 (state); utime=14, stime=15 in 1-based numbering.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Generates the data, then sends it in time order from `senders`
+/// concurrent senders and reports throughput.
+pub async fn write(b: WriteBench) -> anyhow::Result<()> {
+    let series = synth_series(b.series);
+    let steps = (b.history.as_millis() / b.interval.as_millis().max(1)) as u64;
+    let start_ts = now_ms() - b.history.as_millis() as i64;
+    let interval_ms = b.interval.as_millis() as i64;
+    let metadata = vec![
+        MetricMetadata {
+            r#type: metric_metadata::MetricType::Counter as i32,
+            metric_family_name: "http_requests_total".into(),
+            help: "Requests.".into(),
+            unit: String::new(),
+        },
+        MetricMetadata {
+            r#type: metric_metadata::MetricType::Gauge as i32,
+            metric_family_name: "process_memory_bytes".into(),
+            help: "Memory.".into(),
+            unit: "bytes".into(),
+        },
+        MetricMetadata {
+            r#type: metric_metadata::MetricType::Histogram as i32,
+            metric_family_name: "http_request_duration_seconds".into(),
+            help: "Latency.".into(),
+            unit: "seconds".into(),
+        },
+    ];
+    eprintln!(
+        "generating {} series × {} steps = {} samples ({} senders, {} samples/request, remote write {})",
+        series.len(),
+        steps,
+        series.len() as u64 * steps,
+        b.senders,
+        b.batch,
+        if b.v2 { "2.0" } else { "1.0" }
+    );
+    // Pre-encode every request so the timed phase measures the receiver.
+    let gen_start = Instant::now();
+    let mut per_sender: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); b.senders];
+    for (s, bodies) in per_sender.iter_mut().enumerate() {
+        let mine: Vec<&SynthSeries> =
+            series.iter().enumerate().filter(|(i, _)| i % b.senders == s).map(|(_, x)| x).collect();
+        for k in 0..steps {
+            let ts = start_ts + k as i64 * interval_ms;
+            for chunk in mine.chunks(b.batch.max(1)) {
+                let req = WriteRequest {
+                    timeseries: chunk
+                        .iter()
+                        .map(|x| TimeSeries {
+                            labels: x.labels.clone(),
+                            samples: vec![Sample { value: x.value(k), timestamp: ts }],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    metadata: if k == 0 { metadata.clone() } else { Vec::new() },
+                };
+                let body = if b.v2 { rw::encode_v2(&rw::v1_to_v2(&req)) } else { rw::encode_v1(&req) };
+                bodies.push((body, chunk.len()));
+            }
+        }
+    }
+    let bytes: usize = per_sender.iter().flatten().map(|(b, _)| b.len()).sum();
+    eprintln!(
+        "generated {} requests ({} MiB compressed) in {:.1}s; sending",
+        per_sender.iter().map(Vec::len).sum::<usize>(),
+        bytes >> 20,
+        gen_start.elapsed().as_secs_f64()
+    );
+
+    let cpu_before: Vec<Option<f64>> = b.pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for bodies in per_sender {
+        let (c, url, v2, headers) = (client.clone(), b.url.clone(), b.v2, b.headers.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut rejected, mut lat, mut errors) = (0u64, 0u64, Vec::new(), Vec::<String>::new());
+            for (body, n) in bodies {
+                // Retry 5xx/connection errors like a real sender; 4xx counts as rejected.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let mut rb = c
+                        .post(&url)
+                        .header("Content-Encoding", "snappy")
+                        .header("Content-Type", if v2 { rw::CONTENT_TYPE_V2 } else { rw::CONTENT_TYPE_V1 })
+                        .header(rw::VERSION_HEADER, if v2 { rw::VERSION_2 } else { rw::VERSION_1 })
+                        .body(body.clone());
+                    for (k, v) in &headers {
+                        rb = rb.header(k, v);
+                    }
+                    let t = Instant::now();
+                    let r = rb.send().await;
+                    lat.push(t.elapsed().as_micros() as u64);
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            ok += n as u64;
+                            break;
+                        }
+                        Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                            rejected += n as u64;
+                            if errors.len() < 3 {
+                                errors.push(format!(
+                                    "{}: {}",
+                                    r.status(),
+                                    r.text().await.unwrap_or_default().chars().take(200).collect::<String>()
+                                ));
+                            }
+                            break;
+                        }
+                        _ if attempt < 10 => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+                        Ok(r) => {
+                            rejected += n as u64;
+                            errors.push(format!("gave up: {}", r.status()));
+                            break;
+                        }
+                        Err(e) => {
+                            rejected += n as u64;
+                            errors.push(format!("gave up: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            (ok, rejected, lat, errors)
+        }));
+    }
+    let (mut ok, mut rejected, mut lat, mut errors) = (0u64, 0u64, Vec::new(), Vec::new());
+    for t in tasks {
+        let (o, r, l, e) = t.await?;
+        ok += o;
+        rejected += r;
+        lat.extend(l);
+        errors.extend(e);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu: Option<f64> =
+        b.pids.iter().zip(cpu_before).map(|(p, before)| Some(cpu_seconds(*p)? - before?)).sum::<Option<f64>>();
+    println!(
+        "bench write: {} samples acknowledged, {} rejected in {:.2}s = {:.0} samples/s; request latency p50 {} p99 {}{}",
+        ok,
+        rejected,
+        secs,
+        ok as f64 / secs,
+        ms(quantile_us(&lat, 0.5)),
+        ms(quantile_us(&lat, 0.99)),
+        cpu.map(|c| format!("; server CPU {:.2}s = {:.3} µs/sample", c, c * 1e6 / ok.max(1) as f64))
+            .unwrap_or_default()
+    );
+    println!(
+        "{}",
+        serde_json::json!({"bench": "write", "url": b.url, "series": series.len(), "samples_ok": ok, "samples_rejected": rejected, "seconds": secs, "samples_per_second": ok as f64 / secs, "p50_ms": quantile_us(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": quantile_us(&lat, 0.99).as_secs_f64() * 1e3, "server_cpu_seconds": cpu})
+    );
+    for e in errors.iter().take(5) {
+        eprintln!("  error: {e}");
+    }
+    Ok(())
+}
+
+/// Settings of `bench query`.
+#[derive(Debug, Clone)]
+pub struct QueryBench {
+    pub url: String,
+    pub queries: Vec<(String, String)>,
+    pub range: Duration,
+    pub step: Duration,
+    pub runs: usize,
+    pub end: Option<f64>,
+}
+
+/// Parses a query file: one query per line, optionally `name: query`; `#` comments.
+pub fn parse_query_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+        .map(|(i, l)| match l.split_once(": ") {
+            Some((name, q)) if !name.contains(['(', '{', ' ']) => (name.to_string(), q.to_string()),
+            _ => (format!("q{}", i + 1), l.to_string()),
+        })
+        .collect()
+}
+
+/// Times `query_range` for each query `runs` times (after one warm-up).
+pub async fn query(b: QueryBench) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let end = b.end.unwrap_or_else(|| now_ms() as f64 / 1000.0);
+    let start = end - b.range.as_secs_f64();
+    let base = b.url.trim_end_matches('/');
+    println!("{:<28} {:>10} {:>10} {:>10} {:>8}", "query", "median", "p90", "min", "series");
+    for (name, q) in &b.queries {
+        let mut lat = Vec::new();
+        let mut series = 0usize;
+        let mut error = None;
+        for run in 0..=b.runs {
+            let t = Instant::now();
+            let resp = client
+                .post(format!("{base}/api/v1/query_range"))
+                .form(&[
+                    ("query", q.as_str()),
+                    ("start", &start.to_string()),
+                    ("end", &end.to_string()),
+                    ("step", &b.step.as_secs_f64().to_string()),
+                ])
+                .send()
+                .await;
+            let elapsed = t.elapsed();
+            match resp {
+                Ok(r) => {
+                    let status = r.status();
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    if !status.is_success() || v["status"] != "success" {
+                        error = Some(format!("{status}: {}", v["error"]));
+                        break;
+                    }
+                    series = v["data"]["result"].as_array().map(Vec::len).unwrap_or(0);
+                }
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+            if run > 0 {
+                lat.push(elapsed.as_micros() as u64);
+            }
+        }
+        match error {
+            Some(e) => println!("{name:<28} error: {e}"),
+            None => println!(
+                "{:<28} {:>10} {:>10} {:>10} {:>8}",
+                name,
+                ms(quantile_us(&lat, 0.5)),
+                ms(quantile_us(&lat, 0.9)),
+                ms(quantile_us(&lat, 0.0)),
+                series
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_series_are_unique_sorted_and_monotonic() {
+        let s = synth_series(1000);
+        assert_eq!(s.len(), 1000);
+        let mut keys: Vec<String> = s
+            .iter()
+            .map(|x| x.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>().join(","))
+            .collect();
+        for x in &s {
+            assert!(x.labels.windows(2).all(|w| w[0].name < w[1].name));
+        }
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 1000);
+        for x in s.iter().filter(|x| !matches!(x.kind, Kind::Gauge)) {
+            assert!((0..50).all(|k| x.value(k) <= x.value(k + 1)));
+        }
+    }
+
+    #[test]
+    fn query_files_parse() {
+        let q = parse_query_file("# c\nrate: sum(rate(x[5m]))\n\nup\n");
+        assert_eq!(q, vec![("rate".to_string(), "sum(rate(x[5m]))".to_string()), ("q2".to_string(), "up".to_string())]);
+    }
+}

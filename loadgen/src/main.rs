@@ -1,0 +1,172 @@
+mod bench;
+mod stats;
+mod traffic;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// strata-loadgen: traffic for the sample APIs, and ingest/query benchmarks
+/// for any Prometheus-compatible backend. It only ever sends to the
+/// addresses given on the command line.
+#[derive(Parser)]
+#[command(name = "strata-loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive a sample API (or several, with --scenario-file).
+    Run {
+        /// Base URL of a sample API, e.g. http://127.0.0.1:8081.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value = "default")]
+        environment: String,
+        /// Requests per second (default from the scenario).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Maximum requests in flight per target.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// steady | bursty | errors | prod-latency | qa-error-spike
+        #[arg(long, default_value = "steady")]
+        scenario: traffic::Scenario,
+        /// YAML file with `targets: [{target, environment, rate, scenario}]`.
+        #[arg(long = "scenario-file")]
+        scenario_file: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        kind: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Remote-write ingest benchmark.
+    Write {
+        /// Remote write URL, e.g. http://127.0.0.1:9090/api/v1/write.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        history: Duration,
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Samples per request.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+        /// Remote write protocol: v1 or v2.
+        #[arg(long, default_value = "v1")]
+        protocol: String,
+        /// PID of a server process whose CPU time to report per sample (repeatable).
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Extra header, name=value (e.g. X-Scope-OrgID=bench).
+        #[arg(long)]
+        header: Vec<String>,
+    },
+    /// Time PromQL range queries against a Prometheus-compatible HTTP API.
+    Query {
+        /// Base URL, e.g. http://127.0.0.1:9090.
+        #[arg(long)]
+        url: String,
+        /// File with one query per line (`name: query` allowed).
+        #[arg(long)]
+        queries: PathBuf,
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        range: Duration,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        step: Duration,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// End of the range as Unix seconds (default: now).
+        #[arg(long)]
+        end: Option<f64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run { target, environment, rate, duration, concurrency, scenario, scenario_file } => {
+                let plans = match (scenario_file, target) {
+                    (Some(path), _) => {
+                        let text = std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        let f: traffic::ScenarioFile = serde_yaml::from_str(&text)
+                            .with_context(|| format!("invalid scenario file {}", path.display()))?;
+                        f.targets
+                    }
+                    (None, Some(target)) => {
+                        vec![traffic::Plan {
+                            target,
+                            environment,
+                            rate: rate.unwrap_or(traffic::default_rate(scenario)),
+                            scenario,
+                            concurrency,
+                        }]
+                    }
+                    (None, None) => anyhow::bail!("give --target URL or --scenario-file FILE"),
+                };
+                for p in &plans {
+                    reqwest::Url::parse(&p.target).with_context(|| format!("invalid target URL {:?}", p.target))?;
+                }
+                traffic::run_all(plans, duration).await
+            }
+            Cmd::Bench {
+                kind: BenchCmd::Write { url, series, history, interval, senders, batch, protocol, pid, header },
+            } => {
+                let v2 = match protocol.as_str() {
+                    "v1" | "1.0" => false,
+                    "v2" | "2.0" => true,
+                    p => anyhow::bail!("--protocol {p:?}: use v1 or v2"),
+                };
+                let headers = header
+                    .iter()
+                    .map(|h| {
+                        h.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .with_context(|| format!("--header {h:?}: use name=value"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                anyhow::ensure!(
+                    senders > 0 && series > 0 && batch > 0,
+                    "--senders, --series and --batch must be positive"
+                );
+                bench::write(bench::WriteBench {
+                    url,
+                    series,
+                    history,
+                    interval,
+                    senders,
+                    batch,
+                    v2,
+                    pids: pid,
+                    headers,
+                })
+                .await
+            }
+            Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, end } } => {
+                let text =
+                    std::fs::read_to_string(&queries).with_context(|| format!("cannot read {}", queries.display()))?;
+                let queries = bench::parse_query_file(&text);
+                anyhow::ensure!(!queries.is_empty(), "no queries in the file");
+                bench::query(bench::QueryBench { url, queries, range, step, runs, end }).await
+            }
+        }
+    })
+}
