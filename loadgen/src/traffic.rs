@@ -199,8 +199,8 @@ pub async fn run_plan(plan: Plan, duration: Duration, progress: Arc<Mutex<Record
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let r = local.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    r
+
+    local.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Runs all plans concurrently with a live progress line and prints a summary per target.

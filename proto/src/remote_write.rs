@@ -70,14 +70,14 @@ pub fn version_from_content_type(content_type: Option<&str>) -> Result<Version, 
     }
     let mut version = Version::V1;
     for p in parts {
-        if let Some((k, v)) = p.split_once('=') {
-            if k.trim().eq_ignore_ascii_case("proto") {
-                version = match v.trim().trim_matches('"') {
-                    "prometheus.WriteRequest" => Version::V1,
-                    "io.prometheus.write.v2.Request" => Version::V2,
-                    _ => return Err(DecodeError::UnsupportedContentType(ct.to_string())),
-                };
-            }
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("proto")
+        {
+            version = match v.trim().trim_matches('"') {
+                "prometheus.WriteRequest" => Version::V1,
+                "io.prometheus.write.v2.Request" => Version::V2,
+                _ => return Err(DecodeError::UnsupportedContentType(ct.to_string())),
+            };
         }
     }
     Ok(version)
@@ -138,7 +138,7 @@ fn validate_v2(req: &write_v2::Request) -> Result<(), DecodeError> {
         return Err(DecodeError::InvalidSymbols("symbols[0] must be the empty string".into()));
     }
     let check = |refs: &[u32], what: &str| -> Result<(), DecodeError> {
-        if refs.len() % 2 != 0 {
+        if !refs.len().is_multiple_of(2) {
             return Err(DecodeError::InvalidSymbols(format!("{what} has an odd number of label references")));
         }
         if let Some(r) = refs.iter().find(|r| **r >= n) {
@@ -153,12 +153,12 @@ fn validate_v2(req: &write_v2::Request) -> Result<(), DecodeError> {
         for (j, ex) in ts.exemplars.iter().enumerate() {
             check(&ex.labels_refs, &format!("timeseries[{i}].exemplars[{j}]"))?;
         }
-        if let Some(md) = &ts.metadata {
-            if md.help_ref >= n || md.unit_ref >= n {
-                return Err(DecodeError::InvalidSymbols(format!(
-                    "timeseries[{i}].metadata references a symbol outside the table of {n}"
-                )));
-            }
+        if let Some(md) = &ts.metadata
+            && (md.help_ref >= n || md.unit_ref >= n)
+        {
+            return Err(DecodeError::InvalidSymbols(format!(
+                "timeseries[{i}].metadata references a symbol outside the table of {n}"
+            )));
         }
     }
     Ok(())
@@ -248,10 +248,10 @@ fn family_of<'a>(
         return Some(m);
     }
     for suffix in ["_bucket", "_sum", "_count", "_total", "_created"] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if let Some(m) = md.get(base) {
-                return Some(m);
-            }
+        if let Some(base) = name.strip_suffix(suffix)
+            && let Some(m) = md.get(base)
+        {
+            return Some(m);
         }
     }
     None
@@ -272,19 +272,19 @@ pub fn v2_to_v1(req: &write_v2::Request) -> WriteRequest {
         .iter()
         .map(|ts| {
             let labels_v1 = labels(&ts.labels_refs);
-            if let Some(md) = &ts.metadata {
-                if md.r#type != 0 || md.help_ref != 0 || md.unit_ref != 0 {
-                    let name = labels_v1.iter().find(|l| l.name == "__name__").map(|l| l.value.clone());
-                    if let Some(name) = name {
-                        if seen.insert(name.clone()) {
-                            metadata.push(prometheus::MetricMetadata {
-                                r#type: md.r#type,
-                                metric_family_name: name,
-                                help: sym(md.help_ref),
-                                unit: sym(md.unit_ref),
-                            });
-                        }
-                    }
+            if let Some(md) = &ts.metadata
+                && (md.r#type != 0 || md.help_ref != 0 || md.unit_ref != 0)
+            {
+                let name = labels_v1.iter().find(|l| l.name == "__name__").map(|l| l.value.clone());
+                if let Some(name) = name
+                    && seen.insert(name.clone())
+                {
+                    metadata.push(prometheus::MetricMetadata {
+                        r#type: md.r#type,
+                        metric_family_name: name,
+                        help: sym(md.help_ref),
+                        unit: sym(md.unit_ref),
+                    });
                 }
             }
             prometheus::TimeSeries {

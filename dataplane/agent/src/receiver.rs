@@ -40,7 +40,7 @@ const CODE_UNAVAILABLE: i32 = 14;
 
 fn response_of(accepted: Accepted) -> ExportMetricsServiceResponse {
     ExportMetricsServiceResponse {
-        partial_success: (accepted.rejected_points > 0).then(|| ExportMetricsPartialSuccess {
+        partial_success: (accepted.rejected_points > 0).then_some(ExportMetricsPartialSuccess {
             rejected_data_points: accepted.rejected_points as i64,
             error_message: accepted.message,
         }),

@@ -213,7 +213,8 @@ async fn grpc_partial_success_and_errors() {
 #[tokio::test]
 async fn full_queue_answers_retryable_errors() {
     // Nothing listens at the endpoint, so the queue fills up.
-    let dead = format!("http://{}/api/v1/write", free_addr());
+    // Port 1 on loopback: connections are refused and no test binds it.
+    let dead = "http://127.0.0.1:1/api/v1/write".to_string();
     let agent = TestAgent::start(&dead, Protocol::V1, |c| {
         c.queue.max_bytes = 8 * 1024;
         c.queue.segment_bytes = 2 * 1024;

@@ -25,7 +25,7 @@ fn request(points_per_metric: usize) -> (ExportMetricsServiceRequest, u64) {
     let t = 1_700_000_000_000_000_000u64;
     let attrs = |i: usize| {
         vec![
-            kv("http.request.method", if i % 2 == 0 { "GET" } else { "POST" }),
+            kv("http.request.method", if i.is_multiple_of(2) { "GET" } else { "POST" }),
             kv("http.route", &format!("/api/route{}", i % 50)),
             kv("http.response.status_code", &format!("{}", 200 + (i % 3) * 100)),
             kv("server.address", "shop"),

@@ -54,6 +54,15 @@ pub struct CumulativeHistogram {
     pub sum: f64,
 }
 
+/// One delta histogram point.
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramDelta<'a> {
+    pub bounds: &'a [f64],
+    pub counts: &'a [u64],
+    pub count: u64,
+    pub sum: f64,
+}
+
 /// Running totals for delta streams.
 pub struct DeltaToCumulative {
     streams: HashMap<StreamKey, Stream>,
@@ -137,12 +146,10 @@ impl DeltaToCumulative {
         &mut self,
         key: StreamKey,
         end_ns: u64,
-        bounds: &[f64],
-        counts: &[u64],
-        count: u64,
-        sum: f64,
+        delta: HistogramDelta<'_>,
         now_ms: i64,
     ) -> Result<CumulativeHistogram, DeltaDrop> {
+        let HistogramDelta { bounds, counts, count, sum } = delta;
         let fresh = || Acc::Histogram { bounds: bounds.to_vec(), counts: vec![0; counts.len()], count: 0, sum: 0.0 };
         let s = self.slot(key, end_ns, now_ms, fresh())?;
         let reset = match &s.acc {
@@ -186,11 +193,16 @@ mod tests {
     fn histograms_accumulate_and_reset_on_new_bounds() {
         let mut d = DeltaToCumulative::new(10, Duration::from_secs(300));
         let k = StreamKey::of("h");
-        let h = d.add_histogram(k, 1, &[1.0, 2.0], &[1, 2, 3], 6, 10.0, 0).unwrap();
+        let h = d
+            .add_histogram(k, 1, HistogramDelta { bounds: &[1.0, 2.0], counts: &[1, 2, 3], count: 6, sum: 10.0 }, 0)
+            .unwrap();
         assert_eq!(h, CumulativeHistogram { counts: vec![1, 2, 3], count: 6, sum: 10.0 });
-        let h = d.add_histogram(k, 2, &[1.0, 2.0], &[1, 0, 1], 2, 4.0, 0).unwrap();
+        let h = d
+            .add_histogram(k, 2, HistogramDelta { bounds: &[1.0, 2.0], counts: &[1, 0, 1], count: 2, sum: 4.0 }, 0)
+            .unwrap();
         assert_eq!(h, CumulativeHistogram { counts: vec![2, 2, 4], count: 8, sum: 14.0 });
-        let h = d.add_histogram(k, 3, &[5.0], &[1, 1], 2, 7.0, 0).unwrap();
+        let h =
+            d.add_histogram(k, 3, HistogramDelta { bounds: &[5.0], counts: &[1, 1], count: 2, sum: 7.0 }, 0).unwrap();
         assert_eq!(h, CumulativeHistogram { counts: vec![1, 1], count: 2, sum: 7.0 });
     }
 

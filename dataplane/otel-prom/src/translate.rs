@@ -11,7 +11,7 @@ use strata_proto::otlp::metrics::v1::{
 };
 use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest, metric_metadata};
 
-use crate::delta::{DeltaDrop, DeltaToCumulative, StreamKey};
+use crate::delta::{DeltaDrop, DeltaToCumulative, HistogramDelta, StreamKey};
 use crate::naming::{MetricKind, format_float, label_name, metric_name, prometheus_unit};
 
 /// OTLP data point flag: no value was recorded (maps to a staleness marker).
@@ -269,14 +269,14 @@ impl Translator {
 
             for sm in &rm.scope_metrics {
                 let mut context = resource_labels.clone();
-                if self.cfg.scope_labels {
-                    if let Some(scope) = &sm.scope {
-                        if !scope.name.is_empty() {
-                            set_label(&mut context, "otel_scope_name", &scope.name, true);
-                        }
-                        if !scope.version.is_empty() {
-                            set_label(&mut context, "otel_scope_version", &scope.version, true);
-                        }
+                if self.cfg.scope_labels
+                    && let Some(scope) = &sm.scope
+                {
+                    if !scope.name.is_empty() {
+                        set_label(&mut context, "otel_scope_name", &scope.name, true);
+                    }
+                    if !scope.version.is_empty() {
+                        set_label(&mut context, "otel_scope_version", &scope.version, true);
                     }
                 }
                 for metric in &sm.metrics {
@@ -297,25 +297,25 @@ impl Translator {
             if self.cfg.target_info {
                 let info_attrs: Vec<KeyValue> =
                     attrs.iter().filter(|kv| !IDENTIFYING.contains(&kv.key.as_str())).cloned().collect();
-                if let (false, Some(ts)) = (info_attrs.is_empty(), max_ts) {
-                    if let Ok(mut labels) = attributes_to_labels(&info_attrs) {
-                        if let Some(j) = &job {
-                            set_label(&mut labels, "job", j, true);
-                        }
-                        if let Some(i) = &instance {
-                            set_label(&mut labels, "instance", i, true);
-                        }
-                        set_label(&mut labels, "__name__", "target_info", true);
-                        if families.insert("target_info".into()) {
-                            out.request.metadata.push(MetricMetadata {
-                                r#type: metric_metadata::MetricType::Gauge as i32,
-                                metric_family_name: "target_info".into(),
-                                help: "Target metadata".into(),
-                                unit: String::new(),
-                            });
-                        }
-                        out.push(labels, ts, 1.0, Vec::new());
+                if let (false, Some(ts)) = (info_attrs.is_empty(), max_ts)
+                    && let Ok(mut labels) = attributes_to_labels(&info_attrs)
+                {
+                    if let Some(j) = &job {
+                        set_label(&mut labels, "job", j, true);
                     }
+                    if let Some(i) = &instance {
+                        set_label(&mut labels, "instance", i, true);
+                    }
+                    set_label(&mut labels, "__name__", "target_info", true);
+                    if families.insert("target_info".into()) {
+                        out.request.metadata.push(MetricMetadata {
+                            r#type: metric_metadata::MetricType::Gauge as i32,
+                            metric_family_name: "target_info".into(),
+                            help: "Target metadata".into(),
+                            unit: String::new(),
+                        });
+                    }
+                    out.push(labels, ts, 1.0, Vec::new());
                 }
             }
         }
@@ -596,15 +596,13 @@ impl Translator {
         }
         let (counts, count, sum): (std::borrow::Cow<'_, [u64]>, u64, Option<f64>) = if is_delta && !stale {
             let key = StreamKey::of((&base, name));
-            match self.delta.add_histogram(
-                key,
-                p.time_unix_nano,
-                &p.explicit_bounds,
-                &p.bucket_counts,
-                p.count,
-                p.sum.unwrap_or(0.0),
-                now_ms,
-            ) {
+            let delta = HistogramDelta {
+                bounds: &p.explicit_bounds,
+                counts: &p.bucket_counts,
+                count: p.count,
+                sum: p.sum.unwrap_or(0.0),
+            };
+            match self.delta.add_histogram(key, p.time_unix_nano, delta, now_ms) {
                 Ok(h) => (h.counts.into(), h.count, p.sum.map(|_| h.sum)),
                 Err(drop) => {
                     let (reason, msg) = delta_drop_message(drop);

@@ -84,10 +84,10 @@ impl Faults {
             }
             f.latency_multiplier = v;
         }
-        if let Some(d) = u.duration_seconds {
-            if d.is_nan() || d <= 0.0 {
-                return Err(FaultError::Duration(d));
-            }
+        if let Some(d) = u.duration_seconds
+            && (d.is_nan() || d <= 0.0)
+        {
+            return Err(FaultError::Duration(d));
         }
         Ok(f)
     }
@@ -113,11 +113,11 @@ impl FaultState {
             }
         }
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, prev)) = g.1 {
-            if Instant::now() >= at {
-                g.0 = prev;
-                g.1 = None;
-            }
+        if let Some((at, prev)) = g.1
+            && Instant::now() >= at
+        {
+            g.0 = prev;
+            g.1 = None;
         }
         g.0
     }

@@ -86,10 +86,10 @@ fn handle(mode: Mode, got: &Mutex<Vec<Captured>>, calls: &Mutex<usize>, headers:
     };
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let version = headers.get(rw::VERSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if let Mode::FailFirst(status, k) = mode {
-        if n <= k {
-            return (StatusCode::from_u16(status).unwrap(), format!("scripted failure {n}")).into_response();
-        }
+    if let Mode::FailFirst(status, k) = mode
+        && n <= k
+    {
+        return (StatusCode::from_u16(status).unwrap(), format!("scripted failure {n}")).into_response();
     }
     let is_v2 = ct == rw::CONTENT_TYPE_V2;
     match mode {
