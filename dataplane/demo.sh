@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Data-plane demo (until the control plane lands, `make demo` runs this):
+# three environments (prod/dev/qa), each a sample API + strata-agent, all
+# remote-writing into Debian's Prometheus on 127.0.0.1:9090, with the load
+# generator running the steady/bursty/errors mix. Ctrl-C stops everything.
+#
+#   SCENARIO=prod-latency make demo    # start a latency incident on prod
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
+DATA="${DATA_DIR:-./data}"
+SCENARIO="${SCENARIO:-steady}"
+command -v prometheus >/dev/null || { echo "prometheus not found: sudo apt-get install prometheus" >&2; exit 1; }
+cargo build --release -p strata-agent -p sample-api -p strata-loadgen
+BIN="$CARGO_TARGET_DIR/release"
+mkdir -p "$DATA/logs"
+pids=()
+cleanup() { echo; echo "stopping"; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+printf 'global:\n  scrape_interval: 15s\n' > "$DATA/prometheus.yml"
+prometheus --config.file="$DATA/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
+  --web.listen-address=127.0.0.1:9090 --web.enable-remote-write-receiver >"$DATA/logs/prometheus.log" 2>&1 &
+pids+=($!)
+
+i=0
+for env in prod dev qa; do
+  grpc=$((4317 + 10 * i)); http=$((4318 + 10 * i)); web=$((8888 + 10 * i)); api=$((8081 + i))
+  "$BIN/strata-agent" --otlp.grpc-address 127.0.0.1:$grpc --otlp.http-address 127.0.0.1:$http \
+    --web.listen-address 127.0.0.1:$web --remote-write.url http://127.0.0.1:9090/api/v1/write \
+    --label environment=$env --label data_plane_id=dp-$env-01 --queue.path "$DATA/agent-$env" \
+    >"$DATA/logs/agent-$env.log" 2>&1 &
+  pids+=($!)
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$grpc OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+  OTEL_METRIC_EXPORT_INTERVAL=5000 OTEL_SERVICE_NAME=shop-api \
+  OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=$env,data_plane_id=dp-$env-01 \
+    "$BIN/sample-api" --web.listen-address 127.0.0.1:$api >"$DATA/logs/api-$env.log" 2>&1 &
+  pids+=($!)
+  i=$((i + 1))
+done
+
+prod_scenario=steady; qa_scenario=errors
+[ "$SCENARIO" = prod-latency ] && prod_scenario=prod-latency
+[ "$SCENARIO" = qa-error-spike ] && qa_scenario=qa-error-spike
+cat > "$DATA/scenario.yml" <<YML
+targets:
+  - { target: "http://127.0.0.1:8081", environment: prod, rate: 50, scenario: $prod_scenario }
+  - { target: "http://127.0.0.1:8082", environment: dev, rate: 20, scenario: bursty }
+  - { target: "http://127.0.0.1:8083", environment: qa, rate: 10, scenario: $qa_scenario }
+YML
+sleep 2
+cat <<MSG
+
+Strata data-plane demo is running (logs in $DATA/logs):
+  Prometheus (receiving remote write)  http://127.0.0.1:9090
+  sample APIs                          http://127.0.0.1:8081 (prod)  :8082 (dev)  :8083 (qa)
+  agent metrics                        http://127.0.0.1:8888/metrics (prod)  :8898 (dev)  :8908 (qa)
+Try in Prometheus:  sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))
+Press Ctrl-C to stop.
+
+MSG
+"$BIN/strata-loadgen" run --scenario-file "$DATA/scenario.yml" --duration "${DURATION:-24h}" &
+pids+=($!)
+wait "${pids[-1]}"
