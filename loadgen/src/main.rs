@@ -1,4 +1,5 @@
 mod bench;
+mod bench_otlp;
 mod stats;
 mod traffic;
 
@@ -76,6 +77,24 @@ enum BenchCmd {
         /// Extra header, name=value (e.g. X-Scope-OrgID=bench).
         #[arg(long)]
         header: Vec<String>,
+    },
+    /// OTLP/HTTP load for a collector: data points/s accepted and, with
+    /// --agent-metrics, delivered end to end through remote write.
+    Otlp {
+        /// OTLP/HTTP metrics URL, e.g. http://127.0.0.1:4318/v1/metrics.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        #[arg(long, default_value_t = 60)]
+        steps: usize,
+        #[arg(long = "points-per-request", default_value_t = 1000)]
+        points_per_request: usize,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// strata-agent /metrics URL; waits until all points are remote-written.
+        #[arg(long = "agent-metrics")]
+        agent_metrics: Option<String>,
     },
     /// Time PromQL range queries against a Prometheus-compatible HTTP API.
     Query {
@@ -157,6 +176,18 @@ fn main() -> anyhow::Result<()> {
                     v2,
                     pids: pid,
                     headers,
+                })
+                .await
+            }
+            Cmd::Bench { kind: BenchCmd::Otlp { url, series, steps, points_per_request, senders, agent_metrics } } => {
+                anyhow::ensure!(senders > 0 && series > 0 && points_per_request > 0, "counts must be positive");
+                bench_otlp::run(bench_otlp::OtlpBench {
+                    url,
+                    series,
+                    steps,
+                    points_per_request,
+                    senders,
+                    agent_metrics,
                 })
                 .await
             }

@@ -21,5 +21,23 @@ pub mod write_v2 {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
 }
 
+/// Strata's own services (package `strata.*`); nested so generated
+/// cross-package paths (`super::super::prometheus`) resolve.
+pub mod strata {
+    /// StoreAPI: series reads from ingesters and stores (package `strata.store`).
+    pub mod store {
+        #![allow(clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/strata.store.rs"));
+    }
+
+    /// Raft RPC between ingesters (package `strata.raft`).
+    pub mod raft {
+        #![allow(clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/strata.raft.rs"));
+    }
+}
+
+pub use strata::{raft, store};
+
 /// OTLP protobuf types and gRPC services.
 pub use opentelemetry_proto::tonic as otlp;

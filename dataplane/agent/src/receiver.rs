@@ -24,15 +24,7 @@ use strata_proto::otlp::collector::metrics::v1::{
 };
 
 use crate::pipeline::{Accepted, Pipeline, SubmitError};
-
-/// `google.rpc.Status`, the OTLP/HTTP error body.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-}
+pub use strata_otel_prom::otlp_http::{Encoding, RpcStatus, decode_request};
 
 const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_RESOURCE_EXHAUSTED: i32 = 8;
@@ -80,13 +72,6 @@ impl MetricsService for GrpcReceiver {
     }
 }
 
-/// Body encoding of an OTLP/HTTP request.
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub enum Encoding {
-    Protobuf,
-    Json,
-}
-
 struct HttpState {
     pipeline: Arc<Pipeline>,
     max_bytes: usize,
@@ -119,11 +104,9 @@ fn status_response(enc: Encoding, http: StatusCode, code: i32, message: String) 
 async fn export_http(State(st): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
     let metrics = st.pipeline.metrics();
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let enc = match media.as_str() {
-        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
-        "application/json" => Encoding::Json,
-        _ => {
+    let enc = match Encoding::from_content_type(ct) {
+        Some(e) => e,
+        None => {
             metrics.otlp_request("http", "bad_request");
             return status_response(
                 Encoding::Protobuf,
@@ -216,15 +199,5 @@ async fn export_http(State(st): State<Arc<HttpState>>, headers: HeaderMap, body:
             }
             r
         }
-    }
-}
-
-/// Decodes an OTLP/HTTP body (protobuf or the OTLP JSON mapping).
-pub fn decode_request(enc: Encoding, raw: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
-    match enc {
-        Encoding::Protobuf => {
-            ExportMetricsServiceRequest::decode(raw).map_err(|e| format!("invalid OTLP protobuf: {e}"))
-        }
-        Encoding::Json => serde_json::from_slice(raw).map_err(|e| format!("invalid OTLP JSON: {e}")),
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod delta;
 pub mod naming;
+pub mod otlp_http;
 mod translate;
 
 pub use translate::{Rejection, Stats, TranslateOutput, Translator, TranslatorConfig};

@@ -1,0 +1,571 @@
+//! The head: recent samples in memory, per tenant.
+//!
+//! Per series: closed XOR chunks (≤ `chunk_samples` samples each), an open
+//! chunk being appended to, and a small sorted map for out-of-order samples
+//! inside the window. An inverted index (label name → value → series refs)
+//! serves `=`, `!=`, `=~`, `!~`. Appends follow Prometheus' rules:
+//! samples older than the newest sample of the tenant minus the
+//! out-of-order window are "out of bounds"; a second sample with the same
+//! timestamp and a different value is a "duplicate sample for timestamp";
+//! the same timestamp and value is accepted as a no-op. Everything here is
+//! deterministic so every Raft replica holds the same head.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use strata_model::{Labels, Limits, Matcher};
+use strata_proto::prometheus::WriteRequest;
+
+use crate::chunk::{self, XorChunk};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeadConfig {
+    /// How far behind the tenant's newest sample a sample may be (ms).
+    pub ooo_window_ms: i64,
+    pub chunk_samples: usize,
+    pub limits: Limits,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig { ooo_window_ms: 10 * 60 * 1000, chunk_samples: 120, limits: Limits::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClosedChunk {
+    min_t: i64,
+    max_t: i64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemSeries {
+    pub labels: Labels,
+    closed: Vec<ClosedChunk>,
+    open: XorChunk,
+    /// Out-of-order samples (timestamp → value bits), merged on read.
+    ooo: BTreeMap<i64, u64>,
+    last_t: i64,
+    last_v: u64,
+}
+
+impl MemSeries {
+    fn new(labels: Labels) -> Self {
+        MemSeries {
+            labels,
+            closed: Vec::new(),
+            open: XorChunk::new(),
+            ooo: BTreeMap::new(),
+            last_t: i64::MIN,
+            last_v: 0,
+        }
+    }
+
+    fn num_samples(&self) -> usize {
+        self.closed.iter().map(|c| u16::from_be_bytes([c.data[0], c.data[1]]) as usize).sum::<usize>()
+            + self.open.num_samples()
+            + self.ooo.len()
+    }
+
+    /// Value stored at `t`, if any (in-order chunks only; used for OOO duplicate checks).
+    fn value_at(&self, t: i64) -> Option<u64> {
+        if let Some(v) = self.ooo.get(&t) {
+            return Some(*v);
+        }
+        for c in &self.closed {
+            if c.min_t <= t && t <= c.max_t {
+                return chunk::decode(&c.data)?.into_iter().find(|s| s.0 == t).map(|s| s.1.to_bits());
+            }
+        }
+        if self.open.num_samples() > 0 && self.open.min_time() <= t {
+            return self.open.samples().into_iter().find(|s| s.0 == t).map(|s| s.1.to_bits());
+        }
+        None
+    }
+
+    /// Samples with `min_t <= t <= max_t`, in time order.
+    pub fn samples(&self, min_t: i64, max_t: i64) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        for c in &self.closed {
+            if c.max_t < min_t || c.min_t > max_t {
+                continue;
+            }
+            if let Some(s) = chunk::decode(&c.data) {
+                out.extend(s.into_iter().filter(|(t, _)| *t >= min_t && *t <= max_t));
+            }
+        }
+        if self.open.num_samples() > 0 && self.open.max_time() >= min_t && self.open.min_time() <= max_t {
+            out.extend(self.open.samples().into_iter().filter(|(t, _)| *t >= min_t && *t <= max_t));
+        }
+        if !self.ooo.is_empty() {
+            out.extend(self.ooo.range(min_t..=max_t).map(|(t, v)| (*t, f64::from_bits(*v))));
+            out.sort_by_key(|s| s.0);
+        }
+        out
+    }
+}
+
+/// One tenant's series and index.
+#[derive(Debug, Default)]
+pub struct TenantHead {
+    series: Vec<MemSeries>,
+    by_labels: HashMap<Labels, u32>,
+    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    max_t: i64,
+    min_t: i64,
+}
+
+impl TenantHead {
+    fn new() -> Self {
+        TenantHead { max_t: i64::MIN, min_t: i64::MAX, ..Default::default() }
+    }
+
+    fn add_series(&mut self, labels: Labels) -> u32 {
+        let r = self.series.len() as u32;
+        for (n, v) in labels.iter() {
+            self.postings.entry(n.to_string()).or_default().entry(v.to_string()).or_default().push(r);
+        }
+        self.by_labels.insert(labels.clone(), r);
+        self.series.push(MemSeries::new(labels));
+        r
+    }
+
+    /// Series refs matching all matchers.
+    fn select_refs(&self, matchers: &[Matcher]) -> Vec<u32> {
+        // Narrow with matchers that cannot match a missing label.
+        let mut candidates: Option<Vec<u32>> = None;
+        for m in matchers.iter().filter(|m| !m.matches_empty()) {
+            let mut refs: Vec<u32> = match self.postings.get(&m.name) {
+                None => Vec::new(),
+                Some(values) => match m.op {
+                    strata_model::MatchOp::Equal => values.get(&m.value).cloned().unwrap_or_default(),
+                    _ => values.iter().filter(|(v, _)| m.matches(v)).flat_map(|(_, r)| r.iter().copied()).collect(),
+                },
+            };
+            refs.sort_unstable();
+            refs.dedup();
+            candidates = Some(match candidates {
+                None => refs,
+                Some(c) => intersect(&c, &refs),
+            });
+            if candidates.as_ref().is_some_and(Vec::is_empty) {
+                return Vec::new();
+            }
+        }
+        let candidates = candidates.unwrap_or_else(|| (0..self.series.len() as u32).collect());
+        candidates
+            .into_iter()
+            .filter(|r| {
+                let s = &self.series[*r as usize];
+                matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+            })
+            .collect()
+    }
+}
+
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// What an append did, for the remote write response.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    pub samples_written: u64,
+    pub samples_rejected: u64,
+    pub exemplars_written: u64,
+    /// The first few rejection messages.
+    pub errors: Vec<String>,
+    /// True if a rejection was a tenant limit (series count).
+    pub limited: bool,
+}
+
+impl AppendOutcome {
+    fn reject(&mut self, n: u64, msg: impl FnOnce() -> String) {
+        self.samples_rejected += n;
+        if self.errors.len() < 5 {
+            self.errors.push(msg());
+        }
+    }
+
+    pub fn merge(&mut self, o: AppendOutcome) {
+        self.samples_written += o.samples_written;
+        self.samples_rejected += o.samples_rejected;
+        self.exemplars_written += o.exemplars_written;
+        self.limited |= o.limited;
+        for e in o.errors {
+            if self.errors.len() < 5 {
+                self.errors.push(e);
+            }
+        }
+    }
+}
+
+/// Series with their samples, as returned by [`Head::select`].
+pub type SeriesSamples = Vec<(Labels, Vec<(i64, f64)>)>;
+
+/// All tenants' heads.
+#[derive(Debug, Default)]
+pub struct Head {
+    pub cfg: HeadConfig,
+    tenants: BTreeMap<String, TenantHead>,
+}
+
+/// Serialized form of the head (Raft snapshots).
+#[derive(Serialize, Deserialize)]
+struct HeadSnapshot {
+    tenants: Vec<(String, i64, i64, Vec<MemSeries>)>,
+}
+
+impl Head {
+    pub fn new(cfg: HeadConfig) -> Self {
+        Head { cfg, tenants: BTreeMap::new() }
+    }
+
+    /// Appends a remote write request for `tenant`. Labels must already be
+    /// validated (the write handler does it before proposing).
+    pub fn append(&mut self, tenant: &str, req: &WriteRequest) -> AppendOutcome {
+        let cfg = self.cfg.clone();
+        let th = self.tenants.entry(tenant.to_string()).or_insert_with(TenantHead::new);
+        let mut out = AppendOutcome::default();
+        for ts in &req.timeseries {
+            if ts.samples.is_empty() {
+                continue;
+            }
+            let labels = Labels::from_proto(&ts.labels);
+            let sref = match th.by_labels.get(&labels) {
+                Some(r) => *r,
+                None => {
+                    if th.series.len() >= cfg.limits.max_series {
+                        out.limited = true;
+                        out.reject(ts.samples.len() as u64, || {
+                            format!(
+                                "per-tenant series limit of {} exceeded (max_series); series {labels} not created",
+                                cfg.limits.max_series
+                            )
+                        });
+                        continue;
+                    }
+                    th.add_series(labels)
+                }
+            };
+            for s in &ts.samples {
+                let floor = th.max_t.saturating_sub(cfg.ooo_window_ms);
+                let series = &mut th.series[sref as usize];
+                let vbits = s.value.to_bits();
+                if th.max_t != i64::MIN && s.timestamp < floor {
+                    out.reject(1, || {
+                        format!(
+                            "out of bounds: sample for series {} at {} is older than the out-of-order window ({}s) before the newest sample ({})",
+                            series.labels, s.timestamp, cfg.ooo_window_ms / 1000, th.max_t
+                        )
+                    });
+                    continue;
+                }
+                if s.timestamp > series.last_t || series.last_t == i64::MIN {
+                    if series.open.num_samples() >= cfg.chunk_samples {
+                        let full = std::mem::take(&mut series.open);
+                        series.closed.push(ClosedChunk {
+                            min_t: full.min_time(),
+                            max_t: full.max_time(),
+                            data: full.bytes().to_vec(),
+                        });
+                    }
+                    series.open.append(s.timestamp, s.value);
+                    series.last_t = s.timestamp;
+                    series.last_v = vbits;
+                } else if s.timestamp == series.last_t {
+                    if vbits != series.last_v {
+                        out.reject(1, || {
+                            format!(
+                                "duplicate sample for timestamp {} with a different value for series {}",
+                                s.timestamp, series.labels
+                            )
+                        });
+                        continue;
+                    }
+                } else {
+                    match series.value_at(s.timestamp) {
+                        Some(v) if v == vbits => {}
+                        Some(_) => {
+                            out.reject(1, || {
+                                format!(
+                                    "duplicate sample for timestamp {} with a different value for series {}",
+                                    s.timestamp, series.labels
+                                )
+                            });
+                            continue;
+                        }
+                        None => {
+                            series.ooo.insert(s.timestamp, vbits);
+                        }
+                    }
+                }
+                th.max_t = th.max_t.max(s.timestamp);
+                th.min_t = th.min_t.min(s.timestamp);
+                out.samples_written += 1;
+            }
+            out.exemplars_written += ts.exemplars.len() as u64;
+        }
+        out
+    }
+
+    /// Series of `tenant` matching all matchers, with samples in `[min_t, max_t]`
+    /// (series without samples there are left out unless `with_empty`).
+    pub fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        skip_samples: bool,
+    ) -> SeriesSamples {
+        let Some(th) = self.tenants.get(tenant) else { return Vec::new() };
+        let mut out: SeriesSamples = th
+            .select_refs(matchers)
+            .into_iter()
+            .filter_map(|r| {
+                let s = &th.series[r as usize];
+                let samples = s.samples(min_t, max_t);
+                if samples.is_empty() {
+                    return None;
+                }
+                Some((s.labels.clone(), if skip_samples { Vec::new() } else { samples }))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn label_names(&self, tenant: &str, matchers: &[Matcher]) -> Vec<String> {
+        let Some(th) = self.tenants.get(tenant) else { return Vec::new() };
+        if matchers.is_empty() {
+            let mut v: Vec<String> = th.postings.keys().cloned().collect();
+            v.sort();
+            return v;
+        }
+        let names: BTreeSet<String> = th
+            .select_refs(matchers)
+            .into_iter()
+            .flat_map(|r| th.series[r as usize].labels.0.iter().map(|(n, _)| n.clone()))
+            .collect();
+        names.into_iter().collect()
+    }
+
+    pub fn label_values(&self, tenant: &str, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        let Some(th) = self.tenants.get(tenant) else { return Vec::new() };
+        if matchers.is_empty() {
+            let mut v: Vec<String> = th.postings.get(name).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            v.sort();
+            return v;
+        }
+        let values: BTreeSet<String> = th
+            .select_refs(matchers)
+            .into_iter()
+            .filter_map(|r| th.series[r as usize].labels.get(name).map(str::to_string))
+            .collect();
+        values.into_iter().collect()
+    }
+
+    /// (series, samples) over all tenants.
+    pub fn stats(&self) -> (usize, usize) {
+        let series = self.tenants.values().map(|t| t.series.len()).sum();
+        let samples = self.tenants.values().flat_map(|t| t.series.iter()).map(MemSeries::num_samples).sum();
+        (series, samples)
+    }
+
+    /// Overall (min, max) sample time, if any data.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let min = self.tenants.values().map(|t| t.min_t).min()?;
+        let max = self.tenants.values().map(|t| t.max_t).max()?;
+        (min <= max).then_some((min, max))
+    }
+
+    pub fn tenants(&self) -> Vec<String> {
+        self.tenants.keys().cloned().collect()
+    }
+
+    /// Serializes the whole head (deterministic for identical heads).
+    pub fn snapshot(&self) -> Result<Vec<u8>, bincode::Error> {
+        let snap = HeadSnapshot {
+            tenants: self.tenants.iter().map(|(k, t)| (k.clone(), t.min_t, t.max_t, t.series.clone())).collect(),
+        };
+        bincode::serialize(&snap)
+    }
+
+    /// Replaces the head with a snapshot's content.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), bincode::Error> {
+        let snap: HeadSnapshot = bincode::deserialize(bytes)?;
+        self.tenants.clear();
+        for (tenant, min_t, max_t, series) in snap.tenants {
+            let mut th = TenantHead::new();
+            for s in series {
+                let r = th.add_series(s.labels.clone());
+                th.series[r as usize] = s;
+            }
+            th.min_t = min_t;
+            th.max_t = max_t;
+            self.tenants.insert(tenant, th);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_model::MatchOp;
+    use strata_proto::prometheus::{Label, Sample, TimeSeries};
+
+    fn ts(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+        let mut labels: Vec<Label> =
+            pairs.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        TimeSeries {
+            labels,
+            samples: samples.iter().map(|(t, v)| Sample { timestamp: *t, value: *v }).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn req(series: Vec<TimeSeries>) -> WriteRequest {
+        WriteRequest { timeseries: series, metadata: vec![] }
+    }
+
+    fn m(n: &str, op: MatchOp, v: &str) -> Matcher {
+        Matcher::new(n, op, v).unwrap()
+    }
+
+    #[test]
+    fn appends_select_and_all_matcher_types() {
+        let mut h = Head::new(HeadConfig::default());
+        let out = h.append(
+            "t",
+            &req(vec![
+                ts(&[("__name__", "up"), ("job", "api"), ("env", "prod")], &[(1000, 1.0), (2000, 1.0)]),
+                ts(&[("__name__", "up"), ("job", "web"), ("env", "dev")], &[(1000, 0.0)]),
+                ts(&[("__name__", "up"), ("job", "db")], &[(1000, 1.0)]),
+            ]),
+        );
+        assert_eq!(out.samples_written, 4);
+        let names = |sel: SeriesSamples| {
+            let mut v = sel.iter().map(|(l, _)| l.get("job").unwrap().to_string()).collect::<Vec<_>>();
+            v.sort();
+            v
+        };
+        assert_eq!(names(h.select("t", &[m("job", MatchOp::Equal, "api")], 0, 5000, false)), vec!["api"]);
+        assert_eq!(
+            names(h.select(
+                "t",
+                &[m("__name__", MatchOp::Equal, "up"), m("job", MatchOp::NotEqual, "api")],
+                0,
+                5000,
+                false
+            )),
+            vec!["db", "web"]
+        );
+        assert_eq!(names(h.select("t", &[m("job", MatchOp::Regex, "a.*|w.*")], 0, 5000, false)), vec!["api", "web"]);
+        assert_eq!(
+            names(h.select(
+                "t",
+                &[m("__name__", MatchOp::Equal, "up"), m("job", MatchOp::NotRegex, "a.*")],
+                0,
+                5000,
+                false
+            )),
+            vec!["db", "web"]
+        );
+        // Missing label matches "" (Prometheus semantics).
+        assert_eq!(
+            names(h.select("t", &[m("__name__", MatchOp::Equal, "up"), m("env", MatchOp::Equal, "")], 0, 5000, false)),
+            vec!["db"]
+        );
+        assert_eq!(
+            h.select("t", &[m("job", MatchOp::Equal, "api")], 0, 5000, false)[0].1,
+            vec![(1000, 1.0), (2000, 1.0)]
+        );
+        assert_eq!(h.select("t", &[m("job", MatchOp::Equal, "api")], 1500, 5000, false)[0].1, vec![(2000, 1.0)]);
+        assert!(h.select("other", &[m("job", MatchOp::Equal, "api")], 0, 5000, false).is_empty());
+        assert_eq!(h.label_values("t", "job", &[]), vec!["api", "db", "web"]);
+        assert_eq!(h.label_names("t", &[m("job", MatchOp::Equal, "db")]), vec!["__name__", "job"]);
+    }
+
+    #[test]
+    fn out_of_order_window_and_duplicates_follow_prometheus() {
+        let mut h = Head::new(HeadConfig { ooo_window_ms: 600_000, ..Default::default() });
+        let s = |t: i64, v: f64| req(vec![ts(&[("__name__", "x")], &[(t, v)])]);
+        let hour = 3_600_000;
+        // A 2 h backfill in time order is accepted: the window follows the newest sample.
+        for i in 0..120 {
+            assert_eq!(h.append("t", &s(i * 60_000, i as f64)).samples_written, 1);
+        }
+        assert_eq!(h.append("t", &s(2 * hour, 1.0)).samples_written, 1);
+        // 5 min behind the newest: inside the window, stored out of order.
+        assert_eq!(h.append("t", &s(2 * hour - 300_000 + 1, 7.0)).samples_written, 1);
+        // 11 min behind: out of bounds.
+        let o = h.append("t", &s(2 * hour - 660_000, 1.0));
+        assert_eq!(o.samples_rejected, 1);
+        assert!(o.errors[0].contains("out of bounds"), "{}", o.errors[0]);
+        // Same timestamp, same value: accepted no-op; different value: duplicate.
+        assert_eq!(h.append("t", &s(2 * hour, 1.0)).samples_written, 1);
+        let d = h.append("t", &s(2 * hour, 2.0));
+        assert!(d.errors[0].contains("duplicate sample for timestamp"), "{:?}", d.errors);
+        let d = h.append("t", &s(119 * 60_000, 5.0));
+        assert!(d.errors[0].contains("duplicate sample"), "{:?}", d.errors);
+        let all = h.select("t", &[m("__name__", MatchOp::Equal, "x")], 0, 3 * hour, false);
+        assert_eq!(all[0].1.len(), 122);
+        assert!(all[0].1.windows(2).all(|w| w[0].0 < w[1].0), "merged in time order");
+        assert_eq!(h.stats(), (1, 122));
+    }
+
+    #[test]
+    fn stale_nan_round_trips_and_limits_apply() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let mut h =
+            Head::new(HeadConfig { limits: Limits { max_series: 1, ..Default::default() }, ..Default::default() });
+        let o = h.append(
+            "t",
+            &req(vec![ts(&[("__name__", "a")], &[(1, 1.0), (2, stale)]), ts(&[("__name__", "b")], &[(1, 1.0)])]),
+        );
+        assert_eq!(o.samples_written, 2);
+        assert_eq!(o.samples_rejected, 1);
+        assert!(o.limited && o.errors[0].contains("max_series"));
+        let got = h.select("t", &[m("__name__", MatchOp::Equal, "a")], 0, 10, false);
+        assert_eq!(got[0].1[1].1.to_bits(), 0x7ff0_0000_0000_0002);
+    }
+
+    #[test]
+    fn snapshot_restores_identical_head() {
+        let mut h = Head::new(HeadConfig { chunk_samples: 4, ..Default::default() });
+        for i in 0..10 {
+            h.append("a", &req(vec![ts(&[("__name__", "x"), ("i", "1")], &[(i * 1000, i as f64)])]));
+            h.append("b", &req(vec![ts(&[("__name__", "y")], &[(i * 1000, -(i as f64))])]));
+        }
+        let bytes = h.snapshot().unwrap();
+        let mut r = Head::new(HeadConfig::default());
+        r.restore(&bytes).unwrap();
+        assert_eq!(r.snapshot().unwrap(), bytes);
+        assert_eq!(
+            r.select("a", &[m("i", MatchOp::Equal, "1")], 0, 100_000, false),
+            h.select("a", &[m("i", MatchOp::Equal, "1")], 0, 100_000, false)
+        );
+        assert_eq!(r.time_range(), Some((0, 9000)));
+        // Appends continue after restore.
+        assert_eq!(
+            r.append("a", &req(vec![ts(&[("__name__", "x"), ("i", "1")], &[(10_000, 1.0)])])).samples_written,
+            1
+        );
+    }
+}

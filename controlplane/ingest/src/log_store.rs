@@ -1,0 +1,338 @@
+//! Durable Raft log: a small segmented WAL of our own.
+//!
+//! Records are `len u32 | crc32 u32 | kind u8 | payload` in `wal-<seq>.log`
+//! segments: kind 1 appends entries (bincode), kind 2 truncates from an
+//! index, kind 3 purges up to a log id. Appends are fsynced before openraft
+//! is told they are durable. On open the segments are replayed; the newest
+//! one is cut at the first torn or corrupt record. The vote and the
+//! committed log id live in their own files, replaced atomically (write,
+//! fsync, rename). Segments whose entries are all purged are deleted.
+//! The entries themselves are also kept in memory (the log is purged after
+//! every snapshot, so it stays short).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::Mutex;
+
+use crate::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+
+const KIND_ENTRIES: u8 = 1;
+const KIND_TRUNCATE: u8 = 2;
+const KIND_PURGE: u8 = 3;
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::from_io_error(subject, verb, io::Error::other(e.to_string()))
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: File,
+    seg: u64,
+    seg_size: u64,
+    /// Segment → highest entry index it holds.
+    segments: BTreeMap<u64, u64>,
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+}
+
+/// The Raft log storage; clones share the same log (used as the reader).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn seg_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("wal-{seq:020}.log"))
+}
+
+fn write_atomic<T: Serialize>(dir: &Path, name: &str, v: &T) -> io::Result<()> {
+    let bytes = bincode::serialize(v).map_err(io::Error::other)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>> {
+    match fs::read(dir.join(name)) {
+        Ok(b) => bincode::deserialize(&b)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn encode_record(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    h.update(payload);
+    let mut buf = Vec::with_capacity(payload.len() + 9);
+    buf.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
+    buf.extend_from_slice(&h.finalize().to_le_bytes());
+    buf.push(kind);
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Reads the next record: Ok(None) at a clean end, Err(InvalidData) for torn/corrupt.
+fn read_record(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut hdr = [0u8; 8];
+    let mut got = 0;
+    while got < 8 {
+        let n = r.read(&mut hdr[got..])?;
+        if n == 0 {
+            return if got == 0 { Ok(None) } else { Err(io::Error::new(io::ErrorKind::InvalidData, "torn header")) };
+        }
+        got += n;
+    }
+    let len = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(hdr[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > (1 << 30) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad record length"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(io::ErrorKind::InvalidData, "torn record")
+        } else {
+            e
+        }
+    })?;
+    if crc32fast::hash(&body) != crc {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "checksum mismatch"));
+    }
+    let kind = body[0];
+    body.remove(0);
+    Ok(Some((kind, body)))
+}
+
+impl LogStore {
+    /// Opens the log in `dir`, replaying and repairing it.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        fs::create_dir_all(dir)?;
+        let mut seqs: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        seqs.sort_unstable();
+        let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+        let mut last_purged: Option<LogId> = None;
+        let mut segments = BTreeMap::new();
+        for (i, seq) in seqs.iter().enumerate() {
+            let path = seg_path(dir, *seq);
+            let mut r = BufReader::new(File::open(&path)?);
+            let mut valid = 0u64;
+            let mut max_index = 0u64;
+            loop {
+                match read_record(&mut r) {
+                    Ok(Some((kind, payload))) => {
+                        valid += 9 + payload.len() as u64;
+                        match kind {
+                            KIND_ENTRIES => {
+                                let es: Vec<Entry> = bincode::deserialize(&payload)
+                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                                for e in es {
+                                    max_index = max_index.max(e.log_id.index);
+                                    entries.insert(e.log_id.index, e);
+                                }
+                            }
+                            KIND_TRUNCATE => {
+                                let from: u64 = bincode::deserialize(&payload)
+                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                                entries.split_off(&from);
+                            }
+                            KIND_PURGE => {
+                                let upto: LogId = bincode::deserialize(&payload)
+                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                                entries = entries.split_off(&(upto.index + 1));
+                                last_purged = Some(upto);
+                            }
+                            k => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    format!("unknown WAL record kind {k}"),
+                                ));
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        if i + 1 == seqs.len() {
+                            tracing::warn!(segment = seq, valid, error = %e, "truncating torn tail of the Raft log");
+                            let f = OpenOptions::new().write(true).open(&path)?;
+                            f.set_len(valid)?;
+                            f.sync_all()?;
+                            break;
+                        }
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("Raft log segment {} is corrupt at byte {valid}: {e}", path.display()),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            segments.insert(*seq, max_index);
+        }
+        let seg = seqs.last().copied().unwrap_or(1);
+        let path = seg_path(dir, seg);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let seg_size = file.metadata()?.len();
+        segments.entry(seg).or_insert(0);
+        let vote = read_file(dir, "vote")?;
+        let committed = read_file(dir, "committed")?;
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_path_buf(),
+                file,
+                seg,
+                seg_size,
+                segments,
+                entries,
+                last_purged,
+                vote,
+                committed,
+            })),
+        })
+    }
+}
+
+impl Inner {
+    fn write(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+        if self.seg_size >= SEGMENT_BYTES {
+            self.file.sync_data()?;
+            self.seg += 1;
+            self.file = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, self.seg))?;
+            File::open(&self.dir)?.sync_all()?;
+            self.seg_size = 0;
+            self.segments.insert(self.seg, 0);
+        }
+        let rec = encode_record(kind, payload);
+        tokio::task::block_in_place(|| {
+            self.file.write_all(&rec)?;
+            self.file.sync_data()
+        })?;
+        self.seg_size += rec.len() as u64;
+        Ok(())
+    }
+
+    fn delete_purged_segments(&mut self) {
+        let Some(purged) = self.last_purged else { return };
+        let old: Vec<u64> =
+            self.segments.iter().filter(|(s, max)| **s != self.seg && **max <= purged.index).map(|(s, _)| *s).collect();
+        for s in old {
+            if fs::remove_file(seg_path(&self.dir, s)).is_ok() {
+                self.segments.remove(&s);
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let inner = self.inner.lock().await;
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let inner = self.inner.lock().await;
+        let last = inner.entries.values().next_back().map(|e| *e.get_log_id()).or(inner.last_purged);
+        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().await;
+        let dir = inner.dir.clone();
+        tokio::task::block_in_place(|| write_atomic(&dir, "vote", vote))
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.inner.lock().await.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().await;
+        let dir = inner.dir.clone();
+        tokio::task::block_in_place(|| write_atomic(&dir, "committed", &committed))
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        inner.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.inner.lock().await.committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut inner = self.inner.lock().await;
+        let payload = bincode::serialize(&entries).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let res = inner.write(KIND_ENTRIES, &payload);
+        if let Err(e) = res {
+            let err = io::Error::other(e.to_string());
+            callback.log_io_completed(Err(e));
+            return Err(StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, err));
+        }
+        let seg = inner.seg;
+        for e in entries {
+            let idx = e.log_id.index;
+            inner.segments.entry(seg).and_modify(|m| *m = (*m).max(idx)).or_insert(idx);
+            inner.entries.insert(idx, e);
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().await;
+        let payload = bincode::serialize(&log_id.index).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        inner.write(KIND_TRUNCATE, &payload).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        inner.entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut inner = self.inner.lock().await;
+        let payload = bincode::serialize(&log_id).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        inner.write(KIND_PURGE, &payload).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.last_purged = Some(log_id);
+        inner.delete_purged_segments();
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Raft RPC over tonic: the client side (openraft's network traits) and the
+//! server side (`strata.raft.Raft`). openraft's messages travel as bincode
+//! inside protobuf `bytes`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use strata_proto::raft::raft_client::RaftClient;
+use strata_proto::raft::raft_server::Raft as RaftService;
+use strata_proto::raft::{ForwardWriteRequest, RaftMessage};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proposer::Proposer;
+use crate::raft_types::{NodeId, Raft, TypeConfig};
+
+pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+/// Creates clients for peers.
+#[derive(Clone, Default)]
+pub struct Network;
+
+pub struct PeerClient {
+    target: NodeId,
+    client: Option<RaftClient<Channel>>,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        let client = channel(&node.addr)
+            .ok()
+            .map(|c| RaftClient::new(c).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30));
+        PeerClient { target, client, addr: node.addr.clone() }
+    }
+}
+
+fn enc<T: Serialize>(v: &T, target: NodeId) -> Result<RaftMessage, bincode::Error> {
+    Ok(RaftMessage { data: bincode::serialize(v)?.into(), target })
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        req: &Req,
+        timeout: Duration,
+        which: &'static str,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "bad peer address {}",
+                self.addr
+            )))));
+        };
+        let msg = enc(req, self.target).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(timeout);
+        let resp = match which {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let resp = resp.map_err(|s| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(s.to_string()))))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&resp.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(&rpc, option.hard_ttl(), "append").await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(&rpc, option.hard_ttl(), "snapshot").await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(&rpc, option.hard_ttl(), "vote").await
+    }
+}
+
+/// Server side of the Raft RPC.
+pub struct RaftRpc {
+    pub raft: Raft,
+    pub proposer: Arc<Proposer>,
+    pub node_id: NodeId,
+}
+
+impl RaftRpc {
+    fn check_target(&self, m: &RaftMessage) -> Result<(), tonic::Status> {
+        if m.target != self.node_id {
+            return Err(tonic::Status::failed_precondition(format!(
+                "this is Raft node {}, not node {}: check --raft.peers",
+                self.node_id, m.target
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn dec<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, tonic::Status> {
+    bincode::deserialize(&m.data).map_err(|e| tonic::Status::invalid_argument(format!("undecodable Raft message: {e}")))
+}
+
+fn reply<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+    enc(v, 0).map(tonic::Response::new).map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        self.check_target(req.get_ref())?;
+        let rpc: AppendEntriesRequest<TypeConfig> = dec(req.get_ref())?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        self.check_target(req.get_ref())?;
+        let rpc: VoteRequest<NodeId> = dec(req.get_ref())?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        self.check_target(req.get_ref())?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = dec(req.get_ref())?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward_write(
+        &self,
+        req: tonic::Request<ForwardWriteRequest>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let r = req.into_inner();
+        match self.proposer.propose_local(r.tenant, r.write_request.to_vec()).await {
+            Ok(outcome) => reply(&outcome),
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The ingester process: Raft node, HTTP API (:9009) and gRPC (:9095).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use strata_otel_prom::Translator;
+use strata_proto::raft::raft_server::RaftServer;
+use strata_proto::store::store_server::StoreServer;
+
+use crate::head::HeadConfig;
+use crate::log_store::LogStore;
+use crate::network::{Network, RaftRpc};
+use crate::proposer::Proposer;
+use crate::raft_types::{NodeId, Raft};
+use crate::state_machine::StateMachine;
+use crate::store_api::HeadStore;
+
+/// Ingester settings (flags of `strata ingester`).
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    pub node_id: NodeId,
+    /// Initial voters: id → gRPC address.
+    pub peers: BTreeMap<NodeId, String>,
+    pub grpc_listen: SocketAddr,
+    pub web_listen: SocketAddr,
+    pub storage_path: PathBuf,
+    pub head: HeadConfig,
+    /// Largest accepted (compressed) request body.
+    pub max_request_bytes: usize,
+    /// Shard name reported in StoreAPI Info (replicas of one group share it).
+    pub shard: String,
+    /// Take a snapshot (and purge the log) after this many entries.
+    pub snapshot_logs: u64,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        IngesterConfig {
+            node_id: 1,
+            peers: BTreeMap::new(),
+            grpc_listen: ([127, 0, 0, 1], 9095).into(),
+            web_listen: ([127, 0, 0, 1], 9009).into(),
+            storage_path: PathBuf::from("./data/ingester"),
+            head: HeadConfig::default(),
+            max_request_bytes: 32 << 20,
+            shard: "shard-0".into(),
+            snapshot_logs: 20_000,
+            heartbeat: Duration::from_millis(200),
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot open storage at {path}: {source}")]
+    Storage { path: String, source: std::io::Error },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("Raft failed: {0}")]
+    Raft(String),
+    #[error("{0} server failed: {1}")]
+    Serve(&'static str, String),
+}
+
+pub struct IngesterMetrics {
+    registry: Registry,
+    pub samples_written: Counter,
+    pub samples_rejected: Counter,
+    pub write_errors: Counter,
+    term: Gauge,
+    last_log: Gauge,
+    applied: Gauge,
+    is_leader: Gauge,
+    head_series: Gauge,
+    head_samples: Gauge,
+}
+
+impl IngesterMetrics {
+    fn new() -> Self {
+        let mut r = Registry::with_prefix("strata_ingester");
+        let m = IngesterMetrics {
+            samples_written: Counter::default(),
+            samples_rejected: Counter::default(),
+            write_errors: Counter::default(),
+            term: Gauge::default(),
+            last_log: Gauge::default(),
+            applied: Gauge::default(),
+            is_leader: Gauge::default(),
+            head_series: Gauge::default(),
+            head_samples: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "samples_written",
+            "Samples written to the head through this node's write endpoints",
+            m.samples_written.clone(),
+        );
+        r.register(
+            "samples_rejected",
+            "Samples rejected (invalid, out of bounds, duplicate, over limits)",
+            m.samples_rejected.clone(),
+        );
+        r.register(
+            "write_errors",
+            "Writes that could not be committed (no leader, Raft errors)",
+            m.write_errors.clone(),
+        );
+        r.register("raft_term", "Current Raft term", m.term.clone());
+        r.register("raft_last_log_index", "Last Raft log index", m.last_log.clone());
+        r.register("raft_applied_index", "Last applied Raft log index", m.applied.clone());
+        r.register("raft_is_leader", "1 if this node is the Raft leader", m.is_leader.clone());
+        r.register("head_series", "Series in the head (all tenants)", m.head_series.clone());
+        r.register("head_samples", "Samples in the head (all tenants)", m.head_samples.clone());
+        IngesterMetrics { registry: r, ..m }
+    }
+}
+
+/// Shared by the HTTP handlers.
+pub struct AppState {
+    pub cfg: IngesterConfig,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    pub proposer: Arc<Proposer>,
+    pub metrics: IngesterMetrics,
+    pub translator: Mutex<Translator>,
+}
+
+fn raft_config(cfg: &IngesterConfig) -> Result<Arc<Config>, IngestError> {
+    let hb = cfg.heartbeat.as_millis() as u64;
+    let el = cfg.election_timeout.as_millis() as u64;
+    let c = Config {
+        cluster_name: "strata".into(),
+        heartbeat_interval: hb,
+        election_timeout_min: el,
+        election_timeout_max: el * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        max_in_snapshot_log_to_keep: 1000,
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().map_err(|e| IngestError::Config(e.to_string()))?))
+}
+
+async fn raft_status(State(st): State<Arc<AppState>>) -> Response {
+    let m = st.raft.metrics().borrow().clone();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let membership = m.membership_config.membership();
+    let members: Vec<u64> = membership.voter_ids().collect();
+    let learners: Vec<u64> = membership.learner_ids().collect();
+    let (series, samples) = st.sm.state.read().await.head.stats();
+    Json(json!({
+        "node_id": m.id,
+        "leader_id": m.current_leader,
+        "term": m.current_term,
+        "role": role,
+        "last_log_index": m.last_log_index,
+        "last_applied_index": m.last_applied.map(|l| l.index),
+        "members": members,
+        "learners": learners,
+        "snapshot_index": m.snapshot.map(|l| l.index),
+        "purged_index": m.purged.map(|l| l.index),
+        "head_series": series,
+        "head_samples": samples,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LearnerReq {
+    node_id: NodeId,
+    addr: String,
+}
+
+#[derive(Deserialize)]
+struct MembershipReq {
+    members: BTreeSet<NodeId>,
+}
+
+fn raft_error(e: impl std::fmt::Display) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": e.to_string()}))).into_response()
+}
+
+async fn add_learner(State(st): State<Arc<AppState>>, Json(r): Json<LearnerReq>) -> Response {
+    match st.raft.add_learner(r.node_id, BasicNode::new(r.addr), true).await {
+        Ok(resp) => Json(json!({"status": "success", "log_index": resp.log_id.index})).into_response(),
+        Err(e) => raft_error(e),
+    }
+}
+
+async fn change_membership(State(st): State<Arc<AppState>>, Json(r): Json<MembershipReq>) -> Response {
+    match st.raft.change_membership(r.members, false).await {
+        Ok(resp) => Json(json!({"status": "success", "log_index": resp.log_id.index})).into_response(),
+        Err(e) => raft_error(e),
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let m = st.raft.metrics().borrow().clone();
+    st.metrics.term.set(m.current_term as i64);
+    st.metrics.last_log.set(m.last_log_index.unwrap_or(0) as i64);
+    st.metrics.applied.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+    st.metrics.is_leader.set((m.current_leader == Some(st.cfg.node_id)) as i64);
+    let (series, samples) = st.sm.state.read().await.head.stats();
+    st.metrics.head_series.set(series as i64);
+    st.metrics.head_samples.set(samples as i64);
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry);
+    ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    let m = st.raft.metrics().borrow().clone();
+    if m.current_leader.is_some() {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no Raft leader known\n").into_response()
+    }
+}
+
+/// Runs an ingester until `shutdown` resolves.
+pub async fn run(
+    cfg: IngesterConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), IngestError> {
+    if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.node_id) {
+        return Err(IngestError::Config(format!("--raft.node-id {} is not in --raft.peers", cfg.node_id)));
+    }
+    let storage = |p: PathBuf| move |source| IngestError::Storage { path: p.display().to_string(), source };
+    let log = LogStore::open(&cfg.storage_path.join("raft")).map_err(storage(cfg.storage_path.join("raft")))?;
+    let sm = StateMachine::open(cfg.storage_path.join("state"), cfg.head.clone())
+        .map_err(storage(cfg.storage_path.join("state")))?;
+    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network, log, sm.clone())
+        .await
+        .map_err(|e| IngestError::Raft(e.to_string()))?;
+    let proposer = Proposer::start(raft.clone(), cfg.node_id);
+
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_listen).await.map_err(|source| IngestError::Bind {
+        what: "gRPC",
+        addr: cfg.grpc_listen,
+        source,
+    })?;
+    let web_listener = tokio::net::TcpListener::bind(cfg.web_listen).await.map_err(|source| IngestError::Bind {
+        what: "HTTP",
+        addr: cfg.web_listen,
+        source,
+    })?;
+
+    let state = Arc::new(AppState {
+        cfg: cfg.clone(),
+        raft: raft.clone(),
+        sm: sm.clone(),
+        proposer: proposer.clone(),
+        metrics: IngesterMetrics::new(),
+        translator: Mutex::new(crate::write::translator()),
+    });
+    let app = Router::new()
+        .route("/api/v1/write", post(crate::write::remote_write))
+        .route("/otlp/v1/metrics", post(crate::write::otlp))
+        .route("/api/v1/status/raft", get(raft_status))
+        .route("/api/v1/admin/raft/learner", post(add_learner))
+        .route("/api/v1/admin/raft/membership", post(change_membership))
+        .route("/metrics", get(metrics))
+        .route("/-/ready", get(ready))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut s1 = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(RaftRpc { raft: raft.clone(), proposer, node_id: cfg.node_id })
+                .max_decoding_message_size(1 << 30)
+                .max_encoding_message_size(1 << 30),
+        )
+        .add_service(
+            StoreServer::new(HeadStore {
+                sm: sm.clone(),
+                raft: raft.clone(),
+                node_id: cfg.node_id,
+                shard: cfg.shard.clone(),
+            })
+            .max_encoding_message_size(256 << 20),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
+            let _ = s1.wait_for(|s| *s).await;
+        });
+    let mut s2 = stop_rx.clone();
+    let web = axum::serve(web_listener, app).with_graceful_shutdown(async move {
+        let _ = s2.wait_for(|s| *s).await;
+    });
+
+    // Bootstrap: the lowest peer id initializes the cluster once.
+    if cfg.peers.keys().next() == Some(&cfg.node_id) {
+        let raft = raft.clone();
+        let members: BTreeMap<NodeId, BasicNode> = cfg.peers.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            match raft.is_initialized().await {
+                Ok(false) => match raft.initialize(members).await {
+                    Ok(()) => tracing::info!("initialized the Raft cluster"),
+                    Err(e) => tracing::info!(error = %e, "cluster initialization skipped"),
+                },
+                Ok(true) => {}
+                Err(e) => tracing::error!(error = %e, "Raft is not running"),
+            }
+        });
+    }
+    tracing::info!(node_id = cfg.node_id, grpc = %cfg.grpc_listen, web = %cfg.web_listen, peers = ?cfg.peers, "strata ingester started");
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (g, w) = tokio::join!(grpc, web);
+    let _ = raft.shutdown().await;
+    g.map_err(|e| IngestError::Serve("gRPC", e.to_string()))?;
+    w.map_err(|e| IngestError::Serve("HTTP", e.to_string()))?;
+    Ok(())
+}
+
+/// Parses `--raft.peers` (`1=127.0.0.1:9095,2=…`).
+pub fn parse_peers(s: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("invalid peer {part:?}: expected id=host:port"))?;
+        let id: NodeId = id.trim().parse().map_err(|_| format!("invalid peer id {id:?} in {part:?}"))?;
+        if id == 0 {
+            return Err("peer ids start at 1".into());
+        }
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("peer id {id} listed twice"));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,188 @@
+//! The Raft state machine: the head. Every replica applies the same log
+//! entries in the same order and so holds the same head. Snapshots are the
+//! serialized head plus the last applied log id and membership; they are
+//! also written to disk so a restart replays only the log after them.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
+};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use strata_proto::prometheus::WriteRequest;
+use tokio::sync::RwLock;
+
+use crate::head::{AppendOutcome, Head, HeadConfig};
+use crate::raft_types::{Entry, LogId, NodeId, Request, Response, StorageError, TypeConfig};
+
+/// State shared with readers (StoreAPI, status).
+pub struct SmState {
+    pub head: Head,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership<NodeId, openraft::BasicNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    head: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub state: Arc<RwLock<SmState>>,
+    dir: PathBuf,
+    snapshot_idx: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+}
+
+impl StateMachine {
+    /// Opens the state machine, restoring the last snapshot from `dir` if present.
+    pub fn open(dir: PathBuf, cfg: HeadConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut state = SmState { head: Head::new(cfg), last_applied: None, membership: StoredMembership::default() };
+        if let Ok(bytes) = std::fs::read(dir.join("snapshot.bin")) {
+            let file: SnapshotFile =
+                bincode::deserialize(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let body: SnapshotBody = bincode::deserialize(&file.data)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            state.head.restore(&body.head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            state.last_applied = body.last_applied;
+            state.membership = body.membership;
+            tracing::info!(last_applied = ?state.last_applied, "restored head from snapshot");
+        }
+        Ok(StateMachine { state: Arc::new(RwLock::new(state)), dir, snapshot_idx: Arc::new(0.into()) })
+    }
+
+    fn save_snapshot_file(&self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, data: &[u8]) -> std::io::Result<()> {
+        let file = SnapshotFile { meta: meta.clone(), data: data.to_vec() };
+        let bytes = bincode::serialize(&file).map_err(std::io::Error::other)?;
+        let tmp = self.dir.join("snapshot.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join("snapshot.bin"))
+    }
+}
+
+/// Applies one write item; an undecodable item (never produced by our
+/// write path) is reported as fully rejected rather than stopping the node.
+fn apply_write(head: &mut Head, tenant: &str, bytes: &[u8]) -> AppendOutcome {
+    match WriteRequest::decode(bytes) {
+        Ok(req) => head.append(tenant, &req),
+        Err(e) => AppendOutcome { errors: vec![format!("undecodable write in log: {e}")], ..Default::default() },
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (data, last_applied, membership) = {
+            let st = self.state.read().await;
+            let head = tokio::task::block_in_place(|| st.head.snapshot()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let body = SnapshotBody { last_applied: st.last_applied, membership: st.membership.clone(), head };
+            (bincode::serialize(&body).map_err(|e| sm_err(ErrorVerb::Read, e))?, st.last_applied, st.membership.clone())
+        };
+        let idx = self.snapshot_idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{idx}", l.leader_id, l.index),
+            None => format!("--{idx}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        tokio::task::block_in_place(|| self.save_snapshot_file(&meta, &data))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        tracing::info!(bytes = data.len(), last = ?last_applied, "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, openraft::BasicNode>), StorageError> {
+        let st = self.state.read().await;
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut st = self.state.write().await;
+        let mut out = Vec::new();
+        for e in entries {
+            st.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(Response::default()),
+                EntryPayload::Normal(Request::Write { items }) => {
+                    let outcomes = tokio::task::block_in_place(|| {
+                        items.iter().map(|(t, b)| apply_write(&mut st.head, t, b)).collect()
+                    });
+                    out.push(Response { outcomes });
+                }
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(e.log_id), m);
+                    out.push(Response::default());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = bincode::deserialize(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        {
+            let mut st = self.state.write().await;
+            tokio::task::block_in_place(|| st.head.restore(&body.head)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+        }
+        tokio::task::block_in_place(|| self.save_snapshot_file(meta, &data))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "installed snapshot from leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        match std::fs::read(self.dir.join("snapshot.bin")) {
+            Ok(bytes) => {
+                let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(sm_err(ErrorVerb::Read, e)),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! StoreAPI served from the head.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use strata_model::Matcher;
+use strata_proto::prometheus::Sample;
+use strata_proto::store::store_server::Store;
+use strata_proto::store::{
+    InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series,
+    SeriesRequest, SeriesResponse,
+};
+
+use crate::raft_types::Raft;
+use crate::state_machine::StateMachine;
+
+pub struct HeadStore {
+    pub sm: StateMachine,
+    pub raft: Raft,
+    pub node_id: u64,
+    pub shard: String,
+}
+
+fn matchers(ms: &[strata_proto::prometheus::LabelMatcher]) -> Result<Vec<Matcher>, tonic::Status> {
+    ms.iter().map(|m| Matcher::from_proto(m).map_err(|e| tonic::Status::invalid_argument(e.to_string()))).collect()
+}
+
+fn tenant(t: &str) -> &str {
+    if t.is_empty() { strata_model::DEFAULT_TENANT } else { t }
+}
+
+impl HeadStore {
+    /// On the leader, confirm leadership before reading so a write
+    /// acknowledged before this read is visible (linearizable read).
+    async fn read_barrier(&self) {
+        let is_leader = self.raft.metrics().borrow().current_leader == Some(self.node_id);
+        if is_leader {
+            let _ = self.raft.ensure_linearizable().await;
+        }
+    }
+}
+
+type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Store for HeadStore {
+    async fn info(&self, _: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+        let st = self.sm.state.read().await;
+        let (min_time, max_time) = st.head.time_range().unwrap_or((i64::MAX, i64::MIN));
+        Ok(tonic::Response::new(InfoResponse {
+            min_time,
+            max_time,
+            shard: self.shard.clone(),
+            component: "ingester".into(),
+            node_id: self.node_id,
+            leader_id: self.raft.metrics().borrow().current_leader.unwrap_or(0),
+            tenants: st.head.tenants(),
+        }))
+    }
+
+    type SeriesStream = SeriesStream;
+
+    async fn series(&self, req: tonic::Request<SeriesRequest>) -> Result<tonic::Response<SeriesStream>, tonic::Status> {
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        if ms.is_empty() {
+            return Err(tonic::Status::invalid_argument("at least one matcher is required"));
+        }
+        self.read_barrier().await;
+        let selected = {
+            let st = self.sm.state.read().await;
+            st.head.select(tenant(&r.tenant), &ms, r.min_time, r.max_time, r.skip_samples)
+        };
+        let batches: Vec<Result<SeriesResponse, tonic::Status>> = selected
+            .chunks(500)
+            .map(|chunk| {
+                Ok(SeriesResponse {
+                    series: chunk
+                        .iter()
+                        .map(|(l, s)| Series {
+                            labels: l.to_proto(),
+                            samples: s.iter().map(|(t, v)| Sample { timestamp: *t, value: *v }).collect(),
+                        })
+                        .collect(),
+                    warnings: vec![],
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(Box::pin(futures::stream::iter(batches))))
+    }
+
+    async fn label_names(
+        &self,
+        req: tonic::Request<LabelNamesRequest>,
+    ) -> Result<tonic::Response<LabelNamesResponse>, tonic::Status> {
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        let st = self.sm.state.read().await;
+        Ok(tonic::Response::new(LabelNamesResponse { names: st.head.label_names(tenant(&r.tenant), &ms) }))
+    }
+
+    async fn label_values(
+        &self,
+        req: tonic::Request<LabelValuesRequest>,
+    ) -> Result<tonic::Response<LabelValuesResponse>, tonic::Status> {
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        let st = self.sm.state.read().await;
+        Ok(tonic::Response::new(LabelValuesResponse { values: st.head.label_values(tenant(&r.tenant), &r.name, &ms) }))
+    }
+}

@@ -1,0 +1,234 @@
+//! Remote write (1.0 and 2.0) and OTLP/HTTP handlers: decode, validate,
+//! propose through Raft, answer per the remote write specification.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use strata_otel_prom::otlp_http::{Encoding, RpcStatus, decode_request};
+use strata_otel_prom::{Translator, TranslatorConfig};
+use strata_proto::prometheus::WriteRequest;
+use strata_proto::remote_write as rw;
+
+use crate::head::AppendOutcome;
+use crate::server::AppState;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
+}
+
+/// The tenant from `X-Scope-OrgID` (default `anonymous`).
+pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
+    match headers.get("X-Scope-OrgID").map(|v| v.to_str()) {
+        None => Ok(strata_model::DEFAULT_TENANT.to_string()),
+        Some(Ok(t))
+            if !t.is_empty() && t.len() <= 150 && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
+            Ok(t.to_string())
+        }
+        Some(_) => Err("invalid X-Scope-OrgID: use 1-150 characters of [A-Za-z0-9._-]".into()),
+    }
+}
+
+/// Drops invalid series (counting their samples as rejected) and checks the request limit.
+fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) -> Result<(), Response> {
+    let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+    let limits = &st.cfg.head.limits;
+    if samples > limits.max_samples_per_request {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request has {samples} samples, over the limit of {} (max_samples_per_request)",
+                limits.max_samples_per_request
+            ),
+        ));
+    }
+    req.timeseries.retain(|ts| match strata_model::validate_series(&ts.labels, limits) {
+        Ok(()) => true,
+        Err(msg) => {
+            outcome.samples_rejected += ts.samples.len() as u64;
+            if outcome.errors.len() < 5 {
+                outcome.errors.push(msg);
+            }
+            false
+        }
+    });
+    Ok(())
+}
+
+/// Proposes the valid part and merges its outcome.
+async fn commit(st: &AppState, tenant: &str, req: &WriteRequest, outcome: &mut AppendOutcome) -> Result<(), Response> {
+    if req.timeseries.iter().all(|t| t.samples.is_empty()) {
+        return Ok(());
+    }
+    match st.proposer.propose(tenant, req.encode_to_vec()).await {
+        Ok(o) => {
+            outcome.merge(o);
+            Ok(())
+        }
+        Err(e) => {
+            st.metrics.write_errors.inc();
+            Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("write not committed: {e}")))
+        }
+    }
+}
+
+fn written_headers(resp: &mut Response, o: &AppendOutcome) {
+    let h = resp.headers_mut();
+    let n = |v: u64| HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("0"));
+    h.insert(rw::SAMPLES_WRITTEN_HEADER, n(o.samples_written));
+    h.insert(rw::HISTOGRAMS_WRITTEN_HEADER, n(0));
+    h.insert(rw::EXEMPLARS_WRITTEN_HEADER, n(o.exemplars_written));
+}
+
+pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let hv = |k: header::HeaderName| headers.get(k).and_then(|v| v.to_str().ok());
+    let version = match rw::version_from_content_type(hv(header::CONTENT_TYPE)) {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
+    };
+    if let Err(e) = rw::check_content_encoding(hv(header::CONTENT_ENCODING)) {
+        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
+    }
+    let tenant = match tenant_of(&headers) {
+        Ok(t) => t,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let body: Bytes = match axum::body::to_bytes(body, st.cfg.max_request_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {} bytes", st.cfg.max_request_bytes),
+            );
+        }
+    };
+    let limit = st.cfg.max_request_bytes * 8;
+    let decoded = match version {
+        rw::Version::V1 => rw::decode_v1(&body, limit),
+        rw::Version::V2 => rw::decode_v2(&body, limit).map(|r| rw::v2_to_v1(&r)),
+    };
+    let mut req = match decoded {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
+    };
+    let mut outcome = AppendOutcome::default();
+    if let Err(r) = validate(&st, &mut req, &mut outcome) {
+        return r;
+    }
+    if let Err(r) = commit(&st, &tenant, &req, &mut outcome).await {
+        return r;
+    }
+    st.metrics.samples_written.inc_by(outcome.samples_written);
+    st.metrics.samples_rejected.inc_by(outcome.samples_rejected);
+    let mut resp = if outcome.samples_rejected == 0 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let total = outcome.samples_written + outcome.samples_rejected;
+        text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} of {} samples rejected ({} written): {}",
+                outcome.samples_rejected,
+                total,
+                outcome.samples_written,
+                outcome.errors.join("; ")
+            ),
+        )
+    };
+    if version == rw::Version::V2 {
+        written_headers(&mut resp, &outcome);
+    }
+    resp
+}
+
+/// `POST /otlp/v1/metrics`: OTLP/HTTP straight into the control plane,
+/// translated by the same library as the agent.
+pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(enc) = Encoding::from_content_type(ct) else {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Type {ct:?}: use application/x-protobuf or application/json"),
+        );
+    };
+    let status = |code: StatusCode, msg: String| -> Response {
+        let s = RpcStatus { code: 3, message: msg };
+        let mut r = match enc {
+            Encoding::Protobuf => {
+                ([(header::CONTENT_TYPE, "application/x-protobuf")], s.encode_to_vec()).into_response()
+            }
+            Encoding::Json => (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({"code": 3, "message": s.message}).to_string(),
+            )
+                .into_response(),
+        };
+        *r.status_mut() = code;
+        r
+    };
+    let tenant = match tenant_of(&headers) {
+        Ok(t) => t,
+        Err(e) => return status(StatusCode::BAD_REQUEST, e),
+    };
+    let raw = match axum::body::to_bytes(body, st.cfg.max_request_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {} bytes", st.cfg.max_request_bytes),
+            );
+        }
+    };
+    let otlp_req = match decode_request(enc, &raw) {
+        Ok(r) => r,
+        Err(m) => return status(StatusCode::BAD_REQUEST, m),
+    };
+    let out = {
+        let mut tr = st.translator.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        tr.translate(&otlp_req, now)
+    };
+    let mut rejected = out.stats.rejected_points;
+    let mut message = out.rejection_message();
+    let mut req = out.request;
+    let mut outcome = AppendOutcome::default();
+    if let Err(r) = validate(&st, &mut req, &mut outcome) {
+        return r;
+    }
+    if let Err(r) = commit(&st, &tenant, &req, &mut outcome).await {
+        return r;
+    }
+    if outcome.samples_rejected > 0 {
+        rejected += outcome.samples_rejected;
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&outcome.errors.join("; "));
+    }
+    use strata_proto::otlp::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+    let resp = ExportMetricsServiceResponse {
+        partial_success: (rejected > 0)
+            .then(|| ExportMetricsPartialSuccess { rejected_data_points: rejected as i64, error_message: message }),
+    };
+    match enc {
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], resp.encode_to_vec()).into_response()
+        }
+        Encoding::Json => {
+            ([(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&resp).unwrap_or_default())
+                .into_response()
+        }
+    }
+}
+
+/// A translator for the ingester's OTLP endpoint.
+pub fn translator() -> Translator {
+    Translator::new(TranslatorConfig::default())
+}

@@ -1,0 +1,125 @@
+mod config_file;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_ingest::IngesterConfig;
+
+/// Strata control plane. Every flag can also be set in the YAML file given
+/// by --config.file (keys are flag names, e.g. `raft.node-id: 1`); flags on
+/// the command line win.
+#[derive(Parser)]
+#[command(name = "strata", version)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long = "log.level", global = true, default_value = "info", env = "STRATA_LOG_LEVEL")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Raft-replicated ingester: remote write + OTLP in, head served over the StoreAPI.
+    Ingester(IngesterArgs),
+}
+
+#[derive(clap::Args)]
+struct IngesterArgs {
+    /// This node's Raft id (≥ 1).
+    #[arg(long = "raft.node-id")]
+    node_id: u64,
+    /// Initial voters as id=host:port (gRPC addresses), comma-separated.
+    #[arg(long = "raft.peers", default_value = "")]
+    peers: String,
+    #[arg(long = "raft.heartbeat-interval", default_value = "200ms", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    #[arg(long = "raft.election-timeout", default_value = "1s", value_parser = humantime::parse_duration)]
+    election_timeout: Duration,
+    /// Snapshot the head and purge the log after this many entries.
+    #[arg(long = "raft.snapshot-logs", default_value_t = 20_000)]
+    snapshot_logs: u64,
+    #[arg(long = "grpc.listen-address", default_value = "127.0.0.1:9095")]
+    grpc_listen: SocketAddr,
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9009")]
+    web_listen: SocketAddr,
+    /// Raft log, vote and snapshots.
+    #[arg(long = "storage.path", default_value = "./data/ingester")]
+    storage_path: PathBuf,
+    /// Samples older than the newest sample minus this are rejected as out of bounds.
+    #[arg(long = "ingest.ooo-window", default_value = "10m", value_parser = humantime::parse_duration)]
+    ooo_window: Duration,
+    /// Shard name reported to queriers (replicas of one Raft group share it).
+    #[arg(long = "shard", default_value = "shard-0")]
+    shard: String,
+    #[arg(long = "limits.max-series", default_value_t = 1_000_000)]
+    max_series: usize,
+    #[arg(long = "limits.max-labels-per-series", default_value_t = 30)]
+    max_labels: usize,
+    #[arg(long = "limits.max-label-name-length", default_value_t = 1024)]
+    max_label_name: usize,
+    #[arg(long = "limits.max-label-value-length", default_value_t = 4096)]
+    max_label_value: usize,
+    #[arg(long = "limits.max-samples-per-request", default_value_t = 1_000_000)]
+    max_samples: usize,
+    /// Largest accepted request body in bytes (compressed).
+    #[arg(long = "limits.max-request-bytes", default_value_t = 32 << 20)]
+    max_request_bytes: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = config_file::expand(std::env::args().collect())?;
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.cmd {
+        Cmd::Ingester(a) => {
+            let peers =
+                strata_ingest::parse_peers(&a.peers).map_err(|e| anyhow::anyhow!("invalid --raft.peers: {e}"))?;
+            anyhow::ensure!(a.node_id >= 1, "--raft.node-id must be at least 1");
+            let mut cfg = IngesterConfig {
+                node_id: a.node_id,
+                peers,
+                grpc_listen: a.grpc_listen,
+                web_listen: a.web_listen,
+                storage_path: a.storage_path,
+                max_request_bytes: a.max_request_bytes,
+                shard: a.shard,
+                snapshot_logs: a.snapshot_logs,
+                heartbeat: a.heartbeat,
+                election_timeout: a.election_timeout,
+                ..Default::default()
+            };
+            cfg.head.ooo_window_ms = a.ooo_window.as_millis() as i64;
+            cfg.head.limits = strata_model::Limits {
+                max_series: a.max_series,
+                max_labels_per_series: a.max_labels,
+                max_label_name_length: a.max_label_name,
+                max_label_value_length: a.max_label_value,
+                max_samples_per_request: a.max_samples,
+            };
+            rt.block_on(strata_ingest::run(cfg, shutdown_signal()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
