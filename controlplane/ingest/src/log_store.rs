@@ -197,7 +197,7 @@ impl LogStore {
         let seg_size = file.metadata()?.len();
         segments.entry(seg).or_insert(0);
         let vote = read_file(dir, "vote")?;
-        let committed = read_file(dir, "committed")?;
+        let committed: Option<LogId> = read_file::<Option<LogId>>(dir, "committed")?.flatten();
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_path_buf(),
@@ -211,6 +211,22 @@ impl LogStore {
                 committed,
             })),
         })
+    }
+}
+
+impl LogStore {
+    /// Appends entries and fsyncs them before returning.
+    async fn append_durable(&self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut inner = self.inner.lock().await;
+        let payload = bincode::serialize(&entries).map_err(io::Error::other)?;
+        inner.write(KIND_ENTRIES, &payload)?;
+        let seg = inner.seg;
+        for e in entries {
+            let idx = e.log_id.index;
+            inner.segments.entry(seg).and_modify(|m| *m = (*m).max(idx)).or_insert(idx);
+            inner.entries.insert(idx, e);
+        }
+        Ok(())
     }
 }
 
@@ -299,23 +315,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let mut inner = self.inner.lock().await;
-        let payload = bincode::serialize(&entries).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let res = inner.write(KIND_ENTRIES, &payload);
-        if let Err(e) = res {
-            let err = io::Error::other(e.to_string());
-            callback.log_io_completed(Err(e));
-            return Err(StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, err));
+        match self.append_durable(entries.into_iter().collect()).await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = io::Error::other(e.to_string());
+                callback.log_io_completed(Err(e));
+                Err(StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, err))
+            }
         }
-        let seg = inner.seg;
-        for e in entries {
-            let idx = e.log_id.index;
-            inner.segments.entry(seg).and_modify(|m| *m = (*m).max(idx)).or_insert(idx);
-            inner.entries.insert(idx, e);
-        }
-        callback.log_io_completed(Ok(()));
-        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -334,5 +344,87 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner.last_purged = Some(log_id);
         inner.delete_purged_segments();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
+    }
+
+    async fn append(s: &mut LogStore, es: Vec<Entry>) {
+        s.append_durable(es).await.unwrap();
+    }
+
+    async fn indexes(s: &mut LogStore) -> Vec<u64> {
+        s.try_get_log_entries(0..u64::MAX).await.unwrap().iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn survives_reopen_with_truncate_purge_vote_and_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (1..=10).map(|i| entry(1, i)).collect()).await;
+            s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 8)).await.unwrap();
+            append(&mut s, (8..=12).map(|i| entry(2, i)).collect()).await;
+            s.purge(LogId::new(CommittedLeaderId::new(1, 1), 3)).await.unwrap();
+            s.save_vote(&Vote::new(2, 1)).await.unwrap();
+            s.save_committed(Some(LogId::new(CommittedLeaderId::new(2, 1), 11))).await.unwrap();
+        }
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut s).await, (4..=12).collect::<Vec<_>>());
+        let e = s.try_get_log_entries(8..9).await.unwrap();
+        assert_eq!(e[0].log_id.leader_id.term, 2, "truncated entries replaced");
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        assert_eq!(s.read_committed().await.unwrap().map(|l| l.index), Some(11));
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(3));
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(12));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn torn_tail_is_cut_and_log_stays_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, (1..=5).map(|i| entry(1, i)).collect()).await;
+        }
+        // A crash in the middle of the next append leaves half a record.
+        let seg = seg_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[200, 0, 0, 0, 9, 9, 9]).unwrap();
+        drop(f);
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut s).await, vec![1, 2, 3, 4, 5]);
+        append(&mut s, vec![entry(1, 6)]).await;
+        drop(s);
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut s).await, vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn corruption_in_the_middle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(dir.path()).unwrap();
+            append(&mut s, vec![entry(1, 1)]).await;
+        }
+        let seg = seg_path(dir.path(), 1);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[10] ^= 0xff;
+        fs::write(&seg, &bytes).unwrap();
+        // The damaged record is the last one, so it is treated as a torn tail.
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert!(indexes(&mut s).await.is_empty());
+        // In an older segment it is fatal, with the file named.
+        fs::write(&seg, &bytes).unwrap();
+        fs::write(seg_path(dir.path(), 2), b"").unwrap();
+        let err = LogStore::open(dir.path()).err().expect("corrupt older segment must fail");
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 }

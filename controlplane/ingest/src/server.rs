@@ -46,6 +46,8 @@ pub struct IngesterConfig {
     pub shard: String,
     /// Take a snapshot (and purge the log) after this many entries.
     pub snapshot_logs: u64,
+    /// Log entries kept after a snapshot (for lagging followers).
+    pub keep_logs: u64,
     pub heartbeat: Duration,
     pub election_timeout: Duration,
 }
@@ -62,6 +64,7 @@ impl Default for IngesterConfig {
             max_request_bytes: 32 << 20,
             shard: "shard-0".into(),
             snapshot_logs: 20_000,
+            keep_logs: 1000,
             heartbeat: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),
         }
@@ -154,7 +157,8 @@ fn raft_config(cfg: &IngesterConfig) -> Result<Arc<Config>, IngestError> {
         election_timeout_min: el,
         election_timeout_max: el * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: cfg.keep_logs,
+        purge_batch_size: 1,
         max_payload_entries: 64,
         ..Default::default()
     };

@@ -42,6 +42,9 @@ struct IngesterArgs {
     /// Snapshot the head and purge the log after this many entries.
     #[arg(long = "raft.snapshot-logs", default_value_t = 20_000)]
     snapshot_logs: u64,
+    /// Log entries kept after a snapshot, so briefly lagging followers catch up from the log.
+    #[arg(long = "raft.keep-logs", default_value_t = 1000)]
+    keep_logs: u64,
     #[arg(long = "grpc.listen-address", default_value = "127.0.0.1:9095")]
     grpc_listen: SocketAddr,
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9009")]
@@ -91,6 +94,7 @@ fn main() -> anyhow::Result<()> {
                 max_request_bytes: a.max_request_bytes,
                 shard: a.shard,
                 snapshot_logs: a.snapshot_logs,
+                keep_logs: a.keep_logs,
                 heartbeat: a.heartbeat,
                 election_timeout: a.election_timeout,
                 ..Default::default()
