@@ -1,0 +1,213 @@
+//! Malformed and over-limit remote writes get the remote-write-spec status
+//! with a message naming the problem; valid series of a partly bad request
+//! are still written; the node keeps serving.
+
+use std::time::Duration;
+
+use controlplane_e2e::*;
+use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use strata_proto::remote_write as rw;
+
+fn series(labels: &[(&str, &str)], t: i64, v: f64) -> TimeSeries {
+    TimeSeries {
+        labels: labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
+        samples: vec![Sample { value: v, timestamp: t }],
+        ..Default::default()
+    }
+}
+
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    ct: &str,
+    enc: Option<&str>,
+    body: Vec<u8>,
+    tenant: Option<&str>,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let mut rb = c.post(url).header("Content-Type", ct).body(body);
+    if let Some(e) = enc {
+        rb = rb.header("Content-Encoding", e);
+    }
+    if let Some(t) = tenant {
+        rb = rb.header("X-Scope-OrgID", t);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.text().await.unwrap(), headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_path_rejects_bad_input_precisely() {
+    let dir = test_dir();
+    let limits = [
+        "--limits.max-request-bytes",
+        "100000",
+        "--limits.max-samples-per-request",
+        "1000",
+        "--limits.max-labels-per-series",
+        "5",
+        "--limits.max-series",
+        "50",
+    ];
+    let cluster = Cluster::start(dir.path(), 1, &limits).await;
+    let node = &cluster.nodes[0];
+    let url = node.write_url();
+    let c = reqwest::Client::new();
+    let now = 1_700_000_000_000i64;
+    let v1 = |ts: Vec<TimeSeries>| rw::encode_v1(&WriteRequest { timeseries: ts, metadata: vec![] });
+    let ok = || series(&[("__name__", "ok"), ("job", "a")], now, 1.0);
+
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        ("json content type", "application/json", Some("snappy"), v1(vec![ok()]), 415, "unsupported Content-Type"),
+        ("gzip encoding", rw::CONTENT_TYPE_V1, Some("gzip"), v1(vec![ok()]), 415, "Content-Encoding"),
+        ("not snappy", rw::CONTENT_TYPE_V1, Some("snappy"), b"definitely not snappy".to_vec(), 400, "snappy"),
+        ("bad protobuf", rw::CONTENT_TYPE_V1, Some("snappy"), rw::compress(&[0xff, 0xff, 0xff]), 400, "protobuf"),
+        ("oversize body", rw::CONTENT_TYPE_V1, Some("snappy"), vec![0u8; 200_000], 413, "exceeds"),
+        (
+            "too many samples",
+            rw::CONTENT_TYPE_V1,
+            Some("snappy"),
+            v1((0..1001).map(|i| series(&[("__name__", "many"), ("i", &i.to_string())], now, 1.0)).collect()),
+            413,
+            "max_samples_per_request",
+        ),
+        (
+            "unsorted labels",
+            rw::CONTENT_TYPE_V1,
+            Some("snappy"),
+            v1(vec![series(&[("__name__", "x"), ("z", "1"), ("a", "2")], now, 1.0), ok()]),
+            400,
+            "out of order",
+        ),
+        (
+            "duplicate label",
+            rw::CONTENT_TYPE_V1,
+            Some("snappy"),
+            v1(vec![series(&[("__name__", "x"), ("a", "1"), ("a", "2")], now, 1.0)]),
+            400,
+            "duplicate label name",
+        ),
+        (
+            "missing name",
+            rw::CONTENT_TYPE_V1,
+            Some("snappy"),
+            v1(vec![series(&[("job", "x")], now, 1.0)]),
+            400,
+            "no __name__",
+        ),
+        (
+            "empty label name",
+            rw::CONTENT_TYPE_V1,
+            Some("snappy"),
+            v1(vec![series(&[("", "v"), ("__name__", "x")], now, 1.0)]),
+            400,
+            "empty label name",
+        ),
+        (
+            "too many labels",
+            rw::CONTENT_TYPE_V1,
+            Some("snappy"),
+            v1(vec![series(
+                &[("__name__", "x"), ("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")],
+                now,
+                1.0,
+            )]),
+            400,
+            "max_labels_per_series",
+        ),
+    ];
+    for (name, ct, enc, body, want, msg) in cases {
+        let (status, text, _) = post(&c, &url, ct, enc, body, None).await;
+        assert_eq!(status, want, "{name}: {text}");
+        assert!(text.contains(msg), "{name}: {text:?} should mention {msg:?}");
+    }
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), v1(vec![ok()]), Some("bad tenant!")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("X-Scope-OrgID"));
+
+    // The valid series of the partly bad "unsorted labels" request was written.
+    let got = read_series(&node.grpc_addr(), "anonymous", "ok").await;
+    assert_eq!(got.values().next().map(|s| s.len()), Some(1), "{got:?}");
+
+    // Out-of-order window: 1 h behind the newest sample is out of bounds.
+    let (status, text, _) = post(
+        &c,
+        &url,
+        rw::CONTENT_TYPE_V1,
+        Some("snappy"),
+        v1(vec![series(&[("__name__", "ok"), ("job", "a")], now - 3_600_000, 1.0)]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("out of bounds"), "{text}");
+    // Duplicate timestamp with another value.
+    let (status, text, _) = post(
+        &c,
+        &url,
+        rw::CONTENT_TYPE_V1,
+        Some("snappy"),
+        v1(vec![series(&[("__name__", "ok"), ("job", "a")], now, 2.0)]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("duplicate sample for timestamp"), "{text}");
+
+    // Series limit per tenant (50): the 51st series is refused, the others written.
+    let many: Vec<TimeSeries> =
+        (0..60).map(|i| series(&[("__name__", "lim"), ("i", &format!("{i:02}"))], now, 1.0)).collect();
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), v1(many), Some("small")).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("max_series") && text.contains("10 of 60 samples rejected"), "{text}");
+    assert_eq!(read_series(&node.grpc_addr(), "small", "lim").await.len(), 50);
+    // Tenants are isolated.
+    assert!(read_series(&node.grpc_addr(), "anonymous", "lim").await.is_empty());
+
+    // Remote write 2.0: written headers, also on a partial failure.
+    let v2 = rw::encode_v2(&rw::v1_to_v2(&WriteRequest {
+        timeseries: vec![series(&[("__name__", "v2m"), ("job", "a")], now, 1.0)],
+        metadata: vec![],
+    }));
+    let (status, _, h) = post(&c, &url, rw::CONTENT_TYPE_V2, Some("snappy"), v2, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(h.get(rw::SAMPLES_WRITTEN_HEADER).unwrap(), "1");
+    let v2 = rw::encode_v2(&rw::v1_to_v2(&WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "v2m"), ("job", "b")], now, 1.0),
+            series(&[("job", "noname")], now, 1.0),
+        ],
+        metadata: vec![],
+    }));
+    let (status, text, h) = post(&c, &url, rw::CONTENT_TYPE_V2, Some("snappy"), v2, None).await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(h.get(rw::SAMPLES_WRITTEN_HEADER).unwrap(), "1");
+    // A 2.0 body whose symbol references are out of range.
+    let bad = strata_proto::write_v2::Request {
+        symbols: vec!["".into()],
+        timeseries: vec![strata_proto::write_v2::TimeSeries { labels_refs: vec![0, 9], ..Default::default() }],
+    };
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V2, Some("snappy"), rw::encode_v2(&bad), None).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("symbol"), "{text}");
+
+    // OTLP straight into the control plane.
+    let (status, _, _) =
+        post(&c, &node.web_url("/otlp/v1/metrics"), "application/x-protobuf", None, vec![0xff, 0x01], None).await;
+    assert_eq!(status, 400);
+    let otlp = serde_json::json!({"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+        "scopeMetrics": [{"metrics": [{"name": "otlp.requests", "sum": {"isMonotonic": true, "aggregationTemporality": 2,
+        "dataPoints": [{"timeUnixNano": (now * 1_000_000).to_string(), "asInt": "7"}]}}]}]}]});
+    let r = c.post(node.web_url("/otlp/v1/metrics")).json(&otlp).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let got = read_series(&node.grpc_addr(), "anonymous", "otlp_requests_total").await;
+    assert_eq!(got.values().next().unwrap(), &vec![(now, 7.0)]);
+
+    // Still serving and healthy after all of that.
+    assert_eq!(write_one(&c, &url, "after", now, 1.0).await.unwrap(), 204);
+    let m = reqwest::get(node.web_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(m.contains("strata_ingester_samples_rejected_total"));
+    let _ = Duration::from_secs(0);
+}
