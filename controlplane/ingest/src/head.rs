@@ -107,7 +107,7 @@ impl MemSeries {
 }
 
 /// One tenant's series and index.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TenantHead {
     series: Vec<MemSeries>,
     by_labels: HashMap<Labels, u32>,
@@ -118,7 +118,13 @@ pub struct TenantHead {
 
 impl TenantHead {
     fn new() -> Self {
-        TenantHead { max_t: i64::MIN, min_t: i64::MAX, ..Default::default() }
+        TenantHead {
+            series: Vec::new(),
+            by_labels: HashMap::new(),
+            postings: HashMap::new(),
+            max_t: i64::MIN,
+            min_t: i64::MAX,
+        }
     }
 
     fn add_series(&mut self, labels: Labels) -> u32 {
@@ -161,6 +167,12 @@ impl TenantHead {
                 matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
             })
             .collect()
+    }
+}
+
+impl Default for TenantHead {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -238,7 +250,7 @@ impl Head {
     /// validated (the write handler does it before proposing).
     pub fn append(&mut self, tenant: &str, req: &WriteRequest) -> AppendOutcome {
         let cfg = self.cfg.clone();
-        let th = self.tenants.entry(tenant.to_string()).or_insert_with(TenantHead::new);
+        let th = self.tenants.entry(tenant.to_string()).or_default();
         let mut out = AppendOutcome::default();
         for ts in &req.timeseries {
             if ts.samples.is_empty() {
