@@ -19,6 +19,9 @@ pub struct WriteBench {
     pub senders: usize,
     /// Samples per request.
     pub batch: usize,
+    /// Consecutive samples of each series in one request (1 = live
+    /// scraping shape; larger = backfill shape, fewer labels per sample).
+    pub samples_per_series: usize,
     pub v2: bool,
     /// Processes whose CPU time is reported per sample (the server under test).
     pub pids: Vec<u32>,

@@ -71,6 +71,9 @@ enum BenchCmd {
         /// Remote write protocol: v1 or v2.
         #[arg(long, default_value = "v1")]
         protocol: String,
+        /// Consecutive samples per series in one request (1 = live shape).
+        #[arg(long = "samples-per-series", default_value_t = 1)]
+        samples_per_series: usize,
         /// PID of a server process whose CPU time to report per sample (repeatable).
         #[arg(long)]
         pid: Vec<u32>,

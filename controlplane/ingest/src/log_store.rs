@@ -7,8 +7,8 @@
 //! one is cut at the first torn or corrupt record. The vote and the
 //! committed log id live in their own files, replaced atomically (write,
 //! fsync, rename). Segments whose entries are all purged are deleted.
-//! The entries themselves are also kept in memory (the log is purged after
-//! every snapshot, so it stays short).
+//! Only an index (log id and file position per entry) and the most recent
+//! entries stay in memory; older entries are read back from their segment.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftLogReader};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
 
@@ -29,6 +29,16 @@ const KIND_ENTRIES: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 const SEGMENT_BYTES: u64 = 64 << 20;
+/// Recent entries kept decoded in memory (replication and apply read them).
+const CACHE_ENTRIES: usize = 512;
+
+/// Where an entry lives: its log id and the WAL record holding it.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    log_id: LogId,
+    seg: u64,
+    offset: u64,
+}
 
 fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::from_io_error(subject, verb, io::Error::other(e.to_string()))
@@ -41,7 +51,8 @@ struct Inner {
     seg_size: u64,
     /// Segment → highest entry index it holds.
     segments: BTreeMap<u64, u64>,
-    entries: BTreeMap<u64, Entry>,
+    index: BTreeMap<u64, Loc>,
+    cache: BTreeMap<u64, Entry>,
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
@@ -132,36 +143,35 @@ impl LogStore {
             .filter_map(|e| e.file_name().to_str()?.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok())
             .collect();
         seqs.sort_unstable();
-        let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+        let mut index: BTreeMap<u64, Loc> = BTreeMap::new();
         let mut last_purged: Option<LogId> = None;
         let mut segments = BTreeMap::new();
+        let bad = |e: bincode::Error| io::Error::new(io::ErrorKind::InvalidData, e);
         for (i, seq) in seqs.iter().enumerate() {
             let path = seg_path(dir, *seq);
             let mut r = BufReader::new(File::open(&path)?);
             let mut valid = 0u64;
             let mut max_index = 0u64;
             loop {
+                let offset = valid;
                 match read_record(&mut r) {
                     Ok(Some((kind, payload))) => {
                         valid += 9 + payload.len() as u64;
                         match kind {
                             KIND_ENTRIES => {
-                                let es: Vec<Entry> = bincode::deserialize(&payload)
-                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                                let es: Vec<Entry> = bincode::deserialize(&payload).map_err(bad)?;
                                 for e in es {
                                     max_index = max_index.max(e.log_id.index);
-                                    entries.insert(e.log_id.index, e);
+                                    index.insert(e.log_id.index, Loc { log_id: e.log_id, seg: *seq, offset });
                                 }
                             }
                             KIND_TRUNCATE => {
-                                let from: u64 = bincode::deserialize(&payload)
-                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                                entries.split_off(&from);
+                                let from: u64 = bincode::deserialize(&payload).map_err(bad)?;
+                                index.split_off(&from);
                             }
                             KIND_PURGE => {
-                                let upto: LogId = bincode::deserialize(&payload)
-                                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                                entries = entries.split_off(&(upto.index + 1));
+                                let upto: LogId = bincode::deserialize(&payload).map_err(bad)?;
+                                index = index.split_off(&(upto.index + 1));
                                 last_purged = Some(upto);
                             }
                             k => {
@@ -205,7 +215,8 @@ impl LogStore {
                 seg,
                 seg_size,
                 segments,
-                entries,
+                index,
+                cache: BTreeMap::new(),
                 last_purged,
                 vote,
                 committed,
@@ -219,19 +230,58 @@ impl LogStore {
     async fn append_durable(&self, entries: Vec<Entry>) -> io::Result<()> {
         let mut inner = self.inner.lock().await;
         let payload = bincode::serialize(&entries).map_err(io::Error::other)?;
-        inner.write(KIND_ENTRIES, &payload)?;
-        let seg = inner.seg;
+        let (seg, offset) = inner.write(KIND_ENTRIES, &payload)?;
         for e in entries {
             let idx = e.log_id.index;
             inner.segments.entry(seg).and_modify(|m| *m = (*m).max(idx)).or_insert(idx);
-            inner.entries.insert(idx, e);
+            inner.index.insert(idx, Loc { log_id: e.log_id, seg, offset });
+            inner.cache.insert(idx, e);
+        }
+        while inner.cache.len() > CACHE_ENTRIES {
+            inner.cache.pop_first();
         }
         Ok(())
     }
 }
 
 impl Inner {
-    fn write(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+    /// Reads the entries of `range` from the cache or their WAL records.
+    fn read_range(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let mut decoded: Option<((u64, u64), Vec<Entry>)> = None;
+        for (idx, loc) in self.index.range(range) {
+            if let Some(e) = self.cache.get(idx) {
+                out.push(e.clone());
+                continue;
+            }
+            let key = (loc.seg, loc.offset);
+            if decoded.as_ref().map(|(k, _)| *k) != Some(key) {
+                let mut f = File::open(seg_path(&self.dir, loc.seg))?;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(loc.offset))?;
+                let (kind, payload) = read_record(&mut BufReader::new(f))?.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("log entry {idx} missing from its segment"))
+                })?;
+                if kind != KIND_ENTRIES {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("log entry {idx} points at a non-entry record"),
+                    ));
+                }
+                let es: Vec<Entry> =
+                    bincode::deserialize(&payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                decoded = Some((key, es));
+            }
+            let (_, es) = decoded.as_ref().expect("decoded above");
+            let e = es.iter().find(|e| e.log_id.index == *idx).cloned().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("log entry {idx} not in its WAL record"))
+            })?;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Writes one record and fsyncs; returns its (segment, offset).
+    fn write(&mut self, kind: u8, payload: &[u8]) -> io::Result<(u64, u64)> {
         if self.seg_size >= SEGMENT_BYTES {
             self.file.sync_data()?;
             self.seg += 1;
@@ -245,8 +295,9 @@ impl Inner {
             self.file.write_all(&rec)?;
             self.file.sync_data()
         })?;
+        let offset = self.seg_size;
         self.seg_size += rec.len() as u64;
-        Ok(())
+        Ok((self.seg, offset))
     }
 
     fn delete_purged_segments(&mut self) {
@@ -267,7 +318,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let inner = self.inner.lock().await;
-        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+        tokio::task::block_in_place(|| inner.read_range(range))
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -276,7 +328,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let inner = self.inner.lock().await;
-        let last = inner.entries.values().next_back().map(|e| *e.get_log_id()).or(inner.last_purged);
+        let last = inner.index.values().next_back().map(|l| l.log_id).or(inner.last_purged);
         Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
     }
 
@@ -332,7 +384,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut inner = self.inner.lock().await;
         let payload = bincode::serialize(&log_id.index).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         inner.write(KIND_TRUNCATE, &payload).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        inner.entries.split_off(&log_id.index);
+        inner.index.split_off(&log_id.index);
+        inner.cache.split_off(&log_id.index);
         Ok(())
     }
 
@@ -340,7 +393,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut inner = self.inner.lock().await;
         let payload = bincode::serialize(&log_id).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         inner.write(KIND_PURGE, &payload).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.index = inner.index.split_off(&(log_id.index + 1));
+        inner.cache = inner.cache.split_off(&(log_id.index + 1));
         inner.last_purged = Some(log_id);
         inner.delete_purged_segments();
         Ok(())
