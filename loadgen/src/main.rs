@@ -150,7 +150,19 @@ fn main() -> anyhow::Result<()> {
                 traffic::run_all(plans, duration).await
             }
             Cmd::Bench {
-                kind: BenchCmd::Write { url, series, history, interval, senders, batch, protocol, pid, header },
+                kind:
+                    BenchCmd::Write {
+                        url,
+                        series,
+                        history,
+                        interval,
+                        senders,
+                        batch,
+                        protocol,
+                        samples_per_series,
+                        pid,
+                        header,
+                    },
             } => {
                 let v2 = match protocol.as_str() {
                     "v1" | "1.0" => false,
@@ -176,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                     interval,
                     senders,
                     batch,
+                    samples_per_series,
                     v2,
                     pids: pid,
                     headers,
