@@ -186,23 +186,30 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     for (s, bodies) in per_sender.iter_mut().enumerate() {
         let mine: Vec<&SynthSeries> =
             series.iter().enumerate().filter(|(i, _)| i % b.senders == s).map(|(_, x)| x).collect();
-        for k in 0..steps {
-            let ts = start_ts + k as i64 * interval_ms;
-            for chunk in mine.chunks(b.batch.max(1)) {
+        let per = b.samples_per_series.max(1) as u64;
+        let series_per_request = (b.batch / per as usize).max(1);
+        let mut k0 = 0u64;
+        while k0 < steps {
+            let ks = k0..(k0 + per).min(steps);
+            for chunk in mine.chunks(series_per_request) {
                 let req = WriteRequest {
                     timeseries: chunk
                         .iter()
                         .map(|x| TimeSeries {
                             labels: x.labels.clone(),
-                            samples: vec![Sample { value: x.value(k), timestamp: ts }],
+                            samples: ks
+                                .clone()
+                                .map(|k| Sample { value: x.value(k), timestamp: start_ts + k as i64 * interval_ms })
+                                .collect(),
                             ..Default::default()
                         })
                         .collect(),
-                    metadata: if k == 0 { metadata.clone() } else { Vec::new() },
+                    metadata: if k0 == 0 { metadata.clone() } else { Vec::new() },
                 };
                 let body = if b.v2 { rw::encode_v2(&rw::v1_to_v2(&req)) } else { rw::encode_v1(&req) };
-                bodies.push((body, chunk.len()));
+                bodies.push((body, chunk.len() * ks.clone().count()));
             }
+            k0 += per;
         }
     }
     let bytes: usize = per_sender.iter().flatten().map(|(b, _)| b.len()).sum();
