@@ -110,7 +110,8 @@ impl MemSeries {
 #[derive(Debug)]
 pub struct TenantHead {
     series: Vec<MemSeries>,
-    by_labels: HashMap<Labels, u32>,
+    /// Hash of the label set → series refs with that hash (collisions compared in full).
+    by_hash: HashMap<u64, Vec<u32>>,
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     max_t: i64,
     min_t: i64,
@@ -120,7 +121,7 @@ impl TenantHead {
     fn new() -> Self {
         TenantHead {
             series: Vec::new(),
-            by_labels: HashMap::new(),
+            by_hash: HashMap::new(),
             postings: HashMap::new(),
             max_t: i64::MIN,
             min_t: i64::MAX,
@@ -132,9 +133,19 @@ impl TenantHead {
         for (n, v) in labels.iter() {
             self.postings.entry(n.to_string()).or_default().entry(v.to_string()).or_default().push(r);
         }
-        self.by_labels.insert(labels.clone(), r);
+        let h = labels_hash(labels.iter());
+        self.by_hash.entry(h).or_default().push(r);
         self.series.push(MemSeries::new(labels));
         r
+    }
+
+    /// The series with exactly these labels, found without allocating.
+    fn lookup(&self, labels: &[strata_proto::prometheus::Label]) -> Option<u32> {
+        let h = labels_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+        self.by_hash.get(&h)?.iter().copied().find(|r| {
+            let s = &self.series[*r as usize].labels;
+            s.len() == labels.len() && s.iter().zip(labels).all(|((n, v), l)| n == l.name && v == l.value)
+        })
     }
 
     /// Series refs matching all matchers.
@@ -174,6 +185,24 @@ impl Default for TenantHead {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Stable hash of a label set (FNV-1a over names and values with separators).
+fn labels_hash<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= *x as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (n, v) in labels {
+        eat(n.as_bytes());
+        eat(&[0xff]);
+        eat(v.as_bytes());
+        eat(&[0xfe]);
+    }
+    h
 }
 
 fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
@@ -256,10 +285,10 @@ impl Head {
             if ts.samples.is_empty() {
                 continue;
             }
-            let labels = Labels::from_proto(&ts.labels);
-            let sref = match th.by_labels.get(&labels) {
-                Some(r) => *r,
+            let sref = match th.lookup(&ts.labels) {
+                Some(r) => r,
                 None => {
+                    let labels = Labels::from_proto(&ts.labels);
                     if th.series.len() >= cfg.limits.max_series {
                         out.limited = true;
                         out.reject(ts.samples.len() as u64, || {

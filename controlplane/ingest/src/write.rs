@@ -62,12 +62,19 @@ fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) 
     Ok(())
 }
 
-/// Proposes the valid part and merges its outcome.
-async fn commit(st: &AppState, tenant: &str, req: &WriteRequest, outcome: &mut AppendOutcome) -> Result<(), Response> {
+/// Proposes the valid part and merges its outcome. `encoded`, when given,
+/// is `req` already encoded (saves re-encoding an unchanged request).
+async fn commit(
+    st: &AppState,
+    tenant: &str,
+    req: &WriteRequest,
+    encoded: Option<Vec<u8>>,
+    outcome: &mut AppendOutcome,
+) -> Result<(), Response> {
     if req.timeseries.iter().all(|t| t.samples.is_empty()) {
         return Ok(());
     }
-    match st.proposer.propose(tenant, req.encode_to_vec()).await {
+    match st.proposer.propose(tenant, encoded.unwrap_or_else(|| req.encode_to_vec())).await {
         Ok(o) => {
             outcome.merge(o);
             Ok(())
@@ -110,8 +117,14 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         }
     };
     let limit = st.cfg.max_request_bytes * 8;
+    // A valid 1.0 request is proposed as its decompressed bytes, unchanged.
+    let mut raw_v1 = None;
     let decoded = match version {
-        rw::Version::V1 => rw::decode_v1(&body, limit),
+        rw::Version::V1 => rw::decompress(&body, limit).and_then(|raw| {
+            let req = WriteRequest::decode(raw.as_slice())?;
+            raw_v1 = Some(raw);
+            Ok(req)
+        }),
         rw::Version::V2 => rw::decode_v2(&body, limit).map(|r| rw::v2_to_v1(&r)),
     };
     let mut req = match decoded {
@@ -119,10 +132,12 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         Err(e) => return text(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
     };
     let mut outcome = AppendOutcome::default();
+    let before = req.timeseries.len();
     if let Err(r) = validate(&st, &mut req, &mut outcome) {
         return r;
     }
-    if let Err(r) = commit(&st, &tenant, &req, &mut outcome).await {
+    let unchanged = if req.timeseries.len() == before { raw_v1 } else { None };
+    if let Err(r) = commit(&st, &tenant, &req, unchanged, &mut outcome).await {
         return r;
     }
     st.metrics.samples_written.inc_by(outcome.samples_written);
@@ -205,7 +220,7 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     if let Err(r) = validate(&st, &mut req, &mut outcome) {
         return r;
     }
-    if let Err(r) = commit(&st, &tenant, &req, &mut outcome).await {
+    if let Err(r) = commit(&st, &tenant, &req, None, &mut outcome).await {
         return r;
     }
     if outcome.samples_rejected > 0 {
