@@ -131,13 +131,25 @@ async fn write_path_rejects_bad_input_precisely() {
     let got = read_series(&node.grpc_addr(), "anonymous", "ok").await;
     assert_eq!(got.values().next().map(|s| s.len()), Some(1), "{got:?}");
 
-    // Out-of-order window: 1 h behind the newest sample is out of bounds.
+    // 1 h behind the series' last sample: out of order (outside the 10 m window);
+    // a new series 2 h behind the newest sample: out of bounds (appendable window 1 h).
     let (status, text, _) = post(
         &c,
         &url,
         rw::CONTENT_TYPE_V1,
         Some("snappy"),
         v1(vec![series(&[("__name__", "ok"), ("job", "a")], now - 3_600_000, 1.0)]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("out of order sample"), "{text}");
+    let (status, text, _) = post(
+        &c,
+        &url,
+        rw::CONTENT_TYPE_V1,
+        Some("snappy"),
+        v1(vec![series(&[("__name__", "old"), ("job", "a")], now - 7_200_000, 1.0)]),
         None,
     )
     .await;

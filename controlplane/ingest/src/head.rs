@@ -20,15 +20,24 @@ use crate::chunk::{self, XorChunk};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HeadConfig {
-    /// How far behind the tenant's newest sample a sample may be (ms).
+    /// How far behind the tenant's newest sample an out-of-order sample
+    /// (older than its series' last sample) may be (ms).
     pub ooo_window_ms: i64,
+    /// How far behind the tenant's newest sample an in-order sample may be
+    /// (ms); older samples are "out of bounds". Prometheus: half a block range.
+    pub appendable_window_ms: i64,
     pub chunk_samples: usize,
     pub limits: Limits,
 }
 
 impl Default for HeadConfig {
     fn default() -> Self {
-        HeadConfig { ooo_window_ms: 10 * 60 * 1000, chunk_samples: 120, limits: Limits::default() }
+        HeadConfig {
+            ooo_window_ms: 10 * 60 * 1000,
+            appendable_window_ms: 60 * 60 * 1000,
+            chunk_samples: 120,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -303,19 +312,27 @@ impl Head {
                 }
             };
             for s in &ts.samples {
-                let floor = th.max_t.saturating_sub(cfg.ooo_window_ms);
                 let series = &mut th.series[sref as usize];
                 let vbits = s.value.to_bits();
-                if th.max_t != i64::MIN && s.timestamp < floor {
+                let in_order = s.timestamp >= series.last_t || series.last_t == i64::MIN;
+                let window = if in_order { cfg.appendable_window_ms.max(cfg.ooo_window_ms) } else { cfg.ooo_window_ms };
+                if th.max_t != i64::MIN && s.timestamp < th.max_t.saturating_sub(window) {
                     out.reject(1, || {
-                        format!(
-                            "out of bounds: sample for series {} at {} is older than the out-of-order window ({}s) before the newest sample ({})",
-                            series.labels, s.timestamp, cfg.ooo_window_ms / 1000, th.max_t
-                        )
+                        if in_order {
+                            format!(
+                                "out of bounds: sample for series {} at {} is more than {}s older than the newest sample ({})",
+                                series.labels, s.timestamp, window / 1000, th.max_t
+                            )
+                        } else {
+                            format!(
+                                "out of order sample: sample for series {} at {} is older than its last sample and than the out-of-order window ({}s) before the newest sample ({})",
+                                series.labels, s.timestamp, window / 1000, th.max_t
+                            )
+                        }
                     });
                     continue;
                 }
-                if s.timestamp > series.last_t || series.last_t == i64::MIN {
+                if s.timestamp > series.last_t {
                     if series.open.num_samples() >= cfg.chunk_samples {
                         let full = std::mem::take(&mut series.open);
                         series.closed.push(ClosedChunk {
@@ -545,7 +562,8 @@ mod tests {
 
     #[test]
     fn out_of_order_window_and_duplicates_follow_prometheus() {
-        let mut h = Head::new(HeadConfig { ooo_window_ms: 600_000, ..Default::default() });
+        let mut h =
+            Head::new(HeadConfig { ooo_window_ms: 600_000, appendable_window_ms: 3_600_000, ..Default::default() });
         let s = |t: i64, v: f64| req(vec![ts(&[("__name__", "x")], &[(t, v)])]);
         let hour = 3_600_000;
         // A 2 h backfill in time order is accepted: the window follows the newest sample.
@@ -555,9 +573,17 @@ mod tests {
         assert_eq!(h.append("t", &s(2 * hour, 1.0)).samples_written, 1);
         // 5 min behind the newest: inside the window, stored out of order.
         assert_eq!(h.append("t", &s(2 * hour - 300_000 + 1, 7.0)).samples_written, 1);
-        // 11 min behind: out of bounds.
+        // 11 min behind and older than the series' last sample: out of order.
         let o = h.append("t", &s(2 * hour - 660_000, 1.0));
         assert_eq!(o.samples_rejected, 1);
+        assert!(o.errors[0].contains("out of order"), "{}", o.errors[0]);
+        // Another series, in order but 30 min behind the newest sample: accepted
+        // (inside the appendable window); 61 min behind: out of bounds.
+        let y = |t: i64| req(vec![ts(&[("__name__", "y")], &[(t, 1.0)])]);
+        assert_eq!(h.append("t", &y(2 * hour - 1_800_000)).samples_written, 1);
+        let o = h.append("u", &y(0));
+        assert_eq!(o.samples_written, 1, "other tenants have their own window");
+        let o = h.append("t", &req(vec![ts(&[("__name__", "z")], &[(2 * hour - 3_660_000, 1.0)])]));
         assert!(o.errors[0].contains("out of bounds"), "{}", o.errors[0]);
         // Same timestamp, same value: accepted no-op; different value: duplicate.
         assert_eq!(h.append("t", &s(2 * hour, 1.0)).samples_written, 1);
@@ -568,7 +594,7 @@ mod tests {
         let all = h.select("t", &[m("__name__", MatchOp::Equal, "x")], 0, 3 * hour, false);
         assert_eq!(all[0].1.len(), 122);
         assert!(all[0].1.windows(2).all(|w| w[0].0 < w[1].0), "merged in time order");
-        assert_eq!(h.stats(), (1, 122));
+        assert_eq!(h.stats(), (4, 124), "series are created even when their first sample is refused, as in Prometheus");
     }
 
     #[test]

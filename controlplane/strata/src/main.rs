@@ -52,9 +52,14 @@ struct IngesterArgs {
     /// Raft log, vote and snapshots.
     #[arg(long = "storage.path", default_value = "./data/ingester")]
     storage_path: PathBuf,
-    /// Samples older than the newest sample minus this are rejected as out of bounds.
+    /// Out-of-order samples (older than their series' last sample) are accepted
+    /// this far behind the tenant's newest sample.
     #[arg(long = "ingest.ooo-window", default_value = "10m", value_parser = humantime::parse_duration)]
     ooo_window: Duration,
+    /// In-order samples are accepted this far behind the tenant's newest
+    /// sample; older ones are "out of bounds" (Prometheus: half a block).
+    #[arg(long = "ingest.appendable-window", default_value = "1h", value_parser = humantime::parse_duration)]
+    appendable_window: Duration,
     /// Shard name reported to queriers (replicas of one Raft group share it).
     #[arg(long = "shard", default_value = "shard-0")]
     shard: String,
@@ -100,6 +105,7 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             cfg.head.ooo_window_ms = a.ooo_window.as_millis() as i64;
+            cfg.head.appendable_window_ms = a.appendable_window.as_millis() as i64;
             cfg.head.limits = strata_model::Limits {
                 max_series: a.max_series,
                 max_labels_per_series: a.max_labels,
