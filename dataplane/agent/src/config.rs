@@ -137,16 +137,18 @@ impl Default for QueueConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// Write a queue record once this many samples are waiting...
+    /// Largest number of samples in one queue record.
     pub send_batch_size: usize,
-    /// ...or once the oldest has waited this long.
+    /// Extra time to wait for more requests before writing a record. 0 (the
+    /// default) writes whatever is waiting as soon as the previous record is
+    /// on disk — group commit without added latency.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { send_batch_size: 8192, timeout: Duration::from_millis(200) }
+        BatchConfig { send_batch_size: 8192, timeout: Duration::ZERO }
     }
 }
 

@@ -182,21 +182,27 @@ async fn batch_loop(
     timeout: Duration,
 ) {
     while let Some(first) = rx.recv().await {
+        // Group commit: take everything already waiting; while this record
+        // is written and fsynced, new requests queue up for the next one.
+        // A positive timeout additionally lingers to fill bigger records.
         let deadline = Instant::now() + timeout;
         let mut items = vec![first];
         let mut samples = items[0].samples;
         while samples < max_samples {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some(item)) => {
-                    samples += item.samples;
-                    items.push(item);
+            let item = match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        None
+                    } else {
+                        tokio::time::timeout(left, rx.recv()).await.ok().flatten()
+                    }
                 }
-                _ => break,
-            }
+            };
+            let Some(item) = item else { break };
+            samples += item.samples;
+            items.push(item);
         }
         let mut merged = WriteRequest::default();
         let mut families = HashSet::new();
