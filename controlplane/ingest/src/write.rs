@@ -215,7 +215,7 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     };
     let mut rejected = out.stats.rejected_points;
     let mut message = out.rejection_message();
-    let mut req = out.request;
+    let mut req = out.write_request();
     let mut outcome = AppendOutcome::default();
     if let Err(r) = validate(&st, &mut req, &mut outcome) {
         return r;

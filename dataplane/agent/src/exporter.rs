@@ -12,14 +12,13 @@
 //! records that were in flight.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use rand::Rng;
-use strata_proto::prometheus::{MetricMetadata, TimeSeries, WriteRequest};
+use strata_proto::prometheus::WriteRequest;
 use strata_proto::remote_write as rw;
 use tokio::sync::{mpsc, watch};
 
@@ -30,10 +29,11 @@ use crate::telemetry::AgentMetrics;
 const USE_V2: u8 = 2;
 const USE_V1: u8 = 1;
 
-/// A record's piece for one shard.
+/// A record's piece for one shard: encoded `WriteRequest` fields (its
+/// series, then the record's metadata), never decoded on the 1.0 path.
 struct Piece {
-    series: Vec<TimeSeries>,
-    metadata: Arc<Vec<MetricMetadata>>,
+    bytes: Vec<u8>,
+    samples: usize,
     ticket: Arc<Ticket>,
 }
 
@@ -65,15 +65,6 @@ struct Endpoint {
     client: reqwest::Client,
     cfg: RemoteWriteConfig,
     metrics: Arc<AgentMetrics>,
-}
-
-fn shard_of(ts: &TimeSeries, shards: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for l in &ts.labels {
-        l.name.hash(&mut h);
-        l.value.hash(&mut h);
-    }
-    (h.finish() % shards as u64) as usize
 }
 
 /// Runs the exporter for one endpoint until `shutdown` flips to true.
@@ -155,32 +146,29 @@ pub async fn run_endpoint(
                 continue;
             }
         };
-        let req = match rw::decompress(&record.payload, usize::MAX)
-            .ok()
-            .and_then(|raw| WriteRequest::decode(raw.as_slice()).ok())
-        {
-            Some(r) => r,
-            None => {
-                // Checksummed on disk, so this means a bug or format change.
-                tracing::error!(segment = record.end.segment, "undecodable queue record skipped");
-                let t = Ticket {
-                    seq,
-                    end: record.end,
-                    unix_ms: record.unix_ms,
-                    remaining: AtomicUsize::new(1),
-                    done: done_tx.clone(),
-                };
-                t.finish_one();
-                seq += 1;
-                continue;
-            }
+        let raw = rw::decompress(&record.payload, usize::MAX).ok();
+        let Some((series, metadata)) = raw.as_deref().and_then(strata_otel_prom::encode::split_write_request) else {
+            // Checksummed on disk, so this means a bug or a format change.
+            tracing::error!(segment = record.end.segment, "undecodable queue record skipped");
+            let t = Ticket {
+                seq,
+                end: record.end,
+                unix_ms: record.unix_ms,
+                remaining: AtomicUsize::new(1),
+                done: done_tx.clone(),
+            };
+            t.finish_one();
+            seq += 1;
+            continue;
         };
-        let mut parts: Vec<Vec<TimeSeries>> = (0..cfg.shards).map(|_| Vec::new()).collect();
-        for ts in req.timeseries {
-            let s = shard_of(&ts, cfg.shards);
-            parts[s].push(ts);
+        // Same labels → same shard, so every series stays in time order.
+        let mut parts: Vec<(Vec<u8>, usize)> = (0..cfg.shards).map(|_| (Vec::new(), 0)).collect();
+        for s in &series {
+            let part = &mut parts[(s.labels_hash % cfg.shards as u64) as usize];
+            part.0.extend_from_slice(s.field);
+            part.1 += s.samples;
         }
-        let used: Vec<usize> = (0..cfg.shards).filter(|&i| !parts[i].is_empty()).collect();
+        let used: Vec<usize> = (0..cfg.shards).filter(|&i| parts[i].1 > 0 || !parts[i].0.is_empty()).collect();
         let ticket = Arc::new(Ticket {
             seq,
             end: record.end,
@@ -193,10 +181,12 @@ pub async fn run_endpoint(
             ticket.finish_one();
             continue;
         }
-        let metadata = Arc::new(req.metadata);
         for i in used {
-            let piece =
-                Piece { series: std::mem::take(&mut parts[i]), metadata: metadata.clone(), ticket: ticket.clone() };
+            let (mut bytes, samples) = std::mem::take(&mut parts[i]);
+            for m in &metadata {
+                bytes.extend_from_slice(m);
+            }
+            let piece = Piece { bytes, samples, ticket: ticket.clone() };
             tokio::select! {
                 r = shard_txs[i].send(piece) => if r.is_err() { return; },
                 _ = shutdown.changed() => { drop(shard_txs); committer.abort(); return; }
@@ -209,30 +199,20 @@ pub async fn run_endpoint(
 
 async fn shard_loop(ep: Arc<Endpoint>, shard: usize, mut rx: mpsc::Receiver<Piece>) {
     while let Some(first) = rx.recv().await {
-        let mut samples: usize = first.series.iter().map(|t| t.samples.len()).sum();
-        let mut pieces = vec![first];
+        let mut samples = first.samples;
+        let mut body = first.bytes;
+        let mut tickets = vec![first.ticket];
         while samples < ep.cfg.max_samples_per_send {
             match rx.try_recv() {
                 Ok(p) => {
-                    samples += p.series.iter().map(|t| t.samples.len()).sum::<usize>();
-                    pieces.push(p);
+                    samples += p.samples;
+                    body.extend_from_slice(&p.bytes);
+                    tickets.push(p.ticket);
                 }
                 Err(_) => break,
             }
         }
-        let mut req = WriteRequest::default();
-        let mut seen = std::collections::HashSet::new();
-        let mut tickets = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            req.timeseries.extend(p.series);
-            for m in p.metadata.iter() {
-                if seen.insert(m.metric_family_name.clone()) {
-                    req.metadata.push(m.clone());
-                }
-            }
-            tickets.push(p.ticket);
-        }
-        send_with_retry(&ep, shard, &req, samples as u64).await;
+        send_with_retry(&ep, shard, &body, samples as u64).await;
         for t in tickets {
             t.finish_one();
         }
@@ -246,7 +226,8 @@ enum Outcome {
     Downgrade,
 }
 
-async fn send_with_retry(ep: &Endpoint, shard: usize, req: &WriteRequest, samples: u64) {
+/// Sends an encoded (uncompressed) 1.0 `WriteRequest`, retrying per the rules above.
+async fn send_with_retry(ep: &Endpoint, shard: usize, req: &[u8], samples: u64) {
     let labels = ep.metrics.endpoint(&ep.name);
     let mut backoff = ep.cfg.min_backoff;
     loop {
@@ -274,11 +255,13 @@ async fn send_with_retry(ep: &Endpoint, shard: usize, req: &WriteRequest, sample
     }
 }
 
-async fn send_once(ep: &Endpoint, req: &WriteRequest, samples: u64, version: u8) -> Outcome {
+async fn send_once(ep: &Endpoint, req: &[u8], samples: u64, version: u8) -> Outcome {
     let (body, content_type, version_header) = if version == USE_V2 {
-        (rw::encode_v2(&rw::v1_to_v2(req)), rw::CONTENT_TYPE_V2, rw::VERSION_2)
+        // 2.0 needs a symbol table: decode and re-encode (1.0 never decodes).
+        let v1 = WriteRequest::decode(req).unwrap_or_default();
+        (rw::encode_v2(&rw::v1_to_v2(&v1)), rw::CONTENT_TYPE_V2, rw::VERSION_2)
     } else {
-        (rw::encode_v1(req), rw::CONTENT_TYPE_V1, rw::VERSION_1)
+        (rw::compress(req), rw::CONTENT_TYPE_V1, rw::VERSION_1)
     };
     let proto = if version == USE_V2 { "2.0" } else { "1.0" };
     let mut rb = ep

@@ -4,14 +4,11 @@
 //! group-commits many requests into one queue record (one fsync) and only
 //! then acknowledges each of them.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use strata_otel_prom::{Translator, TranslatorConfig};
 use strata_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use strata_proto::prometheus::{Label, WriteRequest};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AgentConfig;
@@ -40,14 +37,14 @@ pub struct Accepted {
 }
 
 struct BatchItem {
-    request: WriteRequest,
+    /// Encoded `prometheus.WriteRequest`.
+    bytes: Vec<u8>,
     samples: usize,
     done: oneshot::Sender<Result<(), SubmitError>>,
 }
 
 pub struct Pipeline {
     translator: Mutex<Translator>,
-    labels: Vec<Label>,
     batch_tx: mpsc::Sender<BatchItem>,
     queue: Arc<DiskQueue>,
     max_queue_bytes: u64,
@@ -56,14 +53,6 @@ pub struct Pipeline {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Sets `name=value` on a sorted label set.
-fn set_label(labels: &mut Vec<Label>, name: &str, value: &str) {
-    match labels.binary_search_by(|l| l.name.as_str().cmp(name)) {
-        Ok(i) => labels[i].value = value.to_string(),
-        Err(i) => labels.insert(i, Label { name: name.to_string(), value: value.to_string() }),
-    }
 }
 
 impl Pipeline {
@@ -76,11 +65,12 @@ impl Pipeline {
             target_info: t.target_info,
             delta_max_streams: t.delta_max_streams,
             delta_max_stale: t.delta_max_stale,
+            // The label processor: set or override on every series.
+            external_labels: cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         });
         let (tx, rx) = mpsc::channel(1024);
         let p = Arc::new(Pipeline {
             translator: Mutex::new(translator),
-            labels: cfg.labels.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }).collect(),
             batch_tx: tx,
             queue: queue.clone(),
             max_queue_bytes: cfg.queue.max_bytes,
@@ -122,18 +112,13 @@ impl Pipeline {
             tracing::debug!(rejected = out.stats.rejected_points, message = %out.rejection_message(), "OTLP data points rejected");
         }
         let accepted = Accepted { rejected_points: out.stats.rejected_points, message: out.rejection_message() };
-        let mut request = out.request;
-        if request.timeseries.is_empty() {
+        if out.num_series() == 0 {
             return Ok(accepted);
         }
-        for ts in &mut request.timeseries {
-            for l in &self.labels {
-                set_label(&mut ts.labels, &l.name, &l.value);
-            }
-        }
-        let samples = request.timeseries.iter().map(|t| t.samples.len()).sum();
+        let samples = out.stats.samples as usize;
+        let bytes = out.into_bytes();
         let (done, wait) = oneshot::channel();
-        self.batch_tx.send(BatchItem { request, samples, done }).await.map_err(|_| SubmitError::ShuttingDown)?;
+        self.batch_tx.send(BatchItem { bytes, samples, done }).await.map_err(|_| SubmitError::ShuttingDown)?;
         match wait.await {
             Ok(Ok(())) => Ok(accepted),
             Ok(Err(e)) => {
@@ -193,30 +178,21 @@ async fn batch_loop(
                 Ok(item) => Some(item),
                 Err(_) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        None
-                    } else {
-                        tokio::time::timeout(left, rx.recv()).await.ok().flatten()
-                    }
+                    if left.is_zero() { None } else { tokio::time::timeout(left, rx.recv()).await.ok().flatten() }
                 }
             };
             let Some(item) = item else { break };
             samples += item.samples;
             items.push(item);
         }
-        let mut merged = WriteRequest::default();
-        let mut families = HashSet::new();
+        // Encoded WriteRequests concatenate into their union.
+        let mut merged = Vec::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
         let mut waiters = Vec::with_capacity(items.len());
         for item in items {
-            merged.timeseries.extend(item.request.timeseries);
-            for m in item.request.metadata {
-                if families.insert(m.metric_family_name.clone()) {
-                    merged.metadata.push(m);
-                }
-            }
+            merged.extend_from_slice(&item.bytes);
             waiters.push(item.done);
         }
-        let payload = strata_proto::remote_write::compress(&merged.encode_to_vec());
+        let payload = strata_proto::remote_write::compress(&merged);
         let q = queue.clone();
         let result = tokio::task::spawn_blocking(move || q.append(&payload)).await;
         let result = match result {

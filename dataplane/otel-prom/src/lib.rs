@@ -15,6 +15,7 @@
 //! which OTLP receivers return as a partial success.
 
 pub mod delta;
+pub mod encode;
 pub mod naming;
 pub mod otlp_http;
 mod translate;

@@ -9,10 +9,12 @@ use strata_proto::otlp::metrics::v1::{
     AggregationTemporality, Exemplar as OtlpExemplar, HistogramDataPoint, Metric, NumberDataPoint, exemplar,
     metric::Data, number_data_point,
 };
-use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest, metric_metadata};
+use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, WriteRequest, metric_metadata};
 
 use crate::delta::{DeltaDrop, DeltaToCumulative, HistogramDelta, StreamKey};
+use crate::encode::WriteRequestEncoder;
 use crate::naming::{MetricKind, format_float, label_name, metric_name, prometheus_unit};
+use prost::Message;
 
 /// OTLP data point flag: no value was recorded (maps to a staleness marker).
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
@@ -35,6 +37,9 @@ pub struct TranslatorConfig {
     pub delta_max_streams: usize,
     /// Delta streams idle this long are forgotten.
     pub delta_max_stale: Duration,
+    /// Labels set on every series, overriding translated ones (the agent's
+    /// `environment`, `data_plane_id`, …).
+    pub external_labels: Vec<(String, String)>,
 }
 
 impl Default for TranslatorConfig {
@@ -45,6 +50,7 @@ impl Default for TranslatorConfig {
             target_info: true,
             delta_max_streams: 100_000,
             delta_max_stale: Duration::from_secs(300),
+            external_labels: Vec::new(),
         }
     }
 }
@@ -74,7 +80,10 @@ pub struct Stats {
 /// Result of translating one OTLP request.
 #[derive(Debug, Default)]
 pub struct TranslateOutput {
-    pub request: WriteRequest,
+    /// The series, as an encoded `prometheus.WriteRequest` (see [`crate::encode`]).
+    pub encoded: WriteRequestEncoder,
+    /// Metadata of the metric families seen.
+    pub metadata: Vec<MetricMetadata>,
     pub stats: Stats,
     /// The first few rejections, for error messages.
     pub rejections: Vec<Rejection>,
@@ -99,15 +108,39 @@ impl TranslateOutput {
         msg
     }
 
-    fn push(&mut self, labels: Vec<Label>, ts: i64, value: f64, exemplars: Vec<Exemplar>) {
+    /// Encodes a series: `base` labels (sorted) with `over` (sorted) and the
+    /// configured external labels on top.
+    fn push(
+        &mut self,
+        ext: &[(String, String)],
+        base: &[Label],
+        over: &[(&str, &str)],
+        ts: i64,
+        value: f64,
+        exemplars: &[Exemplar],
+    ) {
         self.stats.samples += 1;
         self.stats.exemplars += exemplars.len() as u64;
-        self.request.timeseries.push(TimeSeries {
-            labels,
-            samples: vec![Sample { value, timestamp: ts }],
-            exemplars,
-            histograms: Vec::new(),
-        });
+        self.encoded.series(base, over, ext, ts, value, exemplars);
+    }
+
+    /// Number of series produced.
+    pub fn num_series(&self) -> usize {
+        self.encoded.num_series()
+    }
+
+    /// The output as encoded `WriteRequest` bytes: series, then metadata.
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut e = self.encoded;
+        e.metadata(&self.metadata);
+        e.into_bytes()
+    }
+
+    /// The output decoded into a `WriteRequest` (for callers that need structs).
+    pub fn write_request(&self) -> WriteRequest {
+        let mut req = WriteRequest::decode(self.encoded.bytes()).unwrap_or_default();
+        req.metadata = self.metadata.clone();
+        req
     }
 }
 
@@ -116,6 +149,7 @@ pub struct Translator {
     cfg: TranslatorConfig,
     promoted: HashSet<String>,
     delta: DeltaToCumulative,
+    le_cache: std::collections::HashMap<u64, std::sync::Arc<str>>,
 }
 
 fn any_value_string(v: &Option<AnyValue>) -> String {
@@ -197,16 +231,6 @@ fn set_label(labels: &mut Vec<Label>, name: &str, value: &str, overwrite: bool) 
     }
 }
 
-fn with_name(base: &[Label], name: &str, extra: Option<(&str, &str)>) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(base.len() + 2);
-    labels.extend_from_slice(base);
-    set_label(&mut labels, "__name__", name, true);
-    if let Some((k, v)) = extra {
-        set_label(&mut labels, k, v, true);
-    }
-    labels
-}
-
 fn nanos_to_ms(ns: u64) -> i64 {
     (ns / 1_000_000) as i64
 }
@@ -234,10 +258,12 @@ fn exemplars_of(src: &[OtlpExemplar]) -> Vec<(f64, Exemplar)> {
 const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.instance.id"];
 
 impl Translator {
-    pub fn new(cfg: TranslatorConfig) -> Self {
+    pub fn new(mut cfg: TranslatorConfig) -> Self {
+        cfg.external_labels.sort();
+        cfg.external_labels.dedup_by(|a, b| a.0 == b.0);
         let promoted = cfg.promote_resource_attributes.iter().cloned().collect();
         let delta = DeltaToCumulative::new(cfg.delta_max_streams, cfg.delta_max_stale);
-        Translator { cfg, promoted, delta }
+        Translator { cfg, promoted, delta, le_cache: std::collections::HashMap::new() }
     }
 
     /// Number of delta streams being converted to cumulative.
@@ -307,15 +333,16 @@ impl Translator {
                         set_label(&mut labels, "instance", i, true);
                     }
                     set_label(&mut labels, "__name__", "target_info", true);
+                    let ext = &self.cfg.external_labels;
                     if families.insert("target_info".into()) {
-                        out.request.metadata.push(MetricMetadata {
+                        out.metadata.push(MetricMetadata {
                             r#type: metric_metadata::MetricType::Gauge as i32,
                             metric_family_name: "target_info".into(),
                             help: "Target metadata".into(),
                             unit: String::new(),
                         });
                     }
-                    out.push(labels, ts, 1.0, Vec::new());
+                    out.push(ext, &labels, &[], ts, 1.0, &[]);
                 }
             }
         }
@@ -377,7 +404,7 @@ impl Translator {
             return;
         };
         if families.insert(name.clone()) {
-            out.request.metadata.push(MetricMetadata {
+            out.metadata.push(MetricMetadata {
                 r#type: meta_type as i32,
                 metric_family_name: name.clone(),
                 help: metric.description.clone(),
@@ -434,12 +461,13 @@ impl Translator {
                     *max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
                     let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
                     let v = |x: f64| if stale { crate::stale_nan() } else { x };
+                    let ext = &self.cfg.external_labels;
                     for q in &p.quantile_values {
-                        let labels = with_name(&base, &name, Some(("quantile", &format_float(q.quantile))));
-                        out.push(labels, ts, v(q.value), Vec::new());
+                        let qs = format_float(q.quantile);
+                        out.push(ext, &base, &[("__name__", &name), ("quantile", &qs)], ts, v(q.value), &[]);
                     }
-                    out.push(with_name(&base, &format!("{name}_sum"), None), ts, v(p.sum), Vec::new());
-                    out.push(with_name(&base, &format!("{name}_count"), None), ts, v(p.count as f64), Vec::new());
+                    out.push(ext, &base, &[("__name__", &format!("{name}_sum"))], ts, v(p.sum), &[]);
+                    out.push(ext, &base, &[("__name__", &format!("{name}_count"))], ts, v(p.count as f64), &[]);
                 }
             }
             Data::ExponentialHistogram(_) => {}
@@ -536,9 +564,8 @@ impl Translator {
         } else {
             raw
         };
-        let labels = with_name(&base, name, None);
         if is_delta && !stale {
-            match self.delta.add_sum(StreamKey::of(&labels), p.time_unix_nano, raw, now_ms) {
+            match self.delta.add_sum(StreamKey::of((&base, name)), p.time_unix_nano, raw, now_ms) {
                 Ok(total) => value = total,
                 Err(drop) => {
                     let (reason, msg) = delta_drop_message(drop);
@@ -548,8 +575,8 @@ impl Translator {
             }
         }
         *max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
-        let exemplars = exemplars_of(&p.exemplars).into_iter().map(|(_, e)| e).collect();
-        out.push(labels, ts, value, exemplars);
+        let exemplars: Vec<Exemplar> = exemplars_of(&p.exemplars).into_iter().map(|(_, e)| e).collect();
+        out.push(&self.cfg.external_labels, &base, &[("__name__", name)], ts, value, &exemplars);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -619,19 +646,23 @@ impl Translator {
         // Attach each exemplar to the first bucket whose bound holds its value.
         let mut exemplars = exemplars_of(&p.exemplars);
         let bucket_name = format!("{name}_bucket");
+        let ext = &self.cfg.external_labels;
         let mut cumulative: u64 = 0;
         for (i, bound) in p.explicit_bounds.iter().enumerate() {
             cumulative = cumulative.saturating_add(counts.get(i).copied().unwrap_or(0));
             let ex: Vec<Exemplar> = take_exemplars(&mut exemplars, |val| val <= *bound);
-            let labels = with_name(&base, &bucket_name, Some(("le", &format_float(*bound))));
-            out.push(labels, ts, v(cumulative as f64), ex);
+            if self.le_cache.len() > 4096 {
+                self.le_cache.clear();
+            }
+            let le = self.le_cache.entry(bound.to_bits()).or_insert_with(|| format_float(*bound).into()).clone();
+            out.push(ext, &base, &[("__name__", &bucket_name), ("le", &le)], ts, v(cumulative as f64), &ex);
         }
         let ex: Vec<Exemplar> = take_exemplars(&mut exemplars, |_| true);
-        out.push(with_name(&base, &bucket_name, Some(("le", "+Inf"))), ts, v(count as f64), ex);
+        out.push(ext, &base, &[("__name__", &bucket_name), ("le", "+Inf")], ts, v(count as f64), &ex);
         if let Some(s) = sum {
-            out.push(with_name(&base, &format!("{name}_sum"), None), ts, v(s), Vec::new());
+            out.push(ext, &base, &[("__name__", &format!("{name}_sum"))], ts, v(s), &[]);
         }
-        out.push(with_name(&base, &format!("{name}_count"), None), ts, v(count as f64), Vec::new());
+        out.push(ext, &base, &[("__name__", &format!("{name}_count"))], ts, v(count as f64), &[]);
     }
 }
 

@@ -4,6 +4,7 @@ use strata_proto::otlp::metrics::v1::{
     Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, summary_data_point,
 };
 use strata_proto::otlp::resource::v1::Resource;
+use strata_proto::prometheus::{Sample, TimeSeries};
 
 const T: u64 = 1_700_000_000_000_000_000; // ns
 const T_MS: i64 = 1_700_000_000_000;
@@ -66,8 +67,12 @@ fn labels_str(ts: &TimeSeries) -> String {
     ts.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>().join(",")
 }
 
-fn find<'a>(out: &'a TranslateOutput, name: &str) -> Vec<&'a TimeSeries> {
-    out.request.timeseries.iter().filter(|t| t.labels.iter().any(|l| l.name == "__name__" && l.value == name)).collect()
+fn find(out: &TranslateOutput, name: &str) -> Vec<TimeSeries> {
+    out.write_request()
+        .timeseries
+        .into_iter()
+        .filter(|t| t.labels.iter().any(|l| l.name == "__name__" && l.value == name))
+        .collect()
 }
 
 fn translate(req: &ExportMetricsServiceRequest) -> TranslateOutput {
@@ -88,11 +93,12 @@ fn counter_gets_total_unit_job_instance_and_scope() {
     let s = find(&out, "http_server_requests_total");
     assert_eq!(s.len(), 1);
     assert_eq!(
-        labels_str(s[0]),
+        labels_str(&s[0]),
         "__name__=http_server_requests_total,http_route=/api,instance=i-1,job=demo/shop,otel_scope_name=shop,otel_scope_version=1.2"
     );
     assert_eq!(s[0].samples, vec![Sample { value: 7.0, timestamp: T_MS }]);
-    let md = out.request.metadata.iter().find(|m| m.metric_family_name == "http_server_requests_total").unwrap();
+    let req = out.write_request();
+    let md = req.metadata.iter().find(|m| m.metric_family_name == "http_server_requests_total").unwrap();
     assert_eq!(md.r#type, metric_metadata::MetricType::Counter as i32);
     assert_eq!(md.help, "help text");
 }
@@ -110,15 +116,15 @@ fn labels_are_sorted_and_valid_everywhere() {
         )],
     );
     let out = translate(&req);
-    for ts in &out.request.timeseries {
+    for ts in &out.write_request().timeseries {
         let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
     }
     let g = find(&out, "g");
-    assert!(labels_str(g[0]).contains("key_0x=3"));
-    assert!(labels_str(g[0]).contains("a_b=2"));
+    assert!(labels_str(&g[0]).contains("key_0x=3"));
+    assert!(labels_str(&g[0]).contains("a_b=2"));
 }
 
 #[test]
@@ -137,7 +143,8 @@ fn non_monotonic_sum_is_a_gauge_and_unit_one_gets_ratio() {
     let out = translate(&req);
     assert_eq!(find(&out, "queue_size").len(), 1);
     assert_eq!(find(&out, "cpu_utilization_ratio").len(), 1);
-    let md = out.request.metadata.iter().find(|m| m.metric_family_name == "queue_size").unwrap();
+    let req = out.write_request();
+    let md = req.metadata.iter().find(|m| m.metric_family_name == "queue_size").unwrap();
     assert_eq!(md.r#type, metric_metadata::MetricType::Gauge as i32);
 }
 
@@ -184,8 +191,8 @@ fn histogram_becomes_cumulative_buckets_sum_count_with_exemplars() {
     assert!(ex.labels.iter().any(|l| l.name == "span_id" && l.value == "cd".repeat(8)));
     assert_eq!(find(&out, "http_server_request_duration_seconds_sum")[0].samples[0].value, 2.5);
     assert_eq!(find(&out, "http_server_request_duration_seconds_count")[0].samples[0].value, 10.0);
-    let md =
-        &out.request.metadata.iter().find(|m| m.metric_family_name == "http_server_request_duration_seconds").unwrap();
+    let req = out.write_request();
+    let md = req.metadata.iter().find(|m| m.metric_family_name == "http_server_request_duration_seconds").unwrap();
     assert_eq!(md.unit, "seconds");
     assert_eq!(md.r#type, metric_metadata::MetricType::Histogram as i32);
 }
@@ -232,7 +239,7 @@ fn summary_becomes_quantiles_sum_count() {
     let out = translate(&req);
     let q = find(&out, "rpc_latency_milliseconds");
     assert_eq!(q.len(), 2);
-    assert!(labels_str(q[1]).contains("quantile=0.99"));
+    assert!(labels_str(&q[1]).contains("quantile=0.99"));
     assert_eq!(find(&out, "rpc_latency_milliseconds_sum")[0].samples[0].value, 8.0);
     assert_eq!(find(&out, "rpc_latency_milliseconds_count")[0].samples[0].value, 4.0);
 }
@@ -243,7 +250,7 @@ fn target_info_has_non_identifying_resource_attributes() {
     let out = translate(&req);
     let ti = find(&out, "target_info");
     assert_eq!(ti.len(), 1);
-    assert_eq!(labels_str(ti[0]), "__name__=target_info,deployment_environment_name=prod,instance=i-1,job=demo/shop");
+    assert_eq!(labels_str(&ti[0]), "__name__=target_info,deployment_environment_name=prod,instance=i-1,job=demo/shop");
     assert_eq!(ti[0].samples, vec![Sample { value: 1.0, timestamp: T_MS }]);
     // No other attributes → no target_info.
     let req = request(
@@ -253,7 +260,7 @@ fn target_info_has_non_identifying_resource_attributes() {
     assert!(find(&translate(&req), "target_info").is_empty());
     // job is service.name alone without a namespace.
     let out = translate(&req);
-    assert!(labels_str(find(&out, "g")[0]).contains("job=x"));
+    assert!(labels_str(&find(&out, "g")[0]).contains("job=x"));
 }
 
 #[test]
@@ -277,8 +284,8 @@ fn promoted_resource_attributes_become_labels_but_point_attributes_win() {
     );
     let out = Translator::new(cfg).translate(&req, 0);
     let g = find(&out, "g");
-    assert!(labels_str(g[0]).contains("deployment_environment_name=prod"));
-    assert!(labels_str(g[1]).contains("deployment_environment_name=override"));
+    assert!(labels_str(&g[0]).contains("deployment_environment_name=prod"));
+    assert!(labels_str(&g[1]).contains("deployment_environment_name=override"));
 }
 
 #[test]
@@ -292,7 +299,7 @@ fn colliding_attribute_names_are_joined() {
         )],
     );
     let out = translate(&req);
-    assert!(labels_str(find(&out, "g")[0]).contains("a_b=x;y"), "{}", labels_str(find(&out, "g")[0]));
+    assert!(labels_str(&find(&out, "g")[0]).contains("a_b=x;y"), "{}", labels_str(&find(&out, "g")[0]));
 }
 
 #[test]
@@ -410,4 +417,22 @@ fn bad_points_are_rejected_with_messages() {
     }
     assert_eq!(find(&out, "ok").len(), 1);
     assert!(out.rejection_message().contains("\"c\""));
+}
+
+#[test]
+fn external_labels_override_and_empty_values_are_dropped() {
+    let cfg = TranslatorConfig {
+        external_labels: vec![("job".into(), "forced".into()), ("environment".into(), "prod".into())],
+        ..Default::default()
+    };
+    let req = request(
+        svc(),
+        vec![metric("g", "", Data::Gauge(Gauge { data_points: vec![number(T, 1.0, vec![kv("empty", "")])] }))],
+    );
+    let out = Translator::new(cfg).translate(&req, 0);
+    let g = find(&out, "g");
+    let s = labels_str(&g[0]);
+    assert!(s.contains("environment=prod") && s.contains("job=forced") && !s.contains("empty"), "{s}");
+    // target_info gets them too.
+    assert!(labels_str(&find(&out, "target_info")[0]).contains("environment=prod"));
 }

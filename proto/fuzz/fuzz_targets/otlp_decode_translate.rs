@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(req) = ExportMetricsServiceRequest::decode(data) {
         let out = tr.translate(&req, 0);
         // Every produced series has sorted, non-empty label names and a name.
-        for ts in &out.request.timeseries {
+        for ts in &out.write_request().timeseries {
             assert!(ts.labels.windows(2).all(|w| w[0].name < w[1].name));
             assert!(ts.labels.iter().any(|l| l.name == "__name__" && !l.value.is_empty()));
         }

@@ -1,0 +1,324 @@
+//! Writes `prometheus.WriteRequest` protobuf directly from borrowed labels,
+//! so translating a data point into many series (histogram buckets) does not
+//! clone its labels once per series. The bytes decode as an ordinary
+//! `WriteRequest`; concatenating two encodings gives their union, which is
+//! how the agent's batch processor merges requests.
+
+use prost::Message;
+use strata_proto::prometheus::{Exemplar, Label, MetricMetadata};
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn str_field_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { 1 + varint_len(s.len() as u64) + s.len() }
+}
+
+fn label_len(n: &str, v: &str) -> usize {
+    str_field_len(n) + str_field_len(v)
+}
+
+fn put_str_field(buf: &mut Vec<u8>, key: u8, s: &str) {
+    if !s.is_empty() {
+        buf.push(key);
+        put_varint(buf, s.len() as u64);
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn put_label(buf: &mut Vec<u8>, n: &str, v: &str) {
+    buf.push(0x0a); // field 1, length-delimited
+    put_varint(buf, label_len(n, v) as u64);
+    put_str_field(buf, 0x0a, n);
+    put_str_field(buf, 0x12, v);
+}
+
+fn sample_len(ts: i64) -> usize {
+    9 + 1 + varint_len(ts as u64)
+}
+
+fn put_sample_fields(buf: &mut Vec<u8>, key_value: u8, key_ts: u8, ts: i64, value: f64) {
+    buf.push(key_value);
+    buf.extend_from_slice(&value.to_bits().to_le_bytes());
+    buf.push(key_ts);
+    put_varint(buf, ts as u64);
+}
+
+fn exemplar_len(e: &Exemplar) -> usize {
+    let labels: usize = e
+        .labels
+        .iter()
+        .map(|l| {
+            let n = label_len(&l.name, &l.value);
+            1 + varint_len(n as u64) + n
+        })
+        .sum();
+    labels + sample_len(e.timestamp)
+}
+
+/// Merges up to three label lists sorted by name; later lists win on equal
+/// names; empty values are dropped (an empty value means "no label").
+fn merged<'a>(base: &'a [Label], over: &[(&'a str, &'a str)], ext: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(base.len() + over.len() + ext.len());
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    loop {
+        let a = base.get(i).map(|l| l.name.as_str());
+        let b = over.get(j).map(|p| p.0);
+        let c = ext.get(k).map(|p| p.0.as_str());
+        let Some(min) = [a, b, c].into_iter().flatten().min() else { break };
+        let mut pick: Option<(&str, &str)> = None;
+        if a == Some(min) {
+            pick = Some((min, base[i].value.as_str()));
+            i += 1;
+        }
+        if b == Some(min) {
+            pick = Some((min, over[j].1));
+            j += 1;
+        }
+        if c == Some(min) {
+            pick = Some((min, ext[k].1.as_str()));
+            k += 1;
+        }
+        if let Some(p) = pick.filter(|p| !p.1.is_empty()) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// An encoded `WriteRequest` under construction.
+#[derive(Debug, Default, Clone)]
+pub struct WriteRequestEncoder {
+    buf: Vec<u8>,
+    series: usize,
+}
+
+impl WriteRequestEncoder {
+    /// Appends one series with one sample. `base` must be sorted by name;
+    /// `over` (sorted) and `ext` (sorted) override it.
+    pub fn series(
+        &mut self,
+        base: &[Label],
+        over: &[(&str, &str)],
+        ext: &[(String, String)],
+        ts: i64,
+        value: f64,
+        exemplars: &[Exemplar],
+    ) {
+        let labels = merged(base, over, ext);
+        let labels_len: usize = labels
+            .iter()
+            .map(|(n, v)| {
+                let l = label_len(n, v);
+                1 + varint_len(l as u64) + l
+            })
+            .sum();
+        let s_len = sample_len(ts);
+        let ex_len: usize = exemplars
+            .iter()
+            .map(|e| {
+                let l = exemplar_len(e);
+                1 + varint_len(l as u64) + l
+            })
+            .sum();
+        let total = labels_len + 1 + varint_len(s_len as u64) + s_len + ex_len;
+        let buf = &mut self.buf;
+        buf.reserve(total + 6);
+        buf.push(0x0a); // WriteRequest.timeseries
+        put_varint(buf, total as u64);
+        for (n, v) in &labels {
+            put_label(buf, n, v);
+        }
+        buf.push(0x12); // TimeSeries.samples
+        put_varint(buf, s_len as u64);
+        put_sample_fields(buf, 0x09, 0x10, ts, value);
+        for e in exemplars {
+            buf.push(0x1a); // TimeSeries.exemplars
+            put_varint(buf, exemplar_len(e) as u64);
+            for l in &e.labels {
+                put_label(buf, &l.name, &l.value);
+            }
+            put_sample_fields(buf, 0x11, 0x18, e.timestamp, e.value);
+        }
+        self.series += 1;
+    }
+
+    /// Appends metadata entries (`WriteRequest.metadata`).
+    pub fn metadata(&mut self, md: &[MetricMetadata]) {
+        for m in md {
+            self.buf.push(0x1a);
+            put_varint(&mut self.buf, m.encoded_len() as u64);
+            m.encode_raw(&mut self.buf);
+        }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.series
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// One `TimeSeries` inside an encoded `WriteRequest`, as byte ranges.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSeries<'a> {
+    /// The whole field: key, length and message.
+    pub field: &'a [u8],
+    /// A hash of the labels part (stable for equal label sets encoded the same way).
+    pub labels_hash: u64,
+    pub samples: usize,
+}
+
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let x = *b.get(*pos)?;
+        *pos += 1;
+        v |= ((x & 0x7f) as u64) << shift;
+        if x < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn skip_field(b: &[u8], pos: &mut usize, wire: u64) -> Option<()> {
+    match wire {
+        0 => {
+            read_varint(b, pos)?;
+        }
+        1 => *pos += 8,
+        2 => {
+            let n = read_varint(b, pos)? as usize;
+            *pos = pos.checked_add(n)?;
+        }
+        5 => *pos += 4,
+        _ => return None,
+    }
+    (*pos <= b.len()).then_some(())
+}
+
+/// Splits an encoded `WriteRequest` into its series and metadata fields
+/// without decoding them. `None` if the bytes are not a valid encoding.
+pub fn split_write_request(b: &[u8]) -> Option<(Vec<RawSeries<'_>>, Vec<&[u8]>)> {
+    let mut series = Vec::new();
+    let mut metadata = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let start = pos;
+        let key = read_varint(b, &mut pos)?;
+        let (field, wire) = (key >> 3, key & 7);
+        if wire != 2 {
+            skip_field(b, &mut pos, wire)?;
+            continue;
+        }
+        let n = read_varint(b, &mut pos)? as usize;
+        let body_start = pos;
+        let end = pos.checked_add(n).filter(|e| *e <= b.len())?;
+        match field {
+            1 => {
+                // Hash label fields (field 1), count sample fields (field 2).
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                let mut samples = 0;
+                let mut p = body_start;
+                while p < end {
+                    let fstart = p;
+                    let k = read_varint(b, &mut p)?;
+                    skip_field(&b[..end], &mut p, k & 7)?;
+                    match k >> 3 {
+                        1 => {
+                            for x in &b[fstart..p] {
+                                h ^= *x as u64;
+                                h = h.wrapping_mul(0x0100_0000_01b3);
+                            }
+                        }
+                        2 => samples += 1,
+                        _ => {}
+                    }
+                }
+                series.push(RawSeries { field: &b[start..end], labels_hash: h, samples });
+            }
+            3 => metadata.push(&b[start..end]),
+            _ => {}
+        }
+        pos = end;
+    }
+    Some((series, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::prometheus::{Sample, TimeSeries, WriteRequest};
+
+    fn l(n: &str, v: &str) -> Label {
+        Label { name: n.into(), value: v.into() }
+    }
+
+    #[test]
+    fn encodes_what_prost_decodes() {
+        let mut e = WriteRequestEncoder::default();
+        let base = vec![l("a", "1"), l("job", "x"), l("z", "")];
+        let ext = vec![("environment".to_string(), "prod".to_string()), ("job".to_string(), "override".to_string())];
+        let ex = Exemplar { labels: vec![l("trace_id", "ab")], value: 0.5, timestamp: -3 };
+        e.series(&base, &[("__name__", "m"), ("le", "0.5")], &ext, 1_700_000_000_000, 2.5, std::slice::from_ref(&ex));
+        e.series(&base, &[("__name__", "n")], &[], -5, f64::NAN, &[]);
+        let md = MetricMetadata { r#type: 1, metric_family_name: "m".into(), help: "h".into(), unit: String::new() };
+        e.metadata(std::slice::from_ref(&md));
+        let req = WriteRequest::decode(e.bytes()).unwrap();
+        assert_eq!(req.timeseries.len(), 2);
+        assert_eq!(
+            req.timeseries[0],
+            TimeSeries {
+                labels: vec![
+                    l("__name__", "m"),
+                    l("a", "1"),
+                    l("environment", "prod"),
+                    l("job", "override"),
+                    l("le", "0.5")
+                ],
+                samples: vec![Sample { value: 2.5, timestamp: 1_700_000_000_000 }],
+                exemplars: vec![ex],
+                histograms: vec![],
+            }
+        );
+        assert_eq!(req.timeseries[1].samples[0].timestamp, -5);
+        assert!(req.timeseries[1].samples[0].value.is_nan());
+        assert_eq!(req.metadata, vec![md]);
+
+        let (series, metadata) = split_write_request(e.bytes()).unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(metadata.len(), 1);
+        assert_eq!(series[0].samples, 1);
+        // Each series field is itself a valid one-series WriteRequest.
+        let one = WriteRequest::decode(series[1].field).unwrap();
+        assert_eq!(one.timeseries[0].labels[0], l("__name__", "n"));
+        // Equal label sets hash equally, different ones (almost surely) not.
+        let mut e2 = WriteRequestEncoder::default();
+        e2.series(&base, &[("__name__", "n")], &[], 99, 1.0, &[]);
+        let (s2, _) = split_write_request(e2.bytes()).unwrap();
+        assert_eq!(s2[0].labels_hash, series[1].labels_hash);
+        assert_ne!(series[0].labels_hash, series[1].labels_hash);
+        assert!(split_write_request(&[0x0a, 0x05, 0x01]).is_none());
+    }
+}
