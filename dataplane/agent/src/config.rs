@@ -182,8 +182,6 @@ impl Default for TranslationConfig {
 pub struct AgentConfig {
     pub otlp: OtlpConfig,
     pub web: WebConfig,
-    /// Optional Prometheus exposition of the latest value of every series.
-    pub exposition_address: Option<SocketAddr>,
     pub remote_write: RemoteWriteConfig,
     pub queue: QueueConfig,
     pub batch: BatchConfig,
