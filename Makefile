@@ -4,9 +4,9 @@
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/strata-target
 
-.PHONY: test lint unit fuzz-smoke demo deps bench-translate
+.PHONY: test lint unit compose-check fuzz-smoke demo bench-translate
 
-test: lint unit
+test: lint unit compose-check
 
 lint:
 	cargo fmt --all -- --check
@@ -14,6 +14,12 @@ lint:
 
 unit:
 	cargo nextest run --workspace --no-fail-fast
+
+# docker-compose file validation (Debian's docker-compose needs no engine for this).
+compose-check:
+	@if command -v docker-compose >/dev/null; then docker-compose -f compose/docker-compose.yml config -q && echo "compose/docker-compose.yml: valid"; \
+	elif [ "$$CI" = true ]; then echo "docker-compose is required in CI" >&2; exit 1; \
+	else echo "SKIPPED: docker-compose not installed (apt-get install docker-compose)"; fi
 
 # Short runs of every fuzz target (needs cargo-fuzz; .ci/run installs it).
 fuzz-smoke:
