@@ -226,8 +226,9 @@ impl LogStore {
 }
 
 impl LogStore {
-    /// Appends entries and fsyncs them before returning.
-    async fn append_durable(&self, entries: Vec<Entry>) -> io::Result<()> {
+    /// Appends entries and fsyncs them before returning (what openraft's
+    /// `append` does before reporting the entries durable).
+    pub async fn append_durable(&self, entries: Vec<Entry>) -> io::Result<()> {
         let mut inner = self.inner.lock().await;
         let payload = bincode::serialize(&entries).map_err(io::Error::other)?;
         let (seg, offset) = inner.write(KIND_ENTRIES, &payload)?;
