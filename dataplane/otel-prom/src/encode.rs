@@ -4,8 +4,10 @@
 //! `WriteRequest`; concatenating two encodings gives their union, which is
 //! how the agent's batch processor merges requests.
 
+use std::borrow::Cow;
+
 use prost::Message;
-use strata_proto::prometheus::{Exemplar, Label, MetricMetadata};
+use strata_proto::prometheus::{Exemplar, MetricMetadata};
 
 fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
@@ -72,17 +74,21 @@ fn exemplar_len(e: &Exemplar) -> usize {
 
 /// Merges up to three label lists sorted by name; later lists win on equal
 /// names; empty values are dropped (an empty value means "no label").
-fn merged<'a>(base: &'a [Label], over: &[(&'a str, &'a str)], ext: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
+fn merged<'a>(
+    base: &'a [(Cow<'a, str>, Cow<'a, str>)],
+    over: &[(&'a str, &'a str)],
+    ext: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
     let mut out: Vec<(&str, &str)> = Vec::with_capacity(base.len() + over.len() + ext.len());
     let (mut i, mut j, mut k) = (0, 0, 0);
     loop {
-        let a = base.get(i).map(|l| l.name.as_str());
+        let a = base.get(i).map(|l| l.0.as_ref());
         let b = over.get(j).map(|p| p.0);
         let c = ext.get(k).map(|p| p.0.as_str());
         let Some(min) = [a, b, c].into_iter().flatten().min() else { break };
         let mut pick: Option<(&str, &str)> = None;
         if a == Some(min) {
-            pick = Some((min, base[i].value.as_str()));
+            pick = Some((min, base[i].1.as_ref()));
             i += 1;
         }
         if b == Some(min) {
@@ -112,7 +118,7 @@ impl WriteRequestEncoder {
     /// `over` (sorted) and `ext` (sorted) override it.
     pub fn series(
         &mut self,
-        base: &[Label],
+        base: &[(Cow<'_, str>, Cow<'_, str>)],
         over: &[(&str, &str)],
         ext: &[(String, String)],
         ts: i64,
@@ -269,7 +275,7 @@ pub fn split_write_request(b: &[u8]) -> Option<(Vec<RawSeries<'_>>, Vec<&[u8]>)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_proto::prometheus::{Sample, TimeSeries, WriteRequest};
+    use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
     fn l(n: &str, v: &str) -> Label {
         Label { name: n.into(), value: v.into() }
@@ -278,7 +284,8 @@ mod tests {
     #[test]
     fn encodes_what_prost_decodes() {
         let mut e = WriteRequestEncoder::default();
-        let base = vec![l("a", "1"), l("job", "x"), l("z", "")];
+        let base: Vec<(Cow<str>, Cow<str>)> =
+            vec![("a".into(), "1".into()), ("job".into(), "x".into()), ("z".into(), "".into())];
         let ext = vec![("environment".to_string(), "prod".to_string()), ("job".to_string(), "override".to_string())];
         let ex = Exemplar { labels: vec![l("trace_id", "ab")], value: 0.5, timestamp: -3 };
         e.series(&base, &[("__name__", "m"), ("le", "0.5")], &ext, 1_700_000_000_000, 2.5, std::slice::from_ref(&ex));

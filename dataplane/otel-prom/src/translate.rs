@@ -1,5 +1,6 @@
 //! The OTLP → Prometheus translator.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -113,7 +114,7 @@ impl TranslateOutput {
     fn push(
         &mut self,
         ext: &[(String, String)],
-        base: &[Label],
+        base: &[(Cow<'_, str>, Cow<'_, str>)],
         over: &[(&str, &str)],
         ts: i64,
         value: f64,
@@ -217,6 +218,61 @@ fn attributes_to_labels(attrs: &[KeyValue]) -> Result<Vec<Label>, ()> {
         }
     }
     Ok(out)
+}
+
+/// A data point's labels, borrowing from the request where possible.
+type PointLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+/// True if `key` is already a valid label name that sanitizing leaves unchanged.
+fn label_name_unchanged(key: &str) -> bool {
+    let b = key.as_bytes();
+    let Some(&first) = b.first() else { return false };
+    let single_leading_underscore = first == b'_' && b.get(1) != Some(&b'_');
+    let leading_digit = first.is_ascii_digit();
+    let all_valid = b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    all_valid && !leading_digit && !single_leading_underscore
+}
+
+/// Like [`attributes_to_labels`] but borrowing keys and string values.
+fn point_labels(attrs: &[KeyValue]) -> Result<PointLabels<'_>, ()> {
+    let mut tmp: Vec<(Cow<'_, str>, &str, Cow<'_, str>)> = Vec::with_capacity(attrs.len());
+    for kv in attrs {
+        let name: Cow<'_, str> = if label_name_unchanged(&kv.key) {
+            Cow::Borrowed(&kv.key)
+        } else {
+            Cow::Owned(label_name(&kv.key).ok_or(())?)
+        };
+        let value: Cow<'_, str> = match &kv.value {
+            Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) => Cow::Borrowed(s),
+            v => Cow::Owned(any_value_string(v)),
+        };
+        tmp.push((name, kv.key.as_str(), value));
+    }
+    tmp.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
+    let mut out: PointLabels<'_> = Vec::with_capacity(tmp.len() + 6);
+    for (name, _, value) in tmp {
+        match out.last_mut() {
+            Some(last) if last.0 == name => {
+                let v = last.1.to_mut();
+                v.push(';');
+                v.push_str(&value);
+            }
+            _ => out.push((name, value)),
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `name=value` in borrowed point labels sorted by name.
+fn set_point_label<'a>(labels: &mut PointLabels<'a>, name: &'a str, value: &'a str, overwrite: bool) {
+    match labels.binary_search_by(|l| l.0.as_ref().cmp(name)) {
+        Ok(i) => {
+            if overwrite {
+                labels[i].1 = Cow::Borrowed(value);
+            }
+        }
+        Err(i) => labels.insert(i, (Cow::Borrowed(name), Cow::Borrowed(value))),
+    }
 }
 
 /// Sets `name=value` in a label set sorted by name.
@@ -342,6 +398,10 @@ impl Translator {
                             unit: String::new(),
                         });
                     }
+                    let labels: PointLabels<'_> = labels
+                        .iter()
+                        .map(|l| (Cow::Borrowed(l.name.as_str()), Cow::Borrowed(l.value.as_str())))
+                        .collect();
                     out.push(ext, &labels, &[], ts, 1.0, &[]);
                 }
             }
@@ -477,16 +537,16 @@ impl Translator {
     /// Labels shared by all series of a data point (without `__name__`), and
     /// its timestamp; rejects points with bad attributes or no timestamp.
     #[allow(clippy::too_many_arguments)]
-    fn point_base(
+    fn point_base<'a>(
         &self,
         metric: &Metric,
-        attributes: &[KeyValue],
+        attributes: &'a [KeyValue],
         time_unix_nano: u64,
-        context: &[Label],
-        job: Option<&str>,
-        instance: Option<&str>,
+        context: &'a [Label],
+        job: Option<&'a str>,
+        instance: Option<&'a str>,
         out: &mut TranslateOutput,
-    ) -> Option<(Vec<Label>, i64)> {
+    ) -> Option<(PointLabels<'a>, i64)> {
         if time_unix_nano == 0 {
             out.reject(
                 &metric.name,
@@ -496,7 +556,7 @@ impl Translator {
             );
             return None;
         }
-        let Ok(mut labels) = attributes_to_labels(attributes) else {
+        let Ok(mut labels) = point_labels(attributes) else {
             out.reject(
                 &metric.name,
                 "invalid_label_name",
@@ -507,13 +567,13 @@ impl Translator {
         };
         // Data point attributes win over promoted resource attributes and scope labels.
         for l in context {
-            set_label(&mut labels, &l.name, &l.value, false);
+            set_point_label(&mut labels, &l.name, &l.value, false);
         }
         if let Some(j) = job {
-            set_label(&mut labels, "job", j, true);
+            set_point_label(&mut labels, "job", j, true);
         }
         if let Some(i) = instance {
-            set_label(&mut labels, "instance", i, true);
+            set_point_label(&mut labels, "instance", i, true);
         }
         Some((labels, nanos_to_ms(time_unix_nano)))
     }

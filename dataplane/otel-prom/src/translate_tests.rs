@@ -436,3 +436,11 @@ fn external_labels_override_and_empty_values_are_dropped() {
     // target_info gets them too.
     assert!(labels_str(&find(&out, "target_info")[0]).contains("environment=prod"));
 }
+
+#[test]
+fn borrowed_label_names_match_the_sanitizer() {
+    for key in ["a", "http_route", "__x", "_x", "9x", "a.b", "A_b9", "é", "_", "__"] {
+        let unchanged = label_name_unchanged(key);
+        assert_eq!(unchanged, label_name(key).as_deref() == Some(key), "{key}");
+    }
+}
