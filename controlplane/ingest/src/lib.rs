@@ -8,8 +8,6 @@
 //! snapshots of the head let the log be purged and bring new or lagging
 //! replicas up to date. The head is served over the StoreAPI.
 
-pub mod chunk;
-pub mod head;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -20,3 +18,4 @@ pub mod store_api;
 pub mod write;
 
 pub use server::{IngestError, IngesterConfig, parse_peers, run};
+pub use strata_head::{chunk, head};
