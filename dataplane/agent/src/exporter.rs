@@ -258,7 +258,21 @@ async fn send_with_retry(ep: &Endpoint, shard: usize, req: &[u8], samples: u64) 
 async fn send_once(ep: &Endpoint, req: &[u8], samples: u64, version: u8) -> Outcome {
     let (body, content_type, version_header) = if version == USE_V2 {
         // 2.0 needs a symbol table: decode and re-encode (1.0 never decodes).
-        let v1 = WriteRequest::decode(req).unwrap_or_default();
+        let v1 = match WriteRequest::decode(req) {
+            Ok(v1) => v1,
+            Err(e) => {
+                // Our own encoding: never expected. Count it rather than send nothing.
+                tracing::error!(endpoint = %ep.name, error = %e, samples, "cannot re-encode queued data as remote write 2.0");
+                ep.metrics
+                    .samples_failed
+                    .get_or_create(&vec![
+                        ("endpoint".into(), ep.name.clone()),
+                        ("reason".into(), "encode_error".into()),
+                    ])
+                    .inc_by(samples);
+                return Outcome::Fail;
+            }
+        };
         (rw::encode_v2(&rw::v1_to_v2(&v1)), rw::CONTENT_TYPE_V2, rw::VERSION_2)
     } else {
         (rw::compress(req), rw::CONTENT_TYPE_V1, rw::VERSION_1)
