@@ -29,8 +29,20 @@ const KIND_ENTRIES: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 const SEGMENT_BYTES: u64 = 64 << 20;
-/// Recent entries kept decoded in memory (replication and apply read them).
+/// Recent entries kept decoded in memory (replication and apply read them),
+/// bounded by count and by payload bytes.
 const CACHE_ENTRIES: usize = 512;
+const CACHE_BYTES: usize = 16 << 20;
+
+/// Approximate memory of an entry's payload.
+fn entry_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(crate::raft_types::Request::Write { items }) => {
+            items.iter().map(|(t, b)| t.len() + b.len()).sum::<usize>() + 64
+        }
+        _ => 64,
+    }
+}
 
 /// Where an entry lives: its log id and the WAL record holding it.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +65,7 @@ struct Inner {
     segments: BTreeMap<u64, u64>,
     index: BTreeMap<u64, Loc>,
     cache: BTreeMap<u64, Entry>,
+    cache_bytes: usize,
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
@@ -217,6 +230,7 @@ impl LogStore {
                 segments,
                 index,
                 cache: BTreeMap::new(),
+                cache_bytes: 0,
                 last_purged,
                 vote,
                 committed,
@@ -236,10 +250,15 @@ impl LogStore {
             let idx = e.log_id.index;
             inner.segments.entry(seg).and_modify(|m| *m = (*m).max(idx)).or_insert(idx);
             inner.index.insert(idx, Loc { log_id: e.log_id, seg, offset });
-            inner.cache.insert(idx, e);
+            inner.cache_bytes += entry_bytes(&e);
+            if let Some(old) = inner.cache.insert(idx, e) {
+                inner.cache_bytes -= entry_bytes(&old);
+            }
         }
-        while inner.cache.len() > CACHE_ENTRIES {
-            inner.cache.pop_first();
+        while inner.cache.len() > CACHE_ENTRIES || (inner.cache_bytes > CACHE_BYTES && inner.cache.len() > 1) {
+            if let Some((_, old)) = inner.cache.pop_first() {
+                inner.cache_bytes -= entry_bytes(&old);
+            }
         }
         Ok(())
     }
@@ -386,7 +405,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let payload = bincode::serialize(&log_id.index).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         inner.write(KIND_TRUNCATE, &payload).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         inner.index.split_off(&log_id.index);
-        inner.cache.split_off(&log_id.index);
+        let dropped = inner.cache.split_off(&log_id.index);
+        inner.cache_bytes -= dropped.values().map(entry_bytes).sum::<usize>();
         Ok(())
     }
 
@@ -396,6 +416,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         inner.write(KIND_PURGE, &payload).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         inner.index = inner.index.split_off(&(log_id.index + 1));
         inner.cache = inner.cache.split_off(&(log_id.index + 1));
+        inner.cache_bytes = inner.cache.values().map(entry_bytes).sum();
         inner.last_purged = Some(log_id);
         inner.delete_purged_segments();
         Ok(())
@@ -481,5 +502,37 @@ mod tests {
         fs::write(seg_path(dir.path(), 2), b"").unwrap();
         let err = LogStore::open(dir.path()).err().expect("corrupt older segment must fail");
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::raft_types::Request;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cache_is_bounded_by_bytes_and_old_entries_read_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let big = |i: u64| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(Request::Write { items: vec![("t".into(), vec![i as u8; 1 << 20])] }),
+        };
+        for i in 1..=40 {
+            s.append_durable(vec![big(i)]).await.unwrap();
+        }
+        {
+            let inner = s.inner.lock().await;
+            assert!(inner.cache_bytes <= CACHE_BYTES + (2 << 20), "{}", inner.cache_bytes);
+            assert!(inner.cache.len() < 40);
+            assert_eq!(inner.cache_bytes, inner.cache.values().map(entry_bytes).sum::<usize>());
+        }
+        let all = s.try_get_log_entries(1..=40).await.unwrap();
+        assert_eq!(all.len(), 40);
+        for (i, e) in all.iter().enumerate() {
+            let EntryPayload::Normal(Request::Write { items }) = &e.payload else { panic!("payload") };
+            assert_eq!(items[0].1[0], (i + 1) as u8, "entry {} read back", i + 1);
+        }
     }
 }
