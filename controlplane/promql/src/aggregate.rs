@@ -1,0 +1,270 @@
+//! Aggregation operators, evaluated per step over groups fixed per series.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN, T_QUANTILE,
+    T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use crate::Error;
+use crate::eval::{Ctx, SeriesBuilder, StepSeries, Value};
+use crate::functions::{kahan_inc, quantile};
+use crate::labels::{Labels, METRIC_NAME, is_valid_label_name};
+
+/// Labels of the group a series belongs to.
+fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::default(),
+        Some(LabelModifier::Include(names)) => l.keep(&names.labels),
+        Some(LabelModifier::Exclude(names)) => {
+            let mut out = l.drop(&names.labels);
+            out.remove(METRIC_NAME);
+            out
+        }
+    }
+}
+
+pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value, Error> {
+    let op = a.op.id();
+    let steps = ts.len();
+    let param = match &a.param {
+        Some(p) => Some(ctx.eval(p, ts)?),
+        None => None,
+    };
+    let input = match ctx.eval(&a.expr, ts)? {
+        Value::Vector(v) => v,
+        _ => return Err(Error::BadData("expected type instant vector in aggregation expression".into())),
+    };
+    // Group index per input series, and each group's labels.
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut group_drop: Vec<bool> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut member: Vec<usize> = Vec::with_capacity(input.len());
+    for s in &input {
+        let g = group_labels(&s.labels, &a.modifier);
+        let keeps_name = g.get(METRIC_NAME).is_some();
+        let id = *index.entry(g.clone()).or_insert_with(|| {
+            groups.push(g);
+            group_drop.push(false);
+            groups.len() - 1
+        });
+        if keeps_name && s.drop_name {
+            group_drop[id] = true;
+        }
+        member.push(id);
+    }
+    let scalar_param = |what: &str| -> Result<Vec<f64>, Error> {
+        match &param {
+            Some(Value::Scalar(v)) => Ok(v.clone()),
+            _ => Err(Error::BadData(format!("expected scalar parameter for {what}"))),
+        }
+    };
+    match op {
+        T_TOPK | T_BOTTOMK | T_LIMITK => {
+            let k = scalar_param("topk/bottomk/limitk")?;
+            select_k(op, input, &member, groups.len(), &k)
+        }
+        T_LIMIT_RATIO => {
+            let r = scalar_param("limit_ratio")?;
+            limit_ratio(input, &r)
+        }
+        T_COUNT_VALUES => {
+            let name = match &param {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(Error::BadData("expected string parameter for count_values".into())),
+            };
+            if !is_valid_label_name(&name) {
+                return Err(Error::Execution(format!("invalid label name {name:?}")));
+            }
+            let mut b = SeriesBuilder::new(steps);
+            for i in 0..steps {
+                let mut counts: HashMap<(usize, String), f64> = HashMap::new();
+                let mut order = Vec::new();
+                for (s, &g) in input.iter().zip(&member) {
+                    if let Some(v) = s.vals[i] {
+                        let key = (g, crate::format_float(v));
+                        let c = counts.entry(key.clone()).or_insert_with(|| {
+                            order.push(key);
+                            0.0
+                        });
+                        *c += 1.0;
+                    }
+                }
+                for key in order {
+                    let mut l = groups[key.0].clone();
+                    l.set(&name, &key.1);
+                    let slot = b.slot(&l, false);
+                    b.set(slot, i, counts[&key])?;
+                }
+            }
+            Ok(Value::Vector(b.series))
+        }
+        _ => {
+            let phi = if op == T_QUANTILE { Some(scalar_param("quantile")?) } else { None };
+            let mut out: Vec<StepSeries> = groups
+                .iter()
+                .zip(&group_drop)
+                .map(|(l, &d)| StepSeries { labels: l.clone(), vals: vec![None; steps], drop_name: d })
+                .collect();
+            let mut values: Vec<Vec<f64>> = vec![Vec::new(); groups.len()];
+            for i in 0..steps {
+                ctx.check("aggregation")?;
+                for v in values.iter_mut() {
+                    v.clear();
+                }
+                for (s, &g) in input.iter().zip(&member) {
+                    if let Some(v) = s.vals[i] {
+                        values[g].push(v);
+                    }
+                }
+                for (g, vals) in values.iter().enumerate() {
+                    if vals.is_empty() {
+                        continue;
+                    }
+                    out[g].vals[i] = Some(match op {
+                        T_SUM => {
+                            let (mut sum, mut c) = (0.0, 0.0);
+                            for &v in vals {
+                                (sum, c) = kahan_inc(v, sum, c);
+                            }
+                            sum + c
+                        }
+                        T_AVG => avg(vals),
+                        T_COUNT => vals.len() as f64,
+                        T_GROUP => 1.0,
+                        T_MIN => vals[1..].iter().fold(vals[0], |m, &v| if m > v || m.is_nan() { v } else { m }),
+                        T_MAX => vals[1..].iter().fold(vals[0], |m, &v| if m < v || m.is_nan() { v } else { m }),
+                        T_STDDEV => stdvar(vals).sqrt(),
+                        T_STDVAR => stdvar(vals),
+                        T_QUANTILE => quantile(phi.as_ref().map(|p| p[i]).unwrap_or(f64::NAN), vals),
+                        _ => return Err(Error::BadData(format!("unsupported aggregation operator {}", a.op))),
+                    });
+                }
+            }
+            out.retain(|s| s.vals.iter().any(Option::is_some));
+            Ok(Value::Vector(out))
+        }
+    }
+}
+
+pub(crate) fn avg(vals: &[f64]) -> f64 {
+    let (mut sum, mut c) = (vals[0], 0.0);
+    let mut count = 1.0;
+    let mut incremental = false;
+    let mut mean = 0.0;
+    for &v in &vals[1..] {
+        count += 1.0;
+        if !incremental {
+            let (ns, nc) = kahan_inc(v, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_inc(v / count, q * mean, q * c);
+    }
+    if incremental { mean + c } else { (sum + c) / count }
+}
+
+fn stdvar(vals: &[f64]) -> f64 {
+    let mut count = 1.0;
+    let (mut mean, mut value) = (vals[0], 0.0);
+    for &v in &vals[1..] {
+        count += 1.0;
+        let delta = v - mean;
+        mean += delta / count;
+        value += delta * (v - mean);
+    }
+    value / count
+}
+
+fn select_k(op: u16, input: Vec<StepSeries>, member: &[usize], ngroups: usize, k: &[f64]) -> Result<Value, Error> {
+    let steps = k.len();
+    let mut keep: Vec<Vec<Option<f64>>> = input.iter().map(|s| vec![None; s.vals.len()]).collect();
+    // Output order: by group, then rank at the first step (matters for instant queries).
+    let mut first_order: Vec<usize> = Vec::new();
+    for i in 0..steps {
+        let kf = k[i];
+        if kf.is_nan() {
+            return Err(Error::Execution("Parameter value is NaN".into()));
+        }
+        if kf >= 9.223_372_036_854_776e18 || kf <= -9.223_372_036_854_776e18 {
+            return Err(Error::Execution(format!("Scalar value {kf} overflows int64")));
+        }
+        let kk = kf as i64;
+        if kk < 1 {
+            continue;
+        }
+        let mut per_group: Vec<Vec<usize>> = vec![Vec::new(); ngroups];
+        for (j, s) in input.iter().enumerate() {
+            if s.vals[i].is_some() {
+                per_group[member[j]].push(j);
+            }
+        }
+        for cands in per_group.iter_mut() {
+            if op != T_LIMITK {
+                let top = op == T_TOPK;
+                cands.sort_by(|&x, &y| {
+                    let (a, b) = (input[x].vals[i].unwrap_or(f64::NAN), input[y].vals[i].unwrap_or(f64::NAN));
+                    match (a.is_nan(), b.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if top => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+                        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+                    }
+                });
+            }
+            cands.truncate(kk as usize);
+            for &j in cands.iter() {
+                keep[j][i] = input[j].vals[i];
+                if i == 0 {
+                    first_order.push(j);
+                }
+            }
+        }
+    }
+    let mut order = first_order;
+    for j in 0..input.len() {
+        if !order.contains(&j) {
+            order.push(j);
+        }
+    }
+    let mut input: Vec<Option<StepSeries>> = input.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for j in order {
+        if let Some(mut s) = input[j].take() {
+            s.vals = std::mem::take(&mut keep[j]);
+            if s.vals.iter().any(Option::is_some) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(Value::Vector(out))
+}
+
+/// `limit_ratio`: keeps a deterministic, label-hash-based share of the series.
+fn limit_ratio(mut input: Vec<StepSeries>, r: &[f64]) -> Result<Value, Error> {
+    use std::hash::{Hash, Hasher};
+    for s in &mut input {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        s.labels.hash(&mut h);
+        let offset = h.finish() as f64 / u64::MAX as f64;
+        for (i, v) in s.vals.iter_mut().enumerate() {
+            let ratio = r[i].clamp(-1.0, 1.0);
+            let keep = if ratio >= 0.0 { offset < ratio } else { offset >= 1.0 + ratio };
+            if !keep {
+                *v = None;
+            }
+        }
+    }
+    input.retain(|s| s.vals.iter().any(Option::is_some));
+    Ok(Value::Vector(input))
+}

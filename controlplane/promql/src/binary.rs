@@ -1,0 +1,272 @@
+//! Binary operators: arithmetic, comparison and set operators with vector matching.
+
+use std::collections::{HashMap, HashSet};
+
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL, T_NEQ,
+    T_POW, T_SUB, TokenId,
+};
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+
+use crate::Error;
+use crate::eval::{Ctx, SeriesBuilder, StepSeries, Value};
+use crate::labels::Labels;
+
+fn is_comparison(op: TokenId) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+/// Arithmetic operators drop the metric name; comparisons keep it.
+fn drops_name(op: TokenId) -> bool {
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+}
+
+/// `(value, keep)` for one pair of operands.
+pub(crate) fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), Error> {
+    Ok(match op {
+        T_ADD => (l + r, true),
+        T_SUB => (l - r, true),
+        T_MUL => (l * r, true),
+        T_DIV => (l / r, true),
+        T_POW => (l.powf(r), true),
+        T_MOD => (l % r, true),
+        T_ATAN2 => (l.atan2(r), true),
+        T_EQLC => (l, l == r),
+        T_NEQ => (l, l != r),
+        T_GTR => (l, l > r),
+        T_LSS => (l, l < r),
+        T_GTE => (l, l >= r),
+        T_LTE => (l, l <= r),
+        _ => return Err(Error::BadData(format!("operator {op} not allowed here"))),
+    })
+}
+
+pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, ts: &[i64]) -> Result<Value, Error> {
+    let op = b.op.id();
+    let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    let lhs = ctx.eval(&b.lhs, ts)?;
+    let rhs = ctx.eval(&b.rhs, ts)?;
+    match (lhs, rhs) {
+        (Value::Scalar(l), Value::Scalar(r)) => {
+            let mut out = Vec::with_capacity(l.len());
+            for (a, c) in l.into_iter().zip(r) {
+                let (v, keep) = apply(op, a, c)?;
+                out.push(if is_comparison(op) { if keep { 1.0 } else { 0.0 } } else { v });
+            }
+            Ok(Value::Scalar(out))
+        }
+        (Value::Vector(l), Value::Scalar(r)) => vector_scalar(op, l, &r, false, return_bool),
+        (Value::Scalar(l), Value::Vector(r)) => vector_scalar(op, r, &l, true, return_bool),
+        (Value::Vector(l), Value::Vector(r)) => {
+            let (on, names) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+                None => (false, Vec::new()),
+            };
+            match op {
+                T_LAND | T_LOR | T_LUNLESS => Ok(Value::Vector(set_op(op, l, r, on, &names, ts.len()))),
+                _ => {
+                    let card = b
+                        .modifier
+                        .as_ref()
+                        .map(|m| m.card.clone())
+                        .unwrap_or(VectorMatchCardinality::OneToOne);
+                    vector_vector(op, l, r, on, &names, &card, return_bool, ts.len()).map(Value::Vector)
+                }
+            }
+        }
+        _ => Err(Error::BadData(
+            "binary expression must contain only scalar and instant vector types".into(),
+        )),
+    }
+}
+
+fn vector_scalar(
+    op: TokenId,
+    mut vec: Vec<StepSeries>,
+    scalar: &[f64],
+    swap: bool,
+    return_bool: bool,
+) -> Result<Value, Error> {
+    let cmp = is_comparison(op);
+    for s in &mut vec {
+        for (i, cell) in s.vals.iter_mut().enumerate() {
+            let Some(x) = *cell else { continue };
+            let (l, r) = if swap { (scalar[i], x) } else { (x, scalar[i]) };
+            let (mut v, mut keep) = apply(op, l, r)?;
+            if cmp && swap {
+                v = r;
+            }
+            if return_bool {
+                v = if keep { 1.0 } else { 0.0 };
+                keep = true;
+            }
+            *cell = keep.then_some(v);
+        }
+        if return_bool || drops_name(op) {
+            s.drop_name = true;
+        }
+    }
+    vec.retain(|s| s.vals.iter().any(Option::is_some));
+    Ok(Value::Vector(vec))
+}
+
+fn set_op(op: TokenId, l: Vec<StepSeries>, r: Vec<StepSeries>, on: bool, names: &[String], steps: usize) -> Vec<StepSeries> {
+    let lsig: Vec<u64> = l.iter().map(|s| s.labels.signature(on, names)).collect();
+    let rsig: Vec<u64> = r.iter().map(|s| s.labels.signature(on, names)).collect();
+    let present = |side: &[StepSeries], sigs: &[u64], i: usize| -> HashSet<u64> {
+        side.iter()
+            .zip(sigs)
+            .filter(|(s, _)| s.vals[i].is_some())
+            .map(|(_, &g)| g)
+            .collect()
+    };
+    match op {
+        T_LAND | T_LUNLESS => {
+            let mut out = l;
+            for i in 0..steps {
+                let rs = present(&r, &rsig, i);
+                for (s, g) in out.iter_mut().zip(&lsig) {
+                    let found = rs.contains(g);
+                    if (op == T_LAND) != found {
+                        s.vals[i] = None;
+                    }
+                }
+            }
+            out.retain(|s| s.vals.iter().any(Option::is_some));
+            out
+        }
+        _ => {
+            let mut rr = r;
+            for i in 0..steps {
+                let ls = present(&l, &lsig, i);
+                for (s, g) in rr.iter_mut().zip(&rsig) {
+                    if ls.contains(g) {
+                        s.vals[i] = None;
+                    }
+                }
+            }
+            let mut b = SeriesBuilder::new(steps);
+            for s in l.into_iter().chain(rr) {
+                if !s.vals.iter().any(Option::is_some) {
+                    continue;
+                }
+                let slot = b.slot(&s.labels, s.drop_name);
+                for (i, v) in s.vals.iter().enumerate() {
+                    if let Some(v) = v {
+                        // The same label set from both sides at one step cannot
+                        // happen (the right side is masked); keep the left.
+                        if b.series[slot].vals[i].is_none() {
+                            b.series[slot].vals[i] = Some(*v);
+                        }
+                    }
+                }
+            }
+            b.series
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vector_vector(
+    op: TokenId,
+    l: Vec<StepSeries>,
+    r: Vec<StepSeries>,
+    on: bool,
+    names: &[String],
+    card: &VectorMatchCardinality,
+    return_bool: bool,
+    steps: usize,
+) -> Result<Vec<StepSeries>, Error> {
+    let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let include: Vec<String> = card.labels().map(|l| l.labels.clone()).unwrap_or_default();
+    // The "many" side is `lhs` below; `rhs` is the "one" side.
+    let (lhs, rhs) = if one_to_many { (r, l) } else { (l, r) };
+    let lsig: Vec<u64> = lhs.iter().map(|s| s.labels.signature(on, names)).collect();
+    let rsig: Vec<u64> = rhs.iter().map(|s| s.labels.signature(on, names)).collect();
+    let cmp = is_comparison(op);
+    let mut out = SeriesBuilder::new(steps);
+    let mut result_labels: HashMap<(usize, usize), (Labels, usize)> = HashMap::new();
+    for i in 0..steps {
+        let mut right: HashMap<u64, usize> = HashMap::new();
+        for (j, s) in rhs.iter().enumerate() {
+            if s.vals[i].is_none() {
+                continue;
+            }
+            if let Some(&prev) = right.get(&rsig[j]) {
+                let side = if one_to_many { "left" } else { "right" };
+                return Err(Error::Execution(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    s.labels.signature_text(on, names),
+                    rhs[prev].labels,
+                    s.labels
+                )));
+            }
+            right.insert(rsig[j], j);
+        }
+        let mut matched: HashMap<u64, HashSet<u64>> = HashMap::new();
+        for (k, ls) in lhs.iter().enumerate() {
+            let Some(lv) = ls.vals[i] else { continue };
+            let Some(&j) = right.get(&lsig[k]) else { continue };
+            let rv = rhs[j].vals[i].unwrap_or(f64::NAN);
+            let (a, c) = if one_to_many { (rv, lv) } else { (lv, rv) };
+            let (mut v, mut keep) = apply(op, a, c)?;
+            if return_bool {
+                v = if keep { 1.0 } else { 0.0 };
+                keep = true;
+            }
+            if !keep {
+                continue;
+            }
+            let (labels, slot) = match result_labels.get(&(k, j)) {
+                Some(x) => x.clone(),
+                None => {
+                    let labels = result_metric(&ls.labels, &rhs[j].labels, card, on, names, &include);
+                    let drop = drops_name(op) || return_bool || (ls.drop_name && !cmp) || ls.drop_name;
+                    let slot = out.slot(&labels, drop);
+                    result_labels.insert((k, j), (labels.clone(), slot));
+                    (labels, slot)
+                }
+            };
+            let set = matched.entry(lsig[k]).or_default();
+            if matches!(card, VectorMatchCardinality::OneToOne) {
+                if !set.is_empty() {
+                    return Err(Error::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                set.insert(0);
+            } else {
+                let h = labels.signature(true, &labels.0.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+                if !set.insert(h) {
+                    return Err(Error::Execution(
+                        "multiple matches for labels: grouping labels must ensure unique matches".into(),
+                    ));
+                }
+            }
+            out.set(slot, i, v)?;
+        }
+    }
+    Ok(out.series)
+}
+
+fn result_metric(
+    l: &Labels,
+    r: &Labels,
+    card: &VectorMatchCardinality,
+    on: bool,
+    names: &[String],
+    include: &[String],
+) -> Labels {
+    let mut out = l.clone();
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        out = if on { out.keep(names) } else { out.drop(names) };
+    }
+    for name in include {
+        match r.get(name) {
+            Some(v) => out.set(name, v),
+            None => out.remove(name),
+        }
+    }
+    out
+}

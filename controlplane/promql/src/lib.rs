@@ -1,0 +1,200 @@
+//! Strata's PromQL engine.
+//!
+//! Queries are parsed with the `promql-parser` crate and evaluated by this
+//! crate, vectorised over the step grid: every node of the expression is
+//! evaluated once for all steps of a range query (an instant query is a range
+//! query with one step), producing one value column per series.
+//!
+//! Data comes from a [`Storage`]: the engine asks it for the series matching
+//! each selector over the time range that selector needs. [`selections`] lists
+//! those ranges up front so an asynchronous caller (the querier, which fans out
+//! over the StoreAPI) can fetch everything first and hand the engine a
+//! [`MemoryStorage`].
+//!
+//! Semantics follow Prometheus 3.x: left-open range windows, 5m lookback,
+//! staleness markers end series, delayed `__name__` removal, Prometheus'
+//! extrapolation for `rate`/`increase`/`delta`.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+pub mod labels;
+mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use labels::Labels;
+pub use promql_parser::label::{MatchOp, Matcher};
+pub use promql_parser::parser::Expr;
+pub use storage::{MemoryStorage, Selection, selections};
+
+/// Prometheus' staleness marker (a NaN with this exact bit pattern).
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// True when `v` is Prometheus' staleness marker.
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// One series with its samples in time order (ms timestamps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Where the engine reads series from.
+pub trait Storage {
+    /// Series matching all `matchers` with their samples in `[min_t, max_t]`.
+    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error>;
+}
+
+impl<S: Storage + ?Sized> Storage for &S {
+    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error> {
+        (**self).select(matchers, min_t, max_t)
+    }
+}
+
+/// Query errors, each mapping to one of Prometheus' `errorType`s.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    /// Syntax and type errors (`bad_data`, HTTP 400).
+    #[error("{0}")]
+    BadData(String),
+    /// Errors during evaluation (`execution`, HTTP 422).
+    #[error("{0}")]
+    Execution(String),
+    /// The query loaded more samples than allowed (`execution`, HTTP 422).
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(&'static str),
+    /// The query ran past its deadline (`timeout`, HTTP 503).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The storage failed (`internal`/`unavailable`).
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl Error {
+    /// Prometheus' `errorType` for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::BadData(_) => "bad_data",
+            Error::Execution(_) | Error::TooManySamples(_) => "execution",
+            Error::Timeout(_) => "timeout",
+            Error::Storage(_) => "internal",
+        }
+    }
+}
+
+/// Engine limits and defaults.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for the latest sample.
+    pub lookback_delta: Duration,
+    /// Maximum number of samples a query may hold (loaded plus produced).
+    pub max_samples: usize,
+    /// Wall-clock limit for one evaluation.
+    pub timeout: Duration,
+    /// Step of subqueries written without one (`x[5m:]`).
+    pub default_subquery_step: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta: Duration::from_secs(300),
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One sample of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstantSample {
+    pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// The result of a query, shaped like Prometheus' `resultType`s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    Scalar { t: i64, v: f64 },
+    String { t: i64, v: String },
+    Vector(Vec<InstantSample>),
+    Matrix(Vec<Series>),
+}
+
+impl QueryValue {
+    pub fn result_type(&self) -> &'static str {
+        match self {
+            QueryValue::Scalar { .. } => "scalar",
+            QueryValue::String { .. } => "string",
+            QueryValue::Vector(_) => "vector",
+            QueryValue::Matrix(_) => "matrix",
+        }
+    }
+}
+
+/// Parses a PromQL expression, with Prometheus-style error text.
+pub fn parse(query: &str) -> Result<Expr, Error> {
+    promql_parser::parser::parse(query).map_err(Error::BadData)
+}
+
+/// The PromQL engine. Cheap to clone; holds only options.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `expr` at one instant `t` (ms).
+    pub fn instant<S: Storage>(&self, storage: &S, expr: &Expr, t: i64) -> Result<QueryValue, Error> {
+        eval::run(&self.opts, storage, expr, t, t, 0, true)
+    }
+
+    /// Evaluates `expr` at every step from `start` to `end` (ms, inclusive).
+    pub fn range<S: Storage>(
+        &self,
+        storage: &S,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryValue, Error> {
+        if step <= 0 {
+            return Err(Error::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(Error::BadData("end timestamp must not be before start time".into()));
+        }
+        eval::run(&self.opts, storage, expr, start, end, step, false)
+    }
+}
+
+/// Formats a float the way Prometheus' JSON API and `count_values` do
+/// (Go's `strconv.FormatFloat(f, 'f', -1, 64)`).
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
