@@ -80,23 +80,22 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
             }
             let mut b = SeriesBuilder::new(steps);
             for i in 0..steps {
-                let mut counts: HashMap<(usize, String), f64> = HashMap::new();
+                let mut counts: HashMap<Labels, f64> = HashMap::new();
                 let mut order = Vec::new();
                 for (s, &g) in input.iter().zip(&member) {
                     if let Some(v) = s.vals[i] {
-                        let key = (g, crate::format_float(v));
-                        let c = counts.entry(key.clone()).or_insert_with(|| {
-                            order.push(key);
+                        let mut l = groups[g].clone();
+                        l.set(&name, &crate::format_float(v));
+                        let c = counts.entry(l.clone()).or_insert_with(|| {
+                            order.push(l);
                             0.0
                         });
                         *c += 1.0;
                     }
                 }
-                for key in order {
-                    let mut l = groups[key.0].clone();
-                    l.set(&name, &key.1);
+                for l in order {
                     let slot = b.slot(&l, false);
-                    b.set(slot, i, counts[&key])?;
+                    b.set(slot, i, counts[&l])?;
                 }
             }
             Ok(Value::Vector(b.series))
@@ -174,6 +173,9 @@ pub(crate) fn avg(vals: &[f64]) -> f64 {
 }
 
 fn stdvar(vals: &[f64]) -> f64 {
+    if vals.iter().any(|v| v.is_nan() || v.is_infinite()) {
+        return f64::NAN;
+    }
     let mut count = 1.0;
     let (mut mean, mut value) = (vals[0], 0.0);
     for &v in &vals[1..] {

@@ -34,8 +34,6 @@ pub(crate) struct Matrix {
     pub series: Vec<RangeSeries>,
     pub range: i64,
     pub ends: Vec<i64>,
-    /// Evaluation time of each step after `@` (before `offset`).
-    pub eval_times: Vec<i64>,
 }
 
 impl Matrix {
@@ -221,7 +219,6 @@ impl Ctx<'_> {
         let range = ms.range.as_millis() as i64;
         let at = at_ms(&vs.at, self.qstart, self.qend);
         let ends = self.effective_times(ts, at, offset_ms(&vs.offset));
-        let eval_times = self.effective_times(ts, at, 0);
         let mut out = Vec::new();
         if let Some((&min, &max)) = ends.iter().min().zip(ends.iter().max()) {
             let series = self.select(vs, min - range + 1, max)?;
@@ -235,7 +232,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        Ok(Matrix { series: out, range, ends, eval_times })
+        Ok(Matrix { series: out, range, ends })
     }
 
     pub fn subquery(&self, sq: &SubqueryExpr, ts: &[i64]) -> Result<Matrix, Error> {
@@ -247,7 +244,6 @@ impl Ctx<'_> {
             .max(1);
         let at = at_ms(&sq.at, self.qstart, self.qend);
         let ends = self.effective_times(ts, at, offset_ms(&sq.offset));
-        let eval_times = self.effective_times(ts, at, 0);
         let mut series = Vec::new();
         if let Some((&min, &max)) = ends.iter().min().zip(ends.iter().max()) {
             let start = min - range;
@@ -275,7 +271,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        Ok(Matrix { series, range, ends, eval_times })
+        Ok(Matrix { series, range, ends })
     }
 }
 

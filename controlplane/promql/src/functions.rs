@@ -186,7 +186,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
             let d = scalar_arg(1)?;
             Ok(Value::Vector(map_windows(&m, false, |w, i| {
                 (w.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(w, m.eval_times[i]);
+                    let (slope, intercept) = linear_regression(w, ts[i]);
                     slope * d[i] + intercept
                 })
             })))
@@ -244,6 +244,27 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
                         quantile(0.5, &dev)
                     }
                 })
+            })))
+        }
+        "ts_of_min_over_time" | "ts_of_max_over_time" | "ts_of_last_over_time" | "ts_of_first_over_time" => {
+            let m = matrix_arg(0)?;
+            Ok(Value::Vector(map_windows(&m, false, |w, _| {
+                if w.is_empty() {
+                    return None;
+                }
+                let pick = match name {
+                    "ts_of_last_over_time" => w[w.len() - 1],
+                    "ts_of_first_over_time" => w[0],
+                    _ => {
+                        let max = name == "ts_of_max_over_time";
+                        // The last occurrence of the extreme value, as Prometheus picks it.
+                        w[1..].iter().fold(w[0], |best, &s| {
+                            let better = if max { s.1 >= best.1 } else { s.1 <= best.1 };
+                            if better || best.1.is_nan() { s } else { best }
+                        })
+                    }
+                };
+                Some(pick.0 as f64 / 1000.0)
             })))
         }
         "quantile_over_time" => {
@@ -495,22 +516,18 @@ fn absent_labels(arg: Option<&Expr>) -> Labels {
     let vs: Option<&VectorSelector> = match arg.map(unwrap_parens) {
         Some(Expr::VectorSelector(vs)) => Some(vs),
         Some(Expr::MatrixSelector(ms)) => Some(&ms.vs),
-        Some(Expr::Subquery(sq)) => match unwrap_parens(&sq.expr) {
-            Expr::VectorSelector(vs) => Some(vs),
-            _ => None,
-        },
         _ => None,
     };
     let Some(vs) = vs else { return Labels::default() };
     let matchers = selector_matchers(vs).into_iter().next().unwrap_or_default();
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut dup: Vec<String> = Vec::new();
-    for m in &matchers {
+    for (k, m) in matchers.iter().enumerate() {
+        if matchers[..k].iter().any(|o| o.name == m.name) {
+            dup.push(m.name.clone());
+        }
         if m.name == METRIC_NAME || !matches!(m.op, promql_parser::label::MatchOp::Equal) {
             continue;
-        }
-        if pairs.iter().any(|(n, _)| *n == m.name) {
-            dup.push(m.name.clone());
         }
         pairs.push((m.name.clone(), m.value.clone()));
     }
