@@ -186,3 +186,64 @@ pub async fn write_one(client: &reqwest::Client, url: &str, name: &str, t: i64, 
         .await?;
     Ok(r.status().as_u16())
 }
+
+/// A `strata querier` process over the given StoreAPI endpoints.
+pub struct Querier {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Querier {
+    pub async fn start(dir: &Path, endpoints: &[String], extra: &[&str]) -> Querier {
+        let port = free_port();
+        let mut args = vec!["querier".to_string(), format!("--web.listen-address=127.0.0.1:{port}")];
+        for e in endpoints {
+            args.push(format!("--endpoint={e}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::start(&format!("querier-{port}"), &bin("strata"), &args, &[], dir);
+        wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), Duration::from_secs(30)).await;
+        Querier { proc, port }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Remote write 1.0 of many series at once; panics unless the receiver answers 2xx.
+/// Series as `(labels, samples)` for [`write_series`].
+pub type SeriesData = Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>;
+
+pub async fn write_series(client: &reqwest::Client, url: &str, series: &SeriesData) {
+    use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+    let req = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: {
+                    let mut l: Vec<Label> =
+                        labels.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect();
+                    l.sort_by(|a, b| a.name.cmp(&b.name));
+                    l
+                },
+                samples: samples.iter().map(|&(t, v)| Sample { value: v, timestamp: t }).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let r = client
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .timeout(Duration::from_secs(30))
+        .body(strata_proto::remote_write::encode_v1(&req))
+        .send()
+        .await
+        .expect("remote write");
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert!(status.is_success(), "remote write to {url}: {status} {body}");
+}

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::token::{
-    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL, T_NEQ,
-    T_POW, T_SUB, TokenId,
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL, T_NEQ, T_POW,
+    T_SUB, TokenId,
 };
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
@@ -66,18 +66,12 @@ pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, ts: &[i64]) -> Result<Value, E
             match op {
                 T_LAND | T_LOR | T_LUNLESS => Ok(Value::Vector(set_op(op, l, r, on, &names, ts.len()))),
                 _ => {
-                    let card = b
-                        .modifier
-                        .as_ref()
-                        .map(|m| m.card.clone())
-                        .unwrap_or(VectorMatchCardinality::OneToOne);
+                    let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
                     vector_vector(op, l, r, on, &names, &card, return_bool, ts.len()).map(Value::Vector)
                 }
             }
         }
-        _ => Err(Error::BadData(
-            "binary expression must contain only scalar and instant vector types".into(),
-        )),
+        _ => Err(Error::BadData("binary expression must contain only scalar and instant vector types".into())),
     }
 }
 
@@ -111,15 +105,18 @@ fn vector_scalar(
     Ok(Value::Vector(vec))
 }
 
-fn set_op(op: TokenId, l: Vec<StepSeries>, r: Vec<StepSeries>, on: bool, names: &[String], steps: usize) -> Vec<StepSeries> {
+fn set_op(
+    op: TokenId,
+    l: Vec<StepSeries>,
+    r: Vec<StepSeries>,
+    on: bool,
+    names: &[String],
+    steps: usize,
+) -> Vec<StepSeries> {
     let lsig: Vec<u64> = l.iter().map(|s| s.labels.signature(on, names)).collect();
     let rsig: Vec<u64> = r.iter().map(|s| s.labels.signature(on, names)).collect();
     let present = |side: &[StepSeries], sigs: &[u64], i: usize| -> HashSet<u64> {
-        side.iter()
-            .zip(sigs)
-            .filter(|(s, _)| s.vals[i].is_some())
-            .map(|(_, &g)| g)
-            .collect()
+        side.iter().zip(sigs).filter(|(s, _)| s.vals[i].is_some()).map(|(_, &g)| g).collect()
     };
     match op {
         T_LAND | T_LUNLESS => {
@@ -184,7 +181,6 @@ fn vector_vector(
     let (lhs, rhs) = if one_to_many { (r, l) } else { (l, r) };
     let lsig: Vec<u64> = lhs.iter().map(|s| s.labels.signature(on, names)).collect();
     let rsig: Vec<u64> = rhs.iter().map(|s| s.labels.signature(on, names)).collect();
-    let cmp = is_comparison(op);
     let mut out = SeriesBuilder::new(steps);
     let mut result_labels: HashMap<(usize, usize), (Labels, usize)> = HashMap::new();
     for i in 0..steps {
@@ -222,7 +218,7 @@ fn vector_vector(
                 Some(x) => x.clone(),
                 None => {
                     let labels = result_metric(&ls.labels, &rhs[j].labels, card, on, names, &include);
-                    let drop = drops_name(op) || return_bool || (ls.drop_name && !cmp) || ls.drop_name;
+                    let drop = drops_name(op) || return_bool || ls.drop_name;
                     let slot = out.slot(&labels, drop);
                     result_labels.insert((k, j), (labels.clone(), slot));
                     (labels, slot)
@@ -232,7 +228,8 @@ fn vector_vector(
             if matches!(card, VectorMatchCardinality::OneToOne) {
                 if !set.is_empty() {
                     return Err(Error::Execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                            .into(),
                     ));
                 }
                 set.insert(0);

@@ -119,7 +119,9 @@ impl Ctx<'_> {
                     }
                     Ok(Value::Vector(vs))
                 }
-                _ => Err(Error::BadData("unary expression only allowed on expressions of type scalar or instant vector".into())),
+                _ => Err(Error::BadData(
+                    "unary expression only allowed on expressions of type scalar or instant vector".into(),
+                )),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_selector(vs, ts, None)?)),
             Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range_selector(ms, ts)?)),
@@ -225,8 +227,7 @@ impl Ctx<'_> {
             let loaded: usize = series.iter().map(|s| s.samples.len()).sum();
             self.add_samples(loaded, "query execution")?;
             for s in series {
-                let samples: Vec<(i64, f64)> =
-                    s.samples.iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect();
+                let samples: Vec<(i64, f64)> = s.samples.iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect();
                 if !samples.is_empty() {
                     out.push(RangeSeries { labels: s.labels.clone(), samples, drop_name: false });
                 }
@@ -237,11 +238,8 @@ impl Ctx<'_> {
 
     pub fn subquery(&self, sq: &SubqueryExpr, ts: &[i64]) -> Result<Matrix, Error> {
         let range = sq.range.as_millis() as i64;
-        let step = sq
-            .step
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(self.opts.default_subquery_step.as_millis() as i64)
-            .max(1);
+        let step =
+            sq.step.map(|d| d.as_millis() as i64).unwrap_or(self.opts.default_subquery_step.as_millis() as i64).max(1);
         let at = at_ms(&sq.at, self.qstart, self.qend);
         let ends = self.effective_times(ts, at, offset_ms(&sq.offset));
         let mut series = Vec::new();
@@ -351,14 +349,8 @@ pub(crate) fn run(
     instant: bool,
 ) -> Result<QueryValue, Error> {
     let ts = if instant { vec![start] } else { grid(start, end, step) };
-    let ctx = Ctx {
-        storage,
-        opts,
-        qstart: start,
-        qend: end,
-        deadline: Instant::now() + opts.timeout,
-        samples: Cell::new(0),
-    };
+    let ctx =
+        Ctx { storage, opts, qstart: start, qend: end, deadline: Instant::now() + opts.timeout, samples: Cell::new(0) };
     let value = ctx.eval(expr, &ts)?;
     match value {
         Value::Scalar(v) => {
@@ -424,4 +416,3 @@ pub(crate) fn run(
         }
     }
 }
-

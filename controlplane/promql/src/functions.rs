@@ -166,9 +166,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "rate" | "increase" | "delta" => {
             let m = matrix_arg(0)?;
             let (counter, rate) = (name != "delta", name == "rate");
-            Ok(Value::Vector(map_windows(&m, false, |w, i| {
-                extrapolated_rate(w, m.ends[i], m.range, counter, rate)
-            })))
+            Ok(Value::Vector(map_windows(&m, false, |w, i| extrapolated_rate(w, m.ends[i], m.range, counter, rate))))
         }
         "irate" | "idelta" => {
             let m = matrix_arg(0)?;
@@ -177,9 +175,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         }
         "deriv" => {
             let m = matrix_arg(0)?;
-            Ok(Value::Vector(map_windows(&m, false, |w, _| {
-                (w.len() >= 2).then(|| linear_regression(w, w[0].0).0)
-            })))
+            Ok(Value::Vector(map_windows(&m, false, |w, _| (w.len() >= 2).then(|| linear_regression(w, w[0].0).0))))
         }
         "predict_linear" => {
             let m = matrix_arg(0)?;
@@ -211,8 +207,8 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
             })))
         }
         "avg_over_time" | "count_over_time" | "sum_over_time" | "min_over_time" | "max_over_time"
-        | "stddev_over_time" | "stdvar_over_time" | "last_over_time" | "first_over_time"
-        | "present_over_time" | "mad_over_time" => {
+        | "stddev_over_time" | "stdvar_over_time" | "last_over_time" | "first_over_time" | "present_over_time"
+        | "mad_over_time" => {
             let m = matrix_arg(0)?;
             let keep_name = matches!(name, "last_over_time" | "first_over_time");
             Ok(Value::Vector(map_windows(&m, keep_name, |w, _| {
@@ -305,7 +301,15 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
                 "ln" => f64::ln,
                 "log2" => f64::log2,
                 "log10" => f64::log10,
-                "sgn" => |v: f64| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v },
+                "sgn" => |v: f64| {
+                    if v > 0.0 {
+                        1.0
+                    } else if v < 0.0 {
+                        -1.0
+                    } else {
+                        v
+                    }
+                },
                 "sin" => f64::sin,
                 "cos" => f64::cos,
                 "tan" => f64::tan,
@@ -349,8 +353,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
                 Some((x * inv + 0.5).floor() / inv)
             })))
         }
-        "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute" | "month"
-        | "year" => {
+        "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute" | "month" | "year" => {
             let v = if args.is_empty() {
                 vec![StepSeries {
                     labels: Labels::default(),
@@ -461,11 +464,7 @@ fn map_windows(m: &Matrix, keep_name: bool, f: impl Fn(&[(i64, f64)], usize) -> 
     let mut out = Vec::with_capacity(m.series.len());
     for s in &m.series {
         let w = m.windows(&s.samples);
-        let vals: Vec<Option<f64>> = w
-            .into_iter()
-            .enumerate()
-            .map(|(i, (lo, hi))| f(&s.samples[lo..hi], i))
-            .collect();
+        let vals: Vec<Option<f64>> = w.into_iter().enumerate().map(|(i, (lo, hi))| f(&s.samples[lo..hi], i)).collect();
         if vals.iter().any(Option::is_some) {
             out.push(StepSeries { labels: s.labels.clone(), vals, drop_name: s.drop_name || !keep_name });
         }
@@ -486,11 +485,7 @@ fn map_values(mut v: Vec<StepSeries>, f: impl Fn(f64, usize) -> Option<f64>) -> 
     v
 }
 
-fn relabel(
-    v: Vec<StepSeries>,
-    steps: usize,
-    f: impl Fn(&Labels) -> Option<(String, String)>,
-) -> Result<Value, Error> {
+fn relabel(v: Vec<StepSeries>, steps: usize, f: impl Fn(&Labels) -> Option<(String, String)>) -> Result<Value, Error> {
     let mut b = SeriesBuilder::new(steps);
     for s in v {
         let mut labels = s.labels.clone();
@@ -714,7 +709,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < eps
 }
 
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }

@@ -141,6 +141,15 @@ impl QueryValue {
     }
 }
 
+/// The matcher sets of a series selector such as `up{job="x"}` (one set per
+/// `or` alternative), for `match[]` parameters.
+pub fn parse_series_selector(text: &str) -> Result<Vec<Vec<Matcher>>, Error> {
+    match parse(text)? {
+        Expr::VectorSelector(vs) => Ok(storage::selector_matchers(&vs)),
+        _ => Err(Error::BadData(format!("{text:?} is not a series selector"))),
+    }
+}
+
 /// Parses a PromQL expression, with Prometheus-style error text.
 pub fn parse(query: &str) -> Result<Expr, Error> {
     promql_parser::parser::parse(query).map_err(Error::BadData)

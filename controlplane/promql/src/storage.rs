@@ -45,25 +45,15 @@ impl MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error> {
-        let name_eq = matchers
-            .iter()
-            .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
-            .map(|m| m.value.as_str());
+        let name_eq =
+            matchers.iter().find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal)).map(|m| m.value.as_str());
         let candidates: Box<dyn Iterator<Item = &Arc<Series>>> = match name_eq {
-            Some(n) => Box::new(
-                self.by_name
-                    .get(n)
-                    .into_iter()
-                    .flatten()
-                    .map(|&i| &self.series[i]),
-            ),
+            Some(n) => Box::new(self.by_name.get(n).into_iter().flatten().map(|&i| &self.series[i])),
             None => Box::new(self.series.iter()),
         };
         let mut out = Vec::new();
         for s in candidates {
-            let ok = matchers
-                .iter()
-                .all(|m| m.is_match(s.labels.get(&m.name).unwrap_or_default()));
+            let ok = matchers.iter().all(|m| m.is_match(s.labels.get(&m.name).unwrap_or_default()));
             if !ok {
                 continue;
             }
@@ -72,10 +62,7 @@ impl Storage for MemoryStorage {
             if lo == 0 && hi == s.samples.len() {
                 out.push(s.clone());
             } else {
-                out.push(Arc::new(Series {
-                    labels: s.labels.clone(),
-                    samples: s.samples[lo..hi].to_vec(),
-                }));
+                out.push(Arc::new(Series { labels: s.labels.clone(), samples: s.samples[lo..hi].to_vec() }));
             }
         }
         Ok(out)

@@ -488,7 +488,8 @@ fn run_file(path: &Path) -> Result<FileResult, String> {
                 if parts.len() < 6 || parts[1] != "to" || parts[3] != "step" {
                     return Err(format!("line {i}: bad eval range"));
                 }
-                ev.range = Some((parse_duration_ms(parts[0])?, parse_duration_ms(parts[2])?, parse_duration_ms(parts[4])?));
+                ev.range =
+                    Some((parse_duration_ms(parts[0])?, parse_duration_ms(parts[2])?, parse_duration_ms(parts[4])?));
                 ev.expr = parts[5].to_string();
             } else {
                 return Err(format!("line {i}: unknown eval {rest}"));
@@ -587,8 +588,5 @@ fn prometheus_promql_test_scripts() {
     let ratio = core_pass as f64 / core_total.max(1) as f64;
     println!("core float set: {core_pass}/{core_total} eval commands passed ({:.1}%)", ratio * 100.0);
     assert!(core_total >= 1000, "expected the 1,072 core eval commands, found {core_total}");
-    assert!(
-        core_pass >= MIN_CORE_PASSED,
-        "core float set: {core_pass} passed, below the floor of {MIN_CORE_PASSED}"
-    );
+    assert!(core_pass >= MIN_CORE_PASSED, "core float set: {core_pass} passed, below the floor of {MIN_CORE_PASSED}");
 }

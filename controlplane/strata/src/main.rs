@@ -25,6 +25,28 @@ struct Cli {
 enum Cmd {
     /// Raft-replicated ingester: remote write + OTLP in, head served over the StoreAPI.
     Ingester(IngesterArgs),
+    /// Prometheus HTTP API + remote read over the StoreAPI of ingesters and stores.
+    Querier(QuerierArgs),
+}
+
+#[derive(clap::Args)]
+struct QuerierArgs {
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9090")]
+    web_listen: SocketAddr,
+    /// StoreAPI gRPC endpoint (ingester or store); repeat for each.
+    #[arg(long = "endpoint", default_value = "127.0.0.1:9095")]
+    endpoints: Vec<String>,
+    /// Longest a query may run.
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Most samples one query may load.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    max_samples: usize,
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = humantime::parse_duration)]
+    lookback_delta: Duration,
+    /// Answer with a warning when a shard is unreachable (false: fail the query).
+    #[arg(long = "query.partial-response", default_value_t = true, action = clap::ArgAction::Set)]
+    partial_response: bool,
 }
 
 #[derive(clap::Args)]
@@ -114,6 +136,27 @@ fn main() -> anyhow::Result<()> {
                 max_samples_per_request: a.max_samples,
             };
             rt.block_on(strata_ingest::run(cfg, shutdown_signal()))?;
+        }
+        Cmd::Querier(a) => {
+            let endpoints: Vec<String> = a
+                .endpoints
+                .iter()
+                .flat_map(|e| e.split(','))
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
+            anyhow::ensure!(!endpoints.is_empty(), "at least one --endpoint is required");
+            let cfg = strata_querier::QuerierConfig {
+                web_listen: a.web_listen,
+                endpoints,
+                timeout: a.timeout,
+                max_samples: a.max_samples,
+                lookback_delta: a.lookback_delta,
+                partial_response: a.partial_response,
+                ..Default::default()
+            };
+            rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
         }
     }
     Ok(())

@@ -1,0 +1,617 @@
+//! The Prometheus HTTP API (`/api/v1/*`) with Prometheus' JSON shapes,
+//! status codes and `errorType`s.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use strata_promql::{Engine, Error as QueryError, Labels, MemoryStorage, QueryValue, Series, format_float};
+
+use crate::QuerierState;
+use crate::fanout::FanoutError;
+
+/// Prometheus' limit on points per series in a range query.
+pub const MAX_POINTS: i64 = 11_000;
+const MIN_TIME: i64 = -9_223_372_036_854_775 / 2;
+const MAX_TIME: i64 = 9_223_372_036_854_775 / 2;
+
+/// An API error: Prometheus' `errorType` and HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, kind: "bad_data", message: message.into() }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let status = match &e {
+            QueryError::BadData(_) => StatusCode::BAD_REQUEST,
+            QueryError::Execution(_) | QueryError::TooManySamples(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, kind: e.error_type(), message: e.to_string() }
+    }
+}
+
+impl From<FanoutError> for ApiError {
+    fn from(e: FanoutError) -> Self {
+        match e {
+            FanoutError::BadRequest(m) => ApiError::bad_data(m),
+            other => {
+                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "unavailable", message: other.to_string() }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"status": "error", "errorType": self.kind, "error": self.message});
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+/// Form/query parameters; repeated keys (`match[]`) keep every value.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, Vec<String>>);
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Params {
+    pub fn parse(query: Option<&str>, body: Option<&[u8]>) -> Params {
+        let mut p = Params::default();
+        let body = body.and_then(|b| std::str::from_utf8(b).ok());
+        for part in query.into_iter().chain(body).flat_map(|s| s.split('&')) {
+            if part.is_empty() {
+                continue;
+            }
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            p.0.entry(percent_decode(k)).or_default().push(percent_decode(v));
+        }
+        p
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).and_then(|v| v.first()).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    pub fn all(&self, k: &str) -> &[String] {
+        self.0.get(k).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Unix seconds (with fraction) or RFC 3339.
+pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
+    if let Ok(f) = s.parse::<f64>()
+        && f.is_finite()
+    {
+        return Ok((f * 1000.0).round() as i64);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        });
+    }
+    Err(ApiError::bad_data(format!("invalid parameter {name:?}: cannot parse {s:?} to a valid timestamp")))
+}
+
+/// Seconds (with fraction) or a Prometheus duration such as `1m30s`.
+pub fn parse_duration(name: &str, s: &str) -> Result<i64, ApiError> {
+    let bad = || ApiError::bad_data(format!("invalid parameter {name:?}: cannot parse {s:?} to a valid duration"));
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() || f.abs() > 9.2e15 {
+            return Err(bad());
+        }
+        return Ok((f * 1000.0).round() as i64);
+    }
+    let mut total = 0i64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            unit.push('s');
+            chars.next();
+        }
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let mult = match unit.as_str() {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(n.checked_mul(mult).ok_or_else(bad)?).ok_or_else(bad)?;
+    }
+    if !num.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+fn tenant(headers: &HeaderMap) -> String {
+    headers
+        .get("X-Scope-OrgID")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn write_ts(out: &mut String, ms: i64) {
+    let _ = write!(out, "{}", ms as f64 / 1000.0);
+}
+
+fn write_labels(out: &mut String, l: &Labels) {
+    out.push('{');
+    for (i, (n, v)) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json_str(n));
+        out.push(':');
+        out.push_str(&json_str(v));
+    }
+    out.push('}');
+}
+
+fn success(data: &str, warnings: &[String]) -> Response {
+    let mut out = String::with_capacity(data.len() + 64);
+    out.push_str("{\"status\":\"success\",\"data\":");
+    out.push_str(data);
+    if !warnings.is_empty() {
+        out.push_str(",\"warnings\":");
+        out.push_str(&serde_json::to_string(warnings).unwrap_or_else(|_| "[]".into()));
+    }
+    out.push('}');
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// Encodes a query result as Prometheus' `data` object.
+pub fn encode_value(v: &QueryValue) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{{\"resultType\":\"{}\",\"result\":", v.result_type());
+    match v {
+        QueryValue::Scalar { t, v } => {
+            out.push('[');
+            write_ts(&mut out, *t);
+            let _ = write!(out, ",\"{}\"]", format_float(*v));
+        }
+        QueryValue::String { t, v } => {
+            out.push('[');
+            write_ts(&mut out, *t);
+            let _ = write!(out, ",{}]", json_str(v));
+        }
+        QueryValue::Vector(samples) => {
+            out.push('[');
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"value\":[");
+                write_ts(&mut out, s.t);
+                let _ = write!(out, ",\"{}\"]}}", format_float(s.v));
+            }
+            out.push(']');
+        }
+        QueryValue::Matrix(series) => {
+            out.push('[');
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"values\":[");
+                for (j, (t, v)) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    out.push('[');
+                    write_ts(&mut out, *t);
+                    let _ = write!(out, ",\"{}\"]", format_float(*v));
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// Fetches everything `expr` reads, then evaluates it off the async runtime.
+pub async fn evaluate(
+    state: &QuerierState,
+    tenant: &str,
+    expr: strata_promql::Expr,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    deadline: Instant,
+) -> Result<(QueryValue, Vec<String>), ApiError> {
+    let engine: Engine = state.engine.clone();
+    let lookback = engine.options().lookback_delta.as_millis() as i64;
+    let sels = strata_promql::selections(&expr, start, end, lookback);
+    let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false));
+    let results = tokio::time::timeout_at(deadline.into(), futures::future::join_all(fetches))
+        .await
+        .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
+    let mut warnings = Vec::new();
+    let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+    let mut loaded = 0usize;
+    for r in results {
+        let r = r?;
+        warnings.extend(r.warnings);
+        for s in r.data {
+            loaded += s.samples.len();
+            match merged.get_mut(&s.labels) {
+                Some(existing) => crate::fanout::merge_samples(existing, s.samples),
+                None => {
+                    merged.insert(s.labels, s.samples);
+                }
+            }
+        }
+    }
+    if loaded > engine.options().max_samples {
+        return Err(QueryError::TooManySamples("query execution").into());
+    }
+    warnings.sort();
+    warnings.dedup();
+    let mut storage = MemoryStorage::new();
+    for (labels, samples) in merged {
+        storage.add(Series { labels, samples });
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let mut opts = engine.options().clone();
+    opts.timeout = remaining;
+    let engine = Engine::new(opts);
+    let value = tokio::task::spawn_blocking(move || match step {
+        None => engine.instant(&storage, &expr, start),
+        Some(step) => engine.range(&storage, &expr, start, end, step),
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "internal",
+        message: e.to_string(),
+    })??;
+    Ok((value, warnings))
+}
+
+fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError> {
+    let max = state.engine.options().timeout;
+    match p.get("timeout") {
+        Some(t) => Ok(Duration::from_millis(parse_duration("timeout", t)?.max(0) as u64).min(max)),
+        None => Ok(max),
+    }
+}
+
+fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {
+    let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is empty"))?;
+    strata_promql::parse(q).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+pub async fn query(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(q.as_deref(), Some(&body));
+    let t = match p.get("time") {
+        Some(s) => parse_time("time", s)?,
+        None => now_ms(),
+    };
+    let expr = parse_query(&p)?;
+    let deadline = Instant::now() + query_timeout(&state, &p)?;
+    let r = evaluate(&state, &tenant(&headers), expr, t, t, None, deadline).await;
+    state.metrics.observe("query", started.elapsed(), r.is_ok());
+    let (value, warnings) = r?;
+    Ok(success(&encode_value(&value), &warnings))
+}
+
+pub async fn query_range(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(q.as_deref(), Some(&body));
+    let start = parse_time(
+        "start",
+        p.get("start")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp"))?,
+    )?;
+    let end = parse_time(
+        "end",
+        p.get("end")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": cannot parse \"\" to a valid timestamp"))?,
+    )?;
+    if end < start {
+        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+    }
+    let step = parse_duration(
+        "step",
+        p.get("step")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration"))?,
+    )?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let expr = parse_query(&p)?;
+    let deadline = Instant::now() + query_timeout(&state, &p)?;
+    let r = evaluate(&state, &tenant(&headers), expr, start, end, Some(step), deadline).await;
+    state.metrics.observe("query_range", started.elapsed(), r.is_ok());
+    let (value, warnings) = r?;
+    Ok(success(&encode_value(&value), &warnings))
+}
+
+fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
+    let start = match p.get("start") {
+        Some(s) => parse_time("start", s)?,
+        None => MIN_TIME,
+    };
+    let end = match p.get("end") {
+        Some(s) => parse_time("end", s)?,
+        None => MAX_TIME,
+    };
+    if end < start {
+        return Err(ApiError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+    }
+    Ok((start, end))
+}
+
+fn match_sets(p: &Params) -> Result<Vec<Vec<strata_promql::Matcher>>, ApiError> {
+    let mut out = Vec::new();
+    for m in p.all("match[]") {
+        let sets = strata_promql::parse_series_selector(m)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+        out.extend(sets);
+    }
+    Ok(out)
+}
+
+pub async fn series(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(q.as_deref(), Some(&body));
+    let sets = match_sets(&p)?;
+    if sets.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = time_range(&p)?;
+    let tenant = tenant(&headers);
+    let mut all: std::collections::BTreeSet<Labels> = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    for m in &sets {
+        let r = state.stores.select(&tenant, m, start, end, true).await?;
+        warnings.extend(r.warnings);
+        all.extend(r.data.into_iter().map(|s| s.labels));
+    }
+    let mut out = String::from("[");
+    for (i, l) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_labels(&mut out, l);
+    }
+    out.push(']');
+    state.metrics.observe("series", started.elapsed(), true);
+    Ok(success(&out, &warnings))
+}
+
+pub async fn labels(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(q.as_deref(), Some(&body));
+    let sets = match_sets(&p)?;
+    let (start, end) = time_range(&p)?;
+    let tenant = tenant(&headers);
+    let mut names = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    if sets.is_empty() {
+        let r = state.stores.label_names(&tenant, &[], start, end).await?;
+        warnings.extend(r.warnings);
+        names.extend(r.data);
+    } else {
+        for m in &sets {
+            let r = state.stores.label_names(&tenant, m, start, end).await?;
+            warnings.extend(r.warnings);
+            names.extend(r.data);
+        }
+    }
+    state.metrics.observe("labels", started.elapsed(), true);
+    let names: Vec<String> = names.into_iter().collect();
+    Ok(success(&serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()), &warnings))
+}
+
+pub async fn label_values(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(q.as_deref(), None);
+    let sets = match_sets(&p)?;
+    let (start, end) = time_range(&p)?;
+    if name.is_empty() {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let tenant = tenant(&headers);
+    let mut values = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    if sets.is_empty() {
+        let r = state.stores.label_values(&tenant, &name, &[], start, end).await?;
+        warnings.extend(r.warnings);
+        values.extend(r.data);
+    } else {
+        for m in &sets {
+            let r = state.stores.label_values(&tenant, &name, m, start, end).await?;
+            warnings.extend(r.warnings);
+            values.extend(r.data);
+        }
+    }
+    state.metrics.observe("label_values", started.elapsed(), true);
+    let values: Vec<String> = values.into_iter().collect();
+    Ok(success(&serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()), &warnings))
+}
+
+/// Metric metadata is not stored yet: an empty map, as Prometheus returns
+/// when it has none.
+pub async fn metadata() -> Response {
+    success("{}", &[])
+}
+
+/// Exemplars are not stored yet: an empty list.
+pub async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), Some(&body));
+    parse_query(&p)?;
+    Ok(success("[]", &[]))
+}
+
+pub async fn buildinfo() -> Response {
+    let data = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "application": "strata",
+    });
+    success(&data.to_string(), &[])
+}
+
+pub async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), Some(&body));
+    let expr = parse_query(&p)?;
+    Ok(success(&json_str(&expr.prettify()), &[]))
+}
+
+/// Strata extension: the StoreAPI sources and what they reported.
+pub async fn stores(State(state): State<Arc<QuerierState>>) -> Response {
+    let list: Vec<serde_json::Value> = state
+        .stores
+        .status()
+        .into_iter()
+        .map(|(addr, info)| match info {
+            Some(i) => serde_json::json!({
+                "endpoint": addr, "up": true, "component": i.component, "shard": i.shard,
+                "nodeId": i.node_id, "leaderId": i.leader_id, "minTime": i.min_time, "maxTime": i.max_time,
+            }),
+            None => serde_json::json!({"endpoint": addr, "up": false}),
+        })
+        .collect();
+    success(&serde_json::Value::Array(list).to_string(), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_times_and_durations() {
+        assert_eq!(parse_time("t", "1435781451.781").unwrap(), 1_435_781_451_781);
+        assert_eq!(parse_time("t", "2015-07-01T20:10:51.781Z").unwrap(), 1_435_781_451_781);
+        assert!(parse_time("t", "yesterday").is_err());
+        assert_eq!(parse_duration("step", "15").unwrap(), 15_000);
+        assert_eq!(parse_duration("step", "1m30s").unwrap(), 90_000);
+        assert_eq!(parse_duration("step", "0.5").unwrap(), 500);
+        assert!(parse_duration("step", "5x").is_err());
+    }
+
+    #[test]
+    fn params_keep_repeated_keys_and_decode() {
+        let p = Params::parse(Some("match%5B%5D=up&match[]=a%7Bb%3D%22c%22%7D&query=sum+by(x)"), None);
+        assert_eq!(p.all("match[]"), &["up".to_string(), "a{b=\"c\"}".to_string()]);
+        assert_eq!(p.get("query"), Some("sum by(x)"));
+    }
+
+    #[test]
+    fn encodes_like_prometheus() {
+        let v = QueryValue::Vector(vec![strata_promql::InstantSample {
+            labels: Labels::new(vec![("__name__".into(), "up".into()), ("job".into(), "a\"b".into())]),
+            t: 1_435_781_451_781,
+            v: 1.0,
+        }]);
+        assert_eq!(
+            encode_value(&v),
+            r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a\"b"},"value":[1435781451.781,"1"]}]}"#
+        );
+        let s = QueryValue::Scalar { t: 1000, v: f64::INFINITY };
+        assert_eq!(encode_value(&s), r#"{"resultType":"scalar","result":[1,"+Inf"]}"#);
+    }
+}

@@ -1,0 +1,340 @@
+//! StoreAPI fan-out: which sources to ask, once per shard, and merging what
+//! they return.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use strata_promql::{Labels, MatchOp, Matcher, Series};
+use strata_proto::prometheus::{LabelMatcher, label_matcher};
+use strata_proto::store::store_client::StoreClient;
+use strata_proto::store::{InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest, SeriesRequest};
+use tonic::transport::{Channel, Endpoint};
+
+/// A StoreAPI source (ingester or store gateway).
+struct Source {
+    addr: String,
+    client: StoreClient<Channel>,
+    info: Mutex<Option<InfoResponse>>,
+}
+
+/// What a fan-out read returns: merged series and warnings about sources
+/// that did not answer.
+#[derive(Debug, Default)]
+pub struct FanoutResult<T> {
+    pub data: T,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("invalid store endpoint {0}: {1}")]
+    Endpoint(String, String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// The set of StoreAPI endpoints the querier reads from.
+#[derive(Clone)]
+pub struct StoreSet {
+    sources: Arc<Vec<Source>>,
+    timeout: Duration,
+    partial_response: bool,
+}
+
+pub fn to_proto_matcher(m: &Matcher) -> LabelMatcher {
+    let t = match m.op {
+        MatchOp::Equal => label_matcher::Type::Eq,
+        MatchOp::NotEqual => label_matcher::Type::Neq,
+        MatchOp::Re(_) => label_matcher::Type::Re,
+        MatchOp::NotRe(_) => label_matcher::Type::Nre,
+    };
+    LabelMatcher { r#type: t as i32, name: m.name.clone(), value: m.value.clone() }
+}
+
+impl StoreSet {
+    /// `endpoints` are `host:port` gRPC addresses. Connections are lazy.
+    pub fn new(endpoints: &[String], timeout: Duration, partial_response: bool) -> Result<Self, FanoutError> {
+        let mut sources = Vec::new();
+        for addr in endpoints {
+            let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+            let ep = Endpoint::from_shared(uri)
+                .map_err(|e| FanoutError::Endpoint(addr.clone(), e.to_string()))?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(timeout);
+            let client = StoreClient::new(ep.connect_lazy()).max_decoding_message_size(256 << 20);
+            sources.push(Source { addr: addr.clone(), client, info: Mutex::new(None) });
+        }
+        Ok(StoreSet { sources: Arc::new(sources), timeout, partial_response })
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    /// Refreshes every source's `Info` (called periodically and at startup).
+    pub async fn refresh(&self) {
+        let futs = self.sources.iter().map(|s| async move {
+            let mut c = s.client.clone();
+            let r = tokio::time::timeout(Duration::from_secs(2), c.info(InfoRequest {})).await;
+            let info = match r {
+                Ok(Ok(resp)) => Some(resp.into_inner()),
+                _ => None,
+            };
+            if let Ok(mut g) = s.info.lock() {
+                *g = info;
+            }
+        });
+        futures::future::join_all(futs).await;
+    }
+
+    /// Status of every source, for the status page and the dashboard.
+    pub fn status(&self) -> Vec<(String, Option<InfoResponse>)> {
+        self.sources.iter().map(|s| (s.addr.clone(), s.info.lock().ok().and_then(|g| g.clone()))).collect()
+    }
+
+    /// Groups of source indexes to try for one read, one group per shard,
+    /// best candidate first (the Raft leader for ingesters).
+    fn plan(&self, min_t: i64, max_t: i64) -> Vec<Vec<usize>> {
+        let mut shards: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let info = s.info.lock().ok().and_then(|g| g.clone());
+            match info {
+                Some(info) => {
+                    // Blocks only cover what they cover; an ingester's head moves, so ask it anyway.
+                    if info.component == "store" && (info.min_time > max_t || info.max_time < min_t) {
+                        continue;
+                    }
+                    let shard = if info.shard.is_empty() { s.addr.clone() } else { info.shard.clone() };
+                    let leader = info.leader_id != 0 && info.leader_id == info.node_id;
+                    shards.entry(shard).or_default().push((i, leader));
+                }
+                // Unknown (not reached yet): its own shard, so it is not skipped.
+                None => shards.entry(format!("unknown:{}", s.addr)).or_default().push((i, false)),
+            }
+        }
+        shards
+            .into_values()
+            .map(|mut v| {
+                v.sort_by_key(|(_, leader)| !*leader);
+                v.into_iter().map(|(i, _)| i).collect()
+            })
+            .collect()
+    }
+
+    /// Runs `f` against one source per shard (falling back to the shard's
+    /// other replicas), collecting results and warnings.
+    async fn each_shard<T, F, Fut>(&self, min_t: i64, max_t: i64, f: F) -> Result<FanoutResult<Vec<T>>, FanoutError>
+    where
+        F: Fn(StoreClient<Channel>) -> Fut + Clone,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let plan = self.plan(min_t, max_t);
+        let futs = plan.into_iter().map(|group| {
+            let f = f.clone();
+            async move {
+                let mut errs = Vec::new();
+                for i in group {
+                    let s = &self.sources[i];
+                    match tokio::time::timeout(self.timeout, f(s.client.clone())).await {
+                        Ok(Ok(v)) => return Ok(v),
+                        Ok(Err(st)) if st.code() == tonic::Code::InvalidArgument => {
+                            return Err(FanoutError::BadRequest(st.message().to_string()));
+                        }
+                        Ok(Err(st)) => errs.push(format!("store {}: {}", s.addr, st.message())),
+                        Err(_) => errs.push(format!("store {}: timed out", s.addr)),
+                    }
+                }
+                Err(FanoutError::Unavailable(errs.join("; ")))
+            }
+        });
+        let mut out = FanoutResult { data: Vec::new(), warnings: Vec::new() };
+        for r in futures::future::join_all(futs).await {
+            match r {
+                Ok(v) => out.data.push(v),
+                Err(FanoutError::Unavailable(msg)) => {
+                    if !self.partial_response {
+                        return Err(FanoutError::Unavailable(msg));
+                    }
+                    out.warnings.push(msg);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if out.data.is_empty() && !out.warnings.is_empty() {
+            return Err(FanoutError::Unavailable(out.warnings.join("; ")));
+        }
+        Ok(out)
+    }
+
+    /// Series matching `matchers` in `[min_t, max_t]`, merged across shards.
+    pub async fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+        skip_samples: bool,
+    ) -> Result<FanoutResult<Vec<Series>>, FanoutError> {
+        let ms = matchers.iter().map(to_proto_matcher).collect();
+        self.select_proto(tenant, ms, min_t, max_t, skip_samples).await
+    }
+
+    /// [`StoreSet::select`] with matchers already in wire form (remote read).
+    pub async fn select_proto(
+        &self,
+        tenant: &str,
+        matchers: Vec<LabelMatcher>,
+        min_t: i64,
+        max_t: i64,
+        skip_samples: bool,
+    ) -> Result<FanoutResult<Vec<Series>>, FanoutError> {
+        let req =
+            SeriesRequest { tenant: tenant.to_string(), min_time: min_t, max_time: max_t, matchers, skip_samples };
+        let r = self
+            .each_shard(min_t, max_t, |mut c| {
+                let req = req.clone();
+                async move {
+                    let mut stream = c.series(req).await?.into_inner();
+                    let mut out = Vec::new();
+                    let mut warnings = Vec::new();
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        warnings.extend(batch.warnings);
+                        out.extend(batch.series);
+                    }
+                    Ok((out, warnings))
+                }
+            })
+            .await?;
+        let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut warnings = r.warnings;
+        for (series, w) in r.data {
+            warnings.extend(w);
+            for s in series {
+                let labels = Labels::new(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                let samples: Vec<(i64, f64)> = s.samples.into_iter().map(|x| (x.timestamp, x.value)).collect();
+                match merged.get_mut(&labels) {
+                    Some(existing) => merge_samples(existing, samples),
+                    None => {
+                        merged.insert(labels, samples);
+                    }
+                }
+            }
+        }
+        let mut data: Vec<Series> = merged.into_iter().map(|(labels, samples)| Series { labels, samples }).collect();
+        data.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(FanoutResult { data, warnings })
+    }
+
+    pub async fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<FanoutResult<Vec<String>>, FanoutError> {
+        let req = LabelNamesRequest {
+            tenant: tenant.to_string(),
+            min_time: min_t,
+            max_time: max_t,
+            matchers: matchers.iter().map(to_proto_matcher).collect(),
+        };
+        let r = self
+            .each_shard(min_t, max_t, |mut c| {
+                let req = req.clone();
+                async move { Ok(c.label_names(req).await?.into_inner().names) }
+            })
+            .await?;
+        let mut all: Vec<String> = r.data.into_iter().flatten().collect();
+        all.sort();
+        all.dedup();
+        Ok(FanoutResult { data: all, warnings: r.warnings })
+    }
+
+    pub async fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<FanoutResult<Vec<String>>, FanoutError> {
+        let req = LabelValuesRequest {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            min_time: min_t,
+            max_time: max_t,
+            matchers: matchers.iter().map(to_proto_matcher).collect(),
+        };
+        let r = self
+            .each_shard(min_t, max_t, |mut c| {
+                let req = req.clone();
+                async move { Ok(c.label_values(req).await?.into_inner().values) }
+            })
+            .await?;
+        let mut all: Vec<String> = r.data.into_iter().flatten().collect();
+        all.sort();
+        all.dedup();
+        Ok(FanoutResult { data: all, warnings: r.warnings })
+    }
+}
+
+/// Merges `more` into `into` (both time-sorted); on equal timestamps the
+/// existing sample wins (replicas and head/block overlaps hold the same data).
+pub fn merge_samples(into: &mut Vec<(i64, f64)>, more: Vec<(i64, f64)>) {
+    if more.is_empty() {
+        return;
+    }
+    if into.last().is_none_or(|l| l.0 < more[0].0) {
+        into.extend(more);
+        return;
+    }
+    let old = std::mem::take(into);
+    let (mut i, mut j) = (0, 0);
+    into.reserve(old.len() + more.len());
+    while i < old.len() || j < more.len() {
+        match (old.get(i), more.get(j)) {
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                into.push(*a);
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                into.push(*a);
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                into.push(*b);
+                j += 1;
+            }
+            (Some(a), None) => {
+                into.push(*a);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                into.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_dedupes_and_orders() {
+        let mut a = vec![(1, 1.0), (3, 3.0), (5, 5.0)];
+        merge_samples(&mut a, vec![(2, 2.0), (3, 30.0), (6, 6.0)]);
+        assert_eq!(a, vec![(1, 1.0), (2, 2.0), (3, 3.0), (5, 5.0), (6, 6.0)]);
+        let mut b = vec![(1, 1.0)];
+        merge_samples(&mut b, vec![(2, 2.0)]);
+        assert_eq!(b, vec![(1, 1.0), (2, 2.0)]);
+    }
+}

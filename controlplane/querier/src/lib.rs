@@ -1,0 +1,170 @@
+//! `strata querier`: the Prometheus HTTP API (`/api/v1/query`, `query_range`,
+//! `series`, `labels`, `label/<name>/values`, `read`, …) over a StoreAPI
+//! fan-out to ingesters and store gateways, evaluated by `strata-promql`.
+
+pub mod api;
+pub mod fanout;
+pub mod remote_read;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use strata_promql::{Engine, EngineOptions};
+
+pub use fanout::StoreSet;
+
+/// Settings of `strata querier`.
+#[derive(Debug, Clone)]
+pub struct QuerierConfig {
+    pub web_listen: SocketAddr,
+    /// StoreAPI gRPC endpoints (ingesters and stores).
+    pub endpoints: Vec<String>,
+    pub timeout: Duration,
+    pub max_samples: usize,
+    pub lookback_delta: Duration,
+    /// Answer with a warning when a shard is unreachable (else fail the query).
+    pub partial_response: bool,
+    /// How often store `Info` is refreshed.
+    pub store_refresh: Duration,
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        QuerierConfig {
+            web_listen: ([127, 0, 0, 1], 9090).into(),
+            endpoints: vec!["127.0.0.1:9095".into()],
+            timeout: Duration::from_secs(120),
+            max_samples: 50_000_000,
+            lookback_delta: Duration::from_secs(300),
+            partial_response: true,
+            store_refresh: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabels {
+    handler: String,
+    outcome: String,
+}
+
+/// The querier's own metrics, served on `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<HandlerLabels, Counter>,
+    duration: Family<HandlerLabels, Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("strata_querier");
+        let requests = Family::<HandlerLabels, Counter>::default();
+        let duration = Family::<HandlerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register("requests", "API requests by handler and outcome", requests.clone());
+        registry.register("request_duration_seconds", "API request latency", duration.clone());
+        Metrics { registry, requests, duration }
+    }
+
+    pub fn observe(&self, handler: &str, took: Duration, ok: bool) {
+        let l = HandlerLabels { handler: handler.into(), outcome: if ok { "success" } else { "error" }.into() };
+        self.requests.get_or_create(&l).inc();
+        self.duration.get_or_create(&l).observe(took.as_secs_f64());
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct QuerierState {
+    pub stores: StoreSet,
+    pub engine: Engine,
+    pub metrics: Metrics,
+    /// Extra routes (the dashboard) merged by the binary.
+    pub ready: Mutex<bool>,
+}
+
+impl QuerierState {
+    pub fn new(cfg: &QuerierConfig) -> Result<Arc<Self>, fanout::FanoutError> {
+        let stores = StoreSet::new(&cfg.endpoints, cfg.timeout, cfg.partial_response)?;
+        let engine = Engine::new(EngineOptions {
+            lookback_delta: cfg.lookback_delta,
+            max_samples: cfg.max_samples,
+            timeout: cfg.timeout,
+            ..EngineOptions::default()
+        });
+        Ok(Arc::new(QuerierState { stores, engine, metrics: Metrics::new(), ready: Mutex::new(false) }))
+    }
+}
+
+async fn metrics(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+}
+
+async fn ready(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {
+    if state.ready.lock().map(|g| *g).unwrap_or(false) {
+        (StatusCode::OK, "Strata querier is Ready.\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Strata querier is not ready: no store reached yet.\n")
+    }
+}
+
+/// The querier's HTTP routes.
+pub fn router(state: Arc<QuerierState>) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(api::query).post(api::query))
+        .route("/api/v1/query_range", get(api::query_range).post(api::query_range))
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/metadata", get(api::metadata))
+        .route("/api/v1/query_exemplars", get(api::query_exemplars).post(api::query_exemplars))
+        .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/api/v1/format_query", get(api::format_query).post(api::format_query))
+        .route("/api/v1/read", axum::routing::post(remote_read::read))
+        .route("/api/v1/stores", get(api::stores))
+        .route("/metrics", get(metrics))
+        .route("/-/ready", get(ready))
+        .route("/-/healthy", get(|| async { "Strata querier is Healthy.\n" }))
+        .with_state(state)
+}
+
+/// Keeps store `Info` fresh (leaders, shards, time ranges).
+pub async fn refresh_loop(state: Arc<QuerierState>, every: Duration) {
+    loop {
+        state.stores.refresh().await;
+        let any = state.stores.status().iter().any(|(_, i)| i.is_some());
+        if let Ok(mut g) = state.ready.lock() {
+            *g = any;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs the querier until `shutdown` resolves. `extra` routes (the
+/// dashboard) are merged in.
+pub async fn run(
+    cfg: QuerierConfig,
+    extra: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state =
+        QuerierState::new(&cfg).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    tokio::spawn(refresh_loop(state.clone(), cfg.store_refresh));
+    let app = router(state).merge(extra);
+    let listener = tokio::net::TcpListener::bind(cfg.web_listen).await?;
+    tracing::info!(addr = %cfg.web_listen, endpoints = ?cfg.endpoints, "querier listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,155 @@
+//! Prometheus remote read (`POST /api/v1/read`): SAMPLES and
+//! STREAMED_XOR_CHUNKS responses.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+use strata_proto::prometheus::{
+    Chunk, ChunkedReadResponse, ChunkedSeries, Label, QueryResult, ReadRequest, ReadResponse, Sample, TimeSeries,
+    chunk, read_request,
+};
+
+use crate::QuerierState;
+
+/// Samples per XOR chunk in streamed responses (as Prometheus cuts them).
+const SAMPLES_PER_CHUNK: usize = 120;
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
+}
+
+/// CRC-32 with the Castagnoli polynomial, as the streamed format requires.
+pub fn crc32c(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+            }
+            *e = c;
+        }
+        t
+    });
+    let mut crc = !0u32;
+    for &b in data {
+        crc = table[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("remote read: body is not snappy-compressed: {e}")),
+    };
+    let req = match ReadRequest::decode(raw.as_slice()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("remote read: invalid ReadRequest protobuf: {e}")),
+    };
+    let tenant = headers
+        .get("X-Scope-OrgID")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("anonymous")
+        .to_string();
+    let streamed =
+        req.accepted_response_types.first().is_some_and(|t| *t == read_request::ResponseType::StreamedXorChunks as i32);
+    let mut results = Vec::with_capacity(req.queries.len());
+    for q in &req.queries {
+        if q.matchers.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "remote read: a query needs at least one matcher".into());
+        }
+        match state
+            .stores
+            .select_proto(&tenant, q.matchers.clone(), q.start_timestamp_ms, q.end_timestamp_ms, false)
+            .await
+        {
+            Ok(r) => results.push(r.data),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("remote read: {e}")),
+        }
+    }
+    let labels = |l: &strata_promql::Labels| -> Vec<Label> {
+        l.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect()
+    };
+    if streamed {
+        let mut out = Vec::new();
+        for (qi, series) in results.iter().enumerate() {
+            for s in series {
+                let mut chunks = Vec::new();
+                for part in s.samples.chunks(SAMPLES_PER_CHUNK) {
+                    let mut c = strata_head::chunk::XorChunk::new();
+                    for &(t, v) in part {
+                        c.append(t, v);
+                    }
+                    chunks.push(Chunk {
+                        min_time_ms: part[0].0,
+                        max_time_ms: part[part.len() - 1].0,
+                        r#type: chunk::Encoding::Xor as i32,
+                        data: c.bytes().to_vec().into(),
+                    });
+                }
+                let msg = ChunkedReadResponse {
+                    chunked_series: vec![ChunkedSeries { labels: labels(&s.labels), chunks }],
+                    query_index: qi as i64,
+                };
+                let data = msg.encode_to_vec();
+                put_uvarint(&mut out, data.len() as u64);
+                out.extend_from_slice(&crc32c(&data).to_be_bytes());
+                out.extend_from_slice(&data);
+            }
+        }
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse")],
+            Body::from(out),
+        )
+            .into_response();
+    }
+    let resp = ReadResponse {
+        results: results
+            .into_iter()
+            .map(|series| QueryResult {
+                timeseries: series
+                    .into_iter()
+                    .map(|s| TimeSeries {
+                        labels: labels(&s.labels),
+                        samples: s.samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let body = match snap::raw::Encoder::new().compress_vec(&resp.encode_to_vec()) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("remote read: {e}")),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(super::crc32c(b"123456789"), 0xE306_9283);
+    }
+}
