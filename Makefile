@@ -26,7 +26,7 @@ fuzz-smoke:
 	bash .ci/fuzz-smoke
 
 demo:
-	bash dataplane/demo.sh
+	bash controlplane/demo.sh
 
 bench-translate:
 	cargo bench -p strata-otel-prom --bench translate

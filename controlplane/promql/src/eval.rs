@@ -249,6 +249,10 @@ impl Ctx<'_> {
             if inner_start <= start {
                 inner_start += step;
             }
+            let points = (max - inner_start) / step + 1;
+            if points > 0 {
+                self.add_samples(points as usize, "subquery evaluation")?;
+            }
             let grid = grid(inner_start, max, step);
             if !grid.is_empty() {
                 match self.eval(&sq.expr, &grid)? {
@@ -348,6 +352,9 @@ pub(crate) fn run(
     step: i64,
     instant: bool,
 ) -> Result<QueryValue, Error> {
+    if !instant && (end - start) / step >= opts.max_samples as i64 {
+        return Err(Error::TooManySamples("query evaluation"));
+    }
     let ts = if instant { vec![start] } else { grid(start, end, step) };
     let ctx =
         Ctx { storage, opts, qstart: start, qend: end, deadline: Instant::now() + opts.timeout, samples: Cell::new(0) };

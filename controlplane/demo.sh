@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Data-plane demo (until the control plane lands, `make demo` runs this):
-# three environments (prod/dev/qa), each a sample API + strata-agent, all
-# remote-writing into Debian's Prometheus on 127.0.0.1:9090, with the load
-# generator running the steady/bursty/errors mix. Ctrl-C stops everything.
+# The demo (`make demo`): three environments (prod/dev/qa), each a sample
+# API + strata-agent, remote-writing into a 3-node Raft cluster of `strata
+# ingester`s; `strata querier` answers PromQL on 127.0.0.1:9090 (the
+# Prometheus HTTP API: point Grafana's Prometheus data source at it); the
+# load generator runs the steady/bursty/errors mix. Data lives under ./data
+# and survives a restart. Ctrl-C stops everything.
 #
 #   SCENARIO=prod-latency make demo    # start a latency incident on prod
 set -euo pipefail
@@ -10,24 +12,30 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 DATA="${DATA_DIR:-./data}"
 SCENARIO="${SCENARIO:-steady}"
-command -v prometheus >/dev/null || { echo "prometheus not found: sudo apt-get install prometheus" >&2; exit 1; }
-cargo build --release -p strata-agent -p sample-api -p strata-loadgen
+cargo build --release -p strata -p strata-agent -p sample-api -p strata-loadgen
 BIN="$CARGO_TARGET_DIR/release"
 mkdir -p "$DATA/logs"
 pids=()
 cleanup() { echo; echo "stopping"; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-printf 'global:\n  scrape_interval: 15s\n' > "$DATA/prometheus.yml"
-prometheus --config.file="$DATA/prometheus.yml" --storage.tsdb.path="$DATA/prometheus" \
-  --web.listen-address=127.0.0.1:9090 --web.enable-remote-write-receiver >"$DATA/logs/prometheus.log" 2>&1 &
+PEERS=1=127.0.0.1:9095,2=127.0.0.1:9195,3=127.0.0.1:9295
+for n in 1 2 3; do
+  "$BIN/strata" ingester --raft.node-id $n --raft.peers $PEERS \
+    --grpc.listen-address 127.0.0.1:9$((n - 1))95 --web.listen-address 127.0.0.1:9$((n - 1))09 \
+    --storage.path "$DATA/ingester-$n" >"$DATA/logs/ingester-$n.log" 2>&1 &
+  pids+=($!)
+done
+"$BIN/strata" querier --web.listen-address 127.0.0.1:9090 \
+  --endpoint 127.0.0.1:9095 --endpoint 127.0.0.1:9195 --endpoint 127.0.0.1:9295 \
+  >"$DATA/logs/querier.log" 2>&1 &
 pids+=($!)
 
 i=0
 for env in prod dev qa; do
   grpc=$((4317 + 10 * i)); http=$((4318 + 10 * i)); web=$((8888 + 10 * i)); api=$((8081 + i))
   "$BIN/strata-agent" --otlp.grpc-address 127.0.0.1:$grpc --otlp.http-address 127.0.0.1:$http \
-    --web.listen-address 127.0.0.1:$web --remote-write.url http://127.0.0.1:9090/api/v1/write \
+    --web.listen-address 127.0.0.1:$web --remote-write.url http://127.0.0.1:9${i}09/api/v1/write \
     --label environment=$env --label data_plane_id=dp-$env-01 --queue.path "$DATA/agent-$env" \
     >"$DATA/logs/agent-$env.log" 2>&1 &
   pids+=($!)
@@ -51,11 +59,13 @@ YML
 sleep 2
 cat <<MSG
 
-Strata data-plane demo is running (logs in $DATA/logs):
-  Prometheus (receiving remote write)  http://127.0.0.1:9090
-  sample APIs                          http://127.0.0.1:8081 (prod)  :8082 (dev)  :8083 (qa)
-  agent metrics                        http://127.0.0.1:8888/metrics (prod)  :8898 (dev)  :8908 (qa)
-Try in Prometheus:  sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))
+Strata demo is running (data in $DATA, logs in $DATA/logs):
+  querier (Prometheus HTTP API)  http://127.0.0.1:9090   (Grafana: Prometheus data source at this URL)
+  ingesters (remote write, OTLP) http://127.0.0.1:9009  :9109  :9209   (Raft status: /api/v1/status/raft)
+  sample APIs                    http://127.0.0.1:8081 (prod)  :8082 (dev)  :8083 (qa)
+  agent metrics                  http://127.0.0.1:8888/metrics (prod)  :8898 (dev)  :8908 (qa)
+Try:  curl -s 'http://127.0.0.1:9090/api/v1/query' --data-urlencode \
+        'query=sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))'
 Press Ctrl-C to stop.
 
 MSG
