@@ -34,7 +34,9 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use strata_model::{Labels, METRIC_NAME};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `series.parquet` carries `num_samples` per series (row ranges in
+/// `samples.parquet` without reading it).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
@@ -150,10 +152,14 @@ pub fn encode_block(series: &[SeriesData]) -> Result<(Vec<u8>, Vec<u8>, BlockSta
         order.iter().flat_map(|s| s.labels.iter().map(|(n, _)| n)).filter(|n| *n != METRIC_NAME).collect();
 
     let refs: Vec<u32> = (0..order.len() as u32).collect();
-    let mut fields =
-        vec![Field::new("series_ref", DataType::UInt32, false), Field::new(METRIC_NAME, dict_type(), false)];
+    let mut fields = vec![
+        Field::new("series_ref", DataType::UInt32, false),
+        Field::new("num_samples", DataType::UInt32, false),
+        Field::new(METRIC_NAME, dict_type(), false),
+    ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from(refs.clone())),
+        Arc::new(UInt32Array::from(order.iter().map(|s| s.samples.len() as u32).collect::<Vec<_>>())),
         Arc::new(
             order.iter().map(|s| Some(s.labels.get(METRIC_NAME).unwrap_or(""))).collect::<DictionaryArray<Int32Type>>(),
         ),
@@ -291,6 +297,206 @@ pub async fn read_block(
     Ok((meta, series))
 }
 
+/// A block's series index, kept in memory by the store gateway: labels per
+/// `series_ref`, where each series' rows start in `samples.parquet`, and
+/// (once read) that file's footer with its page index.
+#[derive(Debug)]
+pub struct BlockIndex {
+    pub meta: BlockMeta,
+    pub labels: Vec<Labels>,
+    /// `row_start[r]..row_start[r + 1]` are series `r`'s rows.
+    pub row_start: Vec<u64>,
+    pub samples_size: u64,
+    footer: std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
+}
+
+/// Ranged reads of one Parquet object, with a cached footer.
+struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    footer: Option<Arc<parquet::file::metadata::ParquetMetaData>>,
+}
+
+fn to_parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        Box::pin(async move { self.store.get_range(&self.path, range).await.map_err(to_parquet_err) })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        Box::pin(async move { self.store.get_ranges(&self.path, &ranges).await.map_err(to_parquet_err) })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>> {
+        Box::pin(async move {
+            if let Some(f) = &self.footer {
+                return Ok(f.clone());
+            }
+            let size = self.size;
+            let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
+                .load_and_finish(&mut *self, size)
+                .await?;
+            let meta = Arc::new(meta);
+            self.footer = Some(meta.clone());
+            Ok(meta)
+        })
+    }
+}
+
+fn u32_column(b: &RecordBatch, name: &str) -> Result<UInt32Array, BlockError> {
+    let col = b.column_by_name(name).ok_or_else(|| BlockError::Invalid(format!("missing column {name}")))?;
+    col.as_any()
+        .downcast_ref::<UInt32Array>()
+        .cloned()
+        .ok_or_else(|| BlockError::Invalid(format!("column {name} is not u32")))
+}
+
+/// Lists the `meta.json` of every block in the store.
+pub async fn list_blocks(store: &dyn ObjectStore) -> Result<Vec<BlockMeta>, BlockError> {
+    use futures::TryStreamExt;
+    let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await?;
+    let mut out = Vec::new();
+    for o in objects {
+        if o.location.filename() != Some("meta.json") {
+            continue;
+        }
+        let bytes = store.get(&o.location).await?.bytes().await?;
+        out.push(serde_json::from_slice::<BlockMeta>(&bytes)?);
+    }
+    out.sort_by(|a, b| (a.min_time, &a.ulid).cmp(&(b.min_time, &b.ulid)));
+    Ok(out)
+}
+
+impl BlockIndex {
+    /// Loads the series file of a block.
+    pub async fn load(store: &dyn ObjectStore, meta: BlockMeta) -> Result<BlockIndex, BlockError> {
+        let dir = format!("{}/{}", meta.strata.tenant, meta.ulid);
+        let mut labels = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
+        for b in batches(store.get(&Path::from(format!("{dir}/series.parquet"))).await?.bytes().await?)? {
+            let n = u32_column(&b, "num_samples")?;
+            counts.extend(n.values().iter().copied());
+            let schema = b.schema();
+            for row in 0..b.num_rows() {
+                let mut pairs = Vec::new();
+                for (i, f) in schema.fields().iter().enumerate() {
+                    let name = if f.name() == METRIC_NAME {
+                        METRIC_NAME
+                    } else if let Some(n) = f.name().strip_prefix("l_") {
+                        n
+                    } else {
+                        continue;
+                    };
+                    if let Some(v) = dict_value(b.column(i).as_ref(), row)? {
+                        pairs.push((name.to_string(), v));
+                    }
+                }
+                labels.push(Labels::from_pairs(pairs));
+            }
+        }
+        let mut row_start = Vec::with_capacity(counts.len() + 1);
+        let mut acc = 0u64;
+        row_start.push(0);
+        for c in counts {
+            acc += c as u64;
+            row_start.push(acc);
+        }
+        let samples_size = meta
+            .strata
+            .files
+            .iter()
+            .find(|f| f.path == "samples.parquet")
+            .map(|f| f.size)
+            .ok_or_else(|| BlockError::Invalid("meta.json lists no samples.parquet".into()))?;
+        Ok(BlockIndex { meta, labels, row_start, samples_size, footer: std::sync::Mutex::new(None) })
+    }
+
+    /// Samples of the given series (ascending refs) in `[min_t, max_t]`,
+    /// reading only the pages that hold those series' rows.
+    pub async fn read_samples(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        refs: &[u32],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Vec<(i64, f64)>>, BlockError> {
+        use futures::TryStreamExt;
+        use parquet::arrow::ParquetRecordBatchStreamBuilder;
+        use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+        use parquet::arrow::async_reader::AsyncFileReader;
+        let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); refs.len()];
+        if refs.is_empty() {
+            return Ok(out);
+        }
+        let mut selectors = Vec::new();
+        let mut pos = 0u64;
+        for &r in refs {
+            let (a, b) = (self.row_start[r as usize], self.row_start[r as usize + 1]);
+            if a > pos {
+                selectors.push(RowSelector::skip((a - pos) as usize));
+            }
+            if b > a {
+                selectors.push(RowSelector::select((b - a) as usize));
+            }
+            pos = b;
+        }
+        let path = Path::from(format!("{}/{}/samples.parquet", self.meta.strata.tenant, self.meta.ulid));
+        let cached = self.footer.lock().ok().and_then(|g| g.clone());
+        let mut reader = ObjectReader { store, path, size: self.samples_size, footer: cached };
+        let footer = reader.get_metadata(None).await?;
+        if let Ok(mut g) = self.footer.lock() {
+            *g = Some(footer.clone());
+        }
+        let options =
+            ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+            .await?
+            .with_row_selection(RowSelection::from(selectors))
+            .build()?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let mut slot = 0usize;
+        for b in batches {
+            let r = u32_column(&b, "series_ref")?;
+            let t = b
+                .column_by_name("timestamp")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+                .ok_or_else(|| BlockError::Invalid("timestamp".into()))?;
+            let v = b
+                .column_by_name("value")
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+                .ok_or_else(|| BlockError::Invalid("value".into()))?;
+            for i in 0..b.num_rows() {
+                let sref = r.value(i);
+                while slot < refs.len() && refs[slot] != sref {
+                    slot += 1;
+                }
+                if slot == refs.len() {
+                    return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in samples")));
+                }
+                let ts = t.value(i);
+                if ts >= min_t && ts <= max_t {
+                    out[slot].push((ts, v.value(i)));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +554,40 @@ mod tests {
         let per_sample = samples_bytes as f64 / meta.stats.num_samples as f64;
         eprintln!("samples.parquet: {samples_bytes} bytes = {per_sample:.2} bytes/sample");
         assert!(per_sample < 4.0, "{per_sample} bytes/sample");
+    }
+
+    #[tokio::test]
+    async fn index_reads_only_the_selected_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        // Enough rows for several pages, so the row selection skips some.
+        let input = series(300, 100);
+        upload_block(store.as_ref(), "t1", "shard-0", 0, i64::MAX, &input).await.unwrap();
+        let metas = list_blocks(store.as_ref()).await.unwrap();
+        assert_eq!(metas.len(), 1);
+        let idx = BlockIndex::load(store.as_ref(), metas[0].clone()).await.unwrap();
+        assert_eq!(idx.labels.len(), 300);
+        assert_eq!(*idx.row_start.last().unwrap(), 300 * 100);
+        let mut want = input.clone();
+        want.sort_by(|a, b| {
+            (a.labels.get(METRIC_NAME).unwrap_or("").to_string(), a.labels.clone())
+                .cmp(&(b.labels.get(METRIC_NAME).unwrap_or("").to_string(), b.labels.clone()))
+        });
+        let refs = [3u32, 150, 299];
+        let t_min = 1_700_000_000_000 + 10 * 15_000;
+        let t_max = 1_700_000_000_000 + 20 * 15_000;
+        let got = idx.read_samples(store.clone(), &refs, t_min, t_max).await.unwrap();
+        for (k, &r) in refs.iter().enumerate() {
+            assert_eq!(idx.labels[r as usize], want[r as usize].labels);
+            let exp: Vec<(i64, u64)> = want[r as usize]
+                .samples
+                .iter()
+                .filter(|(t, _)| *t >= t_min && *t <= t_max)
+                .map(|(t, v)| (*t, v.to_bits()))
+                .collect();
+            let g: Vec<(i64, u64)> = got[k].iter().map(|(t, v)| (*t, v.to_bits())).collect();
+            assert_eq!(g, exp, "series {r}");
+        }
     }
 
     #[tokio::test]

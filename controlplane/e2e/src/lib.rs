@@ -52,6 +52,9 @@ impl Node {
             "100ms".into(),
             "--raft.election-timeout".into(),
             "600ms".into(),
+            // One bucket shared by the cluster, inside the test directory.
+            "--objstore.path".into(),
+            self.dir.parent().unwrap_or(&self.dir).join("objstore").display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
         self.proc = Some(Proc::start(&format!("ingester-{}", self.id), &bin("strata"), &args, &[], log_dir));
@@ -185,6 +188,33 @@ pub async fn write_one(client: &reqwest::Client, url: &str, name: &str, t: i64, 
         .send()
         .await?;
     Ok(r.status().as_u16())
+}
+
+/// A `strata store` gateway over a local bucket.
+pub struct StoreGateway {
+    pub proc: Proc,
+    pub grpc: u16,
+    pub web: u16,
+}
+
+impl StoreGateway {
+    pub async fn start(dir: &Path, objstore: &Path, extra: &[&str]) -> StoreGateway {
+        let (grpc, web) = (free_port(), free_port());
+        let mut args = vec![
+            "store".to_string(),
+            format!("--grpc.listen-address=127.0.0.1:{grpc}"),
+            format!("--web.listen-address=127.0.0.1:{web}"),
+            format!("--objstore.path={}", objstore.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::start(&format!("store-{grpc}"), &bin("strata"), &args, &[], dir);
+        wait_ready(&format!("http://127.0.0.1:{web}/-/ready"), Duration::from_secs(30)).await;
+        StoreGateway { proc, grpc, web }
+    }
+
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc)
+    }
 }
 
 /// A `strata querier` process over the given StoreAPI endpoints.

@@ -124,6 +124,9 @@ pub struct TenantHead {
     postings: HashMap<String, HashMap<String, Vec<u32>>>,
     max_t: i64,
     min_t: i64,
+    /// Samples before this time have been cut into blocks; older samples are
+    /// rejected so blocks stay immutable.
+    cut_before: i64,
 }
 
 impl TenantHead {
@@ -134,6 +137,7 @@ impl TenantHead {
             postings: HashMap::new(),
             max_t: i64::MIN,
             min_t: i64::MAX,
+            cut_before: i64::MIN,
         }
     }
 
@@ -276,7 +280,26 @@ pub struct Head {
 /// Serialized form of the head (Raft snapshots).
 #[derive(Serialize, Deserialize)]
 struct HeadSnapshot {
-    tenants: Vec<(String, i64, i64, Vec<MemSeries>)>,
+    tenants: Vec<TenantSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TenantSnapshot {
+    tenant: String,
+    min_t: i64,
+    max_t: i64,
+    cut_before: i64,
+    series: Vec<MemSeries>,
+}
+
+/// Per-tenant figures the block cutter decides on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRange {
+    pub tenant: String,
+    /// Oldest and newest sample held (`min_t > max_t` when empty).
+    pub min_t: i64,
+    pub max_t: i64,
+    pub cut_before: i64,
 }
 
 impl Head {
@@ -316,6 +339,15 @@ impl Head {
                 let vbits = s.value.to_bits();
                 let in_order = s.timestamp >= series.last_t || series.last_t == i64::MIN;
                 let window = if in_order { cfg.appendable_window_ms.max(cfg.ooo_window_ms) } else { cfg.ooo_window_ms };
+                if s.timestamp < th.cut_before {
+                    out.reject(1, || {
+                        format!(
+                            "out of bounds: sample for series {} at {} is before {}, which is already in a block",
+                            series.labels, s.timestamp, th.cut_before
+                        )
+                    });
+                    continue;
+                }
                 if th.max_t != i64::MIN && s.timestamp < th.max_t.saturating_sub(window) {
                     out.reject(1, || {
                         if in_order {
@@ -458,7 +490,17 @@ impl Head {
     /// Serializes the whole head (deterministic for identical heads).
     pub fn snapshot(&self) -> Result<Vec<u8>, bincode::Error> {
         let snap = HeadSnapshot {
-            tenants: self.tenants.iter().map(|(k, t)| (k.clone(), t.min_t, t.max_t, t.series.clone())).collect(),
+            tenants: self
+                .tenants
+                .iter()
+                .map(|(k, t)| TenantSnapshot {
+                    tenant: k.clone(),
+                    min_t: t.min_t,
+                    max_t: t.max_t,
+                    cut_before: t.cut_before,
+                    series: t.series.clone(),
+                })
+                .collect(),
         };
         bincode::serialize(&snap)
     }
@@ -467,17 +509,75 @@ impl Head {
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), bincode::Error> {
         let snap: HeadSnapshot = bincode::deserialize(bytes)?;
         self.tenants.clear();
-        for (tenant, min_t, max_t, series) in snap.tenants {
+        for t in snap.tenants {
             let mut th = TenantHead::new();
-            for s in series {
+            for s in t.series {
                 let r = th.add_series(s.labels.clone());
                 th.series[r as usize] = s;
             }
-            th.min_t = min_t;
-            th.max_t = max_t;
-            self.tenants.insert(tenant, th);
+            th.min_t = t.min_t;
+            th.max_t = t.max_t;
+            th.cut_before = t.cut_before;
+            self.tenants.insert(t.tenant, th);
         }
         Ok(())
+    }
+
+    /// Time ranges of every tenant, for deciding what to cut.
+    pub fn tenant_ranges(&self) -> Vec<TenantRange> {
+        self.tenants
+            .iter()
+            .map(|(k, t)| TenantRange { tenant: k.clone(), min_t: t.min_t, max_t: t.max_t, cut_before: t.cut_before })
+            .collect()
+    }
+
+    /// Removes `tenant`'s samples with `t < before` from the head and returns
+    /// them (series in label order); later samples older than `before` are
+    /// rejected. Series left without samples and not written since are
+    /// dropped from the index. Deterministic: every replica cuts the same.
+    pub fn cut(&mut self, tenant: &str, before: i64) -> SeriesSamples {
+        let Some(th) = self.tenants.get_mut(tenant) else { return Vec::new() };
+        let chunk_samples = self.cfg.chunk_samples;
+        let mut out: SeriesSamples = Vec::new();
+        let mut kept: Vec<MemSeries> = Vec::with_capacity(th.series.len());
+        let mut min_t = i64::MAX;
+        for s in std::mem::take(&mut th.series) {
+            let all = s.samples(i64::MIN, i64::MAX);
+            let split = all.partition_point(|(t, _)| *t < before);
+            if split > 0 {
+                out.push((s.labels.clone(), all[..split].to_vec()));
+            }
+            if split == all.len() && s.last_t < before {
+                continue;
+            }
+            let mut ns = MemSeries::new(s.labels);
+            for &(t, v) in &all[split..] {
+                if ns.open.num_samples() >= chunk_samples {
+                    let full = std::mem::take(&mut ns.open);
+                    ns.closed.push(ClosedChunk {
+                        min_t: full.min_time(),
+                        max_t: full.max_time(),
+                        data: full.bytes().to_vec(),
+                    });
+                }
+                ns.open.append(t, v);
+                min_t = min_t.min(t);
+            }
+            ns.last_t = s.last_t;
+            ns.last_v = s.last_v;
+            kept.push(ns);
+        }
+        let mut fresh = TenantHead::new();
+        for s in kept {
+            let r = fresh.add_series(s.labels.clone());
+            fresh.series[r as usize] = s;
+        }
+        fresh.max_t = th.max_t;
+        fresh.min_t = min_t;
+        fresh.cut_before = th.cut_before.max(before);
+        *th = fresh;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 }
 
@@ -504,6 +604,37 @@ mod tests {
 
     fn m(n: &str, op: MatchOp, v: &str) -> Matcher {
         Matcher::new(n, op, v).unwrap()
+    }
+
+    #[test]
+    fn cut_moves_old_samples_out_and_rejects_late_ones() {
+        let mut h = Head::new(HeadConfig::default());
+        h.append(
+            "t",
+            &req(vec![
+                ts(&[("__name__", "a")], &[(1000, 1.0), (2000, 2.0), (3000, 3.0)]),
+                ts(&[("__name__", "b")], &[(1500, 1.0)]),
+            ]),
+        );
+        let before = h.snapshot().unwrap();
+        let cut = h.cut("t", 2500);
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[0].1, vec![(1000, 1.0), (2000, 2.0)]);
+        assert_eq!(cut[1].1, vec![(1500, 1.0)]);
+        // Only the newer sample stays; series "b" (nothing left, not written since) is gone.
+        let left = h.select("t", &[m("__name__", MatchOp::Regex, ".+")], i64::MIN, i64::MAX, false);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1, vec![(3000, 3.0)]);
+        assert_eq!(h.tenant_ranges()[0].min_t, 3000);
+        let out = h.append("t", &req(vec![ts(&[("__name__", "a")], &[(2400, 9.0), (4000, 4.0)])]));
+        assert_eq!((out.samples_written, out.samples_rejected), (1, 1));
+        assert!(out.errors[0].contains("already in a block"), "{:?}", out.errors);
+        // Cutting is deterministic: the same head cut twice gives the same bytes.
+        let mut h2 = Head::new(HeadConfig::default());
+        h2.restore(&before).unwrap();
+        h2.cut("t", 2500);
+        h2.append("t", &req(vec![ts(&[("__name__", "a")], &[(2400, 9.0), (4000, 4.0)])]));
+        assert_eq!(h.snapshot().unwrap(), h2.snapshot().unwrap());
     }
 
     #[test]

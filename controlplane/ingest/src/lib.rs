@@ -8,6 +8,7 @@
 //! snapshots of the head let the log be purged and bring new or lagging
 //! replicas up to date. The head is served over the StoreAPI.
 
+pub mod block_flush;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -17,5 +18,6 @@ pub mod state_machine;
 pub mod store_api;
 pub mod write;
 
+pub use block_flush::BlockConfig;
 pub use server::{IngestError, IngesterConfig, parse_peers, run};
 pub use strata_head::{chunk, head};

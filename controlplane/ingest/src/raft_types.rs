@@ -11,6 +11,11 @@ use crate::head::AppendOutcome;
 pub enum Request {
     /// Group-committed remote writes: (tenant, encoded `prometheus.WriteRequest`).
     Write { items: Vec<(String, Vec<u8>)> },
+    /// Cut `tenant`'s samples older than `before` out of the head into a
+    /// pending block (every replica freezes the same data).
+    CutBlock { tenant: String, before: i64 },
+    /// The pending block `id` is in object storage: replicas release it.
+    BlockUploaded { id: String },
 }
 
 /// What applying an entry produced: one outcome per write item.

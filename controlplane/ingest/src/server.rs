@@ -22,6 +22,7 @@ use strata_otel_prom::Translator;
 use strata_proto::raft::raft_server::RaftServer;
 use strata_proto::store::store_server::StoreServer;
 
+use crate::block_flush::{BlockConfig, BlockFlusher, FlushError};
 use crate::head::HeadConfig;
 use crate::log_store::LogStore;
 use crate::network::{Network, RaftRpc};
@@ -50,6 +51,9 @@ pub struct IngesterConfig {
     pub keep_logs: u64,
     pub heartbeat: Duration,
     pub election_timeout: Duration,
+    pub blocks: BlockConfig,
+    /// Object storage for blocks (local directory).
+    pub objstore_path: PathBuf,
 }
 
 impl Default for IngesterConfig {
@@ -67,6 +71,8 @@ impl Default for IngesterConfig {
             keep_logs: 1000,
             heartbeat: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),
+            blocks: BlockConfig::default(),
+            objstore_path: PathBuf::from("./data/objstore"),
         }
     }
 }
@@ -96,6 +102,10 @@ pub struct IngesterMetrics {
     is_leader: Gauge,
     head_series: Gauge,
     head_samples: Gauge,
+    blocks_cut: Gauge,
+    blocks_uploaded: Gauge,
+    blocks_pending: Gauge,
+    block_upload_errors: Gauge,
 }
 
 impl IngesterMetrics {
@@ -111,6 +121,10 @@ impl IngesterMetrics {
             is_leader: Gauge::default(),
             head_series: Gauge::default(),
             head_samples: Gauge::default(),
+            blocks_cut: Gauge::default(),
+            blocks_uploaded: Gauge::default(),
+            blocks_pending: Gauge::default(),
+            block_upload_errors: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -134,6 +148,10 @@ impl IngesterMetrics {
         r.register("raft_is_leader", "1 if this node is the Raft leader", m.is_leader.clone());
         r.register("head_series", "Series in the head (all tenants)", m.head_series.clone());
         r.register("head_samples", "Samples in the head (all tenants)", m.head_samples.clone());
+        r.register("blocks_cut", "Blocks cut from the head since start (applied cuts)", m.blocks_cut.clone());
+        r.register("blocks_uploaded", "Blocks confirmed uploaded since start", m.blocks_uploaded.clone());
+        r.register("blocks_pending", "Blocks cut but not yet uploaded", m.blocks_pending.clone());
+        r.register("block_upload_errors", "Failed block uploads by this node", m.block_upload_errors.clone());
         IngesterMetrics { registry: r, ..m }
     }
 }
@@ -141,6 +159,7 @@ impl IngesterMetrics {
 /// Shared by the HTTP handlers.
 pub struct AppState {
     pub cfg: IngesterConfig,
+    pub flusher: Arc<BlockFlusher>,
     pub raft: Raft,
     pub sm: StateMachine,
     pub proposer: Arc<Proposer>,
@@ -230,12 +249,33 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     st.metrics.last_log.set(m.last_log_index.unwrap_or(0) as i64);
     st.metrics.applied.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
     st.metrics.is_leader.set((m.current_leader == Some(st.cfg.node_id)) as i64);
-    let (series, samples) = st.sm.state.read().await.head.stats();
-    st.metrics.head_series.set(series as i64);
-    st.metrics.head_samples.set(samples as i64);
+    {
+        let sm = st.sm.state.read().await;
+        let (series, samples) = sm.head.stats();
+        st.metrics.head_series.set(series as i64);
+        st.metrics.head_samples.set(samples as i64);
+        st.metrics.blocks_cut.set(sm.blocks.cut_total as i64);
+        st.metrics.blocks_uploaded.set(sm.blocks.uploaded_total as i64);
+        st.metrics.blocks_pending.set(sm.blocks.pending.len() as i64);
+    }
+    st.metrics.block_upload_errors.set(st.flusher.upload_errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry);
     ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+/// `POST /api/v1/admin/flush`: cut and upload everything the head holds now
+/// (scale-down, maintenance, tests). Must be sent to the leader.
+async fn admin_flush(State(st): State<Arc<AppState>>) -> Response {
+    match st.flusher.flush_all().await {
+        Ok(ids) => Json(json!({"status": "success", "blocks": ids})).into_response(),
+        Err(FlushError::NotLeader(l)) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(json!({"status": "error", "error": format!("this node is not the Raft leader; send the flush to node {l:?}")})),
+        )
+            .into_response(),
+        Err(e) => raft_error(e),
+    }
 }
 
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
@@ -257,12 +297,20 @@ pub async fn run(
     }
     let storage = |p: PathBuf| move |source| IngestError::Storage { path: p.display().to_string(), source };
     let log = LogStore::open(&cfg.storage_path.join("raft")).map_err(storage(cfg.storage_path.join("raft")))?;
-    let sm = StateMachine::open(cfg.storage_path.join("state"), cfg.head.clone())
+    let sm = StateMachine::open(cfg.storage_path.join("state"), cfg.head.clone(), &cfg.shard)
         .map_err(storage(cfg.storage_path.join("state")))?;
+    std::fs::create_dir_all(&cfg.objstore_path).map_err(storage(cfg.objstore_path.clone()))?;
+    let objstore: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(&cfg.objstore_path)
+            .map_err(|e| IngestError::Config(format!("object store at {}: {e}", cfg.objstore_path.display())))?,
+    );
     let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network, log, sm.clone())
         .await
         .map_err(|e| IngestError::Raft(e.to_string()))?;
     let proposer = Proposer::start(raft.clone(), cfg.node_id);
+    let flusher =
+        BlockFlusher::new(cfg.blocks.clone(), raft.clone(), sm.clone(), cfg.node_id, cfg.shard.clone(), objstore);
+    tokio::spawn(flusher.clone().run());
 
     let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_listen).await.map_err(|source| IngestError::Bind {
         what: "gRPC",
@@ -277,6 +325,7 @@ pub async fn run(
 
     let state = Arc::new(AppState {
         cfg: cfg.clone(),
+        flusher,
         raft: raft.clone(),
         sm: sm.clone(),
         proposer: proposer.clone(),
@@ -289,6 +338,7 @@ pub async fn run(
         .route("/api/v1/status/raft", get(raft_status))
         .route("/api/v1/admin/raft/learner", post(add_learner))
         .route("/api/v1/admin/raft/membership", post(change_membership))
+        .route("/api/v1/admin/flush", post(admin_flush))
         .route("/metrics", get(metrics))
         .route("/-/ready", get(ready))
         .route("/-/healthy", get(|| async { "OK\n" }))

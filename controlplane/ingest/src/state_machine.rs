@@ -3,6 +3,7 @@
 //! serialized head plus the last applied log id and membership; they are
 //! also written to disk so a restart replays only the log after them.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,14 +17,38 @@ use serde::{Deserialize, Serialize};
 use strata_proto::prometheus::WriteRequest;
 use tokio::sync::RwLock;
 
-use crate::head::{AppendOutcome, Head, HeadConfig};
+use crate::head::{AppendOutcome, Head, HeadConfig, SeriesSamples};
 use crate::raft_types::{Entry, LogId, NodeId, Request, Response, StorageError, TypeConfig};
+
+/// A block cut from the head: frozen data waiting for (or kept briefly
+/// after) its upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrozenBlock {
+    pub id: String,
+    pub tenant: String,
+    /// Oldest sample; the block covers `[min_t, before)`.
+    pub min_t: i64,
+    pub before: i64,
+    pub series: SeriesSamples,
+}
+
+/// Blocks cut from the head. `pending` is replicated state (in snapshots);
+/// `retained` is local: uploaded blocks kept in memory until the store
+/// gateways have surely picked them up.
+#[derive(Debug, Default)]
+pub struct BlockBook {
+    pub pending: BTreeMap<String, FrozenBlock>,
+    pub retained: Vec<(FrozenBlock, std::time::Instant)>,
+    pub cut_total: u64,
+    pub uploaded_total: u64,
+}
 
 /// State shared with readers (StoreAPI, status).
 pub struct SmState {
     pub head: Head,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership<NodeId, openraft::BasicNode>,
+    pub blocks: BlockBook,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,6 +62,7 @@ struct SnapshotBody {
     last_applied: Option<LogId>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     head: Vec<u8>,
+    pending_blocks: Vec<FrozenBlock>,
 }
 
 #[derive(Clone)]
@@ -44,6 +70,38 @@ pub struct StateMachine {
     pub state: Arc<RwLock<SmState>>,
     dir: PathBuf,
     snapshot_idx: Arc<std::sync::atomic::AtomicU64>,
+    /// Shard name: part of every block id.
+    shard: String,
+}
+
+/// Snapshot body written before blocks existed (session-1 data dirs).
+#[derive(Deserialize)]
+struct SnapshotBodyV1 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    head: Vec<u8>,
+}
+
+fn decode_body(data: &[u8]) -> Result<SnapshotBody, bincode::Error> {
+    bincode::deserialize::<SnapshotBody>(data).or_else(|e| {
+        let v1: SnapshotBodyV1 = bincode::deserialize(data).map_err(|_| e)?;
+        Ok(SnapshotBody {
+            last_applied: v1.last_applied,
+            membership: v1.membership,
+            head: v1.head,
+            pending_blocks: vec![],
+        })
+    })
+}
+
+impl SmState {
+    fn restore_body(&mut self, body: SnapshotBody) -> Result<(), bincode::Error> {
+        self.head.restore(&body.head)?;
+        self.last_applied = body.last_applied;
+        self.membership = body.membership;
+        self.blocks.pending = body.pending_blocks.into_iter().map(|b| (b.id.clone(), b)).collect();
+        Ok(())
+    }
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -52,20 +110,27 @@ fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
 
 impl StateMachine {
     /// Opens the state machine, restoring the last snapshot from `dir` if present.
-    pub fn open(dir: PathBuf, cfg: HeadConfig) -> std::io::Result<Self> {
+    pub fn open(dir: PathBuf, cfg: HeadConfig, shard: &str) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let mut state = SmState { head: Head::new(cfg), last_applied: None, membership: StoredMembership::default() };
+        let mut state = SmState {
+            head: Head::new(cfg),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            blocks: BlockBook::default(),
+        };
         if let Ok(bytes) = std::fs::read(dir.join("snapshot.bin")) {
-            let file: SnapshotFile =
-                bincode::deserialize(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let body: SnapshotBody = bincode::deserialize(&file.data)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            state.head.restore(&body.head).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            state.last_applied = body.last_applied;
-            state.membership = body.membership;
+            let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            let file: SnapshotFile = bincode::deserialize(&bytes).map_err(invalid)?;
+            let body = decode_body(&file.data).map_err(invalid)?;
+            state.restore_body(body).map_err(invalid)?;
             tracing::info!(last_applied = ?state.last_applied, "restored head from snapshot");
         }
-        Ok(StateMachine { state: Arc::new(RwLock::new(state)), dir, snapshot_idx: Arc::new(0.into()) })
+        Ok(StateMachine {
+            state: Arc::new(RwLock::new(state)),
+            dir,
+            snapshot_idx: Arc::new(0.into()),
+            shard: shard.to_string(),
+        })
     }
 
     fn save_snapshot_file(&self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, data: &[u8]) -> std::io::Result<()> {
@@ -96,7 +161,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (data, last_applied, membership) = {
             let st = self.state.read().await;
             let head = tokio::task::block_in_place(|| st.head.snapshot()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let body = SnapshotBody { last_applied: st.last_applied, membership: st.membership.clone(), head };
+            let body = SnapshotBody {
+                last_applied: st.last_applied,
+                membership: st.membership.clone(),
+                head,
+                pending_blocks: st.blocks.pending.values().cloned().collect(),
+            };
             (bincode::serialize(&body).map_err(|e| sm_err(ErrorVerb::Read, e))?, st.last_applied, st.membership.clone())
         };
         let idx = self.snapshot_idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -139,6 +209,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     });
                     out.push(Response { outcomes });
                 }
+                EntryPayload::Normal(Request::CutBlock { tenant, before }) => {
+                    let shard = self.shard.clone();
+                    tokio::task::block_in_place(|| {
+                        let series = st.head.cut(&tenant, before);
+                        if series.is_empty() {
+                            return;
+                        }
+                        let min_t = series.iter().filter_map(|(_, s)| s.first().map(|x| x.0)).min().unwrap_or(before);
+                        let id = strata_blocks::block_id(&shard, &tenant, min_t, before);
+                        st.blocks.cut_total += 1;
+                        tracing::info!(%id, %tenant, min_t, before, series = series.len(), "cut block");
+                        st.blocks.pending.insert(id.clone(), FrozenBlock { id, tenant, min_t, before, series });
+                    });
+                    out.push(Response::default());
+                }
+                EntryPayload::Normal(Request::BlockUploaded { id }) => {
+                    if let Some(b) = st.blocks.pending.remove(&id) {
+                        st.blocks.uploaded_total += 1;
+                        st.blocks.retained.push((b, std::time::Instant::now()));
+                    }
+                    out.push(Response::default());
+                }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(e.log_id), m);
                     out.push(Response::default());
@@ -162,10 +254,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = bincode::deserialize(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let body = decode_body(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         {
             let mut st = self.state.write().await;
-            tokio::task::block_in_place(|| st.head.restore(&body.head)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            tokio::task::block_in_place(|| st.restore_body(body)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
         }

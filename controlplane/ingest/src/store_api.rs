@@ -42,11 +42,33 @@ impl HeadStore {
 
 type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, tonic::Status>> + Send>>;
 
+/// Sorts by labels and merges entries with equal labels (head + frozen
+/// blocks hold disjoint time ranges of one series).
+fn merge_by_labels(mut sel: strata_head::SeriesSamples) -> strata_head::SeriesSamples {
+    sel.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.first().map(|x| x.0).cmp(&b.1.first().map(|x| x.0))));
+    let mut out: strata_head::SeriesSamples = Vec::with_capacity(sel.len());
+    for (l, s) in sel {
+        match out.last_mut() {
+            Some(last) if last.0 == l => {
+                last.1.extend(s);
+                last.1.sort_by_key(|x| x.0);
+                last.1.dedup_by_key(|x| x.0);
+            }
+            _ => out.push((l, s)),
+        }
+    }
+    out
+}
+
 #[tonic::async_trait]
 impl Store for HeadStore {
     async fn info(&self, _: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
         let st = self.sm.state.read().await;
-        let (min_time, max_time) = st.head.time_range().unwrap_or((i64::MAX, i64::MIN));
+        let (mut min_time, mut max_time) = st.head.time_range().unwrap_or((i64::MAX, i64::MIN));
+        for b in st.blocks.pending.values().chain(st.blocks.retained.iter().map(|(b, _)| b)) {
+            min_time = min_time.min(b.min_t);
+            max_time = max_time.max(b.before - 1);
+        }
         Ok(tonic::Response::new(InfoResponse {
             min_time,
             max_time,
@@ -69,7 +91,24 @@ impl Store for HeadStore {
         self.read_barrier().await;
         let selected = {
             let st = self.sm.state.read().await;
-            st.head.select(tenant(&r.tenant), &ms, r.min_time, r.max_time, r.skip_samples)
+            let t = tenant(&r.tenant);
+            let mut sel = st.head.select(t, &ms, r.min_time, r.max_time, r.skip_samples);
+            // Cut blocks not yet uploaded (or recently uploaded) are still served from memory.
+            let frozen = st.blocks.pending.values().chain(st.blocks.retained.iter().map(|(b, _)| b));
+            for b in frozen.filter(|b| b.tenant == t && b.min_t <= r.max_time && b.before > r.min_time) {
+                for (labels, samples) in &b.series {
+                    if !ms.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or(""))) {
+                        continue;
+                    }
+                    let part: Vec<(i64, f64)> =
+                        samples.iter().copied().filter(|(ts, _)| *ts >= r.min_time && *ts <= r.max_time).collect();
+                    if part.is_empty() {
+                        continue;
+                    }
+                    sel.push((labels.clone(), if r.skip_samples { Vec::new() } else { part }));
+                }
+            }
+            merge_by_labels(sel)
         };
         let batches: Vec<Result<SeriesResponse, tonic::Status>> = selected
             .chunks(500)

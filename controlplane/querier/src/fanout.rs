@@ -105,7 +105,8 @@ impl StoreSet {
             match info {
                 Some(info) => {
                     // Blocks only cover what they cover; an ingester's head moves, so ask it anyway.
-                    if info.component == "store" && (info.min_time > max_t || info.max_time < min_t) {
+                    let empty = info.min_time > info.max_time;
+                    if info.component == "store" && !empty && (info.min_time > max_t || info.max_time < min_t) {
                         continue;
                     }
                     let shard = if info.shard.is_empty() { s.addr.clone() } else { info.shard.clone() };

@@ -21,12 +21,16 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at startup: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Raft-replicated ingester: remote write + OTLP in, head served over the StoreAPI.
     Ingester(IngesterArgs),
     /// Prometheus HTTP API + remote read over the StoreAPI of ingesters and stores.
     Querier(QuerierArgs),
+    /// Store gateway: serves the Parquet blocks in object storage over the StoreAPI.
+    Store(StoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +102,38 @@ struct IngesterArgs {
     /// Largest accepted request body in bytes (compressed).
     #[arg(long = "limits.max-request-bytes", default_value_t = 32 << 20)]
     max_request_bytes: usize,
+    /// Block range: the head is cut into blocks of this span (Prometheus: 2h).
+    #[arg(long = "block.duration", default_value = "2h", value_parser = humantime::parse_duration)]
+    block_duration: Duration,
+    /// A range is cut once the newest sample is this far past its end (default: half the block duration).
+    #[arg(long = "block.grace", value_parser = humantime::parse_duration)]
+    block_grace: Option<Duration>,
+    /// A tenant without new samples for this long is flushed entirely (default: the block duration).
+    #[arg(long = "block.idle-flush", value_parser = humantime::parse_duration)]
+    block_idle_flush: Option<Duration>,
+    /// How long an uploaded block stays in memory (until store gateways have synced it).
+    #[arg(long = "block.retain-after-upload", default_value = "5m", value_parser = humantime::parse_duration)]
+    block_retain: Duration,
+    /// Object storage for blocks: a local directory.
+    #[arg(long = "objstore.path", default_value = "./data/objstore")]
+    objstore_path: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    #[arg(long = "grpc.listen-address", default_value = "127.0.0.1:9096")]
+    grpc_listen: SocketAddr,
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9097")]
+    web_listen: SocketAddr,
+    /// Object storage holding the blocks: a local directory.
+    #[arg(long = "objstore.path", default_value = "./data/objstore")]
+    objstore_path: PathBuf,
+    /// How often the bucket is listed for new blocks.
+    #[arg(long = "store.sync-interval", default_value = "30s", value_parser = humantime::parse_duration)]
+    sync_interval: Duration,
+    /// Shard name reported to queriers (store replicas of one bucket share it).
+    #[arg(long = "shard", default_value = "blocks")]
+    shard: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,8 +160,16 @@ fn main() -> anyhow::Result<()> {
                 keep_logs: a.keep_logs,
                 heartbeat: a.heartbeat,
                 election_timeout: a.election_timeout,
+                blocks: strata_ingest::BlockConfig {
+                    duration: a.block_duration,
+                    grace: a.block_grace.unwrap_or(a.block_duration / 2),
+                    idle_flush: a.block_idle_flush.unwrap_or(a.block_duration),
+                    retain_after_upload: a.block_retain,
+                },
+                objstore_path: a.objstore_path,
                 ..Default::default()
             };
+            anyhow::ensure!(a.block_duration >= Duration::from_secs(1), "--block.duration must be at least 1s");
             cfg.head.ooo_window_ms = a.ooo_window.as_millis() as i64;
             cfg.head.appendable_window_ms = a.appendable_window.as_millis() as i64;
             cfg.head.limits = strata_model::Limits {
@@ -157,6 +201,16 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
+        }
+        Cmd::Store(a) => {
+            let cfg = strata_store::StoreConfig {
+                grpc_listen: a.grpc_listen,
+                web_listen: a.web_listen,
+                objstore_path: a.objstore_path,
+                sync_interval: a.sync_interval,
+                shard: a.shard,
+            };
+            rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
         }
     }
     Ok(())

@@ -1,0 +1,411 @@
+//! `strata store`: the store gateway. It lists the blocks in object storage
+//! (`meta.json`) every sync interval, keeps each block's series index in
+//! memory (labels and row ranges from `series.parquet`), and answers the
+//! StoreAPI by matching series against that index and reading only the row
+//! ranges — hence only the pages — of the matching series from
+//! `samples.parquet`, with the file's footer and page index cached.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::Stream;
+use object_store::ObjectStore;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use strata_blocks::BlockIndex;
+use strata_model::{Labels, Matcher};
+use strata_proto::prometheus::Sample;
+use strata_proto::store::store_server::{Store, StoreServer};
+use strata_proto::store::{
+    InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series,
+    SeriesRequest, SeriesResponse,
+};
+use tokio::sync::RwLock;
+
+/// Settings of `strata store`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub grpc_listen: SocketAddr,
+    pub web_listen: SocketAddr,
+    /// Object storage (local directory) holding the blocks.
+    pub objstore_path: PathBuf,
+    pub sync_interval: Duration,
+    /// Shard name in `Info`: replicas serving the same bucket share it.
+    pub shard: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            grpc_listen: ([127, 0, 0, 1], 9096).into(),
+            web_listen: ([127, 0, 0, 1], 9097).into(),
+            objstore_path: PathBuf::from("./data/objstore"),
+            sync_interval: Duration::from_secs(30),
+            shard: "blocks".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object store at {0}: {1}")]
+    ObjectStore(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0} server failed: {1}")]
+    Serve(&'static str, String),
+}
+
+struct Metrics {
+    registry: Registry,
+    blocks: Gauge,
+    syncs: Counter,
+    sync_errors: Counter,
+    series_requests: Counter,
+}
+
+/// The gateway: synced blocks, served over the StoreAPI.
+pub struct Gateway {
+    store: Arc<dyn ObjectStore>,
+    blocks: RwLock<BTreeMap<String, Arc<BlockIndex>>>,
+    shard: String,
+    metrics: Metrics,
+    synced: std::sync::atomic::AtomicBool,
+}
+
+fn to_status(e: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::internal(e.to_string())
+}
+
+impl Gateway {
+    pub fn new(store: Arc<dyn ObjectStore>, shard: &str) -> Arc<Gateway> {
+        let mut registry = Registry::with_prefix("strata_store");
+        let m = Metrics {
+            blocks: Gauge::default(),
+            syncs: Counter::default(),
+            sync_errors: Counter::default(),
+            series_requests: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("blocks_loaded", "Blocks whose index is loaded", m.blocks.clone());
+        registry.register("syncs", "Block list syncs", m.syncs.clone());
+        registry.register("sync_errors", "Failed block list syncs or block loads", m.sync_errors.clone());
+        registry.register("series_requests", "StoreAPI Series calls", m.series_requests.clone());
+        Arc::new(Gateway {
+            store,
+            blocks: RwLock::new(BTreeMap::new()),
+            shard: shard.to_string(),
+            metrics: Metrics { registry, ..m },
+            synced: false.into(),
+        })
+    }
+
+    /// Lists the bucket and loads the index of new blocks; forgets deleted ones.
+    pub async fn sync(&self) -> Result<usize, strata_blocks::BlockError> {
+        self.metrics.syncs.inc();
+        let metas = strata_blocks::list_blocks(self.store.as_ref()).await.inspect_err(|_| {
+            self.metrics.sync_errors.inc();
+        })?;
+        let known: Vec<String> = self.blocks.read().await.keys().cloned().collect();
+        let mut fresh = Vec::new();
+        for m in &metas {
+            let key = format!("{}/{}", m.strata.tenant, m.ulid);
+            if known.contains(&key) {
+                continue;
+            }
+            match BlockIndex::load(self.store.as_ref(), m.clone()).await {
+                Ok(idx) => fresh.push((key, Arc::new(idx))),
+                Err(e) => {
+                    self.metrics.sync_errors.inc();
+                    tracing::warn!(block = %m.ulid, error = %e, "cannot load block index");
+                }
+            }
+        }
+        let listed: Vec<String> = metas.iter().map(|m| format!("{}/{}", m.strata.tenant, m.ulid)).collect();
+        let mut blocks = self.blocks.write().await;
+        blocks.retain(|k, _| listed.contains(k));
+        let added = fresh.len();
+        for (k, v) in fresh {
+            tracing::info!(block = %k, series = v.labels.len(), "block loaded");
+            blocks.insert(k, v);
+        }
+        self.metrics.blocks.set(blocks.len() as i64);
+        self.synced.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(added)
+    }
+
+    async fn overlapping(&self, tenant: &str, min_t: i64, max_t: i64) -> Vec<Arc<BlockIndex>> {
+        self.blocks
+            .read()
+            .await
+            .values()
+            .filter(|b| b.meta.strata.tenant == tenant && b.meta.min_time <= max_t && b.meta.max_time > min_t)
+            .cloned()
+            .collect()
+    }
+}
+
+fn matchers(ms: &[strata_proto::prometheus::LabelMatcher]) -> Result<Vec<Matcher>, tonic::Status> {
+    ms.iter().map(|m| Matcher::from_proto(m).map_err(|e| tonic::Status::invalid_argument(e.to_string()))).collect()
+}
+
+fn tenant(t: &str) -> &str {
+    if t.is_empty() { "anonymous" } else { t }
+}
+
+fn matching_refs(b: &BlockIndex, ms: &[Matcher]) -> Vec<u32> {
+    b.labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, tonic::Status>> + Send>>;
+
+/// The StoreAPI service of a gateway.
+#[derive(Clone)]
+pub struct GatewayService(pub Arc<Gateway>);
+
+#[tonic::async_trait]
+impl Store for GatewayService {
+    async fn info(&self, _: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+        let blocks = self.0.blocks.read().await;
+        let min_time = blocks.values().map(|b| b.meta.min_time).min().unwrap_or(i64::MAX);
+        let max_time = blocks.values().map(|b| b.meta.max_time - 1).max().unwrap_or(i64::MIN);
+        let mut tenants: Vec<String> = blocks.values().map(|b| b.meta.strata.tenant.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        Ok(tonic::Response::new(InfoResponse {
+            min_time,
+            max_time,
+            shard: self.0.shard.clone(),
+            component: "store".into(),
+            node_id: 0,
+            leader_id: 0,
+            tenants,
+        }))
+    }
+
+    type SeriesStream = SeriesStream;
+
+    async fn series(&self, req: tonic::Request<SeriesRequest>) -> Result<tonic::Response<SeriesStream>, tonic::Status> {
+        self.0.metrics.series_requests.inc();
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        if ms.is_empty() {
+            return Err(tonic::Status::invalid_argument("at least one matcher is required"));
+        }
+        let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for b in self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await {
+            let refs = matching_refs(&b, &ms);
+            if refs.is_empty() {
+                continue;
+            }
+            if r.skip_samples {
+                for &i in &refs {
+                    merged.entry(b.labels[i as usize].clone()).or_default();
+                }
+                continue;
+            }
+            let samples =
+                b.read_samples(self.0.store.clone(), &refs, r.min_time, r.max_time).await.map_err(to_status)?;
+            for (&i, s) in refs.iter().zip(samples) {
+                if s.is_empty() {
+                    continue;
+                }
+                let e = merged.entry(b.labels[i as usize].clone()).or_default();
+                e.extend(s);
+            }
+        }
+        let mut batches = Vec::new();
+        let mut cur = Vec::new();
+        for (labels, mut samples) in merged {
+            samples.sort_by_key(|x| x.0);
+            samples.dedup_by_key(|x| x.0);
+            cur.push(Series {
+                labels: labels.to_proto(),
+                samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
+            });
+            if cur.len() == 500 {
+                batches.push(Ok(SeriesResponse { series: std::mem::take(&mut cur), warnings: vec![] }));
+            }
+        }
+        if !cur.is_empty() {
+            batches.push(Ok(SeriesResponse { series: cur, warnings: vec![] }));
+        }
+        Ok(tonic::Response::new(Box::pin(futures::stream::iter(batches))))
+    }
+
+    async fn label_names(
+        &self,
+        req: tonic::Request<LabelNamesRequest>,
+    ) -> Result<tonic::Response<LabelNamesResponse>, tonic::Status> {
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        let mut names = std::collections::BTreeSet::new();
+        for b in self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await {
+            for i in matching_refs(&b, &ms) {
+                names.extend(b.labels[i as usize].iter().map(|(n, _)| n.to_string()));
+            }
+        }
+        Ok(tonic::Response::new(LabelNamesResponse { names: names.into_iter().collect() }))
+    }
+
+    async fn label_values(
+        &self,
+        req: tonic::Request<LabelValuesRequest>,
+    ) -> Result<tonic::Response<LabelValuesResponse>, tonic::Status> {
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        let mut values = std::collections::BTreeSet::new();
+        for b in self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await {
+            for i in matching_refs(&b, &ms) {
+                if let Some(v) = b.labels[i as usize].get(&r.name) {
+                    values.insert(v.to_string());
+                }
+            }
+        }
+        Ok(tonic::Response::new(LabelValuesResponse { values: values.into_iter().collect() }))
+    }
+}
+
+async fn metrics(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &g.metrics.registry);
+    ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out)
+}
+
+async fn ready(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
+    if g.synced.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "Ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: first block sync pending\n")
+    }
+}
+
+/// Runs the store gateway until `shutdown` resolves.
+pub async fn run(
+    cfg: StoreConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StoreError> {
+    let path = cfg.objstore_path.display().to_string();
+    std::fs::create_dir_all(&cfg.objstore_path).map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(&cfg.objstore_path)
+            .map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?,
+    );
+    let gw = Gateway::new(store, &cfg.shard);
+    let sync_gw = gw.clone();
+    let every = cfg.sync_interval;
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = sync_gw.sync().await {
+                tracing::warn!(error = %e, "block sync failed");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    let grpc_listener =
+        tokio::net::TcpListener::bind(cfg.grpc_listen).await.map_err(|e| StoreError::Bind(cfg.grpc_listen, e))?;
+    let web_listener =
+        tokio::net::TcpListener::bind(cfg.web_listen).await.map_err(|e| StoreError::Bind(cfg.web_listen, e))?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/ready", get(ready))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .with_state(gw.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut s1 = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(StoreServer::new(GatewayService(gw)).max_encoding_message_size(256 << 20))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
+            let _ = s1.wait_for(|s| *s).await;
+        });
+    let mut s2 = stop_rx;
+    let web = axum::serve(web_listener, app).with_graceful_shutdown(async move {
+        let _ = s2.wait_for(|s| *s).await;
+    });
+    tracing::info!(grpc = %cfg.grpc_listen, web = %cfg.web_listen, objstore = %path, "strata store started");
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (g, w) = tokio::join!(grpc, web);
+    g.map_err(|e| StoreError::Serve("gRPC", e.to_string()))?;
+    w.map_err(|e| StoreError::Serve("HTTP", e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_blocks::SeriesData;
+    use strata_model::MatchOp;
+    use strata_proto::prometheus::label_matcher;
+
+    #[tokio::test]
+    async fn serves_blocks_over_the_store_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let mk = |job: &str, t0: i64| SeriesData {
+            labels: Labels::from_pairs(vec![("__name__".into(), "up".into()), ("job".into(), job.into())]),
+            samples: (0..10).map(|k| (t0 + k * 1000, k as f64)).collect(),
+        };
+        // Two adjacent blocks holding one series each part.
+        strata_blocks::upload_block(store.as_ref(), "anonymous", "s0", 0, 10_000, &[mk("a", 0), mk("b", 0)])
+            .await
+            .unwrap();
+        strata_blocks::upload_block(store.as_ref(), "anonymous", "s0", 10_000, 20_000, &[mk("a", 10_000)])
+            .await
+            .unwrap();
+        let gw = Gateway::new(store, "blocks");
+        assert_eq!(gw.sync().await.unwrap(), 2);
+        assert_eq!(gw.sync().await.unwrap(), 0, "a second sync loads nothing new");
+        let svc = GatewayService(gw);
+        let info = svc.info(tonic::Request::new(InfoRequest {})).await.unwrap().into_inner();
+        assert_eq!((info.min_time, info.max_time, info.component.as_str()), (0, 19_999, "store"));
+        let m = Matcher::new("job", MatchOp::Equal, "a").unwrap().to_proto();
+        let req = SeriesRequest {
+            tenant: String::new(),
+            min_time: 5_000,
+            max_time: 14_000,
+            matchers: vec![m],
+            skip_samples: false,
+        };
+        use futures::StreamExt;
+        let mut stream = svc.series(tonic::Request::new(req)).await.unwrap().into_inner();
+        let batch = stream.next().await.unwrap().unwrap();
+        assert_eq!(batch.series.len(), 1);
+        let ts: Vec<i64> = batch.series[0].samples.iter().map(|s| s.timestamp).collect();
+        assert_eq!(ts, (5..=14).map(|k| k * 1000).collect::<Vec<_>>(), "merged across the two blocks");
+        let lv = svc
+            .label_values(tonic::Request::new(LabelValuesRequest {
+                tenant: String::new(),
+                name: "job".into(),
+                min_time: 0,
+                max_time: 20_000,
+                matchers: vec![strata_proto::prometheus::LabelMatcher {
+                    r#type: label_matcher::Type::Eq as i32,
+                    name: "__name__".into(),
+                    value: "up".into(),
+                }],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(lv.values, vec!["a", "b"]);
+    }
+}
