@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo (`make demo`): three environments (prod/dev/qa), each a sample
 # API + strata-agent, remote-writing into a 3-node Raft cluster of `strata
-# ingester`s; `strata querier` answers PromQL on 127.0.0.1:9090 (the
+# ingester`s that cut 5-minute Parquet blocks into ./data/objstore, served by
+# `strata store`; `strata querier` answers PromQL on 127.0.0.1:9090 (the
 # Prometheus HTTP API: point Grafana's Prometheus data source at it); the
 # load generator runs the steady/bursty/errors mix. Data lives under ./data
 # and survives a restart. Ctrl-C stops everything.
@@ -23,11 +24,15 @@ PEERS=1=127.0.0.1:9095,2=127.0.0.1:9195,3=127.0.0.1:9295
 for n in 1 2 3; do
   "$BIN/strata" ingester --raft.node-id $n --raft.peers $PEERS \
     --grpc.listen-address 127.0.0.1:9$((n - 1))95 --web.listen-address 127.0.0.1:9$((n - 1))09 \
-    --storage.path "$DATA/ingester-$n" >"$DATA/logs/ingester-$n.log" 2>&1 &
+    --storage.path "$DATA/ingester-$n" --objstore.path "$DATA/objstore" \
+    --block.duration "${BLOCK_DURATION:-5m}" >"$DATA/logs/ingester-$n.log" 2>&1 &
   pids+=($!)
 done
+"$BIN/strata" store --objstore.path "$DATA/objstore" --store.sync-interval 10s \
+  >"$DATA/logs/store.log" 2>&1 &
+pids+=($!)
 "$BIN/strata" querier --web.listen-address 127.0.0.1:9090 \
-  --endpoint 127.0.0.1:9095 --endpoint 127.0.0.1:9195 --endpoint 127.0.0.1:9295 \
+  --endpoint 127.0.0.1:9095 --endpoint 127.0.0.1:9195 --endpoint 127.0.0.1:9295 --endpoint 127.0.0.1:9096 \
   >"$DATA/logs/querier.log" 2>&1 &
 pids+=($!)
 
@@ -62,6 +67,7 @@ cat <<MSG
 Strata demo is running (data in $DATA, logs in $DATA/logs):
   querier (Prometheus HTTP API)  http://127.0.0.1:9090   (Grafana: Prometheus data source at this URL)
   ingesters (remote write, OTLP) http://127.0.0.1:9009  :9109  :9209   (Raft status: /api/v1/status/raft)
+  store gateway                  127.0.0.1:9096 (gRPC), http://127.0.0.1:9097/metrics; blocks in $DATA/objstore
   sample APIs                    http://127.0.0.1:8081 (prod)  :8082 (dev)  :8083 (qa)
   agent metrics                  http://127.0.0.1:8888/metrics (prod)  :8898 (dev)  :8908 (qa)
 Try:  curl -s 'http://127.0.0.1:9090/api/v1/query' --data-urlencode \
