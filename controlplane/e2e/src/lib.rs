@@ -152,6 +152,7 @@ pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<
             value: name.into(),
         }],
         skip_samples: false,
+        accept_chunks: false,
     };
     let mut stream = client.series(req).await.expect("Series").into_inner();
     let mut out = BTreeMap::new();

@@ -115,6 +115,34 @@ impl MemSeries {
     }
 }
 
+/// A series' data in wire form: encoded XOR chunks `(min_t, max_t, bytes)`.
+pub type ChunkList = Vec<(i64, i64, Vec<u8>)>;
+
+impl MemSeries {
+    /// Chunks overlapping `[min_t, max_t]` as they are held (closed and open
+    /// chunks copied, out-of-order samples encoded into one more chunk).
+    pub fn chunks(&self, min_t: i64, max_t: i64) -> ChunkList {
+        let mut out = Vec::new();
+        for c in &self.closed {
+            if c.max_t >= min_t && c.min_t <= max_t {
+                out.push((c.min_t, c.max_t, c.data.clone()));
+            }
+        }
+        if self.open.num_samples() > 0 && self.open.max_time() >= min_t && self.open.min_time() <= max_t {
+            out.push((self.open.min_time(), self.open.max_time(), self.open.bytes().to_vec()));
+        }
+        let ooo: Vec<(i64, u64)> = self.ooo.range(min_t..=max_t).map(|(t, v)| (*t, *v)).collect();
+        for part in ooo.chunks(120) {
+            let mut c = XorChunk::new();
+            for (t, v) in part {
+                c.append(*t, f64::from_bits(*v));
+            }
+            out.push((c.min_time(), c.max_time(), c.bytes().to_vec()));
+        }
+        out
+    }
+}
+
 /// One tenant's series and index.
 #[derive(Debug)]
 pub struct TenantHead {
@@ -439,6 +467,28 @@ impl Head {
         out
     }
 
+    /// Like [`Head::select`], but each series' data as XOR chunks.
+    pub fn select_chunks(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Vec<(Labels, ChunkList)> {
+        let Some(th) = self.tenants.get(tenant) else { return Vec::new() };
+        let mut out: Vec<(Labels, ChunkList)> = th
+            .select_refs(matchers)
+            .into_iter()
+            .filter_map(|r| {
+                let s = &th.series[r as usize];
+                let c = s.chunks(min_t, max_t);
+                (!c.is_empty()).then(|| (s.labels.clone(), c))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     pub fn label_names(&self, tenant: &str, matchers: &[Matcher]) -> Vec<String> {
         let Some(th) = self.tenants.get(tenant) else { return Vec::new() };
         if matchers.is_empty() {
@@ -604,6 +654,27 @@ mod tests {
 
     fn m(n: &str, op: MatchOp, v: &str) -> Matcher {
         Matcher::new(n, op, v).unwrap()
+    }
+
+    #[test]
+    fn chunks_hold_the_same_samples_as_select() {
+        let mut h = Head::new(HeadConfig { chunk_samples: 4, ..HeadConfig::default() });
+        let in_order: Vec<(i64, f64)> = (0..10).map(|k| (k * 1000 + 500, k as f64)).collect();
+        h.append("t", &req(vec![ts(&[("__name__", "a")], &in_order)]));
+        // Out-of-order samples inside the window.
+        h.append("t", &req(vec![ts(&[("__name__", "a")], &[(1000, 10.0), (2000, 20.0)])]));
+        let all = h.select("t", &[m("__name__", MatchOp::Equal, "a")], 1000, 7000, false);
+        let chunks = h.select_chunks("t", &[m("__name__", MatchOp::Equal, "a")], 1000, 7000);
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].1.len() >= 3, "closed, open and out-of-order chunks");
+        let mut merged: Vec<(i64, f64)> = chunks[0]
+            .1
+            .iter()
+            .flat_map(|(_, _, b)| chunk::decode(b).unwrap())
+            .filter(|(t, _)| (1000..=7000).contains(t))
+            .collect();
+        merged.sort_by_key(|s| s.0);
+        assert_eq!(merged, all[0].1);
     }
 
     #[test]

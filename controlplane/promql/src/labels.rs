@@ -17,6 +17,13 @@ impl Labels {
         Labels(pairs)
     }
 
+    /// Like [`Labels::new`], skipping the sort when the pairs already are
+    /// sorted, unique and non-empty (as sources send them).
+    pub fn from_sorted_or_sort(pairs: Vec<(String, String)>) -> Self {
+        let sorted = pairs.windows(2).all(|w| w[0].0 < w[1].0) && pairs.iter().all(|(_, v)| !v.is_empty());
+        if sorted { Labels(pairs) } else { Labels::new(pairs) }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.0[i].1.as_str())
     }

@@ -292,19 +292,35 @@ pub async fn evaluate(
         .await
         .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
     let mut warnings = Vec::new();
-    let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
     let mut loaded = 0usize;
-    for r in results {
-        let r = r?;
-        warnings.extend(r.warnings);
-        for s in r.data {
-            loaded += s.samples.len();
-            match merged.get_mut(&s.labels) {
-                Some(existing) => crate::fanout::merge_samples(existing, s.samples),
-                None => {
-                    merged.insert(s.labels, s.samples);
+    let mut storage = MemoryStorage::new();
+    if results.len() == 1 {
+        // One selector: its series are already merged and unique.
+        for r in results {
+            let r = r?;
+            warnings.extend(r.warnings);
+            for s in r.data {
+                loaded += s.samples.len();
+                storage.add(s);
+            }
+        }
+    } else {
+        let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        for r in results {
+            let r = r?;
+            warnings.extend(r.warnings);
+            for s in r.data {
+                loaded += s.samples.len();
+                match merged.get_mut(&s.labels) {
+                    Some(existing) => crate::fanout::merge_samples(existing, s.samples),
+                    None => {
+                        merged.insert(s.labels, s.samples);
+                    }
                 }
             }
+        }
+        for (labels, samples) in merged {
+            storage.add(Series { labels, samples });
         }
     }
     if loaded > engine.options().max_samples {
@@ -312,10 +328,6 @@ pub async fn evaluate(
     }
     warnings.sort();
     warnings.dedup();
-    let mut storage = MemoryStorage::new();
-    for (labels, samples) in merged {
-        storage.add(Series { labels, samples });
-    }
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut opts = engine.options().clone();
     opts.timeout = remaining;

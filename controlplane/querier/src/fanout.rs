@@ -193,8 +193,14 @@ impl StoreSet {
         max_t: i64,
         skip_samples: bool,
     ) -> Result<FanoutResult<Vec<Series>>, FanoutError> {
-        let req =
-            SeriesRequest { tenant: tenant.to_string(), min_time: min_t, max_time: max_t, matchers, skip_samples };
+        let req = SeriesRequest {
+            tenant: tenant.to_string(),
+            min_time: min_t,
+            max_time: max_t,
+            matchers,
+            skip_samples,
+            accept_chunks: true,
+        };
         let r = self
             .each_shard(min_t, max_t, |mut c| {
                 let req = req.clone();
@@ -211,22 +217,36 @@ impl StoreSet {
                 }
             })
             .await?;
-        let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut warnings = r.warnings;
+        let mut data: Vec<Series> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let single_source = r.data.len() == 1;
         for (series, w) in r.data {
             warnings.extend(w);
             for s in series {
-                let labels = Labels::new(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
-                let samples: Vec<(i64, f64)> = s.samples.into_iter().map(|x| (x.timestamp, x.value)).collect();
-                match merged.get_mut(&labels) {
-                    Some(existing) => merge_samples(existing, samples),
+                let labels = Labels::from_sorted_or_sort(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                let samples = series_samples(s.samples, &s.chunks, min_t, max_t)?;
+                if single_source
+                    && s.chunks.is_empty()
+                    && index.is_empty()
+                    && data.last().is_none_or(|l| l.labels < labels)
+                {
+                    // Fast path: one source, sorted, unique series.
+                    data.push(Series { labels, samples });
+                    continue;
+                }
+                if index.is_empty() {
+                    index = data.iter().enumerate().map(|(i, s)| (s.labels.clone(), i)).collect();
+                }
+                match index.get(&labels) {
+                    Some(&i) => merge_samples(&mut data[i].samples, samples),
                     None => {
-                        merged.insert(labels, samples);
+                        index.insert(labels.clone(), data.len());
+                        data.push(Series { labels, samples });
                     }
                 }
             }
         }
-        let mut data: Vec<Series> = merged.into_iter().map(|(labels, samples)| Series { labels, samples }).collect();
         data.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(FanoutResult { data, warnings })
     }
@@ -282,6 +302,25 @@ impl StoreSet {
         all.dedup();
         Ok(FanoutResult { data: all, warnings: r.warnings })
     }
+}
+
+/// A series' samples in `[min_t, max_t]` from its `samples` and decoded XOR
+/// `chunks` (which may overlap), in time order without duplicates.
+fn series_samples(
+    samples: Vec<strata_proto::prometheus::Sample>,
+    chunks: &[strata_proto::prometheus::Chunk],
+    min_t: i64,
+    max_t: i64,
+) -> Result<Vec<(i64, f64)>, FanoutError> {
+    let mut out: Vec<(i64, f64)> = samples.into_iter().map(|x| (x.timestamp, x.value)).collect();
+    for c in chunks {
+        let decoded = strata_head::chunk::decode(&c.data)
+            .ok_or_else(|| FanoutError::Unavailable("a store sent an undecodable XOR chunk".into()))?;
+        let lo = decoded.partition_point(|s| s.0 < min_t);
+        let hi = decoded.partition_point(|s| s.0 <= max_t);
+        merge_samples(&mut out, decoded[lo..hi].to_vec());
+    }
+    Ok(out)
 }
 
 /// Merges `more` into `into` (both time-sorted); on equal timestamps the

@@ -237,6 +237,7 @@ impl Store for GatewayService {
             cur.push(Series {
                 labels: labels.to_proto(),
                 samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
+                chunks: vec![],
             });
             if cur.len() == 500 {
                 batches.push(Ok(SeriesResponse { series: std::mem::take(&mut cur), warnings: vec![] }));

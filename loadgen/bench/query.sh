@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Side-by-side query_range latency: Debian's Prometheus, Debian's
+# VictoriaMetrics and Strata (1 ingester + querier), one after the other on
+# this machine, each loaded with the same `bench write` data (SERIES series,
+# HISTORY of 15 s samples), then timed with the dashboard queries of
+# loadgen/queries/dashboard.txt (median and p90 of RUNS runs, step 60 s over
+# the whole history).
+#
+#   bash loadgen/bench/query.sh [SERIES] [HISTORY] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
+SERIES="${1:-10000}"; HISTORY="${2:-2h}"; RUNS="${3:-10}"
+cargo build --release -q -p strata -p strata-loadgen
+B="$CARGO_TARGET_DIR/release"
+W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
+wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
+load() { "$B/strata-loadgen" bench write --url "$1" --series "$SERIES" --history "$HISTORY" --interval 15s --senders 4 --samples-per-series 20 | grep '^bench write'; }
+run_queries() { # name base-url
+  echo "== $1"
+  "$B/strata-loadgen" bench query --url "$2" --queries loadgen/queries/dashboard.txt --range "$HISTORY" --step 60s --runs "$RUNS"
+}
+
+if [ -z "${ONLY_STRATA:-}" ] && command -v prometheus >/dev/null; then
+  printf 'global:\n  scrape_interval: 15s\n' > "$W/prom.yml"
+  prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/prom" --web.listen-address=127.0.0.1:19990 \
+    --web.enable-remote-write-receiver --log.level=warn >"$W/prom.log" 2>&1 &
+  P=$!; wait_up http://127.0.0.1:19990/-/ready
+  load http://127.0.0.1:19990/api/v1/write
+  run_queries "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}')" http://127.0.0.1:19990
+  kill $P; wait $P 2>/dev/null || true
+fi
+if [ -z "${ONLY_STRATA:-}" ] && command -v victoria-metrics >/dev/null; then
+  victoria-metrics -storageDataPath="$W/vm" -httpListenAddr=127.0.0.1:19991 -loggerLevel=ERROR \
+    -search.disableCache >"$W/vm.log" 2>&1 &
+  P=$!; wait_up http://127.0.0.1:19991/health
+  load http://127.0.0.1:19991/api/v1/write
+  curl -s http://127.0.0.1:19991/internal/force_flush >/dev/null || true
+  sleep 2
+  run_queries "victoria-metrics (cache disabled)" http://127.0.0.1:19991
+  kill $P; wait $P 2>/dev/null || true
+fi
+"$B/strata" ingester --raft.node-id 1 --raft.peers 1=127.0.0.1:19195 --grpc.listen-address 127.0.0.1:19195 \
+  --web.listen-address 127.0.0.1:19109 --storage.path "$W/s1" --objstore.path "$W/objstore" --log.level warn >"$W/s1.log" 2>&1 &
+P1=$!; wait_up http://127.0.0.1:19109/-/ready
+"$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --log.level warn >"$W/q.log" 2>&1 &
+P2=$!; wait_up http://127.0.0.1:19190/-/ready
+load http://127.0.0.1:19109/api/v1/write
+run_queries "strata (1 ingester + querier, head)" http://127.0.0.1:19190
+kill $P1 $P2; wait $P1 $P2 2>/dev/null || true
