@@ -1,6 +1,8 @@
 //! The querier against Debian's Prometheus: the same generated data is
-//! remote-written to both, and a corpus of dashboard-style and edge-case
-//! queries must give the same answers through both HTTP APIs. Also the
+//! remote-written to both (in Strata, the first half is flushed into a
+//! Parquet block served by `strata store`, the rest stays in the head), and
+//! a corpus of dashboard-style and edge-case queries over a window crossing
+//! that boundary must give the same answers through both HTTP APIs. Also the
 //! API's shapes and errors, a replica failure, and Prometheus reading
 //! Strata through `remote_read`.
 
@@ -81,11 +83,15 @@ fn generate(base: i64) -> SeriesData {
 
 /// Writes `data` in 10-minute slices, in time order.
 async fn write_all(client: &reqwest::Client, url: &str, data: &SeriesData) {
+    write_range(client, url, data, 0, data[0].1.len()).await;
+}
+
+/// Writes samples `from..to` of every series, in 10-minute slices.
+async fn write_range(client: &reqwest::Client, url: &str, data: &SeriesData, from: usize, n: usize) {
     let slice = 40; // samples per series per request
-    let n = data[0].1.len();
-    let mut i = 0;
+    let mut i = from;
     while i < n {
-        let part: SeriesData = data.iter().map(|(l, s)| (l.clone(), s[i..(i + slice).min(s.len())].to_vec())).collect();
+        let part: SeriesData = data.iter().map(|(l, s)| (l.clone(), s[i..(i + slice).min(n)].to_vec())).collect();
         write_series(client, url, &part).await;
         i += slice;
     }
@@ -213,8 +219,10 @@ async fn differential_against_prometheus() {
         return;
     }
     let dir = test_dir();
-    let mut cluster = Cluster::start(dir.path(), 3, &[]).await;
-    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
+    let mut cluster = Cluster::start(dir.path(), 3, &["--block.retain-after-upload=1s"]).await;
+    let store = StoreGateway::start(dir.path(), &dir.path().join("objstore"), &["--store.sync-interval=500ms"]).await;
+    let mut endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
+    endpoints.push(store.grpc_addr());
     let querier = Querier::start(dir.path(), &endpoints, &[]).await;
     let prom = Prometheus::start(dir.path(), free_port()).await;
     let client = reqwest::Client::new();
@@ -223,7 +231,19 @@ async fn differential_against_prometheus() {
     let base = (now - MINUTES * 60_000) / 60_000 * 60_000 + 7_000;
     let data = generate(base);
     write_all(&client, &prom.write_url(), &data).await;
-    write_all(&client, &cluster.nodes[1].write_url(), &data).await;
+    // Strata: the first 35 minutes go into a block, the rest stays in the head.
+    let split = 140;
+    write_range(&client, &cluster.nodes[1].write_url(), &data, 0, split).await;
+    let leader = cluster.wait_leader(None, Duration::from_secs(10)).await;
+    let r = client.post(cluster.nodes[leader as usize - 1].web_url("/api/v1/admin/flush")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    write_range(&client, &cluster.nodes[1].write_url(), &data, split, data[0].1.len()).await;
+    let cut = data[0].1[split].0;
+    wait_for(Duration::from_secs(30), "the ingesters to release the block's samples", || async {
+        let s = read_series(&cluster.nodes[1].grpc_addr(), "anonymous", "http_requests_total").await;
+        s.values().all(|v| v.first().is_some_and(|(t, _)| *t >= cut)).then_some(())
+    })
+    .await;
 
     let start = (base / 60_000 + 16) * 60_000;
     let end = (base / 60_000 + MINUTES - 2) * 60_000;
