@@ -4,9 +4,13 @@
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/strata-target
 
-.PHONY: test lint unit compose-check fuzz-smoke demo bench-translate
+.PHONY: test lint unit compose-check fuzz-smoke demo bench-translate dashboard
 
-test: lint unit compose-check
+test: dashboard lint unit compose-check
+
+# The web dashboard (npm + Vite); the querier embeds controlplane/dashboard/dist at build time.
+dashboard:
+	cd controlplane/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
 lint:
 	cargo fmt --all -- --check
@@ -25,7 +29,7 @@ compose-check:
 fuzz-smoke:
 	bash .ci/fuzz-smoke
 
-demo:
+demo: dashboard
 	bash controlplane/demo.sh
 
 bench-translate:

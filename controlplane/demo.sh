@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 DATA="${DATA_DIR:-./data}"
 SCENARIO="${SCENARIO:-steady}"
+if [ ! -f controlplane/dashboard/dist/index.html ]; then
+  (cd controlplane/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+fi
 cargo build --release -p strata -p strata-agent -p sample-api -p strata-loadgen
 BIN="$CARGO_TARGET_DIR/release"
 mkdir -p "$DATA/logs"
@@ -65,7 +68,7 @@ sleep 2
 cat <<MSG
 
 Strata demo is running (data in $DATA, logs in $DATA/logs):
-  querier (Prometheus HTTP API)  http://127.0.0.1:9090   (Grafana: Prometheus data source at this URL)
+  dashboard + Prometheus API     http://127.0.0.1:9090   (Grafana: Prometheus data source at this URL)
   ingesters (remote write, OTLP) http://127.0.0.1:9009  :9109  :9209   (Raft status: /api/v1/status/raft)
   store gateway                  127.0.0.1:9096 (gRPC), http://127.0.0.1:9097/metrics; blocks in $DATA/objstore
   sample APIs                    http://127.0.0.1:8081 (prod)  :8082 (dev)  :8083 (qa)

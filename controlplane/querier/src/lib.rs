@@ -3,6 +3,7 @@
 //! fan-out to ingesters and store gateways, evaluated by `strata-promql`.
 
 pub mod api;
+pub mod dashboard;
 pub mod fanout;
 pub mod remote_read;
 
@@ -139,6 +140,7 @@ pub fn router(state: Arc<QuerierState>) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/healthy", get(|| async { "Strata querier is Healthy.\n" }))
         .with_state(state)
+        .merge(dashboard::router())
 }
 
 /// Keeps store `Info` fresh (leaders, shards, time ranges).

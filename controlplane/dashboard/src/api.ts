@@ -1,0 +1,110 @@
+// Minimal client for the Prometheus HTTP API served by the querier.
+
+export type Point = [number, string];
+export interface Series {
+  metric: Record<string, string>;
+  values?: Point[];
+  value?: Point;
+}
+export interface Result {
+  series: Series[];
+  warnings: string[];
+}
+
+export class QueryError extends Error {
+  constructor(
+    message: string,
+    public kind: string,
+  ) {
+    super(message);
+  }
+}
+
+async function call(path: string, params: Record<string, string>): Promise<{ data: unknown; warnings: string[] }> {
+  let resp: Response;
+  try {
+    resp = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(params).toString(),
+    });
+  } catch {
+    throw new QueryError("Querier unreachable: the dashboard cannot reach the Strata querier.", "network");
+  }
+  let body: { status?: string; data?: unknown; error?: string; errorType?: string; warnings?: string[] };
+  try {
+    body = await resp.json();
+  } catch {
+    throw new QueryError(`Querier answered HTTP ${resp.status} without JSON`, "internal");
+  }
+  if (body.status !== "success") {
+    const kind = body.errorType ?? "internal";
+    const msg =
+      kind === "unavailable"
+        ? `Ingesters unreachable: ${body.error ?? ""}`
+        : `${kind}: ${body.error ?? `HTTP ${resp.status}`}`;
+    throw new QueryError(msg, kind);
+  }
+  return { data: body.data, warnings: body.warnings ?? [] };
+}
+
+export async function queryRange(query: string, start: number, end: number, step: number): Promise<Result> {
+  const r = await call("api/v1/query_range", {
+    query,
+    start: String(start),
+    end: String(end),
+    step: String(step),
+  });
+  const d = r.data as { result: Series[] };
+  return { series: d.result, warnings: r.warnings };
+}
+
+export async function queryInstant(query: string, time?: number): Promise<Result> {
+  const params: Record<string, string> = { query };
+  if (time !== undefined) params.time = String(time);
+  const r = await call("api/v1/query", params);
+  const d = r.data as { resultType: string; result: unknown };
+  if (d.resultType === "scalar" || d.resultType === "string") {
+    return { series: [{ metric: {}, value: d.result as Point }], warnings: r.warnings };
+  }
+  return { series: d.result as Series[], warnings: r.warnings };
+}
+
+export async function labelValues(name: string, match?: string): Promise<string[]> {
+  const params: Record<string, string> = {};
+  if (match) params["match[]"] = match;
+  const qs = new URLSearchParams(params).toString();
+  let resp: Response;
+  try {
+    resp = await fetch(`api/v1/label/${encodeURIComponent(name)}/values${qs ? "?" + qs : ""}`);
+  } catch {
+    throw new QueryError("Querier unreachable", "network");
+  }
+  const body = await resp.json();
+  if (body.status !== "success") throw new QueryError(body.error ?? "error", body.errorType ?? "internal");
+  return body.data as string[];
+}
+
+export async function labelNames(): Promise<string[]> {
+  let resp: Response;
+  try {
+    resp = await fetch("api/v1/labels");
+  } catch {
+    throw new QueryError("Querier unreachable", "network");
+  }
+  const body = await resp.json();
+  if (body.status !== "success") throw new QueryError(body.error ?? "error", body.errorType ?? "internal");
+  return body.data as string[];
+}
+
+export function seriesName(metric: Record<string, string>, keys?: string[]): string {
+  const entries = Object.entries(metric).filter(([k]) => (keys ? keys.includes(k) : k !== "__name__"));
+  if (entries.length === 0) return metric.__name__ ?? "{}";
+  return entries.map(([k, v]) => `${k}="${v}"`).join(", ");
+}
+
+export function num(p?: Point): number | null {
+  if (!p) return null;
+  const v = parseFloat(p[1]);
+  return Number.isFinite(v) ? v : null;
+}

@@ -1,0 +1,103 @@
+import { StrictMode, useEffect, useState } from "react";
+import { createRoot } from "react-dom/client";
+import "./style.css";
+import { Cardinality, Compare, DataPlanes, Environment, Explore, Overview } from "./pages";
+import { SettingsContext } from "./settings";
+
+const RANGES: [string, number][] = [
+  ["5m", 300],
+  ["15m", 900],
+  ["1h", 3600],
+  ["6h", 21600],
+  ["24h", 86400],
+];
+const REFRESH: [string, number][] = [
+  ["off", 0],
+  ["10s", 10],
+  ["30s", 30],
+  ["1m", 60],
+];
+const PAGES: [string, string][] = [
+  ["overview", "Overview"],
+  ["env", "Environment"],
+  ["compare", "Compare"],
+  ["dataplanes", "Data planes"],
+  ["explore", "Explore"],
+  ["cardinality", "Cardinality"],
+];
+
+function useHash(): string[] {
+  const [hash, setHash] = useState(window.location.hash);
+  useEffect(() => {
+    const f = () => setHash(window.location.hash);
+    window.addEventListener("hashchange", f);
+    return () => window.removeEventListener("hashchange", f);
+  }, []);
+  return hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+}
+
+function App() {
+  const [page, arg] = useHash();
+  const [range, setRange] = useState(900);
+  const [refresh, setRefresh] = useState(10);
+  const [tick, setTick] = useState(0);
+  const [updated, setUpdated] = useState(new Date());
+  useEffect(() => {
+    if (!refresh) return;
+    const id = setInterval(() => setTick((t) => t + 1), refresh * 1000);
+    return () => clearInterval(id);
+  }, [refresh]);
+  useEffect(() => setUpdated(new Date()), [tick, range, page, arg]);
+  const current = page ?? "overview";
+  return (
+    <SettingsContext.Provider value={{ range, tick }}>
+      <header>
+        <span className="brand">Strata</span>
+        <nav>
+          {PAGES.map(([id, label]) => (
+            <a key={id} href={`#/${id}`} className={current === id ? "active" : ""}>
+              {label}
+            </a>
+          ))}
+        </nav>
+        <div className="controls">
+          <select value={range} onChange={(e) => setRange(Number(e.target.value))} title="Time range">
+            {RANGES.map(([l, v]) => (
+              <option key={v} value={v}>
+                Last {l}
+              </option>
+            ))}
+          </select>
+          <select value={refresh} onChange={(e) => setRefresh(Number(e.target.value))} title="Auto-refresh">
+            {REFRESH.map(([l, v]) => (
+              <option key={v} value={v}>
+                Refresh {l}
+              </option>
+            ))}
+          </select>
+          <button onClick={() => setTick((t) => t + 1)}>Refresh</button>
+          <span className="muted" data-testid="updated">
+            Updated {updated.toLocaleTimeString()}
+          </span>
+        </div>
+      </header>
+      <main>
+        {current === "overview" && <Overview />}
+        {current === "env" && <Environment env={arg} />}
+        {current === "compare" && <Compare />}
+        {current === "dataplanes" && <DataPlanes />}
+        {current === "explore" && <Explore />}
+        {current === "cardinality" && <Cardinality />}
+      </main>
+    </SettingsContext.Provider>
+  );
+}
+
+const root = document.getElementById("root");
+if (root) {
+  createRoot(root).render(
+    <StrictMode>
+      <App />
+    </StrictMode>,
+  );
+}

@@ -1,0 +1,353 @@
+import { useEffect, useState } from "react";
+import { Chart } from "./Chart";
+import { formatValue } from "./Chart";
+import { labelNames, labelValues, num, queryInstant, queryRange, QueryError, seriesName, type Series } from "./api";
+import * as Q from "./queries";
+import { useSettings } from "./settings";
+
+/** Runs `fn` whenever its inputs or the refresh tick change. */
+function useData<T>(fn: () => Promise<T>, deps: unknown[]): { data: T | null; error: string | null } {
+  const { tick } = useSettings();
+  const [data, setData] = useState<T | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    let cancelled = false;
+    fn()
+      .then((d) => {
+        if (!cancelled) {
+          setData(d);
+          setError(null);
+        }
+      })
+      .catch((e: unknown) => {
+        if (!cancelled) setError(e instanceof QueryError ? e.message : String(e));
+      });
+    return () => {
+      cancelled = true;
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [...deps, tick]);
+  return { data, error };
+}
+
+const dpKey = (m: Record<string, string>) => `${m.environment ?? ""}/${m.data_plane_id ?? ""}`;
+
+function byDataPlane(series: Series[]): Map<string, number | null> {
+  return new Map(series.map((s) => [dpKey(s.metric), num(s.value)]));
+}
+
+interface DataPlaneRow {
+  environment: string;
+  dataPlane: string;
+  rate: number | null;
+  errorRatio: number | null;
+  p95: number | null;
+  lastSeen: number | null;
+  series: number | null;
+}
+
+function useDataPlanes() {
+  return useData(async () => {
+    const [rate, errors, p95, last, series] = await Promise.all([
+      queryInstant(Q.overview.rate),
+      queryInstant(Q.overview.errors),
+      queryInstant(Q.overview.p95),
+      queryInstant(Q.overview.lastSeen),
+      queryInstant(Q.overview.series),
+    ]);
+    const keys = new Set<string>();
+    for (const r of [rate, last, series]) r.series.forEach((s) => s.metric.environment && keys.add(dpKey(s.metric)));
+    const [er, p, l, c, rt] = [errors, p95, last, series, rate].map((r) => byDataPlane(r.series));
+    const rows: DataPlaneRow[] = [...keys].sort().map((k) => {
+      const [environment, dataPlane] = k.split("/");
+      const total = rt.get(k) ?? null;
+      const bad = er.get(k) ?? 0;
+      return {
+        environment,
+        dataPlane,
+        rate: total,
+        errorRatio: total ? (bad ?? 0) / total : total === 0 ? 0 : null,
+        p95: p.get(k) ?? null,
+        lastSeen: l.get(k) ?? null,
+        series: c.get(k) ?? null,
+      };
+    });
+    return { rows, warnings: [rate, errors, p95, last, series].flatMap((r) => r.warnings) };
+  }, []);
+}
+
+function ago(ts: number | null): string {
+  if (ts === null) return "never (> 5m)";
+  const s = Math.max(0, Math.round(Date.now() / 1000 - ts));
+  return s < 60 ? `${s}s ago` : `${Math.round(s / 60)}m ago`;
+}
+
+const healthy = (r: DataPlaneRow) => r.lastSeen !== null && Date.now() / 1000 - r.lastSeen < 60;
+
+function Status({ error, warnings, empty }: { error: string | null; warnings?: string[]; empty?: boolean }) {
+  if (error) return <div className="error">{error}</div>;
+  if (warnings && warnings.length) return <div className="warning">Partial result: {warnings.join("; ")}</div>;
+  if (empty) return <div className="state">No data yet. Data planes appear here once their agents ship metrics.</div>;
+  return null;
+}
+
+export function Overview() {
+  const { data, error } = useDataPlanes();
+  if (!data && !error) return <div className="state">Loading…</div>;
+  return (
+    <div>
+      <h2>Overview</h2>
+      <Status error={error} warnings={data?.warnings} empty={data?.rows.length === 0} />
+      <div className="cards" data-testid="overview">
+        {data?.rows.map((r) => (
+          <a key={r.environment + r.dataPlane} className="card" href={`#/env/${r.environment}`} data-testid="dp-card">
+            <div className="card-head">
+              <span className={healthy(r) ? "dot up" : "dot down"} />
+              <strong data-testid="dp-env">{r.environment}</strong>
+              <span className="muted">{r.dataPlane}</span>
+            </div>
+            <dl>
+              <dt>Requests</dt>
+              <dd data-testid="dp-rate">{r.rate === null ? "–" : `${formatValue(r.rate)}/s`}</dd>
+              <dt>Errors</dt>
+              <dd>{r.errorRatio === null ? "–" : `${(r.errorRatio * 100).toFixed(1)}%`}</dd>
+              <dt>p95 latency</dt>
+              <dd>{r.p95 === null || Number.isNaN(r.p95) ? "–" : `${(r.p95 * 1000).toFixed(0)} ms`}</dd>
+              <dt>Last seen</dt>
+              <dd>{ago(r.lastSeen)}</dd>
+            </dl>
+          </a>
+        ))}
+      </div>
+    </div>
+  );
+}
+
+function useEnvironments() {
+  return useData(() => labelValues("environment"), []);
+}
+
+export function Environment({ env }: { env?: string }) {
+  const envs = useEnvironments();
+  const current = env ?? envs.data?.[0];
+  return (
+    <div>
+      <div className="row">
+        <h2>Environment</h2>
+        <select
+          data-testid="env-select"
+          value={current ?? ""}
+          onChange={(e) => (window.location.hash = `#/env/${e.target.value}`)}
+        >
+          {(envs.data ?? []).map((e) => (
+            <option key={e}>{e}</option>
+          ))}
+        </select>
+      </div>
+      <Status error={envs.error} empty={envs.data?.length === 0} />
+      {current && (
+        <div className="grid" data-testid="env-panels" data-env={current}>
+          {Q.envPanels(current).map((p) => (
+            <Chart key={current + p.title} title={`${p.title} — ${current}`} queries={p.queries} unit={p.unit} threshold={p.threshold} />
+          ))}
+        </div>
+      )}
+    </div>
+  );
+}
+
+export function Compare() {
+  const envs = useEnvironments();
+  const [chosen, setChosen] = useState<string[] | null>(null);
+  const selected = chosen ?? envs.data ?? [];
+  return (
+    <div>
+      <div className="row">
+        <h2>Compare</h2>
+        {(envs.data ?? []).map((e) => (
+          <label key={e} className="check">
+            <input
+              type="checkbox"
+              checked={selected.includes(e)}
+              onChange={() => setChosen(selected.includes(e) ? selected.filter((x) => x !== e) : [...selected, e])}
+            />
+            {e}
+          </label>
+        ))}
+      </div>
+      <Status error={envs.error} empty={envs.data?.length === 0} />
+      <div className="compare" style={{ gridTemplateColumns: `repeat(${Math.max(1, selected.length)}, 1fr)` }}>
+        {selected.map((env) => (
+          <div key={env}>
+            <h3 className="center">{env}</h3>
+            {Q.envPanels(env).map((p) => (
+              <Chart key={env + p.title} title={p.title} queries={p.queries} unit={p.unit} threshold={p.threshold} height={160} />
+            ))}
+          </div>
+        ))}
+      </div>
+    </div>
+  );
+}
+
+export function DataPlanes() {
+  const { data, error } = useDataPlanes();
+  const queue = useData(() => queryInstant("sum by (environment, data_plane_id) (strata_agent_queue_bytes)"), []);
+  const q = queue.data ? byDataPlane(queue.data.series) : new Map();
+  return (
+    <div>
+      <h2>Data planes</h2>
+      <Status error={error} warnings={data?.warnings} empty={data?.rows.length === 0} />
+      <table data-testid="dataplanes">
+        <thead>
+          <tr>
+            <th>Status</th>
+            <th>Environment</th>
+            <th>Data plane</th>
+            <th>Last sample</th>
+            <th>Series</th>
+            <th>Agent queue</th>
+          </tr>
+        </thead>
+        <tbody>
+          {data?.rows.map((r) => (
+            <tr key={r.environment + r.dataPlane}>
+              <td>
+                <span className={healthy(r) ? "dot up" : "dot down"} /> {healthy(r) ? "up" : "down"}
+              </td>
+              <td>{r.environment}</td>
+              <td>{r.dataPlane}</td>
+              <td>{r.lastSeen ? new Date(r.lastSeen * 1000).toLocaleTimeString() : "–"} ({ago(r.lastSeen)})</td>
+              <td>{r.series ?? "–"}</td>
+              <td title="strata_agent_queue_bytes, when the agent's own metrics are shipped">
+                {q.has(`${r.environment}/${r.dataPlane}`) ? `${formatValue(q.get(`${r.environment}/${r.dataPlane}`) ?? 0)}B` : "n/a"}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+export function Explore() {
+  const { range } = useSettings();
+  const [text, setText] = useState('sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))');
+  const [expr, setExpr] = useState<string | null>(null);
+  const [table, setTable] = useState<Series[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const run = (q: string) => {
+    setExpr(q);
+    setError(null);
+    queryInstant(q)
+      .then((r) => setTable(r.series))
+      .catch((e: unknown) => {
+        setTable(null);
+        setError(e instanceof QueryError ? e.message : String(e));
+      });
+    // Validate the range form too, so syntax errors show even for graph-only use.
+    queryRange(q, Math.floor(Date.now() / 1000) - range, Math.floor(Date.now() / 1000), 60).catch(() => undefined);
+  };
+  return (
+    <div>
+      <h2>Explore</h2>
+      <div className="row">
+        <textarea
+          data-testid="explore-input"
+          value={text}
+          onChange={(e) => setText(e.target.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) run(text);
+          }}
+          rows={3}
+        />
+        <button data-testid="explore-run" onClick={() => run(text)}>
+          Run
+        </button>
+      </div>
+      {error && (
+        <div className="error" data-testid="explore-error">
+          {error}
+        </div>
+      )}
+      {expr && !error && <Chart title="Graph" queries={[{ expr }]} />}
+      {table && !error && (
+        <table data-testid="explore-table">
+          <thead>
+            <tr>
+              <th>Series</th>
+              <th>Value</th>
+            </tr>
+          </thead>
+          <tbody>
+            {table.length === 0 && (
+              <tr>
+                <td colSpan={2}>No data</td>
+              </tr>
+            )}
+            {table.map((s, i) => (
+              <tr key={i}>
+                <td className="mono">{seriesName(s.metric) || "{}"}</td>
+                <td className="mono">{s.value?.[1]}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+export function Cardinality() {
+  const metrics = useData(() => queryInstant(Q.cardinality.topMetrics), []);
+  const labels = useData(async () => {
+    const names = (await labelNames()).filter((n) => n !== "__name__").slice(0, 30);
+    const counts = await Promise.all(
+      names.map(async (n) => {
+        const r = await queryInstant(Q.cardinality.labelValues(n));
+        return { name: n, values: num(r.series[0]?.value) ?? 0 };
+      }),
+    );
+    return counts.sort((a, b) => b.values - a.values).slice(0, 15);
+  }, []);
+  return (
+    <div>
+      <h2>Cardinality</h2>
+      <div className="grid">
+        <div className="panel">
+          <h3>Top metrics by series</h3>
+          <pre className="query">{Q.cardinality.topMetrics}</pre>
+          <Status error={metrics.error} empty={metrics.data?.series.length === 0} />
+          <table data-testid="card-metrics">
+            <tbody>
+              {metrics.data?.series
+                .slice()
+                .sort((a, b) => (num(b.value) ?? 0) - (num(a.value) ?? 0))
+                .map((s) => (
+                  <tr key={s.metric.__name__}>
+                    <td className="mono">{s.metric.__name__}</td>
+                    <td>{s.value?.[1]}</td>
+                  </tr>
+                ))}
+            </tbody>
+          </table>
+        </div>
+        <div className="panel">
+          <h3>Top labels by distinct values</h3>
+          <pre className="query">{Q.cardinality.labelValues("<label>")}</pre>
+          <Status error={labels.error} empty={labels.data?.length === 0} />
+          <table>
+            <tbody>
+              {labels.data?.map((l) => (
+                <tr key={l.name}>
+                  <td className="mono">{l.name}</td>
+                  <td>{l.values}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      </div>
+    </div>
+  );
+}
