@@ -10,7 +10,7 @@ test: dashboard lint unit compose-check
 
 # The web dashboard (npm + Vite); the querier embeds controlplane/dashboard/dist at build time.
 dashboard:
-	cd controlplane/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	cd controlplane/dashboard && npm install --no-audit --no-fund --loglevel=error && npm run build
 
 lint:
 	cargo fmt --all -- --check

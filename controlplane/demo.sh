@@ -14,7 +14,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 DATA="${DATA_DIR:-./data}"
 SCENARIO="${SCENARIO:-steady}"
 if [ ! -f controlplane/dashboard/dist/index.html ]; then
-  (cd controlplane/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build)
+  (cd controlplane/dashboard && npm install --no-audit --no-fund --loglevel=error && npm run build)
 fi
 cargo build --release -p strata -p strata-agent -p sample-api -p strata-loadgen
 BIN="$CARGO_TARGET_DIR/release"
