@@ -75,7 +75,8 @@ async fn dashboard_in_headless_chromium() {
     };
     // Data from all three environments is queryable.
     wait_for(Duration::from_secs(60), "request rates of three environments", || async {
-        let r = query(&querier.base(), "sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))").await;
+        let r =
+            query(&querier.base(), "sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))").await;
         (r.len() >= 3).then_some(())
     })
     .await;
