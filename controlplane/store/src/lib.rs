@@ -385,6 +385,7 @@ mod tests {
             max_time: 14_000,
             matchers: vec![m],
             skip_samples: false,
+            accept_chunks: false,
         };
         use futures::StreamExt;
         let mut stream = svc.series(tonic::Request::new(req)).await.unwrap().into_inner();
