@@ -152,7 +152,77 @@ pub fn parse_series_selector(text: &str) -> Result<Vec<Vec<Matcher>>, Error> {
 
 /// Parses a PromQL expression, with Prometheus-style error text.
 pub fn parse(query: &str) -> Result<Expr, Error> {
+    check_durations(query)?;
     promql_parser::parser::parse(query).map_err(Error::BadData)
+}
+
+/// Rejects unit-less durations (`x[100]`, `offset 100`) too large to be a
+/// duration; the parser library panics on them.
+fn check_durations(q: &str) -> Result<(), Error> {
+    let b = q.as_bytes();
+    let mut i = 0;
+    let mut prev_sig: Option<u8> = None; // last non-space byte before the current token
+    let mut prev_word_offset = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' || c == b'\'' || c == b'`' {
+            // Skip string literals.
+            let q0 = c;
+            i += 1;
+            while i < b.len() && b[i] != q0 {
+                if b[i] == b'\\' && q0 != b'`' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            prev_sig = Some(q0);
+            prev_word_offset = false;
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || b[i] == b'.'
+                    || ((b[i] == b'+' || b[i] == b'-') && matches!(b[i - 1], b'e' | b'E')))
+            {
+                i += 1;
+            }
+            let tok = &q[start..i];
+            let in_duration = matches!(prev_sig, Some(b'[') | Some(b':')) || prev_word_offset;
+            if in_duration && let Ok(v) = tok.parse::<f64>() {
+                if !v.is_finite() || v.abs() >= 1e15 {
+                    return Err(Error::BadData(format!("duration out of range: {tok}")));
+                }
+            }
+            prev_sig = Some(b'0');
+            prev_word_offset = false;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                i += 1;
+            }
+            prev_word_offset = q[start..i].eq_ignore_ascii_case("offset");
+            prev_sig = Some(b'a');
+            continue;
+        }
+        if c == b'-' && prev_word_offset {
+            // `offset -5m`: keep the offset context for the number.
+            i += 1;
+            continue;
+        }
+        prev_sig = Some(c);
+        prev_word_offset = false;
+        i += 1;
+    }
+    Ok(())
 }
 
 /// The PromQL engine. Cheap to clone; holds only options.
