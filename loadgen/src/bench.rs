@@ -347,16 +347,27 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
         let mut error = None;
         for run in 0..=b.runs {
             let t = Instant::now();
-            let resp = client
-                .post(format!("{base}/api/v1/query_range"))
-                .form(&[
+            let (start_s, end_s) = (start.to_string(), end.to_string());
+            // `series <selector>` and `label_values <name>` time the metadata endpoints.
+            let req = if let Some(sel) = q.strip_prefix("series ") {
+                client.get(format!("{base}/api/v1/series")).query(&[
+                    ("match[]", sel),
+                    ("start", start_s.as_str()),
+                    ("end", end_s.as_str()),
+                ])
+            } else if let Some(name) = q.strip_prefix("label_values ") {
+                client
+                    .get(format!("{base}/api/v1/label/{}/values", name.trim()))
+                    .query(&[("start", start_s.as_str()), ("end", end_s.as_str())])
+            } else {
+                client.post(format!("{base}/api/v1/query_range")).form(&[
                     ("query", q.as_str()),
-                    ("start", &start.to_string()),
-                    ("end", &end.to_string()),
+                    ("start", start_s.as_str()),
+                    ("end", end_s.as_str()),
                     ("step", &b.step.as_secs_f64().to_string()),
                 ])
-                .send()
-                .await;
+            };
+            let resp = req.send().await;
             let elapsed = t.elapsed();
             match resp {
                 Ok(r) => {
@@ -366,7 +377,7 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
                         error = Some(format!("{status}: {}", v["error"]));
                         break;
                     }
-                    series = v["data"]["result"].as_array().map(Vec::len).unwrap_or(0);
+                    series = v["data"]["result"].as_array().or_else(|| v["data"].as_array()).map(Vec::len).unwrap_or(0);
                 }
                 Err(e) => {
                     error = Some(e.to_string());
