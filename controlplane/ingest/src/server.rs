@@ -362,9 +362,12 @@ pub async fn run(
             })
             .max_encoding_message_size(256 << 20),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
-            let _ = s1.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = s1.wait_for(|s| *s).await;
+            },
+        );
     let mut s2 = stop_rx.clone();
     let web = axum::serve(web_listener, app).with_graceful_shutdown(async move {
         let _ = s2.wait_for(|s| *s).await;

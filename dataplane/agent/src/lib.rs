@@ -139,9 +139,12 @@ pub async fn run(
     let mut stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(receiver::GrpcReceiver::service(pipeline.clone(), cfg.otlp.max_request_bytes))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        );
     let mut stop = stop_rx.clone();
     let http = axum::serve(http_listener, receiver::http_router(pipeline.clone(), cfg.otlp.max_request_bytes))
         .with_graceful_shutdown(async move {
