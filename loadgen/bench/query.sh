@@ -4,7 +4,9 @@
 # this machine, each loaded with the same `bench write` data (SERIES series,
 # HISTORY of 15 s samples), then timed with the dashboard queries of
 # loadgen/queries/dashboard.txt (median and p90 of RUNS runs, step 60 s over
-# the whole history).
+# the whole history). Strata cuts 2 h blocks (served by `strata store`) and
+# releases them from memory once uploaded, so with HISTORY=24h most of the
+# data is read from Parquet blocks.
 #
 #   bash loadgen/bench/query.sh [SERIES] [HISTORY] [RUNS]
 set -euo pipefail
@@ -41,10 +43,17 @@ if [ -z "${ONLY_STRATA:-}" ] && command -v victoria-metrics >/dev/null; then
   kill $P; wait $P 2>/dev/null || true
 fi
 "$B/strata" ingester --raft.node-id 1 --raft.peers 1=127.0.0.1:19195 --grpc.listen-address 127.0.0.1:19195 \
-  --web.listen-address 127.0.0.1:19109 --storage.path "$W/s1" --objstore.path "$W/objstore" --log.level warn >"$W/s1.log" 2>&1 &
+  --web.listen-address 127.0.0.1:19109 --storage.path "$W/s1" --objstore.path "$W/objstore" \
+  --block.duration 2h --block.retain-after-upload 1s --log.level warn >"$W/s1.log" 2>&1 &
 P1=$!; wait_up http://127.0.0.1:19109/-/ready
-"$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --log.level warn >"$W/q.log" 2>&1 &
+"$B/strata" store --grpc.listen-address 127.0.0.1:19196 --web.listen-address 127.0.0.1:19197 \
+  --objstore.path "$W/objstore" --store.sync-interval 2s --log.level warn >"$W/st.log" 2>&1 &
+P3=$!; wait_up http://127.0.0.1:19197/-/ready
+"$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --endpoint 127.0.0.1:19196 \
+  --log.level warn >"$W/q.log" 2>&1 &
 P2=$!; wait_up http://127.0.0.1:19190/-/ready
 load http://127.0.0.1:19109/api/v1/write
-run_queries "strata (1 ingester + querier, head)" http://127.0.0.1:19190
-kill $P1 $P2; wait $P1 $P2 2>/dev/null || true
+sleep 15  # blocks cut during the load: uploaded, synced by the store, released by the ingester
+echo "   blocks in object storage: $(find "$W/objstore" -name meta.json | wc -l); ingester: $(curl -s http://127.0.0.1:19109/api/v1/status/raft | grep -o '"head_samples":[0-9]*')"
+run_queries "strata (1 ingester + store + querier)" http://127.0.0.1:19190
+kill $P1 $P2 $P3; wait $P1 $P2 $P3 2>/dev/null || true

@@ -93,6 +93,30 @@ impl MemSeries {
         None
     }
 
+    /// Whether any sample lies in `[min_t, max_t]`, decoding a chunk only
+    /// when its time range straddles a boundary.
+    pub fn has_samples_in(&self, min_t: i64, max_t: i64) -> bool {
+        if self.ooo.range(min_t..=max_t).next().is_some() {
+            return true;
+        }
+        let chunk_hit = |c_min: i64, c_max: i64, decode: &dyn Fn() -> Vec<(i64, f64)>| {
+            if c_max < min_t || c_min > max_t {
+                false
+            } else if c_min >= min_t || c_max <= max_t {
+                // The chunk's first or last sample is inside the range.
+                true
+            } else {
+                decode().iter().any(|(t, _)| *t >= min_t && *t <= max_t)
+            }
+        };
+        for c in &self.closed {
+            if chunk_hit(c.min_t, c.max_t, &|| chunk::decode(&c.data).unwrap_or_default()) {
+                return true;
+            }
+        }
+        self.open.num_samples() > 0 && chunk_hit(self.open.min_time(), self.open.max_time(), &|| self.open.samples())
+    }
+
     /// Samples with `min_t <= t <= max_t`, in time order.
     pub fn samples(&self, min_t: i64, max_t: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
@@ -456,11 +480,11 @@ impl Head {
             .into_iter()
             .filter_map(|r| {
                 let s = &th.series[r as usize];
-                let samples = s.samples(min_t, max_t);
-                if samples.is_empty() {
-                    return None;
+                if skip_samples {
+                    return s.has_samples_in(min_t, max_t).then(|| (s.labels.clone(), Vec::new()));
                 }
-                Some((s.labels.clone(), if skip_samples { Vec::new() } else { samples }))
+                let samples = s.samples(min_t, max_t);
+                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -654,6 +678,21 @@ mod tests {
 
     fn m(n: &str, op: MatchOp, v: &str) -> Matcher {
         Matcher::new(n, op, v).unwrap()
+    }
+
+    #[test]
+    fn has_samples_in_agrees_with_samples() {
+        let mut h = Head::new(HeadConfig { chunk_samples: 4, ..HeadConfig::default() });
+        let in_order: Vec<(i64, f64)> = (0..10).map(|k| (k * 1000 + 500, k as f64)).collect();
+        h.append("t", &req(vec![ts(&[("__name__", "a")], &in_order)]));
+        h.append("t", &req(vec![ts(&[("__name__", "a")], &[(1000, 10.0)])]));
+        let th = &h.tenants["t"];
+        let s = &th.series[0];
+        for lo in (-1000..12_000).step_by(250) {
+            for hi in (lo..12_000).step_by(250) {
+                assert_eq!(s.has_samples_in(lo, hi), !s.samples(lo, hi).is_empty(), "[{lo}, {hi}]");
+            }
+        }
     }
 
     #[test]

@@ -195,10 +195,11 @@ fn check_durations(q: &str) -> Result<(), Error> {
             }
             let tok = &q[start..i];
             let in_duration = matches!(prev_sig, Some(b'[') | Some(b':')) || prev_word_offset;
-            if in_duration && let Ok(v) = tok.parse::<f64>() {
-                if !v.is_finite() || v.abs() >= 1e15 {
-                    return Err(Error::BadData(format!("duration out of range: {tok}")));
-                }
+            if in_duration
+                && let Ok(v) = tok.parse::<f64>()
+                && (!v.is_finite() || v.abs() >= 1e15)
+            {
+                return Err(Error::BadData(format!("duration out of range: {tok}")));
             }
             prev_sig = Some(b'0');
             prev_word_offset = false;
