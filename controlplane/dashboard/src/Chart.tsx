@@ -116,7 +116,16 @@ function Plot({
     const series: uPlot.Series[] = [{}];
     const values: (number | null)[][] = [];
     data.series.forEach((s, i) => {
-      series.push({ label: s.name, stroke: COLORS[i % COLORS.length], width: 1.5, value: (_u, v) => fmt(v), spanGaps: false });
+      // Sparse series (a data plane that just started) would be invisible as lines: draw their points.
+      const present = s.values.filter((v) => v !== null).length;
+      series.push({
+        label: s.name,
+        stroke: COLORS[i % COLORS.length],
+        width: 1.5,
+        value: (_u, v) => fmt(v),
+        spanGaps: false,
+        points: { show: present <= 60, size: 5, fill: COLORS[i % COLORS.length] },
+      });
       values.push(s.values);
     });
     if (threshold !== undefined) {

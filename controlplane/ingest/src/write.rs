@@ -94,6 +94,26 @@ fn written_headers(resp: &mut Response, o: &AppendOutcome) {
     h.insert(rw::EXEMPLARS_WRITTEN_HEADER, n(o.exemplars_written));
 }
 
+/// Reads at most `limit` bytes of a request body. An oversized body is
+/// drained (up to 8× the limit) before the 413 goes out, so the client,
+/// still sending, reads the answer instead of a reset connection.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ()> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        seen += chunk.len();
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_mul(8) {
+            return Err(());
+        }
+    }
+    if seen > limit { Err(()) } else { Ok(buf.freeze()) }
+}
+
 pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let hv = |k: header::HeaderName| headers.get(k).and_then(|v| v.to_str().ok());
     let version = match rw::version_from_content_type(hv(header::CONTENT_TYPE)) {
@@ -107,9 +127,9 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         Ok(t) => t,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
-    let body: Bytes = match axum::body::to_bytes(body, st.cfg.max_request_bytes).await {
+    let body: Bytes = match read_limited(body, st.cfg.max_request_bytes).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(()) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds {} bytes", st.cfg.max_request_bytes),
@@ -192,9 +212,9 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         Ok(t) => t,
         Err(e) => return status(StatusCode::BAD_REQUEST, e),
     };
-    let raw = match axum::body::to_bytes(body, st.cfg.max_request_bytes).await {
+    let raw = match read_limited(body, st.cfg.max_request_bytes).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(()) => {
             return status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds {} bytes", st.cfg.max_request_bytes),
