@@ -153,9 +153,16 @@ impl BlockFlusher {
                 idle.remove(&r.tenant);
                 continue;
             }
-            let range_end = r.min_t.div_euclid(d) * d + d;
-            if r.max_t >= range_end.saturating_add(grace) {
+            // Every elapsed range gets its own cut (and block), oldest first,
+            // so a backlog (e.g. after a backfill) drains in one pass.
+            let mut range_end = r.min_t.div_euclid(d) * d + d;
+            let mut cut_any = false;
+            while r.max_t >= range_end.saturating_add(grace) {
                 out.push((r.tenant.clone(), range_end));
+                range_end += d;
+                cut_any = true;
+            }
+            if cut_any {
                 continue;
             }
             let e = idle.entry(r.tenant.clone()).or_insert((r.max_t, Instant::now()));
