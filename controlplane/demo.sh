@@ -13,6 +13,14 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 DATA="${DATA_DIR:-./data}"
 SCENARIO="${SCENARIO:-steady}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scenario) SCENARIO="$2"; shift 2 ;;
+    --scenario=*) SCENARIO="${1#*=}"; shift ;;
+    *) echo "usage: $0 [--scenario prod-latency|qa-error-spike]" >&2; exit 2 ;;
+  esac
+done
+case "$SCENARIO" in steady|prod-latency|qa-error-spike) ;; *) echo "unknown scenario: $SCENARIO (prod-latency|qa-error-spike)" >&2; exit 2 ;; esac
 if [ ! -f controlplane/dashboard/dist/index.html ]; then
   (cd controlplane/dashboard && npm install --no-audit --no-fund --loglevel=error && npm run build)
 fi
