@@ -251,6 +251,29 @@ fn dict_value(col: &dyn Array, row: usize) -> Result<Option<String>, BlockError>
     Ok(Some(values.value(k).to_string()))
 }
 
+/// The label sets of a `series.parquet` batch, one per row.
+fn batch_labels(b: &RecordBatch) -> Result<Vec<Labels>, BlockError> {
+    let schema = b.schema();
+    let mut out = Vec::with_capacity(b.num_rows());
+    for row in 0..b.num_rows() {
+        let mut pairs = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            let name = if f.name() == METRIC_NAME {
+                METRIC_NAME
+            } else if let Some(n) = f.name().strip_prefix("l_") {
+                n
+            } else {
+                continue;
+            };
+            if let Some(v) = dict_value(b.column(i).as_ref(), row)? {
+                pairs.push((name.to_string(), v));
+            }
+        }
+        out.push(Labels::from_pairs(pairs));
+    }
+    Ok(out)
+}
+
 /// Reads a whole block back (for tests, tools and the store's fallback path).
 pub async fn read_block(
     store: &dyn ObjectStore,
@@ -261,23 +284,7 @@ pub async fn read_block(
     let meta: BlockMeta = serde_json::from_slice(&store.get(&get("meta.json")).await?.bytes().await?)?;
     let mut series: Vec<SeriesData> = Vec::new();
     for b in batches(store.get(&get("series.parquet")).await?.bytes().await?)? {
-        let schema = b.schema();
-        for row in 0..b.num_rows() {
-            let mut pairs = Vec::new();
-            for (i, f) in schema.fields().iter().enumerate() {
-                let name = if f.name() == METRIC_NAME {
-                    METRIC_NAME
-                } else if let Some(n) = f.name().strip_prefix("l_") {
-                    n
-                } else {
-                    continue;
-                };
-                if let Some(v) = dict_value(b.column(i).as_ref(), row)? {
-                    pairs.push((name.to_string(), v));
-                }
-            }
-            series.push(SeriesData { labels: Labels::from_pairs(pairs), samples: Vec::new() });
-        }
+        series.extend(batch_labels(&b)?.into_iter().map(|labels| SeriesData { labels, samples: Vec::new() }));
     }
     for b in batches(store.get(&get("samples.parquet")).await?.bytes().await?)? {
         let col = |i: usize| b.column(i).clone();
@@ -390,23 +397,7 @@ impl BlockIndex {
         for b in batches(store.get(&Path::from(format!("{dir}/series.parquet"))).await?.bytes().await?)? {
             let n = u32_column(&b, "num_samples")?;
             counts.extend(n.values().iter().copied());
-            let schema = b.schema();
-            for row in 0..b.num_rows() {
-                let mut pairs = Vec::new();
-                for (i, f) in schema.fields().iter().enumerate() {
-                    let name = if f.name() == METRIC_NAME {
-                        METRIC_NAME
-                    } else if let Some(n) = f.name().strip_prefix("l_") {
-                        n
-                    } else {
-                        continue;
-                    };
-                    if let Some(v) = dict_value(b.column(i).as_ref(), row)? {
-                        pairs.push((name.to_string(), v));
-                    }
-                }
-                labels.push(Labels::from_pairs(pairs));
-            }
+            labels.extend(batch_labels(&b)?);
         }
         let mut row_start = Vec::with_capacity(counts.len() + 1);
         let mut acc = 0u64;
