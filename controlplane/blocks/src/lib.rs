@@ -314,6 +314,8 @@ pub struct BlockIndex {
     /// `row_start[r]..row_start[r + 1]` are series `r`'s rows.
     pub row_start: Vec<u64>,
     pub samples_size: u64,
+    /// Label name → its distinct values in this block (label APIs without matchers).
+    pub values: std::collections::BTreeMap<String, BTreeSet<String>>,
     footer: std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
 }
 
@@ -413,7 +415,13 @@ impl BlockIndex {
             .find(|f| f.path == "samples.parquet")
             .map(|f| f.size)
             .ok_or_else(|| BlockError::Invalid("meta.json lists no samples.parquet".into()))?;
-        Ok(BlockIndex { meta, labels, row_start, samples_size, footer: std::sync::Mutex::new(None) })
+        let mut values: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+        for l in &labels {
+            for (n, v) in l.iter() {
+                values.entry(n.to_string()).or_default().insert(v.to_string());
+            }
+        }
+        Ok(BlockIndex { meta, labels, row_start, samples_size, values, footer: std::sync::Mutex::new(None) })
     }
 
     /// Samples of the given series (ascending refs) in `[min_t, max_t]`,

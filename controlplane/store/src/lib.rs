@@ -279,6 +279,10 @@ impl Store for GatewayService {
         let ms = matchers(&r.matchers)?;
         let mut names = std::collections::BTreeSet::new();
         for b in self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await {
+            if ms.is_empty() {
+                names.extend(b.values.keys().cloned());
+                continue;
+            }
             for i in matching_refs(&b, &ms) {
                 names.extend(b.labels[i as usize].iter().map(|(n, _)| n.to_string()));
             }
@@ -294,6 +298,10 @@ impl Store for GatewayService {
         let ms = matchers(&r.matchers)?;
         let mut values = std::collections::BTreeSet::new();
         for b in self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await {
+            if ms.is_empty() {
+                values.extend(b.values.get(&r.name).into_iter().flatten().cloned());
+                continue;
+            }
             for i in matching_refs(&b, &ms) {
                 if let Some(v) = b.labels[i as usize].get(&r.name) {
                     values.insert(v.to_string());
@@ -451,5 +459,29 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(lv.values, vec!["a", "b"]);
+        // Without matchers, from the per-block value index.
+        let lv = svc
+            .label_values(tonic::Request::new(LabelValuesRequest {
+                tenant: String::new(),
+                name: "job".into(),
+                min_time: 0,
+                max_time: 20_000,
+                matchers: vec![],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(lv.values, vec!["a", "b"]);
+        let ln = svc
+            .label_names(tonic::Request::new(LabelNamesRequest {
+                tenant: String::new(),
+                min_time: 0,
+                max_time: 20_000,
+                matchers: vec![],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ln.names, vec!["__name__", "job"]);
     }
 }
