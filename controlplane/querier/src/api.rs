@@ -490,23 +490,34 @@ pub async fn labels(
     let p = Params::parse(q.as_deref(), Some(&body));
     let sets = match_sets(&p)?;
     let (start, end) = time_range(&p)?;
-    let tenant = tenant(&headers);
-    let mut names = std::collections::BTreeSet::new();
-    let mut warnings = Vec::new();
-    if sets.is_empty() {
-        let r = state.stores.label_names(&tenant, &[], start, end).await?;
-        warnings.extend(r.warnings);
-        names.extend(r.data);
-    } else {
-        for m in &sets {
-            let r = state.stores.label_names(&tenant, m, start, end).await?;
-            warnings.extend(r.warnings);
-            names.extend(r.data);
-        }
-    }
+    let (names, warnings) = label_list(&state, &tenant(&headers), &sets, start, end, None).await?;
     state.metrics.observe("labels", started.elapsed(), true);
-    let names: Vec<String> = names.into_iter().collect();
     Ok(success(&serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()), &warnings))
+}
+
+/// Label names (`name` = None) or one label's values, unioned over the
+/// `match[]` selectors (all series without any), with the sources' warnings.
+async fn label_list(
+    state: &QuerierState,
+    tenant: &str,
+    sets: &[Vec<strata_promql::Matcher>],
+    start: i64,
+    end: i64,
+    name: Option<&str>,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    let all = [Vec::new()];
+    let sets = if sets.is_empty() { &all[..] } else { sets };
+    let mut out = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    for m in sets {
+        let r = match name {
+            None => state.stores.label_names(tenant, m, start, end).await?,
+            Some(n) => state.stores.label_values(tenant, n, m, start, end).await?,
+        };
+        warnings.extend(r.warnings);
+        out.extend(r.data);
+    }
+    Ok((out.into_iter().collect(), warnings))
 }
 
 pub async fn label_values(
@@ -522,22 +533,8 @@ pub async fn label_values(
     if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
-    let tenant = tenant(&headers);
-    let mut values = std::collections::BTreeSet::new();
-    let mut warnings = Vec::new();
-    if sets.is_empty() {
-        let r = state.stores.label_values(&tenant, &name, &[], start, end).await?;
-        warnings.extend(r.warnings);
-        values.extend(r.data);
-    } else {
-        for m in &sets {
-            let r = state.stores.label_values(&tenant, &name, m, start, end).await?;
-            warnings.extend(r.warnings);
-            values.extend(r.data);
-        }
-    }
+    let (values, warnings) = label_list(&state, &tenant(&headers), &sets, start, end, Some(&name)).await?;
     state.metrics.observe("label_values", started.elapsed(), true);
-    let values: Vec<String> = values.into_iter().collect();
     Ok(success(&serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()), &warnings))
 }
 

@@ -251,6 +251,25 @@ impl StoreSet {
         Ok(FanoutResult { data, warnings })
     }
 
+    /// Runs a string-list call (label names or values) once per shard and
+    /// returns the sorted union.
+    async fn string_union<F, Fut>(
+        &self,
+        min_t: i64,
+        max_t: i64,
+        call: F,
+    ) -> Result<FanoutResult<Vec<String>>, FanoutError>
+    where
+        F: Fn(StoreClient<Channel>) -> Fut + Clone,
+        Fut: std::future::Future<Output = Result<Vec<String>, tonic::Status>>,
+    {
+        let r = self.each_shard(min_t, max_t, call).await?;
+        let mut all: Vec<String> = r.data.into_iter().flatten().collect();
+        all.sort();
+        all.dedup();
+        Ok(FanoutResult { data: all, warnings: r.warnings })
+    }
+
     pub async fn label_names(
         &self,
         tenant: &str,
@@ -264,16 +283,11 @@ impl StoreSet {
             max_time: max_t,
             matchers: matchers.iter().map(to_proto_matcher).collect(),
         };
-        let r = self
-            .each_shard(min_t, max_t, |mut c| {
-                let req = req.clone();
-                async move { Ok(c.label_names(req).await?.into_inner().names) }
-            })
-            .await?;
-        let mut all: Vec<String> = r.data.into_iter().flatten().collect();
-        all.sort();
-        all.dedup();
-        Ok(FanoutResult { data: all, warnings: r.warnings })
+        self.string_union(min_t, max_t, |mut c| {
+            let req = req.clone();
+            async move { Ok(c.label_names(req).await?.into_inner().names) }
+        })
+        .await
     }
 
     pub async fn label_values(
@@ -291,16 +305,11 @@ impl StoreSet {
             max_time: max_t,
             matchers: matchers.iter().map(to_proto_matcher).collect(),
         };
-        let r = self
-            .each_shard(min_t, max_t, |mut c| {
-                let req = req.clone();
-                async move { Ok(c.label_values(req).await?.into_inner().values) }
-            })
-            .await?;
-        let mut all: Vec<String> = r.data.into_iter().flatten().collect();
-        all.sort();
-        all.dedup();
-        Ok(FanoutResult { data: all, warnings: r.warnings })
+        self.string_union(min_t, max_t, |mut c| {
+            let req = req.clone();
+            async move { Ok(c.label_values(req).await?.into_inner().values) }
+        })
+        .await
     }
 }
 
