@@ -17,6 +17,10 @@
 //! uploads a block (again, after a failover) writes the same object names and
 //! the same content.
 
+mod bucket;
+
+pub use bucket::{BucketConfig, S3Config};
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -50,6 +54,8 @@ pub enum BlockError {
     Meta(#[from] serde_json::Error),
     #[error("invalid block: {0}")]
     Invalid(String),
+    #[error("object store configuration: {0}")]
+    Config(String),
 }
 
 /// A series and its samples (time order).

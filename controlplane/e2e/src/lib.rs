@@ -66,6 +66,13 @@ impl Node {
         }
     }
 
+    /// `POST /api/v1/admin/flush`: status and JSON body.
+    pub async fn flush(&self, client: &reqwest::Client) -> (u16, serde_json::Value) {
+        let r = client.post(self.web_url("/api/v1/admin/flush")).send().await.expect("flush");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn status(&self) -> Option<serde_json::Value> {
         let r = reqwest::Client::new()
             .get(self.web_url("/api/v1/status/raft"))
@@ -247,6 +254,12 @@ impl Querier {
 pub type SeriesData = Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>;
 
 pub async fn write_series(client: &reqwest::Client, url: &str, series: &SeriesData) {
+    let (status, body) = remote_write(client, url, "anonymous", series).await;
+    assert!((200..300).contains(&status), "remote write to {url}: {status} {body}");
+}
+
+/// Remote write 1.0 for `tenant` (`X-Scope-OrgID`); the status and body.
+pub async fn remote_write(client: &reqwest::Client, url: &str, tenant: &str, series: &SeriesData) -> (u16, String) {
     use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
     let req = WriteRequest {
         timeseries: series
@@ -266,6 +279,7 @@ pub async fn write_series(client: &reqwest::Client, url: &str, series: &SeriesDa
     };
     let r = client
         .post(url)
+        .header("X-Scope-OrgID", tenant)
         .header("Content-Type", "application/x-protobuf")
         .header("Content-Encoding", "snappy")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
@@ -274,7 +288,155 @@ pub async fn write_series(client: &reqwest::Client, url: &str, series: &SeriesDa
         .send()
         .await
         .expect("remote write");
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    assert!(status.is_success(), "remote write to {url}: {status} {body}");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+}
+
+/// `minutes` of 15 s samples of 6 `requests_total` series (env × code)
+/// starting at `t0`: the block tests' data.
+pub fn requests_total_data(t0: i64, minutes: i64) -> SeriesData {
+    let mut out = Vec::new();
+    for env in ["prod", "dev", "qa"] {
+        for code in ["200", "500"] {
+            let samples = (0..minutes * 4)
+                .map(|k| {
+                    let t = t0 + k * 15_000;
+                    (t, (t / 15_000 % 1000) as f64 * if code == "500" { 0.1 } else { 3.0 } + env.len() as f64)
+                })
+                .collect();
+            out.push((labels(&[("__name__", "requests_total"), ("env", env), ("code", code)]), samples));
+        }
+    }
+    out
+}
+
+/// `/api/v1/query_range` with a 30 s step; the `data.result` (asserts 200).
+pub async fn query_range(
+    client: &reqwest::Client,
+    base: &str,
+    q: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> serde_json::Value {
+    let r = client
+        .get(format!("{base}/api/v1/query_range"))
+        .query(&[
+            ("query", q.to_string()),
+            ("start", format!("{}", start_ms as f64 / 1000.0)),
+            ("end", format!("{}", end_ms as f64 / 1000.0)),
+            ("step", "30".to_string()),
+        ])
+        .send()
+        .await
+        .expect("query_range");
+    assert_eq!(r.status(), 200, "query_range {q}");
+    let v: serde_json::Value = r.json().await.expect("json");
+    v["data"]["result"].clone()
+}
+
+/// An S3-compatible server on loopback: moto's standalone server (PyPI
+/// `moto[server]`, installed by `.ci/run`), which speaks the S3 REST API
+/// (SigV4-signed requests, ListObjectsV2, multipart) in memory.
+pub struct S3Server {
+    pub proc: Option<Proc>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl S3Server {
+    /// `None` (test skipped) when moto is not installed, except under
+    /// `CI=true`, where that is a failure.
+    pub async fn start(dir: &Path) -> Option<S3Server> {
+        let found = std::process::Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+                panic!("python3 -m moto.server is required in CI (.ci/run installs moto[server])");
+            }
+            eprintln!("SKIPPED: moto is not installed (pip install 'moto[server]')");
+            return None;
+        }
+        let mut s = S3Server { proc: None, port: free_port(), dir: dir.to_path_buf() };
+        s.restart().await;
+        Some(s)
+    }
+
+    /// Starts the server (again) on the same port; an in-memory server
+    /// comes back empty.
+    pub async fn restart(&mut self) {
+        let args = ["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()].map(String::from);
+        self.proc = Some(Proc::start(&format!("s3-{}", self.port), Path::new("python3"), &args, &[], &self.dir));
+        wait_for(Duration::from_secs(30), "the S3 server to listen", || async {
+            reqwest::get(self.endpoint()).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r =
+            reqwest::Client::new().put(format!("{}/{bucket}", self.endpoint())).send().await.expect("create bucket");
+        assert!(r.status().is_success(), "create bucket {bucket}: {}", r.status());
+    }
+
+    /// `strata` flags for a bucket on this server.
+    pub fn objstore_args(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        vec![
+            "--objstore.type=s3".into(),
+            format!("--objstore.s3.bucket={bucket}"),
+            format!("--objstore.s3.endpoint={}", self.endpoint()),
+            format!("--objstore.s3.prefix={prefix}"),
+            "--objstore.s3.access-key-id=test".into(),
+            "--objstore.s3.secret-access-key=test".into(),
+        ]
+    }
+
+    /// Object names under `prefix` (ListObjectsV2), sorted.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let r = reqwest::Client::new()
+            .get(format!("{}/{bucket}", self.endpoint()))
+            .query(&[("list-type", "2"), ("prefix", prefix)])
+            .send()
+            .await
+            .expect("list objects");
+        let xml = r.text().await.unwrap_or_default();
+        let mut keys: Vec<String> =
+            xml.split("<Key>").skip(1).filter_map(|k| k.split("</Key>").next()).map(String::from).collect();
+        keys.sort();
+        keys
+    }
+
+    /// An object's bytes, read with a SigV4-signed GET (the server refuses
+    /// anonymous reads).
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .expect("S3 client");
+        let got = store.get(&object_store::path::Path::from(key)).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
+        got.bytes().await.unwrap_or_else(|e| panic!("read {key}: {e}")).to_vec()
+    }
 }

@@ -8,44 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use controlplane_e2e::*;
 use serde_json::Value;
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
-}
-
-/// `n` minutes of 15 s samples of 6 series starting at `t0`.
-fn data(t0: i64, minutes: i64) -> SeriesData {
-    let mut out = Vec::new();
-    for env in ["prod", "dev", "qa"] {
-        for code in ["200", "500"] {
-            let samples = (0..minutes * 4)
-                .map(|k| {
-                    let t = t0 + k * 15_000;
-                    (t, (t / 15_000 % 1000) as f64 * if code == "500" { 0.1 } else { 3.0 } + env.len() as f64)
-                })
-                .collect();
-            out.push((labels(&[("__name__", "requests_total"), ("env", env), ("code", code)]), samples));
-        }
-    }
-    out
-}
-
-async fn query_range(client: &reqwest::Client, base: &str, q: &str, start: i64, end: i64) -> Value {
-    let r = client
-        .get(format!("{base}/api/v1/query_range"))
-        .query(&[
-            ("query", q.to_string()),
-            ("start", format!("{}", start as f64 / 1000.0)),
-            ("end", format!("{}", end as f64 / 1000.0)),
-            ("step", "30".to_string()),
-        ])
-        .send()
-        .await
-        .expect("query_range");
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.expect("json");
-    v["data"]["result"].clone()
-}
-
 fn objstore_blocks(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(tenants) = std::fs::read_dir(dir) {
@@ -63,12 +25,6 @@ fn objstore_blocks(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn flush(client: &reqwest::Client, node: &Node) -> (u16, Value) {
-    let r = client.post(node.web_url("/api/v1/admin/flush")).send().await.expect("flush");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_and_blocks_answer_like_the_head_alone() {
     let dir = test_dir();
@@ -82,7 +38,7 @@ async fn head_and_blocks_answer_like_the_head_alone() {
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let t0 = (now - 40 * 60_000) / 60_000 * 60_000;
-    write_series(&client, &cluster.nodes[0].write_url(), &data(t0, 20)).await;
+    write_series(&client, &cluster.nodes[0].write_url(), &requests_total_data(t0, 20)).await;
     // Ends before the samples written after the flush.
     let (start, end) = (t0 + 5 * 60_000, t0 + 19 * 60_000 + 30_000);
     let queries = ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
@@ -95,11 +51,11 @@ async fn head_and_blocks_answer_like_the_head_alone() {
 
     // Cut everything into a block on the leader.
     let leader = cluster.wait_leader(None, Duration::from_secs(10)).await;
-    let (s, v) = flush(&client, &cluster.nodes[leader as usize - 1]).await;
+    let (s, v) = cluster.nodes[leader as usize - 1].flush(&client).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["blocks"].as_array().map(Vec::len), Some(1), "{v}");
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
-    let (s, _) = flush(&client, follower).await;
+    let (s, _) = follower.flush(&client).await;
     assert_eq!(s, 421, "a flush sent to a follower names the leader");
     let blocks = objstore_blocks(&objstore);
     assert_eq!(blocks.len(), 1);
@@ -109,32 +65,14 @@ async fn head_and_blocks_answer_like_the_head_alone() {
     assert!(blocks[0].join("series.parquet").exists() && blocks[0].join("samples.parquet").exists());
 
     // New samples go to the head; ones older than the block are rejected.
-    write_series(&client, &cluster.nodes[1].write_url(), &data(t0 + 20 * 60_000, 10)).await;
-    let late = client
-        .post(cluster.nodes[1].write_url())
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body({
-            use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
-            strata_proto::remote_write::encode_v1(&WriteRequest {
-                timeseries: vec![TimeSeries {
-                    labels: vec![
-                        Label { name: "__name__".into(), value: "requests_total".into() },
-                        Label { name: "code".into(), value: "200".into() },
-                        Label { name: "env".into(), value: "prod".into() },
-                    ],
-                    samples: vec![Sample { value: 1.0, timestamp: t0 + 60_000 + 1 }],
-                    ..Default::default()
-                }],
-                metadata: vec![],
-            })
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(late.status(), 400);
-    assert!(late.text().await.unwrap().contains("already in a block"));
+    write_series(&client, &cluster.nodes[1].write_url(), &requests_total_data(t0 + 20 * 60_000, 10)).await;
+    let late = vec![(
+        labels(&[("__name__", "requests_total"), ("code", "200"), ("env", "prod")]),
+        vec![(t0 + 60_000 + 1, 1.0)],
+    )];
+    let (status, body) = remote_write(&client, &cluster.nodes[1].write_url(), "anonymous", &late).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("already in a block"), "{body}");
 
     // Once the ingesters have released the block's data, it is read from the store.
     wait_for(Duration::from_secs(20), "the ingesters to release the uploaded block", || async {
@@ -159,30 +97,13 @@ async fn head_and_blocks_answer_like_the_head_alone() {
 
     // Object storage outage: a file where the tenant's directory should be makes uploads fail.
     std::fs::write(objstore.join("anonymous2"), b"not a directory").unwrap();
-    let r = client
-        .post(cluster.nodes[0].write_url())
-        .header("X-Scope-OrgID", "anonymous2")
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body({
-            use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
-            strata_proto::remote_write::encode_v1(&WriteRequest {
-                timeseries: vec![TimeSeries {
-                    labels: vec![Label { name: "__name__".into(), value: "outage_metric".into() }],
-                    samples: (0..20)
-                        .map(|k| Sample { value: k as f64, timestamp: t0 + 20 * 60_000 + k * 15_000 })
-                        .collect(),
-                    ..Default::default()
-                }],
-                metadata: vec![],
-            })
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let (s, v) = flush(&client, &cluster.nodes[leader as usize - 1]).await;
+    let outage = vec![(
+        labels(&[("__name__", "outage_metric")]),
+        (0..20).map(|k| (t0 + 20 * 60_000 + k * 15_000, k as f64)).collect(),
+    )];
+    let (status, body) = remote_write(&client, &cluster.nodes[0].write_url(), "anonymous2", &outage).await;
+    assert_eq!(status, 204, "{body}");
+    let (s, v) = cluster.nodes[leader as usize - 1].flush(&client).await;
     assert_eq!(s, 503, "the upload must fail during the outage: {v}");
     // Nothing is lost: the cut block is still served from memory.
     let r = client

@@ -52,8 +52,8 @@ pub struct IngesterConfig {
     pub heartbeat: Duration,
     pub election_timeout: Duration,
     pub blocks: BlockConfig,
-    /// Object storage for blocks (local directory).
-    pub objstore_path: PathBuf,
+    /// Object storage for blocks (local directory or S3 bucket).
+    pub objstore: strata_blocks::BucketConfig,
 }
 
 impl Default for IngesterConfig {
@@ -72,7 +72,7 @@ impl Default for IngesterConfig {
             heartbeat: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),
             blocks: BlockConfig::default(),
-            objstore_path: PathBuf::from("./data/objstore"),
+            objstore: strata_blocks::BucketConfig::default(),
         }
     }
 }
@@ -299,11 +299,8 @@ pub async fn run(
     let log = LogStore::open(&cfg.storage_path.join("raft")).map_err(storage(cfg.storage_path.join("raft")))?;
     let sm = StateMachine::open(cfg.storage_path.join("state"), cfg.head.clone(), &cfg.shard)
         .map_err(storage(cfg.storage_path.join("state")))?;
-    std::fs::create_dir_all(&cfg.objstore_path).map_err(storage(cfg.objstore_path.clone()))?;
-    let objstore: Arc<dyn object_store::ObjectStore> = Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(&cfg.objstore_path)
-            .map_err(|e| IngestError::Config(format!("object store at {}: {e}", cfg.objstore_path.display())))?,
-    );
+    let objstore = cfg.objstore.open().map_err(|e| IngestError::Config(e.to_string()))?;
+    tracing::info!(bucket = %cfg.objstore.describe(), "block storage");
     let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network, log, sm.clone())
         .await
         .map_err(|e| IngestError::Raft(e.to_string()))?;

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +36,8 @@ use tokio::sync::RwLock;
 pub struct StoreConfig {
     pub grpc_listen: SocketAddr,
     pub web_listen: SocketAddr,
-    /// Object storage (local directory) holding the blocks.
-    pub objstore_path: PathBuf,
+    /// Object storage (local directory or S3 bucket) holding the blocks.
+    pub objstore: strata_blocks::BucketConfig,
     pub sync_interval: Duration,
     /// Shard name in `Info`: replicas serving the same bucket share it.
     pub shard: String,
@@ -49,7 +48,7 @@ impl Default for StoreConfig {
         StoreConfig {
             grpc_listen: ([127, 0, 0, 1], 9096).into(),
             web_listen: ([127, 0, 0, 1], 9097).into(),
-            objstore_path: PathBuf::from("./data/objstore"),
+            objstore: strata_blocks::BucketConfig::default(),
             sync_interval: Duration::from_secs(30),
             shard: "blocks".into(),
         }
@@ -331,12 +330,9 @@ pub async fn run(
     cfg: StoreConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StoreError> {
-    let path = cfg.objstore_path.display().to_string();
-    std::fs::create_dir_all(&cfg.objstore_path).map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(&cfg.objstore_path)
-            .map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?,
-    );
+    let path = cfg.objstore.describe();
+    let store: Arc<dyn ObjectStore> =
+        cfg.objstore.open().map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?;
     let gw = Gateway::new(store, &cfg.shard);
     let sync_gw = gw.clone();
     let every = cfg.sync_interval;

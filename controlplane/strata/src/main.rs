@@ -114,9 +114,62 @@ struct IngesterArgs {
     /// How long an uploaded block stays in memory (until store gateways have synced it).
     #[arg(long = "block.retain-after-upload", default_value = "5m", value_parser = humantime::parse_duration)]
     block_retain: Duration,
-    /// Object storage for blocks: a local directory.
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ObjstoreType {
+    Filesystem,
+    S3,
+}
+
+/// Where blocks live; the same flags on ingesters (upload) and stores (read).
+#[derive(clap::Args)]
+struct ObjstoreArgs {
+    /// Object storage kind: a local directory or an S3-compatible bucket.
+    #[arg(long = "objstore.type", value_enum, default_value = "filesystem")]
+    kind: ObjstoreType,
+    /// Directory for `--objstore.type=filesystem`.
     #[arg(long = "objstore.path", default_value = "./data/objstore")]
-    objstore_path: PathBuf,
+    path: PathBuf,
+    /// Bucket name for `--objstore.type=s3`.
+    #[arg(long = "objstore.s3.bucket", default_value = "")]
+    s3_bucket: String,
+    /// S3 endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT, else AWS S3; http:// disables TLS).
+    #[arg(long = "objstore.s3.endpoint")]
+    s3_endpoint: Option<String>,
+    #[arg(long = "objstore.s3.region", default_value = "us-east-1")]
+    s3_region: String,
+    /// Access key (default: AWS_ACCESS_KEY_ID).
+    #[arg(long = "objstore.s3.access-key-id")]
+    s3_access_key_id: Option<String>,
+    /// Secret key (default: AWS_SECRET_ACCESS_KEY; prefer the variable or the config file over the command line).
+    #[arg(long = "objstore.s3.secret-access-key")]
+    s3_secret_access_key: Option<String>,
+    /// Put every object under this prefix.
+    #[arg(long = "objstore.s3.prefix", default_value = "")]
+    s3_prefix: String,
+    /// Virtual-hosted-style addressing (bucket.endpoint/key) instead of path style.
+    #[arg(long = "objstore.s3.virtual-hosted-style", default_value_t = false, action = clap::ArgAction::Set)]
+    s3_virtual_hosted_style: bool,
+}
+
+impl ObjstoreArgs {
+    fn bucket(self) -> strata_blocks::BucketConfig {
+        match self.kind {
+            ObjstoreType::Filesystem => strata_blocks::BucketConfig::Filesystem { path: self.path },
+            ObjstoreType::S3 => strata_blocks::BucketConfig::S3(strata_blocks::S3Config {
+                bucket: self.s3_bucket,
+                endpoint: self.s3_endpoint,
+                region: self.s3_region,
+                access_key_id: self.s3_access_key_id,
+                secret_access_key: self.s3_secret_access_key,
+                prefix: self.s3_prefix,
+                virtual_hosted_style: self.s3_virtual_hosted_style,
+            }),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -125,9 +178,8 @@ struct StoreArgs {
     grpc_listen: SocketAddr,
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9097")]
     web_listen: SocketAddr,
-    /// Object storage holding the blocks: a local directory.
-    #[arg(long = "objstore.path", default_value = "./data/objstore")]
-    objstore_path: PathBuf,
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
     /// How often the bucket is listed for new blocks.
     #[arg(long = "store.sync-interval", default_value = "30s", value_parser = humantime::parse_duration)]
     sync_interval: Duration,
@@ -166,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                     idle_flush: a.block_idle_flush.unwrap_or(a.block_duration),
                     retain_after_upload: a.block_retain,
                 },
-                objstore_path: a.objstore_path,
+                objstore: a.objstore.bucket(),
                 ..Default::default()
             };
             anyhow::ensure!(a.block_duration >= Duration::from_secs(1), "--block.duration must be at least 1s");
@@ -206,7 +258,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = strata_store::StoreConfig {
                 grpc_listen: a.grpc_listen,
                 web_listen: a.web_listen,
-                objstore_path: a.objstore_path,
+                objstore: a.objstore.bucket(),
                 sync_interval: a.sync_interval,
                 shard: a.shard,
             };
@@ -229,4 +281,34 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objstore_flags_from_a_config_file_select_s3() {
+        let yaml = "objstore.type: s3\nobjstore.s3.bucket: blocks\nobjstore.s3.endpoint: http://minio:9000\n\
+                    objstore.s3.virtual-hosted-style: false\n";
+        let mut args = vec!["strata".to_string(), "store".to_string()];
+        args.extend(config_file::flags_from_yaml(yaml).unwrap());
+        args.push("--objstore.s3.prefix=prod".into());
+        let Cmd::Store(a) = Cli::try_parse_from(args).unwrap().cmd else { panic!("not the store command") };
+        let want = strata_blocks::BucketConfig::S3(strata_blocks::S3Config {
+            bucket: "blocks".into(),
+            endpoint: Some("http://minio:9000".into()),
+            region: "us-east-1".into(),
+            prefix: "prod".into(),
+            ..Default::default()
+        });
+        assert_eq!(a.objstore.bucket(), want);
+        let Cmd::Ingester(a) =
+            Cli::try_parse_from(["strata", "ingester", "--raft.node-id=1", "--objstore.path=/x"]).unwrap().cmd
+        else {
+            panic!("not the ingester command")
+        };
+        assert_eq!(a.objstore.bucket(), strata_blocks::BucketConfig::Filesystem { path: "/x".into() });
+        assert!(Cli::try_parse_from(["strata", "store", "--objstore.type=gcs"]).is_err());
+    }
 }
