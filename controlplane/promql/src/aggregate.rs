@@ -8,10 +8,12 @@ use promql_parser::parser::token::{
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use crate::Error;
-use crate::eval::{Ctx, SeriesBuilder, StepSeries, Value};
+use std::sync::Arc;
+
+use crate::eval::{Ctx, Hist, SeriesBuilder, StepSeries, Value};
 use crate::functions::{kahan_inc, quantile};
 use crate::labels::{Labels, METRIC_NAME, is_valid_label_name};
+use crate::{Error, FloatHistogram};
 
 /// Labels of the group a series belongs to.
 fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -105,20 +107,55 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
             let mut out: Vec<StepSeries> = groups
                 .iter()
                 .zip(&group_drop)
-                .map(|(l, &d)| StepSeries { labels: l.clone(), vals: vec![None; steps], drop_name: d })
+                .map(|(l, &d)| StepSeries::floats(l.clone(), vec![None; steps], d))
                 .collect();
             let mut values: Vec<Vec<f64>> = vec![Vec::new(); groups.len()];
+            let mut hists: Vec<Vec<&Hist>> = vec![Vec::new(); groups.len()];
+            let any_hists = input.iter().any(|s| !s.hists.is_empty());
             for i in 0..steps {
                 ctx.check("aggregation")?;
                 for v in values.iter_mut() {
                     v.clear();
                 }
+                for h in hists.iter_mut() {
+                    h.clear();
+                }
                 for (s, &g) in input.iter().zip(&member) {
                     if let Some(v) = s.vals[i] {
                         values[g].push(v);
+                    } else if let Some(h) = s.hist(i) {
+                        hists[g].push(h);
                     }
                 }
                 for (g, vals) in values.iter().enumerate() {
+                    if any_hists && !hists[g].is_empty() {
+                        // Native histograms: sum/avg combine them (a group
+                        // mixing floats and histograms has no result, as in
+                        // Prometheus); count/group count them; the other
+                        // operators ignore them.
+                        match op {
+                            T_SUM | T_AVG if vals.is_empty() => {
+                                let sum = sum_hists(&hists[g]);
+                                if let Some(mut h) = sum {
+                                    if op == T_AVG {
+                                        h.mul(1.0 / hists[g].len() as f64);
+                                    }
+                                    out[g].set_hist(i, Some(Arc::new(h)));
+                                }
+                                continue;
+                            }
+                            T_SUM | T_AVG => continue,
+                            T_COUNT => {
+                                out[g].vals[i] = Some((vals.len() + hists[g].len()) as f64);
+                                continue;
+                            }
+                            T_GROUP => {
+                                out[g].vals[i] = Some(1.0);
+                                continue;
+                            }
+                            _ => {}
+                        }
+                    }
                     if vals.is_empty() {
                         continue;
                     }
@@ -142,10 +179,21 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
                     });
                 }
             }
-            out.retain(|s| s.vals.iter().any(Option::is_some));
+            out.retain(|s| (0..steps).any(|i| s.present(i)));
             Ok(Value::Vector(out))
         }
     }
+}
+
+/// The sum of native histograms; `None` when they cannot be added
+/// (exponential with custom buckets, or different custom bounds).
+pub(crate) fn sum_hists(hs: &[&Hist]) -> Option<FloatHistogram> {
+    let mut sum = (**hs.first()?).as_ref().clone();
+    for h in &hs[1..] {
+        sum.add(h).ok()?;
+    }
+    sum.reset_hint = crate::histogram::ResetHint::Gauge;
+    Some(sum)
 }
 
 pub(crate) fn avg(vals: &[f64]) -> f64 {
@@ -190,6 +238,7 @@ fn stdvar(vals: &[f64]) -> f64 {
 fn select_k(op: u16, input: Vec<StepSeries>, member: &[usize], ngroups: usize, k: &[f64]) -> Result<Value, Error> {
     let steps = k.len();
     let mut keep: Vec<Vec<Option<f64>>> = input.iter().map(|s| vec![None; s.vals.len()]).collect();
+    let mut keep_h: Vec<Vec<Option<Hist>>> = input.iter().map(|s| vec![None; s.vals.len()]).collect();
     // Output order: by group, then rank at the first step (matters for instant queries).
     let mut first_order: Vec<usize> = Vec::new();
     for i in 0..steps {
@@ -206,7 +255,8 @@ fn select_k(op: u16, input: Vec<StepSeries>, member: &[usize], ngroups: usize, k
         }
         let mut per_group: Vec<Vec<usize>> = vec![Vec::new(); ngroups];
         for (j, s) in input.iter().enumerate() {
-            if s.vals[i].is_some() {
+            // limitk keeps histogram samples too; topk/bottomk rank floats only.
+            if s.vals[i].is_some() || (op == T_LIMITK && s.hist(i).is_some()) {
                 per_group[member[j]].push(j);
             }
         }
@@ -227,6 +277,9 @@ fn select_k(op: u16, input: Vec<StepSeries>, member: &[usize], ngroups: usize, k
             cands.truncate(kk as usize);
             for &j in cands.iter() {
                 keep[j][i] = input[j].vals[i];
+                if op == T_LIMITK {
+                    keep_h[j][i] = input[j].hist(i).cloned();
+                }
                 if i == 0 {
                     first_order.push(j);
                 }
@@ -244,7 +297,8 @@ fn select_k(op: u16, input: Vec<StepSeries>, member: &[usize], ngroups: usize, k
     for j in order {
         if let Some(mut s) = input[j].take() {
             s.vals = std::mem::take(&mut keep[j]);
-            if s.vals.iter().any(Option::is_some) {
+            s.hists = if s.hists.is_empty() { Vec::new() } else { std::mem::take(&mut keep_h[j]) };
+            if (0..s.vals.len()).any(|i| s.present(i)) {
                 out.push(s);
             }
         }
@@ -264,9 +318,12 @@ fn limit_ratio(mut input: Vec<StepSeries>, r: &[f64]) -> Result<Value, Error> {
             let keep = if ratio >= 0.0 { offset < ratio } else { offset >= 1.0 + ratio };
             if !keep {
                 *v = None;
+                if let Some(h) = s.hists.get_mut(i) {
+                    *h = None;
+                }
             }
         }
     }
-    input.retain(|s| s.vals.iter().any(Option::is_some));
+    input.retain(|s| (0..s.vals.len()).any(|i| s.present(i)));
     Ok(Value::Vector(input))
 }

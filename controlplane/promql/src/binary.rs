@@ -8,8 +8,12 @@ use promql_parser::parser::token::{
 };
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use std::sync::Arc;
+
 use crate::Error;
 use crate::eval::{Ctx, SeriesBuilder, StepSeries, Value};
+use crate::functions::Point;
+use crate::histogram::ResetHint;
 use crate::labels::Labels;
 
 fn is_comparison(op: TokenId) -> bool {
@@ -39,6 +43,46 @@ pub(crate) fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), Error> {
         T_LTE => (l, l <= r),
         _ => return Err(Error::BadData(format!("operator {op} not allowed here"))),
     })
+}
+
+/// One operation where at least one operand is a native histogram
+/// (Prometheus' `vectorElemBinop`): `h * f`, `f * h`, `h / f`, `h + h`,
+/// `h - h`, `h == h`, `h != h`; anything else has no result.
+fn apply_points(op: TokenId, l: Point, r: Point, return_bool: bool) -> Option<Point> {
+    let scaled = |h: &crate::eval::Hist, f: f64| {
+        let mut h = (**h).clone();
+        h.mul(f);
+        Point::H(Arc::new(h))
+    };
+    let out = match (&l, &r, op) {
+        (Point::H(h), Point::F(f), T_MUL) | (Point::F(f), Point::H(h), T_MUL) => Some(scaled(h, *f)),
+        (Point::H(h), Point::F(f), T_DIV) => {
+            let mut h = (**h).clone();
+            h.count /= f;
+            h.sum /= f;
+            h.zero_count /= f;
+            for v in h.positive.values_mut().chain(h.negative.values_mut()) {
+                *v /= f;
+            }
+            Some(Point::H(Arc::new(h)))
+        }
+        (Point::H(a), Point::H(b), T_ADD | T_SUB) => {
+            let mut h = (**a).clone();
+            let ok = if op == T_ADD { h.add(b) } else { h.sub(b) };
+            ok.ok()?;
+            h.reset_hint = ResetHint::Gauge;
+            Some(Point::H(Arc::new(h)))
+        }
+        (Point::H(a), Point::H(b), T_EQLC | T_NEQ) => {
+            let keep = a.equals(b) == (op == T_EQLC);
+            if return_bool {
+                return Some(Point::F(if keep { 1.0 } else { 0.0 }));
+            }
+            keep.then(|| l.clone())
+        }
+        _ => None,
+    };
+    if return_bool { None } else { out }
 }
 
 pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, ts: &[i64]) -> Result<Value, Error> {
@@ -97,11 +141,21 @@ fn vector_scalar(
             }
             *cell = keep.then_some(v);
         }
+        let hists = std::mem::take(&mut s.hists);
+        for (i, h) in hists.into_iter().enumerate() {
+            let Some(h) = h else { continue };
+            let (l, r) = if swap { (Point::F(scalar[i]), Point::H(h)) } else { (Point::H(h), Point::F(scalar[i])) };
+            match apply_points(op, l, r, return_bool) {
+                Some(Point::H(h)) => s.set_hist(i, Some(h)),
+                Some(Point::F(v)) => s.vals[i] = Some(v),
+                None => {}
+            }
+        }
         if return_bool || drops_name(op) {
             s.drop_name = true;
         }
     }
-    vec.retain(|s| s.vals.iter().any(Option::is_some));
+    vec.retain(|s| (0..s.vals.len()).any(|i| s.present(i)));
     Ok(Value::Vector(vec))
 }
 
@@ -116,7 +170,7 @@ fn set_op(
     let lsig: Vec<u64> = l.iter().map(|s| s.labels.signature(on, names)).collect();
     let rsig: Vec<u64> = r.iter().map(|s| s.labels.signature(on, names)).collect();
     let present = |side: &[StepSeries], sigs: &[u64], i: usize| -> HashSet<u64> {
-        side.iter().zip(sigs).filter(|(s, _)| s.vals[i].is_some()).map(|(_, &g)| g).collect()
+        side.iter().zip(sigs).filter(|(s, _)| s.present(i)).map(|(_, &g)| g).collect()
     };
     match op {
         T_LAND | T_LUNLESS => {
@@ -127,10 +181,11 @@ fn set_op(
                     let found = rs.contains(g);
                     if (op == T_LAND) != found {
                         s.vals[i] = None;
+                        s.set_hist(i, None);
                     }
                 }
             }
-            out.retain(|s| s.vals.iter().any(Option::is_some));
+            out.retain(|s| (0..steps).any(|i| s.present(i)));
             out
         }
         _ => {
@@ -140,22 +195,26 @@ fn set_op(
                 for (s, g) in rr.iter_mut().zip(&rsig) {
                     if ls.contains(g) {
                         s.vals[i] = None;
+                        s.set_hist(i, None);
                     }
                 }
             }
             let mut b = SeriesBuilder::new(steps);
             for s in l.into_iter().chain(rr) {
-                if !s.vals.iter().any(Option::is_some) {
+                if !(0..steps).any(|i| s.present(i)) {
                     continue;
                 }
                 let slot = b.slot(&s.labels, s.drop_name);
-                for (i, v) in s.vals.iter().enumerate() {
-                    if let Some(v) = v {
-                        // The same label set from both sides at one step cannot
-                        // happen (the right side is masked); keep the left.
-                        if b.series[slot].vals[i].is_none() {
-                            b.series[slot].vals[i] = Some(*v);
-                        }
+                for i in 0..steps {
+                    // The same label set from both sides at one step cannot
+                    // happen (the right side is masked); keep the left.
+                    if b.series[slot].present(i) {
+                        continue;
+                    }
+                    if let Some(v) = s.vals[i] {
+                        b.series[slot].vals[i] = Some(v);
+                    } else if let Some(h) = s.hist(i) {
+                        b.series[slot].set_hist(i, Some(h.clone()));
                     }
                 }
             }
@@ -186,7 +245,7 @@ fn vector_vector(
     for i in 0..steps {
         let mut right: HashMap<u64, usize> = HashMap::new();
         for (j, s) in rhs.iter().enumerate() {
-            if s.vals[i].is_none() {
+            if !s.present(i) {
                 continue;
             }
             if let Some(&prev) = right.get(&rsig[j]) {
@@ -202,18 +261,36 @@ fn vector_vector(
         }
         let mut matched: HashMap<u64, HashSet<u64>> = HashMap::new();
         for (k, ls) in lhs.iter().enumerate() {
-            let Some(lv) = ls.vals[i] else { continue };
-            let Some(&j) = right.get(&lsig[k]) else { continue };
-            let rv = rhs[j].vals[i].unwrap_or(f64::NAN);
-            let (a, c) = if one_to_many { (rv, lv) } else { (lv, rv) };
-            let (mut v, mut keep) = apply(op, a, c)?;
-            if return_bool {
-                v = if keep { 1.0 } else { 0.0 };
-                keep = true;
-            }
-            if !keep {
+            if !ls.present(i) {
                 continue;
             }
+            let Some(&j) = right.get(&lsig[k]) else { continue };
+            let result = match (ls.vals[i], rhs[j].vals[i]) {
+                (Some(lv), Some(rv)) => {
+                    let (a, c) = if one_to_many { (rv, lv) } else { (lv, rv) };
+                    let (mut v, mut keep) = apply(op, a, c)?;
+                    if return_bool {
+                        v = if keep { 1.0 } else { 0.0 };
+                        keep = true;
+                    }
+                    if !keep {
+                        continue;
+                    }
+                    Point::F(v)
+                }
+                (lv, rv) => {
+                    let point = |v: Option<f64>, s: &StepSeries| match v {
+                        Some(v) => Point::F(v),
+                        None => Point::H(s.hist(i).cloned().expect("present")),
+                    };
+                    let (lp, rp) = (point(lv, ls), point(rv, &rhs[j]));
+                    let (a, c) = if one_to_many { (rp, lp) } else { (lp, rp) };
+                    match apply_points(op, a, c, return_bool) {
+                        Some(p) => p,
+                        None => continue,
+                    }
+                }
+            };
             let (labels, slot) = match result_labels.get(&(k, j)) {
                 Some(x) => x.clone(),
                 None => {
@@ -241,7 +318,10 @@ fn vector_vector(
                     ));
                 }
             }
-            out.set(slot, i, v)?;
+            match result {
+                Point::F(v) => out.set(slot, i, v)?,
+                Point::H(h) => out.set_hist(slot, i, h)?,
+            }
         }
     }
     Ok(out.series)

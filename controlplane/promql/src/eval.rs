@@ -2,13 +2,16 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use crate::labels::Labels;
 use crate::storage::{at_ms, offset_ms, selector_matchers};
-use crate::{EngineOptions, Error, InstantSample, QueryValue, Series, Storage, is_stale_nan};
+use crate::{EngineOptions, Error, FloatHistogram, InstantSample, QueryValue, Series, Storage, is_stale_nan};
+
+pub(crate) type Hist = Arc<FloatHistogram>;
 
 /// One series of an instant vector, with a value (or none) per step.
 #[derive(Debug, Clone)]
@@ -18,6 +21,34 @@ pub(crate) struct StepSeries {
     /// `__name__` is to be removed when the result is returned (Prometheus 3's
     /// delayed name removal).
     pub drop_name: bool,
+    /// Histogram values per step (empty: none at all). A step has a float
+    /// or a histogram, never both.
+    pub hists: Vec<Option<Hist>>,
+}
+
+impl StepSeries {
+    pub fn floats(labels: Labels, vals: Vec<Option<f64>>, drop_name: bool) -> StepSeries {
+        StepSeries { labels, vals, drop_name, hists: Vec::new() }
+    }
+
+    pub fn hist(&self, i: usize) -> Option<&Hist> {
+        self.hists.get(i).and_then(Option::as_ref)
+    }
+
+    pub fn set_hist(&mut self, i: usize, h: Option<Hist>) {
+        if self.hists.is_empty() {
+            if h.is_none() {
+                return;
+            }
+            self.hists = vec![None; self.vals.len()];
+        }
+        self.hists[i] = h;
+    }
+
+    /// Whether step `i` has a float or a histogram.
+    pub fn present(&self, i: usize) -> bool {
+        self.vals[i].is_some() || self.hist(i).is_some()
+    }
 }
 
 /// One series of a range vector.
@@ -26,6 +57,7 @@ pub(crate) struct RangeSeries {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
     pub drop_name: bool,
+    pub hists: Vec<(i64, Hist)>,
 }
 
 /// A range vector: per step `i`, the window `(ends[i] - range, ends[i]]`.
@@ -38,7 +70,7 @@ pub(crate) struct Matrix {
 
 impl Matrix {
     /// `[lo, hi)` sample index range of every step's window in `samples`.
-    pub fn windows(&self, samples: &[(i64, f64)]) -> Vec<(usize, usize)> {
+    pub fn windows<T>(&self, samples: &[(i64, T)]) -> Vec<(usize, usize)> {
         let mut out = Vec::with_capacity(self.ends.len());
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut prev_end = i64::MIN;
@@ -115,6 +147,9 @@ impl Ctx<'_> {
                         for v in s.vals.iter_mut().flatten() {
                             *v = -*v;
                         }
+                        for h in s.hists.iter_mut().flatten() {
+                            Arc::make_mut(h).mul(-1.0);
+                        }
                         s.drop_name = true;
                     }
                     Ok(Value::Vector(vs))
@@ -170,10 +205,20 @@ impl Ctx<'_> {
         };
         let lookback = self.lookback();
         let series = self.select(vs, min - lookback + 1, max)?;
-        let loaded: usize = series.iter().map(|s| s.samples.len()).sum();
+        let loaded: usize = series.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
         self.add_samples(loaded, "query execution")?;
         let mut out = Vec::with_capacity(series.len());
         for s in series {
+            if !s.histograms.is_empty() {
+                let (vals, hists, times) = select_mixed(&s, &eff, lookback);
+                if vals.iter().any(Option::is_some) || hists.iter().any(Option::is_some) {
+                    if let Some(st) = sample_times.as_deref_mut() {
+                        st.push(times);
+                    }
+                    out.push(StepSeries { labels: s.labels.clone(), vals, drop_name: false, hists });
+                }
+                continue;
+            }
             let mut vals = Vec::with_capacity(eff.len());
             let mut times = Vec::new();
             let mut any = false;
@@ -210,7 +255,7 @@ impl Ctx<'_> {
                 if let Some(st) = sample_times.as_deref_mut() {
                     st.push(times);
                 }
-                out.push(StepSeries { labels: s.labels.clone(), vals, drop_name: false });
+                out.push(StepSeries::floats(s.labels.clone(), vals, false));
             }
         }
         Ok(out)
@@ -224,12 +269,17 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         if let Some((&min, &max)) = ends.iter().min().zip(ends.iter().max()) {
             let series = self.select(vs, min - range + 1, max)?;
-            let loaded: usize = series.iter().map(|s| s.samples.len()).sum();
+            let loaded: usize = series.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
             self.add_samples(loaded, "query execution")?;
             for s in series {
                 let samples: Vec<(i64, f64)> = s.samples.iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect();
-                if !samples.is_empty() {
-                    out.push(RangeSeries { labels: s.labels.clone(), samples, drop_name: false });
+                if !samples.is_empty() || !s.histograms.is_empty() {
+                    out.push(RangeSeries {
+                        labels: s.labels.clone(),
+                        samples,
+                        drop_name: false,
+                        hists: s.histograms.clone(),
+                    });
                 }
             }
         }
@@ -260,14 +310,24 @@ impl Ctx<'_> {
                         for s in vs {
                             let samples: Vec<(i64, f64)> =
                                 grid.iter().zip(&s.vals).filter_map(|(&t, v)| v.map(|v| (t, v))).collect();
-                            if !samples.is_empty() {
-                                series.push(RangeSeries { labels: s.labels, samples, drop_name: s.drop_name });
+                            let hists: Vec<(i64, Hist)> = grid
+                                .iter()
+                                .zip(&s.hists)
+                                .filter_map(|(&t, h)| h.as_ref().map(|h| (t, h.clone())))
+                                .collect();
+                            if !samples.is_empty() || !hists.is_empty() {
+                                series.push(RangeSeries { labels: s.labels, samples, drop_name: s.drop_name, hists });
                             }
                         }
                     }
                     Value::Scalar(v) => {
                         let samples = grid.iter().copied().zip(v).collect();
-                        series.push(RangeSeries { labels: Labels::default(), samples, drop_name: false });
+                        series.push(RangeSeries {
+                            labels: Labels::default(),
+                            samples,
+                            drop_name: false,
+                            hists: Vec::new(),
+                        });
                     }
                     _ => return Err(Error::BadData("subquery is only allowed on instant vector".into())),
                 }
@@ -310,7 +370,7 @@ impl SeriesBuilder {
         }
         let i = self.series.len();
         self.index.insert(labels.clone(), i);
-        self.series.push(StepSeries { labels: labels.clone(), vals: vec![None; self.steps], drop_name });
+        self.series.push(StepSeries::floats(labels.clone(), vec![None; self.steps], drop_name));
         i
     }
 
@@ -322,6 +382,54 @@ impl SeriesBuilder {
         *cell = Some(v);
         Ok(())
     }
+
+    pub fn set_hist(&mut self, slot: usize, step: usize, h: Hist) -> Result<(), Error> {
+        if self.series[slot].present(step) {
+            return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+        }
+        self.series[slot].set_hist(step, Some(h));
+        Ok(())
+    }
+}
+
+/// The latest float or histogram sample at or before each of `eff`
+/// within the lookback (a stale float marker ends either).
+fn select_mixed(s: &Series, eff: &[i64], lookback: i64) -> (Vec<Option<f64>>, Vec<Option<Hist>>, Vec<i64>) {
+    let mut vals = Vec::with_capacity(eff.len());
+    let mut hists = Vec::with_capacity(eff.len());
+    let mut times = Vec::with_capacity(eff.len());
+    for &t in eff {
+        let j = s.samples.partition_point(|(st, _)| *st <= t);
+        let k = s.histograms.partition_point(|(st, _)| *st <= t);
+        let f = (j > 0).then(|| s.samples[j - 1]);
+        let h = (k > 0).then(|| &s.histograms[k - 1]);
+        let pick_hist = match (f, h) {
+            (Some((ft, _)), Some((ht, _))) => *ht > ft,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if pick_hist {
+            let (ht, hv) = h.expect("picked");
+            if *ht > t - lookback {
+                vals.push(None);
+                hists.push(Some(hv.clone()));
+                times.push(*ht);
+                continue;
+            }
+        } else if let Some((ft, fv)) = f
+            && ft > t - lookback
+            && !is_stale_nan(fv)
+        {
+            vals.push(Some(fv));
+            hists.push(None);
+            times.push(ft);
+            continue;
+        }
+        vals.push(None);
+        hists.push(None);
+        times.push(0);
+    }
+    (vals, hists, times)
 }
 
 /// Removes `__name__` where it is due and checks that no two series share a
@@ -337,6 +445,11 @@ fn finish_names(series: Vec<StepSeries>, steps: usize) -> Result<Vec<StepSeries>
         for (i, v) in s.vals.into_iter().enumerate() {
             if let Some(v) = v {
                 b.set(slot, i, v)?;
+            }
+        }
+        for (i, h) in s.hists.into_iter().enumerate() {
+            if let Some(h) = h {
+                b.set_hist(slot, i, h)?;
             }
         }
     }
@@ -365,7 +478,7 @@ pub(crate) fn run(
                 Ok(QueryValue::Scalar { t: start, v: v[0] })
             } else {
                 let samples = ts.iter().copied().zip(v).collect();
-                Ok(QueryValue::Matrix(vec![Series { labels: Labels::default(), samples }]))
+                Ok(QueryValue::Matrix(vec![Series::floats(Labels::default(), samples)]))
             }
         }
         Value::String(s) => {
@@ -382,7 +495,16 @@ pub(crate) fn run(
             if instant {
                 Ok(QueryValue::Vector(
                     vs.into_iter()
-                        .filter_map(|s| s.vals[0].map(|v| InstantSample { labels: s.labels, t: start, v }))
+                        .filter_map(|s| {
+                            let h = s.hist(0).cloned();
+                            match (s.vals[0], h) {
+                                (Some(v), _) => Some(InstantSample { labels: s.labels, t: start, v, h: None }),
+                                (None, Some(h)) => {
+                                    Some(InstantSample { labels: s.labels, t: start, v: 0.0, h: Some(h) })
+                                }
+                                _ => None,
+                            }
+                        })
                         .collect(),
                 ))
             } else {
@@ -391,7 +513,13 @@ pub(crate) fn run(
                     .filter_map(|s| {
                         let samples: Vec<(i64, f64)> =
                             ts.iter().zip(s.vals).filter_map(|(&t, v)| v.map(|v| (t, v))).collect();
-                        (!samples.is_empty()).then_some(Series { labels: s.labels, samples })
+                        let histograms: Vec<(i64, Hist)> =
+                            ts.iter().zip(s.hists).filter_map(|(&t, h)| h.map(|h| (t, h))).collect();
+                        (!samples.is_empty() || !histograms.is_empty()).then_some(Series {
+                            labels: s.labels,
+                            samples,
+                            histograms,
+                        })
                     })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -407,16 +535,20 @@ pub(crate) fn run(
             let mut out = Vec::new();
             let mut seen = HashMap::new();
             for s in &m.series {
-                let w = m.windows(&s.samples);
-                let (lo, hi) = w[0];
-                if lo == hi {
+                let (lo, hi) = m.windows(&s.samples)[0];
+                let (hlo, hhi) = m.windows(&s.hists)[0];
+                if lo == hi && hlo == hhi {
                     continue;
                 }
                 let labels = if s.drop_name { s.labels.without_name() } else { s.labels.clone() };
                 if seen.insert(labels.clone(), ()).is_some() {
                     return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
                 }
-                out.push(Series { labels, samples: s.samples[lo..hi].to_vec() });
+                out.push(Series {
+                    labels,
+                    samples: s.samples[lo..hi].to_vec(),
+                    histograms: s.hists[hlo..hhi].to_vec(),
+                });
             }
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             Ok(QueryValue::Matrix(out))

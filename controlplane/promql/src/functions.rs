@@ -2,10 +2,13 @@
 
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
-use crate::Error;
-use crate::eval::{Ctx, Matrix, SeriesBuilder, StepSeries, Value};
+use std::sync::Arc;
+
+use crate::eval::{Ctx, Hist, Matrix, SeriesBuilder, StepSeries, Value};
+use crate::histogram::ResetHint;
 use crate::labels::{Labels, METRIC_NAME, is_valid_label_name};
 use crate::storage::selector_matchers;
+use crate::{Error, FloatHistogram};
 
 /// Kahan-Babuška compensated summation step, as Prometheus does it.
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
@@ -100,11 +103,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "pi" => Ok(Value::Scalar(vec![std::f64::consts::PI; steps])),
         "vector" => {
             let v = scalar_arg(0)?;
-            Ok(Value::Vector(vec![StepSeries {
-                labels: Labels::default(),
-                vals: v.into_iter().map(Some).collect(),
-                drop_name: false,
-            }]))
+            Ok(Value::Vector(vec![StepSeries::floats(Labels::default(), v.into_iter().map(Some).collect(), false)]))
         }
         "scalar" => {
             let v = vector_arg(0)?;
@@ -124,22 +123,24 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
                 let mut times = Vec::new();
                 let mut series = ctx.instant_selector(vs, ts, Some(&mut times))?;
                 for (s, t) in series.iter_mut().zip(times) {
-                    for (v, t) in s.vals.iter_mut().zip(t) {
-                        if v.is_some() {
-                            *v = Some(t as f64 / 1000.0);
+                    for (i, t) in t.into_iter().enumerate() {
+                        if s.present(i) {
+                            s.vals[i] = Some(t as f64 / 1000.0);
                         }
                     }
+                    s.hists = Vec::new();
                     s.drop_name = true;
                 }
                 Ok(Value::Vector(series))
             } else {
                 let mut series = vector_arg(0)?;
                 for s in series.iter_mut() {
-                    for (v, &t) in s.vals.iter_mut().zip(ts) {
-                        if v.is_some() {
-                            *v = Some(t as f64 / 1000.0);
+                    for (i, &t) in ts.iter().enumerate() {
+                        if s.present(i) {
+                            s.vals[i] = Some(t as f64 / 1000.0);
                         }
                     }
+                    s.hists = Vec::new();
                     s.drop_name = true;
                 }
                 Ok(Value::Vector(series))
@@ -148,8 +149,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "absent" => {
             let v = vector_arg(0)?;
             let labels = absent_labels(args.first().map(|a| a.as_ref()));
-            let vals: Vec<Option<f64>> =
-                (0..steps).map(|i| (!v.iter().any(|s| s.vals[i].is_some())).then_some(1.0)).collect();
+            let vals: Vec<Option<f64>> = (0..steps).map(|i| (!v.iter().any(|s| s.present(i))).then_some(1.0)).collect();
             Ok(absent_result(labels, vals))
         }
         "absent_over_time" => {
@@ -160,18 +160,54 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
                 for (i, (lo, hi)) in m.windows(&s.samples).into_iter().enumerate() {
                     present[i] |= hi > lo;
                 }
+                for (i, (lo, hi)) in m.windows(&s.hists).into_iter().enumerate() {
+                    present[i] |= hi > lo;
+                }
             }
             Ok(absent_result(labels, present.into_iter().map(|p| (!p).then_some(1.0)).collect()))
         }
         "rate" | "increase" | "delta" => {
             let m = matrix_arg(0)?;
             let (counter, rate) = (name != "delta", name == "rate");
-            Ok(Value::Vector(map_windows(&m, false, |w, i| extrapolated_rate(w, m.ends[i], m.range, counter, rate))))
+            Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, i| {
+                if hw.is_empty() {
+                    return extrapolated_rate(w, m.ends[i], m.range, counter, rate).map(Point::F);
+                }
+                if !w.is_empty() {
+                    return None; // floats and histograms mixed in one window
+                }
+                histogram_rate(hw, m.ends[i], m.range, counter, rate).map(Point::H)
+            })))
         }
         "irate" | "idelta" => {
             let m = matrix_arg(0)?;
             let rate = name == "irate";
-            Ok(Value::Vector(map_windows(&m, false, |w, _| instant_rate(w, rate))))
+            Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, _| {
+                if hw.is_empty() {
+                    return instant_rate(w, rate).map(Point::F);
+                }
+                let all = merge_points(w, hw);
+                let [.., (t0, p0), (t1, p1)] = all.as_slice() else { return None };
+                match (p0, p1) {
+                    (Point::F(a), Point::F(b)) => instant_rate(&[(*t0, *a), (*t1, *b)], rate).map(Point::F),
+                    (Point::H(a), Point::H(b)) => {
+                        let mut h = (**b).clone();
+                        if !rate || !b.detect_reset(a) {
+                            h.sub(a).ok()?;
+                        }
+                        h.reset_hint = ResetHint::Gauge;
+                        if rate {
+                            let secs = (t1 - t0) as f64 / 1000.0;
+                            if secs == 0.0 {
+                                return None;
+                            }
+                            h.mul(1.0 / secs);
+                        }
+                        Some(Point::H(Arc::new(h)))
+                    }
+                    _ => None,
+                }
+            })))
         }
         "deriv" => {
             let m = matrix_arg(0)?;
@@ -190,20 +226,34 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "changes" | "resets" => {
             let m = matrix_arg(0)?;
             let resets = name == "resets";
-            Ok(Value::Vector(map_windows(&m, false, |w, _| {
-                if w.is_empty() {
-                    return None;
-                }
+            Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, _| {
+                let all = merge_points(w, hw);
                 let mut n = 0.0;
-                let mut prev = w[0].1;
-                for &(_, cur) in &w[1..] {
-                    let hit = if resets { cur < prev } else { cur != prev && !(cur.is_nan() && prev.is_nan()) };
+                let mut prev = &all.first()?.1;
+                for (_, cur) in &all[1..] {
+                    let hit = match (prev, cur) {
+                        (Point::F(p), Point::F(c)) => {
+                            if resets {
+                                c < p
+                            } else {
+                                c != p && !(c.is_nan() && p.is_nan())
+                            }
+                        }
+                        (Point::H(p), Point::H(c)) => {
+                            if resets {
+                                c.detect_reset(p)
+                            } else {
+                                !c.equals(p)
+                            }
+                        }
+                        _ => true,
+                    };
                     if hit {
                         n += 1.0;
                     }
                     prev = cur;
                 }
-                Some(n)
+                Some(Point::F(n))
             })))
         }
         "avg_over_time" | "count_over_time" | "sum_over_time" | "min_over_time" | "max_over_time"
@@ -211,6 +261,11 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         | "mad_over_time" => {
             let m = matrix_arg(0)?;
             let keep_name = matches!(name, "last_over_time" | "first_over_time");
+            if m.series.iter().any(|s| !s.hists.is_empty()) {
+                return Ok(Value::Vector(map_windows_mixed(&m, keep_name, |w, hw, _| {
+                    histogram_over_time(name, w, hw)
+                })));
+            }
             Ok(Value::Vector(map_windows(&m, keep_name, |w, _| {
                 if w.is_empty() {
                     return None;
@@ -244,6 +299,15 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         }
         "ts_of_min_over_time" | "ts_of_max_over_time" | "ts_of_last_over_time" | "ts_of_first_over_time" => {
             let m = matrix_arg(0)?;
+            if matches!(name, "ts_of_last_over_time" | "ts_of_first_over_time")
+                && m.series.iter().any(|s| !s.hists.is_empty())
+            {
+                return Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, _| {
+                    let all = merge_points(w, hw);
+                    let pick = if name == "ts_of_last_over_time" { all.last() } else { all.first() };
+                    pick.map(|(t, _)| Point::F(*t as f64 / 1000.0))
+                })));
+            }
             Ok(Value::Vector(map_windows(&m, false, |w, _| {
                 if w.is_empty() {
                     return None;
@@ -355,11 +419,11 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         }
         "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute" | "month" | "year" => {
             let v = if args.is_empty() {
-                vec![StepSeries {
-                    labels: Labels::default(),
-                    vals: ts.iter().map(|&t| Some(t as f64 / 1000.0)).collect(),
-                    drop_name: false,
-                }]
+                vec![StepSeries::floats(
+                    Labels::default(),
+                    ts.iter().map(|&t| Some(t as f64 / 1000.0)).collect(),
+                    false,
+                )]
             } else {
                 vector_arg(0)?
             };
@@ -407,6 +471,11 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         }
         "sort" | "sort_desc" => {
             let mut v = vector_arg(0)?;
+            // Histogram samples have no order: Prometheus leaves them out.
+            for s in &mut v {
+                s.hists = Vec::new();
+            }
+            v.retain(|s| s.vals.iter().any(Option::is_some));
             let desc = name == "sort_desc";
             v.sort_by(|a, b| {
                 let (x, y) = (a.vals[0].unwrap_or(f64::NAN), b.vals[0].unwrap_or(f64::NAN));
@@ -447,13 +516,23 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
             let v = vector_arg(1)?;
             histogram_quantile(&q, v, steps)
         }
-        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar"
-        | "histogram_fraction" => {
-            // Native histograms are not stored by Strata yet: float series are ignored, as in Prometheus.
-            for i in 0..args.len() {
-                arg(i)?;
-            }
-            Ok(Value::Vector(Vec::new()))
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
+            let v = vector_arg(0)?;
+            Ok(Value::Vector(map_hists(v, |h, _| {
+                Some(match name {
+                    "histogram_count" => h.count,
+                    "histogram_sum" => h.sum,
+                    "histogram_avg" => h.sum / h.count,
+                    "histogram_stddev" => h.variance().sqrt(),
+                    _ => h.variance(),
+                })
+            })))
+        }
+        "histogram_fraction" => {
+            let lo = scalar_arg(0)?;
+            let hi = scalar_arg(1)?;
+            let v = vector_arg(2)?;
+            histogram_fraction(&lo, &hi, v, steps)
         }
         other => Err(Error::BadData(format!("function \"{other}\" is not supported"))),
     }
@@ -466,14 +545,122 @@ fn map_windows(m: &Matrix, keep_name: bool, f: impl Fn(&[(i64, f64)], usize) -> 
         let w = m.windows(&s.samples);
         let vals: Vec<Option<f64>> = w.into_iter().enumerate().map(|(i, (lo, hi))| f(&s.samples[lo..hi], i)).collect();
         if vals.iter().any(Option::is_some) {
-            out.push(StepSeries { labels: s.labels.clone(), vals, drop_name: s.drop_name || !keep_name });
+            out.push(StepSeries::floats(s.labels.clone(), vals, s.drop_name || !keep_name));
         }
     }
     out
 }
 
+/// A float or a native histogram.
+#[derive(Debug, Clone)]
+pub(crate) enum Point {
+    F(f64),
+    H(Hist),
+}
+
+/// Float and histogram samples of one window, in time order.
+fn merge_points(w: &[(i64, f64)], hw: &[(i64, Hist)]) -> Vec<(i64, Point)> {
+    let mut out: Vec<(i64, Point)> = Vec::with_capacity(w.len() + hw.len());
+    let (mut i, mut j) = (0, 0);
+    while i < w.len() || j < hw.len() {
+        if j >= hw.len() || (i < w.len() && w[i].0 < hw[j].0) {
+            out.push((w[i].0, Point::F(w[i].1)));
+            i += 1;
+        } else {
+            out.push((hw[j].0, Point::H(hw[j].1.clone())));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Like [`map_windows`], with each window's histogram samples too.
+fn map_windows_mixed(
+    m: &Matrix,
+    keep_name: bool,
+    f: impl Fn(&[(i64, f64)], &[(i64, Hist)], usize) -> Option<Point>,
+) -> Vec<StepSeries> {
+    let mut out = Vec::with_capacity(m.series.len());
+    for s in &m.series {
+        let w = m.windows(&s.samples);
+        let hw = m.windows(&s.hists);
+        let mut series = StepSeries::floats(s.labels.clone(), vec![None; w.len()], s.drop_name || !keep_name);
+        for (i, ((lo, hi), (hlo, hhi))) in w.into_iter().zip(hw).enumerate() {
+            match f(&s.samples[lo..hi], &s.hists[hlo..hhi], i) {
+                Some(Point::F(v)) => series.vals[i] = Some(v),
+                Some(Point::H(h)) => series.set_hist(i, Some(h)),
+                None => {}
+            }
+        }
+        if (0..series.vals.len()).any(|i| series.present(i)) {
+            out.push(series);
+        }
+    }
+    out
+}
+
+/// `*_over_time` on windows that may hold histograms: count/present/last/
+/// first see both kinds, sum/avg combine histograms (none for a mixed
+/// window), the rest read floats only.
+fn histogram_over_time(name: &str, w: &[(i64, f64)], hw: &[(i64, Hist)]) -> Option<Point> {
+    if hw.is_empty() && w.is_empty() {
+        return None;
+    }
+    match name {
+        "count_over_time" => Some(Point::F((w.len() + hw.len()) as f64)),
+        "present_over_time" => Some(Point::F(1.0)),
+        "last_over_time" => merge_points(w, hw).pop().map(|(_, p)| p),
+        "first_over_time" => merge_points(w, hw).into_iter().next().map(|(_, p)| p),
+        "sum_over_time" | "avg_over_time" if !hw.is_empty() => {
+            if !w.is_empty() {
+                return None;
+            }
+            let refs: Vec<&Hist> = hw.iter().map(|(_, h)| h).collect();
+            let mut sum = crate::aggregate::sum_hists(&refs)?;
+            if name == "avg_over_time" {
+                sum.mul(1.0 / hw.len() as f64);
+            }
+            Some(Point::H(Arc::new(sum)))
+        }
+        _ if w.is_empty() => None,
+        "sum_over_time" => {
+            let (mut s, mut c) = (0.0, 0.0);
+            for &(_, v) in w {
+                (s, c) = kahan_inc(v, s, c);
+            }
+            Some(Point::F(s + c))
+        }
+        "avg_over_time" => Some(Point::F(crate::aggregate::avg(&w.iter().map(|s| s.1).collect::<Vec<_>>()))),
+        "min_over_time" => Some(Point::F(w.iter().fold(w[0].1, |m, s| if s.1 < m || m.is_nan() { s.1 } else { m }))),
+        "max_over_time" => Some(Point::F(w.iter().fold(w[0].1, |m, s| if s.1 > m || m.is_nan() { s.1 } else { m }))),
+        "stddev_over_time" => Some(Point::F(variance_over_time(w).sqrt())),
+        "stdvar_over_time" => Some(Point::F(variance_over_time(w))),
+        _ => {
+            let v: Vec<f64> = w.iter().map(|s| s.1).collect();
+            let median = quantile(0.5, &v);
+            let dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
+            Some(Point::F(quantile(0.5, &dev)))
+        }
+    }
+}
+
+/// A float per histogram sample; float samples are dropped.
+fn map_hists(mut v: Vec<StepSeries>, f: impl Fn(&FloatHistogram, usize) -> Option<f64>) -> Vec<StepSeries> {
+    for s in &mut v {
+        let hists = std::mem::take(&mut s.hists);
+        for (i, cell) in s.vals.iter_mut().enumerate() {
+            *cell = hists.get(i).and_then(Option::as_ref).and_then(|h| f(h, i));
+        }
+        s.drop_name = true;
+    }
+    v.retain(|s| s.vals.iter().any(Option::is_some));
+    v
+}
+
 fn map_values(mut v: Vec<StepSeries>, f: impl Fn(f64, usize) -> Option<f64>) -> Vec<StepSeries> {
     for s in &mut v {
+        // Float functions ignore native histograms (Prometheus adds an info annotation).
+        s.hists = Vec::new();
         for (i, cell) in s.vals.iter_mut().enumerate() {
             if let Some(x) = *cell {
                 *cell = f(x, i);
@@ -501,6 +688,11 @@ fn relabel(v: Vec<StepSeries>, steps: usize, f: impl Fn(&Labels) -> Option<(Stri
         for (i, x) in s.vals.iter().enumerate() {
             if let Some(x) = x {
                 b.set(slot, i, *x)?;
+            }
+        }
+        for (i, h) in s.hists.iter().enumerate() {
+            if let Some(h) = h {
+                b.set_hist(slot, i, h.clone())?;
             }
         }
     }
@@ -534,7 +726,7 @@ fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Value {
     if vals.iter().all(Option::is_none) {
         return Value::Vector(Vec::new());
     }
-    Value::Vector(vec![StepSeries { labels, vals, drop_name: false }])
+    Value::Vector(vec![StepSeries::floats(labels, vals, false)])
 }
 
 fn extrapolated_rate(w: &[(i64, f64)], end: i64, range: i64, counter: bool, rate: bool) -> Option<f64> {
@@ -553,16 +745,32 @@ fn extrapolated_rate(w: &[(i64, f64)], end: i64, range: i64, counter: bool, rate
             prev = v;
         }
     }
-    let mut to_start = (first.0 - start) as f64 / 1000.0;
-    let mut to_end = (end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg_between = sampled / (w.len() - 1) as f64;
+    let zero_clamp = (counter && result > 0.0 && first.1 >= 0.0).then_some((first.1, result));
+    Some(result * extrapolation_factor(first.0, last.0, w.len(), start, end, zero_clamp, rate))
+}
+
+/// Prometheus' extrapolation of a window's change to the whole range (and
+/// per second for `rate`). `zero_clamp`: (first value, change) of a counter,
+/// which is not extrapolated below zero.
+fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    n: usize,
+    start: i64,
+    end: i64,
+    zero_clamp: Option<(f64, f64)>,
+    rate: bool,
+) -> f64 {
+    let mut to_start = (first_t - start) as f64 / 1000.0;
+    let mut to_end = (end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled / (n - 1) as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
-    if counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
+    if let Some((first, result)) = zero_clamp {
+        let to_zero = sampled * (first / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -572,9 +780,43 @@ fn extrapolated_rate(w: &[(i64, f64)], end: i64, range: i64, counter: bool, rate
     }
     let mut factor = (sampled + to_start + to_end) / sampled;
     if rate {
-        factor /= range as f64 / 1000.0;
+        factor /= (end - start) as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
+}
+
+/// `rate`/`increase`/`delta` over native histograms (Prometheus'
+/// `histogramRate`): last − first at the lowest schema seen, plus every
+/// sample before a counter reset, extrapolated like floats.
+fn histogram_rate(hw: &[(i64, Hist)], end: i64, range: i64, counter: bool, rate: bool) -> Option<Hist> {
+    if hw.len() < 2 {
+        return None;
+    }
+    let (first, last) = (&hw[0], &hw[hw.len() - 1]);
+    let custom = first.1.uses_custom_buckets();
+    if hw.iter().any(|(_, h)| h.uses_custom_buckets() != custom) {
+        return None;
+    }
+    let min_schema = if counter {
+        hw.iter().map(|(_, h)| h.schema).min().unwrap_or(last.1.schema)
+    } else {
+        first.1.schema.min(last.1.schema)
+    };
+    let mut h = (*last.1).clone();
+    h.reduce_to_schema(min_schema);
+    h.sub(&first.1).ok()?;
+    if counter {
+        let mut prev = &first.1;
+        for (_, cur) in &hw[1..] {
+            if cur.detect_reset(prev) {
+                h.add(prev).ok()?;
+            }
+            prev = cur;
+        }
+    }
+    h.reset_hint = ResetHint::Gauge;
+    h.mul(extrapolation_factor(first.0, last.0, hw.len(), end - range, end, None, rate));
+    Some(Arc::new(h))
 }
 
 fn instant_rate(w: &[(i64, f64)], rate: bool) -> Option<f64> {
@@ -654,8 +896,9 @@ fn double_exp_smoothing(w: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
     Some(s1)
 }
 
-fn histogram_quantile(q: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
-    // Group by all labels but `le` (the name is removed later, delayed).
+/// Classic histogram buckets: series with an `le` label, grouped by their
+/// other labels; `(upper bound, series index)` per group.
+fn bucket_groups(v: &[StepSeries]) -> Vec<(Labels, Vec<(f64, usize)>)> {
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index = std::collections::HashMap::new();
     for (j, s) in v.iter().enumerate() {
@@ -669,22 +912,123 @@ fn histogram_quantile(q: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Val
         });
         groups[g].1.push((upper, j));
     }
-    let mut out = Vec::new();
+    groups
+}
+
+/// `histogram_quantile`/`histogram_fraction` over classic bucket groups
+/// (`classic` gets the step's `(upper bound, cumulative count)`s) and native
+/// histograms (`native`). The name is removed (delayed), so a classic and
+/// a native histogram with the same other labels collide, as in Prometheus.
+fn histogram_function(
+    v: Vec<StepSeries>,
+    steps: usize,
+    classic: impl Fn(&mut [(f64, f64)], usize) -> f64,
+    native: impl Fn(&FloatHistogram, usize) -> f64,
+) -> Result<Value, Error> {
+    let mut b = SeriesBuilder::new(steps);
+    // A classic and a native histogram of the same series: neither is used
+    // (Prometheus warns "vector contains a mix of classic and native histograms").
+    let native_labels: std::collections::HashSet<&Labels> =
+        v.iter().filter(|s| !s.hists.is_empty()).map(|s| &s.labels).collect();
+    let groups = bucket_groups(&v);
+    let conflicts: std::collections::HashSet<Labels> =
+        groups.iter().filter(|(l, _)| native_labels.contains(l)).map(|(l, _)| l.clone()).collect();
     for (labels, members) in groups {
-        let mut vals = vec![None; steps];
-        for (i, cell) in vals.iter_mut().enumerate() {
+        if conflicts.contains(&labels) {
+            continue;
+        }
+        let slot = b.slot(&labels, true);
+        for i in 0..steps {
             let mut buckets: Vec<(f64, f64)> =
                 members.iter().filter_map(|&(u, j)| v[j].vals[i].map(|c| (u, c))).collect();
-            if buckets.is_empty() {
-                continue;
+            if !buckets.is_empty() {
+                b.set(slot, i, classic(&mut buckets, i))?;
             }
-            *cell = Some(bucket_quantile(q[i], &mut buckets));
-        }
-        if vals.iter().any(Option::is_some) {
-            out.push(StepSeries { labels, vals, drop_name: true });
         }
     }
-    Ok(Value::Vector(out))
+    for s in v.iter().filter(|s| !s.hists.is_empty() && !conflicts.contains(&s.labels)) {
+        let slot = b.slot(&s.labels, true);
+        for i in 0..steps {
+            if let Some(h) = s.hist(i) {
+                b.set(slot, i, native(h, i))?;
+            }
+        }
+    }
+    b.series.retain(|s| s.vals.iter().any(Option::is_some));
+    Ok(Value::Vector(b.series))
+}
+
+fn histogram_quantile(q: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
+    histogram_function(v, steps, |b, i| bucket_quantile(q[i], b), |h, i| h.quantile(q[i]))
+}
+
+fn histogram_fraction(lo: &[f64], hi: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
+    histogram_function(v, steps, |b, i| bucket_fraction(lo[i], hi[i], b), |h, i| h.fraction(lo[i], hi[i]))
+}
+
+/// Sorted by upper bound, with a `+Inf` bucket, equal bounds merged.
+fn coalesce_buckets(buckets: &mut [(f64, f64)]) -> Option<Vec<(f64, f64)>> {
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
+        return None;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(u, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == u => last.1 += c,
+            _ => merged.push((u, c)),
+        }
+    }
+    Some(merged)
+}
+
+/// Prometheus' `BucketFraction`: the share of observations between
+/// `lower` and `upper`, interpolating linearly within buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    let Some(b) = coalesce_buckets(buckets) else { return f64::NAN };
+    let count = b[b.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for (i, &(ub, c)) in b.iter().enumerate() {
+        let lb = if i > 0 { b[i - 1].0 } else { f64::NEG_INFINITY };
+        let interpolate = |v: f64| rank + (c - rank) * (v - lb) / (ub - lb);
+        if !lower_set && lb >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lb >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lb < lower && ub > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lb < upper && ub > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = c;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 fn parse_le(s: &str) -> Option<f64> {
@@ -719,19 +1063,7 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
-        return f64::NAN;
-    }
-    // Coalesce buckets with the same upper bound.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(u, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == u => last.1 += c,
-            _ => merged.push((u, c)),
-        }
-    }
-    let mut b = merged;
+    let Some(mut b) = coalesce_buckets(buckets) else { return f64::NAN };
     // Force monotonicity, ignoring tiny floating-point deltas.
     let mut prev = b[0].1;
     for x in b.iter_mut().skip(1) {

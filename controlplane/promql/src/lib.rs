@@ -19,12 +19,14 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+pub mod histogram;
 pub mod labels;
 mod storage;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use histogram::FloatHistogram;
 pub use labels::Labels;
 pub use promql_parser::label::{MatchOp, Matcher};
 pub use promql_parser::parser::Expr;
@@ -38,11 +40,21 @@ pub fn is_stale_nan(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
-/// One series with its samples in time order (ms timestamps).
-#[derive(Debug, Clone, PartialEq)]
+/// One series with its samples in time order (ms timestamps): float
+/// samples and native-histogram samples (a series may change between the
+/// two; at one timestamp there is one or the other).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Series {
     pub labels: Labels,
     pub samples: Vec<(i64, f64)>,
+    pub histograms: Vec<(i64, Arc<FloatHistogram>)>,
+}
+
+impl Series {
+    /// A series of float samples.
+    pub fn floats(labels: Labels, samples: Vec<(i64, f64)>) -> Series {
+        Series { labels, samples, histograms: Vec::new() }
+    }
 }
 
 /// Where the engine reads series from.
@@ -113,12 +125,13 @@ impl Default for EngineOptions {
     }
 }
 
-/// One sample of an instant vector.
+/// One sample of an instant vector: a float `v`, or a histogram `h`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstantSample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    pub h: Option<Arc<FloatHistogram>>,
 }
 
 /// The result of a query, shaped like Prometheus' `resultType`s.

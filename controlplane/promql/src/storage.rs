@@ -59,10 +59,16 @@ impl Storage for MemoryStorage {
             }
             let lo = s.samples.partition_point(|(t, _)| *t < min_t);
             let hi = s.samples.partition_point(|(t, _)| *t <= max_t);
-            if lo == 0 && hi == s.samples.len() {
+            let hlo = s.histograms.partition_point(|(t, _)| *t < min_t);
+            let hhi = s.histograms.partition_point(|(t, _)| *t <= max_t);
+            if lo == 0 && hi == s.samples.len() && hlo == 0 && hhi == s.histograms.len() {
                 out.push(s.clone());
             } else {
-                out.push(Arc::new(Series { labels: s.labels.clone(), samples: s.samples[lo..hi].to_vec() }));
+                out.push(Arc::new(Series {
+                    labels: s.labels.clone(),
+                    samples: s.samples[lo..hi].to_vec(),
+                    histograms: s.histograms[hlo..hhi].to_vec(),
+                }));
             }
         }
         Ok(out)

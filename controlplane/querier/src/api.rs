@@ -10,7 +10,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use strata_promql::{Engine, Error as QueryError, Labels, MemoryStorage, QueryValue, Series, format_float};
+use strata_promql::{
+    Engine, Error as QueryError, FloatHistogram, Labels, MemoryStorage, QueryValue, Series, format_float,
+};
 
 use crate::QuerierState;
 use crate::fanout::FanoutError;
@@ -219,6 +221,40 @@ fn success(data: &str, warnings: &[String]) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
+/// A native histogram as Prometheus' JSON API writes it: count, sum and the
+/// non-empty buckets as `[boundary rule, lower, upper, count]` (rule 0:
+/// (lower, upper], 1: [lower, upper), 3: [lower, upper] for the zero bucket).
+fn write_histogram(out: &mut String, t: i64, h: &FloatHistogram) {
+    out.push('[');
+    write_ts(out, t);
+    let _ = write!(out, ",{{\"count\":\"{}\",\"sum\":\"{}\"", format_float(h.count), format_float(h.sum));
+    let buckets: Vec<_> = h.buckets().into_iter().filter(|b| b.count != 0.0).collect();
+    if !buckets.is_empty() {
+        out.push_str(",\"buckets\":[");
+        for (i, b) in buckets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let rule = if b.lower < 0.0 && b.upper > 0.0 && !h.uses_custom_buckets() {
+                3
+            } else if b.upper <= 0.0 && !h.uses_custom_buckets() {
+                1
+            } else {
+                0
+            };
+            let _ = write!(
+                out,
+                "[{rule},\"{}\",\"{}\",\"{}\"]",
+                format_float(b.lower),
+                format_float(b.upper),
+                format_float(b.count)
+            );
+        }
+        out.push(']');
+    }
+    out.push_str("}]");
+}
+
 /// Encodes a query result as Prometheus' `data` object.
 pub fn encode_value(v: &QueryValue) -> String {
     let mut out = String::new();
@@ -242,9 +278,18 @@ pub fn encode_value(v: &QueryValue) -> String {
                 }
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, &s.labels);
-                out.push_str(",\"value\":[");
-                write_ts(&mut out, s.t);
-                let _ = write!(out, ",\"{}\"]}}", format_float(s.v));
+                match &s.h {
+                    Some(h) => {
+                        out.push_str(",\"histogram\":");
+                        write_histogram(&mut out, s.t, h);
+                        out.push('}');
+                    }
+                    None => {
+                        out.push_str(",\"value\":[");
+                        write_ts(&mut out, s.t);
+                        let _ = write!(out, ",\"{}\"]}}", format_float(s.v));
+                    }
+                }
             }
             out.push(']');
         }
@@ -256,16 +301,29 @@ pub fn encode_value(v: &QueryValue) -> String {
                 }
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, &s.labels);
-                out.push_str(",\"values\":[");
-                for (j, (t, v)) in s.samples.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.push_str(",\"values\":[");
+                    for (j, (t, v)) in s.samples.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        out.push('[');
+                        write_ts(&mut out, *t);
+                        let _ = write!(out, ",\"{}\"]", format_float(*v));
                     }
-                    out.push('[');
-                    write_ts(&mut out, *t);
-                    let _ = write!(out, ",\"{}\"]", format_float(*v));
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(",\"histograms\":[");
+                    for (j, (t, h)) in s.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_histogram(&mut out, *t, h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -320,7 +378,7 @@ pub async fn evaluate(
             }
         }
         for (labels, samples) in merged {
-            storage.add(Series { labels, samples });
+            storage.add(Series::floats(labels, samples));
         }
     }
     if loaded > engine.options().max_samples {
@@ -615,10 +673,28 @@ mod tests {
             labels: Labels::new(vec![("__name__".into(), "up".into()), ("job".into(), "a\"b".into())]),
             t: 1_435_781_451_781,
             v: 1.0,
+            h: None,
         }]);
         assert_eq!(
             encode_value(&v),
             r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a\"b"},"value":[1435781451.781,"1"]}]}"#
+        );
+        let h = FloatHistogram {
+            schema: strata_promql::histogram::CUSTOM_BUCKETS_SCHEMA,
+            custom_values: vec![0.5],
+            count: 3.0,
+            sum: 2.5,
+            positive: [(0, 1.0), (1, 2.0)].into(),
+            ..Default::default()
+        };
+        let m = QueryValue::Matrix(vec![Series {
+            labels: Labels::default(),
+            samples: vec![],
+            histograms: vec![(2000, std::sync::Arc::new(h))],
+        }]);
+        assert_eq!(
+            encode_value(&m),
+            r#"{"resultType":"matrix","result":[{"metric":{},"histograms":[[2,{"count":"3","sum":"2.5","buckets":[[0,"-Inf","0.5","1"],[0,"0.5","+Inf","2"]]}]]}]}"#
         );
         let s = QueryValue::Scalar { t: 1000, v: f64::INFINITY };
         assert_eq!(encode_value(&s), r#"{"resultType":"scalar","result":[1,"+Inf"]}"#);

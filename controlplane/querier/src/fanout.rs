@@ -232,7 +232,7 @@ impl StoreSet {
                     && data.last().is_none_or(|l| l.labels < labels)
                 {
                     // Fast path: one source, sorted, unique series.
-                    data.push(Series { labels, samples });
+                    data.push(Series::floats(labels, samples));
                     continue;
                 }
                 if index.is_empty() {
@@ -242,7 +242,7 @@ impl StoreSet {
                     Some(&i) => merge_samples(&mut data[i].samples, samples),
                     None => {
                         index.insert(labels.clone(), data.len());
-                        data.push(Series { labels, samples });
+                        data.push(Series::floats(labels, samples));
                     }
                 }
             }

@@ -3,12 +3,12 @@
 //! small fixed data set, with tight limits).
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use strata_promql::labels::Labels;
-use strata_promql::{Engine, EngineOptions, MemoryStorage, Series};
+use strata_promql::{Engine, EngineOptions, FloatHistogram, MemoryStorage, Series};
 
 fn storage() -> &'static MemoryStorage {
     static S: OnceLock<MemoryStorage> = OnceLock::new();
@@ -20,7 +20,30 @@ fn storage() -> &'static MemoryStorage {
                 l.push(("le".to_string(), le.to_string()));
             }
             let samples = (0..40).map(|k| (k * 15_000, (k * 3 % 7) as f64 + if le == "+Inf" { 10.0 } else { 0.0 })).collect();
-            s.add(Series { labels: Labels::new(l), samples });
+            s.add(Series::floats(Labels::new(l), samples));
+        }
+        // Native histograms: exponential (growing, with a reset) and custom buckets.
+        let exp = |k: i64| FloatHistogram {
+            schema: (k % 3) as i32,
+            count: (k % 20) as f64 * 3.0,
+            sum: (k % 20) as f64 * 1.5,
+            zero_threshold: 0.001,
+            zero_count: (k % 20) as f64,
+            positive: [(1, (k % 20) as f64), (3, (k % 20) as f64)].into(),
+            ..Default::default()
+        };
+        let nhcb = |k: i64| FloatHistogram {
+            schema: -53,
+            custom_values: vec![0.1, 1.0],
+            count: k as f64 * 2.0,
+            sum: k as f64,
+            positive: [(0, k as f64), (2, k as f64)].into(),
+            ..Default::default()
+        };
+        for (env, make) in [("a", &exp as &dyn Fn(i64) -> FloatHistogram), ("b", &nhcb)] {
+            let l = vec![("__name__".to_string(), "lat".to_string()), ("env".to_string(), env.to_string())];
+            let histograms = (0..40).map(|k| (k * 15_000, Arc::new(make(k)))).collect();
+            s.add(Series { labels: Labels::new(l), samples: Vec::new(), histograms });
         }
         s
     })
