@@ -43,6 +43,7 @@ done
   >"$DATA/logs/store.log" 2>&1 &
 pids+=($!)
 "$BIN/strata" querier --web.listen-address 127.0.0.1:9090 \
+  --sql.enabled=true --objstore.path "$DATA/objstore" \
   --endpoint 127.0.0.1:9095 --endpoint 127.0.0.1:9195 --endpoint 127.0.0.1:9295 --endpoint 127.0.0.1:9096 \
   >"$DATA/logs/querier.log" 2>&1 &
 pids+=($!)

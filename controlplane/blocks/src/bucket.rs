@@ -68,13 +68,22 @@ impl BucketConfig {
     /// Opens the bucket. This checks the configuration only; an unreachable
     /// server shows up on the first request (and is retried by the callers).
     pub fn open(&self) -> Result<Arc<dyn ObjectStore>, BlockError> {
+        let (root, prefix) = self.open_root()?;
+        if prefix.is_empty() { Ok(root) } else { Ok(Arc::new(PrefixStore::new(root, prefix.as_str()))) }
+    }
+
+    /// The bucket without the prefix applied, and the prefix (object names
+    /// are `<prefix>/<name>`). For readers that must see real object names:
+    /// object_store 0.13's `PrefixStore` returns `head()` locations with the
+    /// prefix still on, which DataFusion's file listing then rejects.
+    pub fn open_root(&self) -> Result<(Arc<dyn ObjectStore>, String), BlockError> {
         match self {
             BucketConfig::Filesystem { path } => {
                 std::fs::create_dir_all(path)
                     .map_err(|e| BlockError::Config(format!("object store directory {}: {e}", path.display())))?;
                 let fs = LocalFileSystem::new_with_prefix(path)
                     .map_err(|e| BlockError::Config(format!("object store directory {}: {e}", path.display())))?;
-                Ok(Arc::new(fs))
+                Ok((Arc::new(fs), String::new()))
             }
             BucketConfig::S3(s3) => {
                 if s3.bucket.is_empty() {
@@ -110,8 +119,7 @@ impl BucketConfig {
                     b = b.with_secret_access_key(secret);
                 }
                 let store = b.build().map_err(|e| BlockError::Config(format!("S3 bucket {:?}: {e}", s3.bucket)))?;
-                let prefix = s3.prefix.trim_matches('/');
-                if prefix.is_empty() { Ok(Arc::new(store)) } else { Ok(Arc::new(PrefixStore::new(store, prefix))) }
+                Ok((Arc::new(store), s3.prefix.trim_matches('/').to_string()))
             }
         }
     }

@@ -314,6 +314,49 @@ pub fn requests_total_data(t0: i64, minutes: i64) -> SeriesData {
     out
 }
 
+/// `POST /api/v1/sql` for the anonymous tenant: status and JSON body.
+pub async fn sql(client: &reqwest::Client, base: &str, query: &str) -> (u16, serde_json::Value) {
+    let r = client.post(format!("{base}/api/v1/sql")).body(query.to_string()).send().await.expect("sql");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Per `env`: (samples, sum of values) of `requests_total_data` — what SQL
+/// over the block must find.
+pub fn requests_total_by_env(data: &SeriesData) -> Vec<(String, u64, f64)> {
+    let mut out: Vec<(String, u64, f64)> = Vec::new();
+    for (labels, samples) in data {
+        let env = labels.iter().find(|(n, _)| n == "env").map(|(_, v)| v.clone()).unwrap_or_default();
+        let sum: f64 = samples.iter().map(|s| s.1).sum();
+        match out.iter_mut().find(|e| e.0 == env) {
+            Some(e) => {
+                e.1 += samples.len() as u64;
+                e.2 += sum;
+            }
+            None => out.push((env, samples.len() as u64, sum)),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The SQL the block tests run: samples and sum per `env` of `requests_total`.
+pub const SQL_BY_ENV: &str = "SELECT s.l_env, count(*) AS n, sum(p.value) AS total \
+     FROM samples p JOIN series s ON p.block = s.block AND p.series_ref = s.series_ref \
+     WHERE s.\"__name__\" = 'requests_total' GROUP BY s.l_env ORDER BY s.l_env";
+
+/// Checks a `SQL_BY_ENV` answer against `requests_total_by_env`.
+pub fn assert_sql_by_env(v: &serde_json::Value, want: &[(String, u64, f64)]) {
+    let rows = v["data"]["rows"].as_array().unwrap_or_else(|| panic!("no rows: {v}"));
+    assert_eq!(rows.len(), want.len(), "{v}");
+    for (row, (env, n, total)) in rows.iter().zip(want) {
+        assert_eq!(row[0].as_str(), Some(env.as_str()), "{v}");
+        assert_eq!(row[1].as_u64(), Some(*n), "{v}");
+        let got = row[2].as_f64().unwrap_or(f64::NAN);
+        assert!((got - total).abs() <= 1e-9 * total.abs().max(1.0), "{env}: sum {got} != {total}");
+    }
+}
+
 /// `/api/v1/query_range` with a 30 s step; the `data.result` (asserts 200).
 pub async fn query_range(
     client: &reqwest::Client,

@@ -33,12 +33,17 @@ async fn head_and_blocks_answer_like_the_head_alone() {
     let store = StoreGateway::start(dir.path(), &objstore, &["--store.sync-interval=500ms"]).await;
     let mut endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
     endpoints.push(store.grpc_addr());
-    let querier = Querier::start(dir.path(), &endpoints, &[]).await;
+    let objstore_arg = format!("--objstore.path={}", objstore.display());
+    let querier = Querier::start(dir.path(), &endpoints, &["--sql.enabled=true", &objstore_arg]).await;
     let client = reqwest::Client::new();
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let t0 = (now - 40 * 60_000) / 60_000 * 60_000;
-    write_series(&client, &cluster.nodes[0].write_url(), &requests_total_data(t0, 20)).await;
+    let written = requests_total_data(t0, 20);
+    write_series(&client, &cluster.nodes[0].write_url(), &written).await;
+    // Before the flush there is no block: SQL sees empty tables.
+    let (s, v) = sql(&client, &querier.base(), "SELECT count(*) FROM samples").await;
+    assert_eq!((s, &v["data"]["rows"]), (200, &serde_json::json!([[0]])), "{v}");
     // Ends before the samples written after the flush.
     let (start, end) = (t0 + 5 * 60_000, t0 + 19 * 60_000 + 30_000);
     let queries = ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
@@ -63,6 +68,15 @@ async fn head_and_blocks_answer_like_the_head_alone() {
     assert_eq!(meta["stats"]["numSeries"], 6);
     assert_eq!(meta["stats"]["numSamples"], 6 * 80);
     assert!(blocks[0].join("series.parquet").exists() && blocks[0].join("samples.parquet").exists());
+    // SQL (DataFusion) over the block sees exactly what was written.
+    let (s, v) = sql(&client, &querier.base(), SQL_BY_ENV).await;
+    assert_eq!(s, 200, "{v}");
+    assert_sql_by_env(&v, &requests_total_by_env(&written));
+    let (s, v) = sql(&client, &querier.base(), "SELECT nope FROM series").await;
+    assert_eq!((s, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("nope"), "{v}");
+    let (s, v) = sql(&client, &querier.base(), "DROP VIEW series").await;
+    assert_eq!(s, 400, "SQL is read-only: {v}");
 
     // New samples go to the head; ones older than the block are rejected.
     write_series(&client, &cluster.nodes[1].write_url(), &requests_total_data(t0 + 20 * 60_000, 10)).await;

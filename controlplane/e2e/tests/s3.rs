@@ -28,12 +28,15 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     let store = StoreGateway::start(dir.path(), &unused, &store_args).await;
     let mut endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
     endpoints.push(store.grpc_addr());
-    let querier = Querier::start(dir.path(), &endpoints, &[]).await;
+    let mut querier_args: Vec<&str> = vec!["--sql.enabled=true"];
+    querier_args.extend(bucket_args.iter().map(String::as_str));
+    let querier = Querier::start(dir.path(), &endpoints, &querier_args).await;
     let client = reqwest::Client::new();
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let t0 = (now - 40 * 60_000) / 60_000 * 60_000;
-    write_series(&client, &cluster.nodes[0].write_url(), &requests_total_data(t0, 20)).await;
+    let written = requests_total_data(t0, 20);
+    write_series(&client, &cluster.nodes[0].write_url(), &written).await;
     let (start, end) = (t0 + 5 * 60_000, t0 + 19 * 60_000 + 30_000);
     let queries = ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
     let mut before = Vec::new();
@@ -60,6 +63,10 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     let series = s3.get(BUCKET, &keys[2]).await;
     assert!(series.starts_with(b"PAR1") && series.ends_with(b"PAR1"));
     assert!(!unused.exists(), "the filesystem bucket must not be used");
+    // SQL (DataFusion reading Parquet through the S3 API) sees what was written.
+    let (s, v) = sql(&client, &querier.base(), SQL_BY_ENV).await;
+    assert_eq!(s, 200, "{v}");
+    assert_sql_by_env(&v, &requests_total_by_env(&written));
 
     // Once the ingesters release the block, its data comes from the store gateway (and so from S3).
     wait_for(Duration::from_secs(20), "the ingesters to release the uploaded block", || async {

@@ -628,6 +628,55 @@ pub async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response
     Ok(success(&json_str(&expr.prettify()), &[]))
 }
 
+/// Strata extension: SQL over the blocks in object storage (DataFusion;
+/// tables `series` and `samples`, see docs/querier.md). The SQL is the
+/// `query` parameter (form or URL) or else the whole request body.
+pub async fn sql(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let p = Params::parse(q.as_deref(), if form { Some(&body) } else { None });
+    // `curl --data-binary @q.sql` labels raw SQL as a form: without a
+    // `query` field the body is the SQL.
+    let text = match p.get("query") {
+        Some(s) => s.to_string(),
+        None => String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_data("SQL must be UTF-8"))?,
+    };
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_data("missing SQL: send it as the request body or the \"query\" parameter"));
+    }
+    let Some(engine) = &state.sql else {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "unavailable",
+            message: "SQL is disabled: the querier has no object storage configured (--objstore.*)".into(),
+        });
+    };
+    let r = engine.query(&tenant(&headers), &text).await;
+    state.metrics.observe("sql", started.elapsed(), r.is_ok());
+    let r = r.map_err(|e| {
+        let status = match &e {
+            strata_sql::SqlError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            strata_sql::SqlError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            strata_sql::SqlError::Storage(_) | strata_sql::SqlError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError { status, kind: e.error_type(), message: e.to_string() }
+    })?;
+    let columns: Vec<serde_json::Value> =
+        r.columns.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect();
+    let data = serde_json::json!({"columns": columns, "rows": r.rows}).to_string();
+    let warnings =
+        if r.truncated { vec![format!("result truncated to the first {} rows", r.rows.len())] } else { Vec::new() };
+    Ok(success(&data, &warnings))
+}
+
 /// Strata extension: the StoreAPI sources and what they reported.
 pub async fn stores(State(state): State<Arc<QuerierState>>) -> Response {
     let list: Vec<serde_json::Value> = state

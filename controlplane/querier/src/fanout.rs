@@ -35,6 +35,8 @@ pub enum FanoutError {
     Unavailable(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// The set of StoreAPI endpoints the querier reads from.

@@ -38,6 +38,10 @@ pub struct QuerierConfig {
     pub partial_response: bool,
     /// How often store `Info` is refreshed.
     pub store_refresh: Duration,
+    /// The blocks bucket for `POST /api/v1/sql` (None: SQL disabled).
+    pub sql_bucket: Option<strata_blocks::BucketConfig>,
+    /// Rows one SQL query returns at most.
+    pub sql_max_rows: usize,
 }
 
 impl Default for QuerierConfig {
@@ -50,6 +54,8 @@ impl Default for QuerierConfig {
             lookback_delta: Duration::from_secs(300),
             partial_response: true,
             store_refresh: Duration::from_secs(5),
+            sql_bucket: None,
+            sql_max_rows: 10_000,
         }
     }
 }
@@ -93,18 +99,30 @@ pub struct QuerierState {
     pub metrics: Metrics,
     /// Extra routes (the dashboard) merged by the binary.
     pub ready: Mutex<bool>,
+    /// SQL over the blocks, when a bucket is configured.
+    pub sql: Option<strata_sql::SqlEngine>,
 }
 
 impl QuerierState {
     pub fn new(cfg: &QuerierConfig) -> Result<Arc<Self>, fanout::FanoutError> {
         let stores = StoreSet::new(&cfg.endpoints, cfg.timeout, cfg.partial_response)?;
+        let sql = match &cfg.sql_bucket {
+            Some(bucket) => {
+                let opts = strata_sql::SqlOptions { max_rows: cfg.sql_max_rows, timeout: cfg.timeout };
+                Some(
+                    strata_sql::SqlEngine::open(bucket, opts)
+                        .map_err(|e| fanout::FanoutError::Config(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         let engine = Engine::new(EngineOptions {
             lookback_delta: cfg.lookback_delta,
             max_samples: cfg.max_samples,
             timeout: cfg.timeout,
             ..EngineOptions::default()
         });
-        Ok(Arc::new(QuerierState { stores, engine, metrics: Metrics::new(), ready: Mutex::new(false) }))
+        Ok(Arc::new(QuerierState { stores, engine, metrics: Metrics::new(), ready: Mutex::new(false), sql }))
     }
 }
 
@@ -136,6 +154,7 @@ pub fn router(state: Arc<QuerierState>) -> Router {
         .route("/api/v1/format_query", get(api::format_query).post(api::format_query))
         .route("/api/v1/read", axum::routing::post(remote_read::read))
         .route("/api/v1/stores", get(api::stores))
+        .route("/api/v1/sql", axum::routing::post(api::sql))
         .route("/metrics", get(metrics))
         .route("/-/ready", get(ready))
         .route("/-/healthy", get(|| async { "Strata querier is Healthy.\n" }))

@@ -51,6 +51,15 @@ struct QuerierArgs {
     /// Answer with a warning when a shard is unreachable (false: fail the query).
     #[arg(long = "query.partial-response", default_value_t = true, action = clap::ArgAction::Set)]
     partial_response: bool,
+    /// Serve `POST /api/v1/sql` (DataFusion over the blocks in the `--objstore.*` bucket).
+    #[arg(long = "sql.enabled", default_value_t = false, action = clap::ArgAction::Set)]
+    sql_enabled: bool,
+    /// Rows one SQL query returns at most.
+    #[arg(long = "sql.max-rows", default_value_t = 10_000)]
+    sql_max_rows: usize,
+    /// The blocks bucket, for SQL (same flags as the ingesters and stores).
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
 }
 
 #[derive(clap::Args)]
@@ -250,6 +259,8 @@ fn main() -> anyhow::Result<()> {
                 max_samples: a.max_samples,
                 lookback_delta: a.lookback_delta,
                 partial_response: a.partial_response,
+                sql_bucket: a.sql_enabled.then(|| a.objstore.bucket()),
+                sql_max_rows: a.sql_max_rows,
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;

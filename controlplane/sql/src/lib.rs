@@ -1,0 +1,338 @@
+//! SQL over Strata's blocks with DataFusion.
+//!
+//! For one tenant, every block in the bucket becomes part of two tables:
+//!
+//! * `series(block, series_ref, "__name__", l_<label>..., num_samples)`:
+//!   one row per series per block; label columns are the union over the
+//!   tenant's blocks (NULL where a block's series lack the label);
+//! * `samples(block, series_ref, timestamp, value)`: one row per sample,
+//!   `timestamp` in milliseconds since the epoch.
+//!
+//! `(block, series_ref)` joins the two. Only queries run: DDL, DML and
+//! statements such as `SET` are rejected. Data still in the ingesters' heads
+//! (the last block range) is not visible here; PromQL sees both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::ParquetReadOptions;
+use object_store::ObjectStore;
+use serde_json::Value;
+use strata_blocks::{BlockMeta, BucketConfig, list_blocks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The SQL does not parse, names an unknown column, or is not a query.
+    #[error("{0}")]
+    BadQuery(String),
+    /// The query failed while running.
+    #[error("{0}")]
+    Execution(String),
+    /// The bucket could not be read.
+    #[error("object storage: {0}")]
+    Storage(String),
+    #[error("query timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl SqlError {
+    /// Prometheus-style `errorType`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            SqlError::BadQuery(_) => "bad_data",
+            SqlError::Execution(_) => "execution",
+            SqlError::Storage(_) => "unavailable",
+            SqlError::Timeout(_) => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlOptions {
+    /// Rows returned at most; the result says when it was cut.
+    pub max_rows: usize,
+    pub timeout: Duration,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions { max_rows: 10_000, timeout: Duration::from_secs(60) }
+    }
+}
+
+/// A query result: column names and types, rows of JSON values (numbers
+/// as numbers, non-finite floats as strings such as `"NaN"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlResult {
+    pub columns: Vec<(String, String)>,
+    pub rows: Vec<Vec<Value>>,
+    pub truncated: bool,
+}
+
+/// Runs SQL over one bucket's blocks.
+pub struct SqlEngine {
+    /// The bucket with its prefix applied (block listing).
+    store: Arc<dyn ObjectStore>,
+    /// The bucket itself and the prefix, for DataFusion's file URLs.
+    root: Arc<dyn ObjectStore>,
+    prefix: String,
+    opts: SqlOptions,
+}
+
+const STORE_URL: &str = "strata://blocks/";
+
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl SqlEngine {
+    /// Opens `bucket` (see `strata_blocks::BucketConfig`).
+    pub fn open(bucket: &BucketConfig, opts: SqlOptions) -> Result<SqlEngine, SqlError> {
+        let store = bucket.open().map_err(|e| SqlError::Storage(e.to_string()))?;
+        let (root, prefix) = bucket.open_root().map_err(|e| SqlError::Storage(e.to_string()))?;
+        Ok(SqlEngine { store, root, prefix, opts })
+    }
+
+    /// Runs `sql` over `tenant`'s blocks.
+    pub async fn query(&self, tenant: &str, sql: &str) -> Result<SqlResult, SqlError> {
+        let timeout = self.opts.timeout;
+        tokio::time::timeout(timeout, self.run(tenant, sql)).await.map_err(|_| SqlError::Timeout(timeout))?
+    }
+
+    async fn run(&self, tenant: &str, sql: &str) -> Result<SqlResult, SqlError> {
+        let blocks: Vec<BlockMeta> = list_blocks(self.store.as_ref())
+            .await
+            .map_err(|e| SqlError::Storage(e.to_string()))?
+            .into_iter()
+            .filter(|m| m.strata.tenant == tenant)
+            .collect();
+        let ctx = self.context(tenant, &blocks).await?;
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, read_only).await.map_err(|e| SqlError::BadQuery(e.to_string()))?;
+        let columns: Vec<(String, String)> =
+            df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
+        let limited =
+            df.limit(0, Some(self.opts.max_rows.saturating_add(1))).map_err(|e| SqlError::BadQuery(e.to_string()))?;
+        let batches = limited.collect().await.map_err(|e| SqlError::Execution(e.to_string()))?;
+        let mut rows = Vec::new();
+        let fmt = FormatOptions::default().with_null("");
+        for b in &batches {
+            let formatters: Vec<ArrayFormatter> = b
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &fmt))
+                .collect::<Result<_, _>>()
+                .map_err(|e| SqlError::Execution(e.to_string()))?;
+            for row in 0..b.num_rows() {
+                rows.push(b.columns().iter().zip(&formatters).map(|(c, f)| cell(c, row, f)).collect());
+            }
+        }
+        let truncated = rows.len() > self.opts.max_rows;
+        rows.truncate(self.opts.max_rows);
+        Ok(SqlResult { columns, rows, truncated })
+    }
+
+    /// A session with the tenant's `series` and `samples` views.
+    async fn context(&self, tenant: &str, blocks: &[BlockMeta]) -> Result<SessionContext, SqlError> {
+        let ctx = SessionContext::new();
+        let base = url::Url::parse(STORE_URL).map_err(|e| SqlError::Execution(e.to_string()))?;
+        ctx.register_object_store(&base, self.root.clone());
+        let file_url = |id: &str, file: &str| {
+            let mut u = base.clone();
+            if let Ok(mut seg) = u.path_segments_mut() {
+                seg.pop_if_empty();
+                for part in self.prefix.split('/').filter(|p| !p.is_empty()) {
+                    seg.push(part);
+                }
+                seg.push(tenant).push(id).push(file);
+            }
+            u.to_string()
+        };
+        if blocks.is_empty() {
+            let series = Schema::new(vec![
+                Field::new("block", DataType::Utf8, false),
+                Field::new("series_ref", DataType::UInt32, false),
+                Field::new("__name__", DataType::Utf8, false),
+                Field::new("num_samples", DataType::UInt32, false),
+            ]);
+            let samples = Schema::new(vec![
+                Field::new("block", DataType::Utf8, false),
+                Field::new("series_ref", DataType::UInt32, false),
+                Field::new("timestamp", DataType::Int64, false),
+                Field::new("value", DataType::Float64, false),
+            ]);
+            for (name, schema) in [("series", series), ("samples", samples)] {
+                let t = MemTable::try_new(Arc::new(schema), vec![vec![]])
+                    .map_err(|e| SqlError::Execution(e.to_string()))?;
+                ctx.register_table(name, Arc::new(t)).map_err(|e| SqlError::Execution(e.to_string()))?;
+            }
+            return Ok(ctx);
+        }
+        let mut label_columns: std::collections::BTreeSet<String> = Default::default();
+        let mut per_block_labels = Vec::with_capacity(blocks.len());
+        for (i, m) in blocks.iter().enumerate() {
+            let (s, p) = (format!("s_{i}"), format!("p_{i}"));
+            ctx.register_parquet(&s, file_url(&m.ulid, "series.parquet"), ParquetReadOptions::default())
+                .await
+                .map_err(|e| SqlError::Storage(format!("block {}: {e}", m.ulid)))?;
+            ctx.register_parquet(&p, file_url(&m.ulid, "samples.parquet"), ParquetReadOptions::default())
+                .await
+                .map_err(|e| SqlError::Storage(format!("block {}: {e}", m.ulid)))?;
+            let table = ctx.table_provider(&s).await.map_err(|e| SqlError::Execution(e.to_string()))?;
+            let names: Vec<String> =
+                table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n.starts_with("l_")).collect();
+            label_columns.extend(names.iter().cloned());
+            per_block_labels.push(names);
+        }
+        let mut series_parts = Vec::with_capacity(blocks.len());
+        let mut samples_parts = Vec::with_capacity(blocks.len());
+        for (i, m) in blocks.iter().enumerate() {
+            let mut cols = vec![
+                format!("{} AS block", literal(&m.ulid)),
+                "series_ref".to_string(),
+                format!("CAST({} AS VARCHAR) AS {}", ident("__name__"), ident("__name__")),
+            ];
+            for l in &label_columns {
+                if per_block_labels[i].contains(l) {
+                    cols.push(format!("CAST({} AS VARCHAR) AS {}", ident(l), ident(l)));
+                } else {
+                    cols.push(format!("CAST(NULL AS VARCHAR) AS {}", ident(l)));
+                }
+            }
+            cols.push("num_samples".to_string());
+            series_parts.push(format!("SELECT {} FROM s_{i}", cols.join(", ")));
+            samples_parts
+                .push(format!("SELECT {} AS block, series_ref, timestamp, value FROM p_{i}", literal(&m.ulid)));
+        }
+        for (name, parts) in [("series", series_parts), ("samples", samples_parts)] {
+            let view = format!("CREATE VIEW {name} AS {}", parts.join(" UNION ALL "));
+            ctx.sql(&view).await.map_err(|e| SqlError::Execution(format!("building {name}: {e}")))?;
+        }
+        Ok(ctx)
+    }
+}
+
+fn cell(col: &ArrayRef, row: usize, f: &ArrayFormatter) -> Value {
+    if col.is_null(row) {
+        return Value::Null;
+    }
+    let text = f.value(row).to_string();
+    match col.data_type() {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+            text.parse::<i64>().map(Value::from).unwrap_or(Value::String(text))
+        }
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            text.parse::<u64>().map(Value::from).unwrap_or(Value::String(text))
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Value::from(v),
+            _ => Value::String(text),
+        },
+        DataType::Boolean => Value::Bool(text == "true"),
+        _ => Value::String(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_blocks::{SeriesData, upload_block};
+    use strata_model::Labels;
+
+    fn series(pairs: &[(&str, &str)], samples: Vec<(i64, f64)>) -> SeriesData {
+        SeriesData {
+            labels: Labels::from_pairs(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()),
+            samples,
+        }
+    }
+
+    async fn bucket() -> (tempfile::TempDir, BucketConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BucketConfig::Filesystem { path: dir.path().to_path_buf() };
+        let store = cfg.open().unwrap();
+        // Two blocks with different label sets, and another tenant.
+        upload_block(
+            store.as_ref(),
+            "t1",
+            "s",
+            0,
+            60_000,
+            &[
+                series(&[("__name__", "up"), ("job", "api")], vec![(0, 1.0), (30_000, 1.0)]),
+                series(&[("__name__", "req_total"), ("job", "api"), ("code", "200")], vec![(0, 5.0), (30_000, 7.0)]),
+            ],
+        )
+        .await
+        .unwrap();
+        upload_block(
+            store.as_ref(),
+            "t1",
+            "s",
+            60_000,
+            120_000,
+            &[series(&[("__name__", "up"), ("job", "api"), ("zone", "eu")], vec![(60_000, 0.0), (90_000, f64::NAN)])],
+        )
+        .await
+        .unwrap();
+        upload_block(store.as_ref(), "t2", "s", 0, 60_000, &[series(&[("__name__", "other")], vec![(0, 9.0)])])
+            .await
+            .unwrap();
+        (dir, cfg)
+    }
+
+    #[tokio::test]
+    async fn series_and_samples_join_across_blocks() {
+        let (_dir, cfg) = bucket().await;
+        let engine = SqlEngine::open(&cfg, SqlOptions::default()).unwrap();
+        let r = engine
+            .query(
+                "t1",
+                "SELECT s.\"__name__\", s.l_job, s.l_zone, count(*) AS n, sum(p.value) AS total \
+                 FROM samples p JOIN series s ON p.block = s.block AND p.series_ref = s.series_ref \
+                 GROUP BY 1, 2, 3 ORDER BY 1, 3 NULLS FIRST",
+            )
+            .await
+            .unwrap();
+        let names: Vec<&str> = r.columns.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["__name__", "l_job", "l_zone", "n", "total"]);
+        assert_eq!(
+            r.rows,
+            vec![
+                vec![Value::from("req_total"), Value::from("api"), Value::Null, Value::from(2), Value::from(12.0)],
+                vec![Value::from("up"), Value::from("api"), Value::Null, Value::from(2), Value::from(2.0)],
+                vec![Value::from("up"), Value::from("api"), Value::from("eu"), Value::from(2), Value::from("NaN")],
+            ]
+        );
+        assert!(!r.truncated);
+        // Tenants are separate.
+        let r = engine.query("t2", "SELECT count(*) FROM series").await.unwrap();
+        assert_eq!(r.rows, vec![vec![Value::from(1)]]);
+    }
+
+    #[tokio::test]
+    async fn limits_read_only_and_errors() {
+        let (_dir, cfg) = bucket().await;
+        let engine = SqlEngine::open(&cfg, SqlOptions { max_rows: 2, ..Default::default() }).unwrap();
+        let r = engine.query("t1", "SELECT * FROM samples ORDER BY timestamp").await.unwrap();
+        assert_eq!(r.rows.len(), 2);
+        assert!(r.truncated);
+        for bad in ["CREATE TABLE x (a INT)", "DROP VIEW series", "SET datafusion.execution.batch_size = 1"] {
+            let e = engine.query("t1", bad).await.unwrap_err();
+            assert_eq!(e.error_type(), "bad_data", "{bad}: {e}");
+        }
+        let e = engine.query("t1", "SELECT nope FROM series").await.unwrap_err();
+        assert!(matches!(e, SqlError::BadQuery(_)) && e.to_string().contains("nope"), "{e}");
+        // A tenant without blocks has empty tables, not an error.
+        let r = engine.query("nobody", "SELECT count(*) FROM samples").await.unwrap();
+        assert_eq!(r.rows, vec![vec![Value::from(0)]]);
+    }
+}
