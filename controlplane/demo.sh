@@ -84,9 +84,28 @@ Strata demo is running (data in $DATA, logs in $DATA/logs):
   agent metrics                  http://127.0.0.1:8888/metrics (prod)  :8898 (dev)  :8908 (qa)
 Try:  curl -s 'http://127.0.0.1:9090/api/v1/query' --data-urlencode \
         'query=sum by (environment) (rate(http_server_request_duration_seconds_count[1m]))'
+      SQL over the blocks (the first appears after one block range, 5 m):
+      curl -s http://127.0.0.1:9090/api/v1/sql --data-binary \
+        'SELECT l_environment, count(*) FROM series GROUP BY 1'
 Press Ctrl-C to stop.
 
 MSG
+# Time to first data: from the querier answering (servers up) to the
+# dashboard's overview query returning every environment.
+(
+  until curl -sf -o /dev/null http://127.0.0.1:9090/-/ready; do sleep 0.2; done
+  up=$(date +%s%N)
+  q='count by (environment) (http_server_request_duration_seconds_count)'
+  for _ in $(seq 1 600); do
+    n=$(curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode "query=$q" | grep -o '"environment"' | wc -l)
+    if [ "$n" -ge 3 ]; then
+      echo "first data for all 3 environments $(( ($(date +%s%N) - up) / 1000000 )) ms after the querier was up"
+      break
+    fi
+    sleep 0.2
+  done
+) &
+pids+=($!)
 "$BIN/strata-loadgen" run --scenario-file "$DATA/scenario.yml" --duration "${DURATION:-24h}" &
 pids+=($!)
 wait "${pids[-1]}"

@@ -357,6 +357,44 @@ pub fn assert_sql_by_env(v: &serde_json::Value, want: &[(String, u64, f64)]) {
     }
 }
 
+/// `/api/v1/query` at `t_ms` for `tenant`: the whole JSON answer.
+pub async fn instant_query(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    q: &str,
+    t_ms: i64,
+) -> serde_json::Value {
+    let r = client
+        .get(format!("{base}/api/v1/query"))
+        .header("X-Scope-OrgID", tenant)
+        .query(&[("query", q.to_string()), ("time", format!("{}", t_ms as f64 / 1000.0))])
+        .send()
+        .await
+        .expect("query");
+    r.json().await.expect("json")
+}
+
+/// What the block tests compare before and after a flush.
+pub const BLOCK_QUERIES: [&str; 3] =
+    ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
+
+/// `BLOCK_QUERIES` over `[start_ms, end_ms]`; each must have data.
+pub async fn block_query_results(
+    client: &reqwest::Client,
+    base: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for q in BLOCK_QUERIES {
+        let r = query_range(client, base, q, start_ms, end_ms).await;
+        assert!(r.as_array().is_some_and(|a| !a.is_empty()), "{q}: no data: {r}");
+        out.push(r);
+    }
+    out
+}
+
 /// `/api/v1/query_range` with a 30 s step; the `data.result` (asserts 200).
 pub async fn query_range(
     client: &reqwest::Client,

@@ -46,13 +46,7 @@ async fn head_and_blocks_answer_like_the_head_alone() {
     assert_eq!((s, &v["data"]["rows"]), (200, &serde_json::json!([[0]])), "{v}");
     // Ends before the samples written after the flush.
     let (start, end) = (t0 + 5 * 60_000, t0 + 19 * 60_000 + 30_000);
-    let queries = ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
-    let mut before = Vec::new();
-    for q in queries {
-        let r = query_range(&client, &querier.base(), q, start, end).await;
-        assert!(!r.as_array().unwrap().is_empty(), "{q}: no data in the head");
-        before.push(r);
-    }
+    let before = block_query_results(&client, &querier.base(), start, end).await;
 
     // Cut everything into a block on the leader.
     let leader = cluster.wait_leader(None, Duration::from_secs(10)).await;
@@ -94,7 +88,7 @@ async fn head_and_blocks_answer_like_the_head_alone() {
         s.values().all(|v| v.iter().all(|(t, _)| *t >= t0 + 20 * 60_000)).then_some(())
     })
     .await;
-    for (q, want) in queries.iter().zip(&before) {
+    for (q, want) in BLOCK_QUERIES.iter().zip(&before) {
         let got = query_range(&client, &querier.base(), q, start, end).await;
         assert_eq!(&got, want, "{q}: blocks answer differently from the head");
     }
@@ -120,14 +114,8 @@ async fn head_and_blocks_answer_like_the_head_alone() {
     let (s, v) = cluster.nodes[leader as usize - 1].flush(&client).await;
     assert_eq!(s, 503, "the upload must fail during the outage: {v}");
     // Nothing is lost: the cut block is still served from memory.
-    let r = client
-        .get(format!("{}/api/v1/query", querier.base()))
-        .header("X-Scope-OrgID", "anonymous2")
-        .query(&[("query", "count_over_time(outage_metric[10m])"), ("time", &format!("{}", (t0 + 25 * 60_000) / 1000))])
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let q = "count_over_time(outage_metric[10m])";
+    let v = instant_query(&client, &querier.base(), "anonymous2", q, t0 + 25 * 60_000).await;
     assert_eq!(v["data"]["result"][0]["value"][1], "20", "{v}");
     // The leader dies before uploading; the outage ends; the new leader uploads the pending block.
     cluster.node(leader).kill9();

@@ -38,13 +38,7 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     let written = requests_total_data(t0, 20);
     write_series(&client, &cluster.nodes[0].write_url(), &written).await;
     let (start, end) = (t0 + 5 * 60_000, t0 + 19 * 60_000 + 30_000);
-    let queries = ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
-    let mut before = Vec::new();
-    for q in queries {
-        let r = query_range(&client, &querier.base(), q, start, end).await;
-        assert!(!r.as_array().unwrap().is_empty(), "{q}: no data in the head");
-        before.push(r);
-    }
+    let before = block_query_results(&client, &querier.base(), start, end).await;
 
     let leader = cluster.wait_leader(None, Duration::from_secs(10)).await;
     let (s, v) = cluster.nodes[leader as usize - 1].flush(&client).await;
@@ -76,7 +70,7 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     let from_store = read_series(&store.grpc_addr(), "anonymous", "requests_total").await;
     assert_eq!(from_store.len(), 6);
     assert!(from_store.values().all(|s| s.len() == 80));
-    for (q, want) in queries.iter().zip(&before) {
+    for (q, want) in BLOCK_QUERIES.iter().zip(&before) {
         let got = query_range(&client, &querier.base(), q, start, end).await;
         assert_eq!(&got, want, "{q}: the S3 block answers differently from the head");
     }
@@ -95,14 +89,8 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     let (s, v) = cluster.nodes[leader as usize - 1].flush(&client).await;
     assert_eq!(s, 503, "the upload must fail while S3 is down: {v}");
     assert!(asked.elapsed() < Duration::from_secs(60), "flush took {:?}", asked.elapsed());
-    let r = client
-        .get(format!("{}/api/v1/query", querier.base()))
-        .header("X-Scope-OrgID", "team-b")
-        .query(&[("query", "count_over_time(outage_metric[10m])"), ("time", &format!("{}", (t0 + 25 * 60_000) / 1000))])
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let q = "count_over_time(outage_metric[10m])";
+    let v = instant_query(&client, &querier.base(), "team-b", q, t0 + 25 * 60_000).await;
     assert_eq!(v["data"]["result"][0]["value"][1], "20", "{v}");
 
     // The server comes back (empty: moto keeps objects in memory); the
