@@ -85,9 +85,14 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
                 let mut counts: HashMap<Labels, f64> = HashMap::new();
                 let mut order = Vec::new();
                 for (s, &g) in input.iter().zip(&member) {
-                    if let Some(v) = s.vals[i] {
+                    let value = match (s.vals[i], s.hist(i)) {
+                        (Some(v), _) => Some(crate::format_float(v)),
+                        (None, Some(h)) => Some(h.to_string()),
+                        _ => None,
+                    };
+                    if let Some(value) = value {
                         let mut l = groups[g].clone();
-                        l.set(&name, &crate::format_float(v));
+                        l.set(&name, &value);
                         let c = counts.entry(l.clone()).or_insert_with(|| {
                             order.push(l);
                             0.0

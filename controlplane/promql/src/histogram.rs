@@ -437,6 +437,53 @@ impl FloatHistogram {
     }
 }
 
+/// Go's `%g` for a float64 (shortest digits; exponent form below 1e-4 and
+/// from 1e6 on), as Prometheus prints histograms.
+fn go_g(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{f}")
+    } else {
+        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    }
+}
+
+impl std::fmt::Display for FloatHistogram {
+    /// Prometheus' `FloatHistogram.String()`: count, sum and the non-empty
+    /// buckets with their bounds (`count_values` uses it as a label value).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{{count:{}, sum:{}", go_g(self.count), go_g(self.sum))?;
+        for (&idx, &c) in self.negative.iter().rev() {
+            if c != 0.0 {
+                let (lo, hi) = self.bounds(idx, false);
+                write!(f, ", [{},{}):{}", go_g(lo), go_g(hi), go_g(c))?;
+            }
+        }
+        if self.zero_count != 0.0 {
+            let zt = self.zero_threshold;
+            write!(f, ", [{},{}]:{}", go_g(-zt), go_g(zt), go_g(self.zero_count))?;
+        }
+        for (&idx, &c) in &self.positive {
+            if c != 0.0 {
+                let (lo, hi) = self.bounds(idx, true);
+                write!(f, ", ({},{}]:{}", go_g(lo), go_g(hi), go_g(c))?;
+            }
+        }
+        write!(f, "}}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,6 +534,24 @@ mod tests {
         assert_eq!(h.quantile(0.75), 3.0);
         assert_eq!(h.fraction(0.0, 2.0), 0.5);
         assert!(h.quantile(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn prints_like_prometheus() {
+        let h = FloatHistogram {
+            count: 20.0,
+            sum: 10.0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            positive: [(0, 1.0), (1, 2.0)].into(),
+            negative: [(0, 1.0), (1, 2.0)].into(),
+            ..Default::default()
+        };
+        assert_eq!(h.to_string(), "{count:20, sum:10, [-2,-1):2, [-1,-0.5):1, [-0.001,0.001]:2, (0.5,1]:1, (1,2]:2}");
+        assert_eq!(go_g(1e6), "1e+06");
+        assert_eq!(go_g(123456.0), "123456");
+        assert_eq!(go_g(0.00001), "1e-05");
+        assert_eq!(go_g(0.0001), "0.0001");
     }
 
     #[test]
