@@ -97,7 +97,7 @@ MSG
   up=$(date +%s%N)
   q='count by (environment) (http_server_request_duration_seconds_count)'
   for _ in $(seq 1 600); do
-    n=$(curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode "query=$q" | grep -o '"environment"' | wc -l)
+    n=$(curl -s http://127.0.0.1:9090/api/v1/query --data-urlencode "query=$q" | grep -o '"environment"' | wc -l || true)
     if [ "$n" -ge 3 ]; then
       echo "first data for all 3 environments $(( ($(date +%s%N) - up) / 1000000 )) ms after the querier was up"
       break
