@@ -50,14 +50,16 @@ echo "running the three data planes for $DURATION ..."
 "$B/strata-loadgen" run --scenario-file "$W/scenario.yml" --duration "$DURATION" >"$W/loadgen.log" 2>&1
 sleep 10 # the last export (5 s) and the agents' last batches
 
-prom_samples=$(curl -s http://127.0.0.1:29990/api/v1/query --data-urlencode 'query=prometheus_tsdb_head_samples_appended_total' |
-  grep -o '"value":\[[^]]*\]' | grep -o '"[0-9.e+]*"' | tr -d '"' | awk '{s+=$1} END {printf "%d", s}')
-prom_series=$(curl -s http://127.0.0.1:29990/api/v1/query --data-urlencode 'query=prometheus_tsdb_head_series' |
-  grep -o '"[0-9]*"\]' | tr -d '"]')
-snap=$(curl -s -XPOST http://127.0.0.1:29990/api/v1/admin/tsdb/snapshot | grep -o '"name":"[^"]*"' | cut -d'"' -f4)
+# Prometheus does not scrape itself here: read its own counters from /metrics.
+prom_metric() { curl -s http://127.0.0.1:29990/metrics | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%d", s}'; }
+prom_samples=$(prom_metric prometheus_tsdb_head_samples_appended_total)
+prom_series=$(prom_metric prometheus_tsdb_head_series)
+snap_answer=$(curl -s -XPOST http://127.0.0.1:29990/api/v1/admin/tsdb/snapshot)
+echo "prometheus snapshot: $snap_answer"
+snap=$(echo "$snap_answer" | grep -o '"name":"[^"]*"' | cut -d'"' -f4 || true)
 prom_bytes=$(find "$W/prom/snapshots/$snap" -type f \( -name '0*' -o -name index \) -printf '%s\n' | awk '{s+=$1} END {print s}')
 
-curl -sf -XPOST http://127.0.0.1:29109/api/v1/admin/flush >/dev/null
+echo "strata flush: $(curl -s -XPOST http://127.0.0.1:29109/api/v1/admin/flush)"
 meta=$(find "$W/objstore" -name meta.json)
 strata_samples=$(cat $meta | grep -o '"numSamples": *[0-9]*' | grep -o '[0-9]*$' | awk '{s+=$1} END {print s}')
 strata_series=$(cat $meta | grep -o '"numSeries": *[0-9]*' | grep -o '[0-9]*$' | awk '{s+=$1} END {print s}')
