@@ -438,11 +438,7 @@ impl S3Server {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        if !found {
-            if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-                panic!("python3 -m moto.server is required in CI (.ci/run installs moto[server])");
-            }
-            eprintln!("SKIPPED: moto is not installed (pip install 'moto[server]')");
+        if !required("moto's S3 server (pip install 'moto[server]')", found) {
             return None;
         }
         let mut s = S3Server { proc: None, port: free_port(), dir: dir.to_path_buf() };

@@ -39,11 +39,17 @@ pub fn require(program: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
+    required(program, found)
+}
+
+/// `found`, or else: under `CI=true` a panic naming `what`, elsewhere a
+/// SKIPPED message (the caller then returns early).
+pub fn required(what: &str, found: bool) -> bool {
     if !found {
         if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-            panic!("{program} is required in CI but not installed (.ci/run installs it)");
+            panic!("{what} is required in CI but not installed (.ci/run installs it)");
         }
-        eprintln!("SKIPPED: {program} is not installed (run .ci/run, or apt-get install it)");
+        eprintln!("SKIPPED: {what} is not installed (run .ci/run to install it)");
     }
     found
 }
