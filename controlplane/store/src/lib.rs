@@ -407,32 +407,23 @@ mod tests {
         let svc = GatewayService(gw);
         let info = svc.info(tonic::Request::new(InfoRequest {})).await.unwrap().into_inner();
         assert_eq!((info.min_time, info.max_time, info.component.as_str()), (0, 19_999, "store"));
-        let m = Matcher::new("job", MatchOp::Equal, "a").unwrap().to_proto();
-        let req = SeriesRequest {
+        // job="a" over [5 s, 14 s], as samples or as XOR chunks.
+        let req = |accept_chunks: bool| SeriesRequest {
             tenant: String::new(),
             min_time: 5_000,
             max_time: 14_000,
-            matchers: vec![m],
+            matchers: vec![Matcher::new("job", MatchOp::Equal, "a").unwrap().to_proto()],
             skip_samples: false,
-            accept_chunks: false,
+            accept_chunks,
         };
         use futures::StreamExt;
-        let mut stream = svc.series(tonic::Request::new(req)).await.unwrap().into_inner();
+        let mut stream = svc.series(tonic::Request::new(req(false))).await.unwrap().into_inner();
         let batch = stream.next().await.unwrap().unwrap();
         assert_eq!(batch.series.len(), 1);
         let ts: Vec<i64> = batch.series[0].samples.iter().map(|s| s.timestamp).collect();
         assert_eq!(ts, (5..=14).map(|k| k * 1000).collect::<Vec<_>>(), "merged across the two blocks");
         // The same answer as XOR chunks.
-        let m = Matcher::new("job", MatchOp::Equal, "a").unwrap().to_proto();
-        let req = SeriesRequest {
-            tenant: String::new(),
-            min_time: 5_000,
-            max_time: 14_000,
-            matchers: vec![m],
-            skip_samples: false,
-            accept_chunks: true,
-        };
-        let mut stream = svc.series(tonic::Request::new(req)).await.unwrap().into_inner();
+        let mut stream = svc.series(tonic::Request::new(req(true))).await.unwrap().into_inner();
         let s = &stream.next().await.unwrap().unwrap().series[0];
         assert!(s.samples.is_empty());
         let decoded: Vec<(i64, f64)> =
