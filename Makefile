@@ -38,8 +38,13 @@ compose-check:
 fuzz-smoke:
 	bash .ci/fuzz-smoke
 
+# `strata demo` (controlplane/strata/src/demo.rs) starts every process; it
+# finds strata-agent, sample-api and strata-loadgen next to itself.
+SCENARIO ?= steady
+DATA_DIR ?= ./data
 demo: dashboard
-	bash controlplane/demo.sh
+	cargo build --release -p strata -p strata-agent -p sample-api -p strata-loadgen
+	"$(CARGO_TARGET_DIR)/release/strata" demo --data-dir "$(DATA_DIR)" --scenario "$(SCENARIO)" $(DEMO_ARGS)
 
 bench-translate:
 	cargo bench -p strata-otel-prom --bench translate

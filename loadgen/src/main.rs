@@ -140,12 +140,15 @@ fn main() -> anyhow::Result<()> {
                             rate: rate.unwrap_or(traffic::default_rate(scenario)),
                             scenario,
                             concurrency,
+                            incident_after_seconds: None,
+                            incident_seconds: None,
                         }]
                     }
                     (None, None) => anyhow::bail!("give --target URL or --scenario-file FILE"),
                 };
                 for p in &plans {
                     reqwest::Url::parse(&p.target).with_context(|| format!("invalid target URL {:?}", p.target))?;
+                    p.incident_window(duration).map_err(|e| anyhow::anyhow!("target {}: {e}", p.target))?;
                 }
                 traffic::run_all(plans, duration).await
             }

@@ -19,9 +19,10 @@ pub enum Scenario {
     Bursty,
     /// 10% of requests fail (error_rate 0.1 on the target while running).
     Errors,
-    /// Latency ×5 on the target during the middle third of the run.
+    /// Latency ×5 on the target for a while (the incident window: by default
+    /// the middle third of the run; see `Plan::incident_after_seconds`).
     ProdLatency,
-    /// error_rate 0.5 on the target during the middle third of the run.
+    /// error_rate 0.5 on the target during the incident window.
     QaErrorSpike,
 }
 
@@ -51,6 +52,26 @@ pub struct Plan {
     pub scenario: Scenario,
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Incident scenarios: when the incident starts (default: a third into the run).
+    #[serde(default)]
+    pub incident_after_seconds: Option<f64>,
+    /// Incident scenarios: how long it lasts (default: a third of the run).
+    #[serde(default)]
+    pub incident_seconds: Option<f64>,
+}
+
+impl Plan {
+    /// (start offset, length) of the incident in a run of `duration`.
+    pub fn incident_window(&self, duration: Duration) -> Result<(Duration, Duration), String> {
+        let secs = |v: Option<f64>, what: &str| match v {
+            None => Ok(duration / 3),
+            Some(s) => Duration::try_from_secs_f64(s).map_err(|_| format!("{what} must be ≥ 0 seconds, got {s}")),
+        };
+        Ok((
+            secs(self.incident_after_seconds, "incident_after_seconds")?,
+            secs(self.incident_seconds, "incident_seconds")?,
+        ))
+    }
 }
 
 fn default_env() -> String {
@@ -162,15 +183,17 @@ pub async fn run_plan(plan: Plan, duration: Duration, progress: Arc<Mutex<Record
             .await
         }
         Scenario::ProdLatency | Scenario::QaErrorSpike => {
-            let (c, b, third) = (client.clone(), base.clone(), duration / 3);
+            // Validated when the plan was read (main.rs).
+            let (after, length) = plan.incident_window(duration).unwrap_or((duration / 3, duration / 3));
+            let (c, b) = (client.clone(), base.clone());
             let body = if plan.scenario == Scenario::ProdLatency {
-                serde_json::json!({"latency_multiplier": 5.0, "duration_seconds": third.as_secs_f64()})
+                serde_json::json!({"latency_multiplier": 5.0, "duration_seconds": length.as_secs_f64()})
             } else {
-                serde_json::json!({"error_rate": 0.5, "duration_seconds": third.as_secs_f64()})
+                serde_json::json!({"error_rate": 0.5, "duration_seconds": length.as_secs_f64()})
             };
             tokio::spawn(async move {
-                tokio::time::sleep(third).await;
-                eprintln!("[{b}] incident starts for {}s", third.as_secs());
+                tokio::time::sleep(after).await;
+                eprintln!("[{b}] incident starts for {}s", length.as_secs());
                 set_faults(&c, &b, body).await;
             });
         }
@@ -282,6 +305,21 @@ mod tests {
     }
 
     #[test]
+    fn incident_window_defaults_to_the_middle_third_and_rejects_negative_times() {
+        let mut plan: Plan =
+            serde_yaml::from_str("{target: 'http://x', rate: 5, scenario: prod-latency}").expect("plan");
+        let run = Duration::from_secs(90);
+        assert_eq!(plan.incident_window(run), Ok((Duration::from_secs(30), Duration::from_secs(30))));
+        plan = serde_yaml::from_str(
+            "{target: 'http://x', rate: 5, scenario: prod-latency, incident_after_seconds: 60, incident_seconds: 600}",
+        )
+        .expect("plan");
+        assert_eq!(plan.incident_window(run), Ok((Duration::from_secs(60), Duration::from_secs(600))));
+        plan.incident_after_seconds = Some(-1.0);
+        assert!(plan.incident_window(run).unwrap_err().contains("incident_after_seconds"));
+    }
+
+    #[test]
     fn bursty_stays_between_quarter_and_full_rate() {
         let plan = Plan {
             target: "http://x".into(),
@@ -289,6 +327,8 @@ mod tests {
             rate: 20.0,
             scenario: Scenario::Bursty,
             concurrency: 4,
+            incident_after_seconds: None,
+            incident_seconds: None,
         };
         for s in 0..60 {
             let r = rate_at(&plan, Duration::from_secs(s));

@@ -1,4 +1,5 @@
 mod config_file;
+mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Cmd {
     Querier(QuerierArgs),
     /// Store gateway: serves the Parquet blocks in object storage over the StoreAPI.
     Store(StoreArgs),
+    /// The whole stack on this machine: 3 data planes, 3 ingesters, store,
+    /// querier + dashboard on :9090 and the load generator (Ctrl-C stops it).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -275,6 +279,7 @@ fn main() -> anyhow::Result<()> {
             };
             rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
         }
+        Cmd::Demo(a) => rt.block_on(demo::run(a))?,
     }
     Ok(())
 }

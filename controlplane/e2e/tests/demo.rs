@@ -1,0 +1,163 @@
+//! `strata demo` as a user runs it (the README's first command), with
+//! `--scenario prod-latency`: the scripted `curl` of `/api/v1/query` sees
+//! all three environments; prod's p95 latency rises during the incident;
+//! the dashboard in headless Chromium (`controlplane/dashboard/tests/browser.mjs`,
+//! playwright-core + Debian's chromium; screenshots in
+//! `test-output/dashboard/`); Ctrl-C stops every process; a restart keeps
+//! the data.
+//!
+//! The demo's ports are fixed (DESIGN.md); the test shifts them all with
+//! `--port-offset` to a range where every one is free.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use controlplane_e2e::*;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every port `strata demo` listens on, before `--port-offset`.
+const DEMO_PORTS: [u16; 21] = [
+    9090, 9009, 9109, 9209, 9095, 9195, 9295, 9096, 9097, 8081, 8082, 8083, 4317, 4318, 4327, 4328, 4337, 4338, 8888,
+    8898, 8908,
+];
+
+fn all_free(offset: u16) -> bool {
+    DEMO_PORTS.iter().all(|p| TcpListener::bind(("127.0.0.1", p + offset)).is_ok())
+}
+
+/// An offset that keeps every port below the ephemeral range (32768) and free now.
+fn free_offset() -> u16 {
+    let start = std::process::id() as u16 % 20;
+    (0..20u16)
+        .map(|k| 11_000 + 500 * ((start + k) % 20))
+        .find(|&o| all_free(o))
+        .expect("no free port range for the demo")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+const INCIDENT_AFTER_S: i64 = 60;
+const PROD_P95: &str = r#"histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{environment="prod"}[20s])))"#;
+const ENVS: &str = "count by (environment) (http_server_request_duration_seconds_count)";
+
+fn start_demo(data: &std::path::Path, offset: u16, log_dir: &std::path::Path, name: &str) -> Proc {
+    let args: Vec<String> = [
+        "demo",
+        &format!("--data-dir={}", data.display()),
+        "--scenario=prod-latency",
+        &format!("--incident.after={INCIDENT_AFTER_S}s"),
+        "--incident.duration=10m",
+        "--block.duration=1m",
+        &format!("--port-offset={offset}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::start(name, &bin("strata"), &args, &[], log_dir)
+}
+
+fn scalar(v: &serde_json::Value) -> Option<f64> {
+    let r = v["data"]["result"].as_array()?;
+    if r.len() != 1 {
+        return None;
+    }
+    r[0]["value"][1].as_str()?.parse().ok().filter(|x: &f64| x.is_finite())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_three_environments_and_the_prod_latency_incident() {
+    let dash = repo_root().join("controlplane/dashboard");
+    if !require("node") || !require("chromium") {
+        return;
+    }
+    if !dash.join("node_modules/playwright-core").exists() {
+        let msg = "controlplane/dashboard/node_modules missing: run `make dashboard` (npm ci + build)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIP: {msg}");
+        return;
+    }
+    let dir = test_dir();
+    let data = dir.path().join("data");
+    let offset = free_offset();
+    let base = format!("http://127.0.0.1:{}", 9090 + offset);
+    let t0 = now_ms();
+    let mut demo = start_demo(&data, offset, dir.path(), "demo");
+    wait_ready(&format!("{base}/-/ready"), Duration::from_secs(60)).await;
+    let client = reqwest::Client::new();
+    let index = client.get(&base).send().await.unwrap().text().await.unwrap();
+    assert!(
+        !index.contains("dashboard was not built"),
+        "the strata binary was built without the dashboard: run `make dashboard` before building"
+    );
+
+    // The scripted curl: every environment has data.
+    wait_for(Duration::from_secs(90), "data from prod, dev and qa", || async {
+        let r = query(&base, ENVS).await;
+        let mut envs: Vec<String> =
+            r.iter().filter_map(|s| s["metric"]["environment"].as_str().map(String::from)).collect();
+        envs.sort();
+        (envs == ["dev", "prod", "qa"]).then_some(())
+    })
+    .await;
+
+    // The dashboard in Chromium (before and into the incident).
+    let out = repo_root().join("test-output/dashboard");
+    let status = Command::new("node")
+        .arg("tests/browser.mjs")
+        .arg(&base)
+        .arg(&out)
+        .current_dir(&dash)
+        .status()
+        .expect("run node");
+    assert!(status.success(), "browser test failed; screenshots in {}", out.display());
+    for shot in ["overview", "environment-qa", "explore", "cardinality"] {
+        assert!(out.join(format!("{shot}.png")).exists(), "missing screenshot {shot}");
+    }
+
+    // The incident: prod's p95 before it started (the window ends 5 s before
+    // the earliest possible start) against p95 once it has run 40 s.
+    let before_ms = t0 + (INCIDENT_AFTER_S - 5) * 1000;
+    let during_ms = t0 + (INCIDENT_AFTER_S + 40) * 1000;
+    if let Ok(wait) = u64::try_from(during_ms - now_ms()) {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    let before = instant_query(&client, &base, "anonymous", PROD_P95, before_ms).await;
+    let during = instant_query(&client, &base, "anonymous", PROD_P95, now_ms()).await;
+    let (Some(b), Some(d)) = (scalar(&before), scalar(&during)) else {
+        panic!("prod p95 missing: before {before}, during {during}\n{}", demo.log_tail())
+    };
+    assert!(d > 2.5 * b, "prod p95 did not rise during the incident: before {b} s, during {d} s");
+    eprintln!("prod p95: {b:.3} s before the incident, {d:.3} s during it");
+
+    // Ctrl-C stops every process: all ports are free again.
+    let stop_ms = now_ms();
+    let status = demo.interrupt(Duration::from_secs(90));
+    assert!(status.is_some_and(|s| s.success()), "demo did not exit cleanly on Ctrl-C: {status:?}");
+    assert!(all_free(offset), "a demo process still holds a port after Ctrl-C");
+
+    // A restart keeps the data written before the stop.
+    let mut demo = start_demo(&data, offset, dir.path(), "demo-restarted");
+    wait_ready(&format!("{base}/-/ready"), Duration::from_secs(60)).await;
+    let at = stop_ms - 10_000;
+    let envs = wait_for(Duration::from_secs(60), "data from before the restart", || {
+        let c = client.clone();
+        let b = base.clone();
+        async move {
+            let v = instant_query(&c, &b, "anonymous", ENVS, at).await;
+            v["data"]["result"].as_array().filter(|r| r.len() == 3).map(|r| r.len())
+        }
+    })
+    .await;
+    assert_eq!(envs, 3);
+    let status = demo.interrupt(Duration::from_secs(90));
+    assert!(status.is_some_and(|s| s.success()), "restarted demo did not exit cleanly: {status:?}");
+}
