@@ -57,6 +57,9 @@ struct Cli {
     /// Batch timeout (e.g. 200ms).
     #[arg(long = "batch.timeout", env = "STRATA_AGENT_BATCH_TIMEOUT", value_parser = humantime::parse_duration)]
     batch_timeout: Option<std::time::Duration>,
+    /// Check the configuration (file + flags), print it as the agent would run it, and exit.
+    #[arg(long = "config.check")]
+    config_check: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. info or strata_agent=debug.
     #[arg(long = "log.level", env = "STRATA_AGENT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -144,6 +147,21 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
         .init();
     let cfg = build_config(&cli)?;
+    if cli.config_check {
+        let labels: Vec<String> = cfg.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let endpoints: Vec<&str> = cfg.remote_write.endpoints.iter().map(|e| e.url.as_str()).collect();
+        println!(
+            "configuration OK: OTLP gRPC {} HTTP {}, web {}, labels {{{}}}, queue {} (max {} bytes), remote write to {}",
+            cfg.otlp.grpc_address,
+            cfg.otlp.http_address,
+            cfg.web.listen_address,
+            labels.join(", "),
+            cfg.queue.path.display(),
+            cfg.queue.max_bytes,
+            endpoints.join(", ")
+        );
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         strata_agent::run(cfg, async {
