@@ -57,12 +57,16 @@ enum BenchCmd {
         /// Remote write URL, e.g. http://127.0.0.1:9090/api/v1/write.
         #[arg(long)]
         url: String,
+        /// Distinct series written.
         #[arg(long, default_value_t = 10_000)]
         series: usize,
+        /// Time span of the data, ending now.
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         history: Duration,
+        /// Time between two samples of one series.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         interval: Duration,
+        /// Concurrent senders.
         #[arg(long, default_value_t = 4)]
         senders: usize,
         /// Samples per request.
@@ -87,12 +91,16 @@ enum BenchCmd {
         /// OTLP/HTTP metrics URL, e.g. http://127.0.0.1:4318/v1/metrics.
         #[arg(long)]
         url: String,
+        /// Distinct series (gauges) sent.
         #[arg(long, default_value_t = 10_000)]
         series: usize,
+        /// Data points per series.
         #[arg(long, default_value_t = 60)]
         steps: usize,
+        /// Data points in one OTLP request.
         #[arg(long = "points-per-request", default_value_t = 1000)]
         points_per_request: usize,
+        /// Concurrent senders.
         #[arg(long, default_value_t = 4)]
         senders: usize,
         /// strata-agent /metrics URL; waits until all points are remote-written.

@@ -1,6 +1,7 @@
 //! `strata demo` as a user runs it (the README's first command), with
 //! `--scenario prod-latency`: the scripted `curl` of `/api/v1/query` sees
-//! all three environments; prod's p95 latency rises during the incident;
+//! all three environments; every query in docs/promql-examples.md answers
+//! with data; prod's p95 latency rises during the incident;
 //! the dashboard in headless Chromium (`controlplane/dashboard/tests/browser.mjs`,
 //! playwright-core + Debian's chromium; screenshots in
 //! `test-output/dashboard/`); Ctrl-C stops every process; a restart keeps
@@ -108,6 +109,28 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
         (envs == ["dev", "prod", "qa"]).then_some(())
     })
     .await;
+
+    // Every query in docs/promql-examples.md answers with data.
+    let examples = std::fs::read_to_string(repo_root().join("docs/promql-examples.md")).expect("promql-examples.md");
+    let queries: Vec<String> = examples
+        .split("```promql\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .map(|q| q.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(queries.len() >= 15, "only {} examples found", queries.len());
+    for q in &queries {
+        let result = wait_for(Duration::from_secs(30), &format!("data for the example {q}"), || {
+            let (c, b) = (client.clone(), base.clone());
+            async move {
+                let v = instant_query(&c, &b, "anonymous", q, now_ms()).await;
+                assert_eq!(v["status"], "success", "{q}: {v}");
+                v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(Vec::len)
+            }
+        })
+        .await;
+        eprintln!("example ok ({result} series): {q}");
+    }
 
     // The dashboard in Chromium (before and into the incident).
     let out = repo_root().join("test-output/dashboard");

@@ -370,8 +370,46 @@ async fn api_shapes_and_errors() {
     assert_eq!(names, vec!["__name__", "instance", "job"]);
     let (_, v) = get_json(&client, &format!("{base}/api/v1/label/instance/values"), &[]).await;
     assert_eq!(v["data"], serde_json::json!(["i0", "i1", "i2"]));
+    // What Grafana's Prometheus data source sends besides queries (11.x,
+    // httpMethod POST): label/series lookups as form POSTs with match[] and
+    // second-resolution start/end, metric metadata, exemplars.
+    let (start, end) = (format!("{}", t0 / 1000), t.clone());
+    let form = |path: &str, extra: Vec<(&'static str, String)>| {
+        let mut f: Vec<(&str, String)> = vec![("start", start.clone()), ("end", end.clone())];
+        f.extend(extra);
+        client.post(format!("{base}{path}")).form(&f).send()
+    };
+    let r = form("/api/v1/labels", vec![("match[]", "up".into())]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"], serde_json::json!(["__name__", "instance", "job"]));
+    let r = form("/api/v1/series", vec![("match[]", "up{job=\"api\"}".into())]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["data"].as_array().map(Vec::len), Some(3));
+    let (s, v) = get_json(
+        &client,
+        &format!("{base}/api/v1/label/__name__/values"),
+        &[("start", start.clone()), ("end", end.clone())],
+    )
+    .await;
+    assert_eq!((s, v["data"].clone()), (200, serde_json::json!(["up"])));
+    let (s, v) = get_json(&client, &format!("{base}/api/v1/metadata"), &[("metric", "up".into())]).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("success")), "{v}");
+    assert!(v["data"].is_object(), "{v}");
+    let r = form("/api/v1/query_exemplars", vec![("query", "up".into())]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["data"].is_array());
+
     let (_, v) = get_json(&client, &format!("{base}/api/v1/status/buildinfo"), &[]).await;
-    assert!(v["data"]["version"].is_string());
+    // No ruler: empty rules and alerts, as Prometheus without rule files.
+    let (s, v) = get_json(&client, &format!("{base}/api/v1/rules"), &[]).await;
+    assert_eq!((s, v["data"].clone()), (200, serde_json::json!({"groups": []})));
+    let (s, v) = get_json(&client, &format!("{base}/api/v1/alerts"), &[]).await;
+    assert_eq!((s, v["data"].clone()), (200, serde_json::json!({"alerts": []})));
+    // Grafana reads `version` as a Prometheus version (features by semver).
+    assert_eq!(v["data"]["version"], "3.5.0");
+    assert_eq!(v["data"]["application"], "strata");
+    assert!(v["data"]["strataVersion"].is_string());
     let (_, v) = get_json(&client, &format!("{base}/api/v1/format_query"), &[("query", "sum(up)by(job)".into())]).await;
     assert_eq!(v["data"], "sum by (job) (up)");
 

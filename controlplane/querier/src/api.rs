@@ -602,6 +602,17 @@ pub async fn metadata() -> Response {
     success("{}", &[])
 }
 
+/// Strata evaluates no rules (no ruler): Prometheus' answer for a server
+/// without rule files, so Grafana's alert list shows "none" instead of an error.
+pub async fn rules() -> Response {
+    success(r#"{"groups":[]}"#, &[])
+}
+
+/// No rules, so no alerts.
+pub async fn alerts() -> Response {
+    success(r#"{"alerts":[]}"#, &[])
+}
+
 /// Exemplars are not stored yet: an empty list.
 pub async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref(), Some(&body));
@@ -609,9 +620,15 @@ pub async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Respo
     Ok(success("[]", &[]))
 }
 
+/// Prometheus' buildinfo. `version` is the Prometheus API and PromQL
+/// version Strata implements (clients such as Grafana enable features by
+/// it); Strata's own version is `strataVersion`.
+pub const PROMETHEUS_COMPATIBLE_VERSION: &str = "3.5.0";
+
 pub async fn buildinfo() -> Response {
     let data = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": PROMETHEUS_COMPATIBLE_VERSION,
+        "strataVersion": env!("CARGO_PKG_VERSION"),
         "revision": "",
         "branch": "",
         "buildUser": "",

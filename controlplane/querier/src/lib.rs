@@ -151,6 +151,8 @@ pub fn router(state: Arc<QuerierState>) -> Router {
         .route("/api/v1/metadata", get(api::metadata))
         .route("/api/v1/query_exemplars", get(api::query_exemplars).post(api::query_exemplars))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/api/v1/rules", get(api::rules))
+        .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/format_query", get(api::format_query).post(api::format_query))
         .route("/api/v1/read", axum::routing::post(remote_read::read))
         .route("/api/v1/stores", get(api::stores))

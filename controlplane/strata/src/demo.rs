@@ -36,6 +36,7 @@ pub struct DemoArgs {
     /// When the incident of --scenario starts, after the load generator.
     #[arg(long = "incident.after", default_value = "1m", value_parser = humantime::parse_duration)]
     incident_after: Duration,
+    /// How long the incident lasts.
     #[arg(long = "incident.duration", default_value = "10m", value_parser = humantime::parse_duration)]
     incident_duration: Duration,
     /// Block range of the ingesters (short, so blocks appear while you watch).

@@ -39,6 +39,7 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct QuerierArgs {
+    /// Prometheus HTTP API, remote read, SQL, the dashboard and /metrics.
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9090")]
     web_listen: SocketAddr,
     /// StoreAPI gRPC endpoint (ingester or store); repeat for each.
@@ -50,6 +51,7 @@ struct QuerierArgs {
     /// Most samples one query may load.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     max_samples: usize,
+    /// How far back an instant selector looks for the latest sample.
     #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = humantime::parse_duration)]
     lookback_delta: Duration,
     /// Answer with a warning when a shard is unreachable (false: fail the query).
@@ -74,8 +76,10 @@ struct IngesterArgs {
     /// Initial voters as id=host:port (gRPC addresses), comma-separated.
     #[arg(long = "raft.peers", default_value = "")]
     peers: String,
+    /// How often the leader sends heartbeats.
     #[arg(long = "raft.heartbeat-interval", default_value = "200ms", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
+    /// A follower without heartbeats for this long (randomised up to 2×) starts an election.
     #[arg(long = "raft.election-timeout", default_value = "1s", value_parser = humantime::parse_duration)]
     election_timeout: Duration,
     /// Snapshot the head and purge the log after this many entries.
@@ -84,8 +88,10 @@ struct IngesterArgs {
     /// Log entries kept after a snapshot, so briefly lagging followers catch up from the log.
     #[arg(long = "raft.keep-logs", default_value_t = 1000)]
     keep_logs: u64,
+    /// Raft RPC (between ingesters) and the StoreAPI (for queriers).
     #[arg(long = "grpc.listen-address", default_value = "127.0.0.1:9095")]
     grpc_listen: SocketAddr,
+    /// Remote write, OTLP/HTTP, admin API, /metrics, /-/ready, /-/healthy.
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9009")]
     web_listen: SocketAddr,
     /// Raft log, vote and snapshots.
@@ -102,14 +108,19 @@ struct IngesterArgs {
     /// Shard name reported to queriers (replicas of one Raft group share it).
     #[arg(long = "shard", default_value = "shard-0")]
     shard: String,
+    /// Per tenant: series in the head at most (new series beyond it are rejected).
     #[arg(long = "limits.max-series", default_value_t = 1_000_000)]
     max_series: usize,
+    /// Labels per series at most (`__name__` included).
     #[arg(long = "limits.max-labels-per-series", default_value_t = 30)]
     max_labels: usize,
+    /// Longest label name, in bytes.
     #[arg(long = "limits.max-label-name-length", default_value_t = 1024)]
     max_label_name: usize,
+    /// Longest label value, in bytes.
     #[arg(long = "limits.max-label-value-length", default_value_t = 4096)]
     max_label_value: usize,
+    /// Samples in one write request at most.
     #[arg(long = "limits.max-samples-per-request", default_value_t = 1_000_000)]
     max_samples: usize,
     /// Largest accepted request body in bytes (compressed).
@@ -152,6 +163,7 @@ struct ObjstoreArgs {
     /// S3 endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT, else AWS S3; http:// disables TLS).
     #[arg(long = "objstore.s3.endpoint")]
     s3_endpoint: Option<String>,
+    /// Region for `--objstore.type=s3` (most S3-compatible servers accept any).
     #[arg(long = "objstore.s3.region", default_value = "us-east-1")]
     s3_region: String,
     /// Access key (default: AWS_ACCESS_KEY_ID).
@@ -187,8 +199,10 @@ impl ObjstoreArgs {
 
 #[derive(clap::Args)]
 struct StoreArgs {
+    /// StoreAPI for queriers.
     #[arg(long = "grpc.listen-address", default_value = "127.0.0.1:9096")]
     grpc_listen: SocketAddr,
+    /// /metrics, /-/ready, /-/healthy.
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9097")]
     web_listen: SocketAddr,
     #[command(flatten)]

@@ -16,6 +16,7 @@ use sample_api::telemetry::{self, ShopMetrics};
 #[derive(Parser, Debug)]
 #[command(name = "sample-api", version)]
 struct Cli {
+    /// The shop API and /admin/faults.
     #[arg(long = "web.listen-address", env = "SAMPLE_API_LISTEN_ADDRESS", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Log filter, e.g. info.
