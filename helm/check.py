@@ -39,10 +39,12 @@ CASES = {
         "querier.sql.enabled=false",
         "ingester.extraArgs={--limits.max-series=100000}",
     ],
-    "shared filesystem volume": [
+    "shared filesystem volume, 30-day retention": [
         "objstore.type=filesystem",
         "objstore.filesystem.existingClaim=strata-blocks",
+        "compactor.retention=30d",
     ],
+    "no compactor": ["compactor.enabled=false"],
     "ingress with TLS, autoscaled store and querier": [
         "querier.ingress.enabled=true",
         "querier.ingress.className=nginx",
@@ -202,10 +204,10 @@ def main():
     r = helm_template(["serviceMonitor.enabled=true"])
     monitors = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ServiceMonitor"] if r.returncode == 0 else []
     if sorted(m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] for m in monitors) != [
-            "ingester", "querier", "store"]:
-        failures.append(f"serviceMonitor.enabled: expected 3 ServiceMonitors, got {len(monitors)}: {r.stderr}")
+            "compactor", "ingester", "querier", "store"]:
+        failures.append(f"serviceMonitor.enabled: expected 4 ServiceMonitors, got {len(monitors)}: {r.stderr}")
     else:
-        print("ok   serviceMonitor.enabled: 3 ServiceMonitors")
+        print("ok   serviceMonitor.enabled: 4 ServiceMonitors")
     # PrometheusRule (a CRD): exactly the groups of the rules file, with the voter count of the release.
     with open(os.path.join(CHART, "alerts", "strata.rules.yml")) as f:
         want_groups = yaml.safe_load(f)["groups"]

@@ -82,7 +82,9 @@ impl BucketConfig {
                 std::fs::create_dir_all(path)
                     .map_err(|e| BlockError::Config(format!("object store directory {}: {e}", path.display())))?;
                 let fs = LocalFileSystem::new_with_prefix(path)
-                    .map_err(|e| BlockError::Config(format!("object store directory {}: {e}", path.display())))?;
+                    .map_err(|e| BlockError::Config(format!("object store directory {}: {e}", path.display())))?
+                    // Deleted blocks leave no empty directories behind.
+                    .with_automatic_cleanup(true);
                 Ok((Arc::new(fs), String::new()))
             }
             BucketConfig::S3(s3) => {

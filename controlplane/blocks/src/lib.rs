@@ -18,8 +18,10 @@
 //! the same content.
 
 mod bucket;
+mod lifecycle;
 
 pub use bucket::{BucketConfig, S3Config};
+pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_marks, mark_for_deletion};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -198,7 +200,8 @@ pub fn encode_block(series: &[SeriesData]) -> Result<(Vec<u8>, Vec<u8>, BlockSta
     Ok((write_parquet(&series_batch, true)?, write_parquet(&samples_batch, false)?, stats))
 }
 
-/// Writes a block: the two Parquet files, then `meta.json`.
+/// Writes a block cut from the head (compaction level 1): the two Parquet
+/// files, then `meta.json`.
 pub async fn upload_block(
     store: &dyn ObjectStore,
     tenant: &str,
@@ -208,6 +211,20 @@ pub async fn upload_block(
     series: &[SeriesData],
 ) -> Result<BlockMeta, BlockError> {
     let id = block_id(shard, tenant, min_t, max_t);
+    let compaction = Compaction { level: 1, sources: vec![id.clone()] };
+    upload_block_as(store, tenant, shard, &id, (min_t, max_t), compaction, series).await
+}
+
+/// Writes a block under `id` with the given compaction lineage.
+pub async fn upload_block_as(
+    store: &dyn ObjectStore,
+    tenant: &str,
+    shard: &str,
+    id: &str,
+    (min_t, max_t): (i64, i64),
+    compaction: Compaction,
+    series: &[SeriesData],
+) -> Result<BlockMeta, BlockError> {
     let (series_pq, samples_pq, stats) = encode_block(series)?;
     let dir = format!("{tenant}/{id}");
     let mut files = Vec::new();
@@ -217,11 +234,11 @@ pub async fn upload_block(
         store.put(&Path::from(path), Bytes::from(data).into()).await?;
     }
     let meta = BlockMeta {
-        ulid: id.clone(),
+        ulid: id.to_string(),
         min_time: min_t,
         max_time: max_t,
         stats,
-        compaction: Compaction { level: 1, sources: vec![id.clone()] },
+        compaction,
         version: 1,
         strata: StrataMeta {
             schema_version: SCHEMA_VERSION,
@@ -380,13 +397,18 @@ fn u32_column(b: &RecordBatch, name: &str) -> Result<UInt32Array, BlockError> {
         .ok_or_else(|| BlockError::Invalid(format!("column {name} is not u32")))
 }
 
-/// Lists the `meta.json` of every block in the store.
+/// Lists the `meta.json` of every block in the store, except blocks marked
+/// for deletion (`deletion-mark.json`: replaced by a compacted block, or
+/// past retention).
 pub async fn list_blocks(store: &dyn ObjectStore) -> Result<Vec<BlockMeta>, BlockError> {
     use futures::TryStreamExt;
     let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await?;
+    let dir = |p: &Path| p.as_ref().rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+    let marked: BTreeSet<String> =
+        objects.iter().filter(|o| o.location.filename() == Some(DELETION_MARK)).map(|o| dir(&o.location)).collect();
     let mut out = Vec::new();
     for o in objects {
-        if o.location.filename() != Some("meta.json") {
+        if o.location.filename() != Some("meta.json") || marked.contains(&dir(&o.location)) {
             continue;
         }
         let bytes = store.get(&o.location).await?.bytes().await?;

@@ -314,6 +314,24 @@ pub fn requests_total_data(t0: i64, minutes: i64) -> SeriesData {
     out
 }
 
+/// Block directories (those with a `meta.json`) in a filesystem bucket, sorted.
+pub fn objstore_blocks(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(tenants) = std::fs::read_dir(dir) {
+        for t in tenants.flatten() {
+            if let Ok(blocks) = std::fs::read_dir(t.path()) {
+                for b in blocks.flatten() {
+                    if b.path().join("meta.json").exists() {
+                        out.push(b.path());
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// `POST /api/v1/sql` for the anonymous tenant: status and JSON body.
 pub async fn sql(client: &reqwest::Client, base: &str, query: &str) -> (u16, serde_json::Value) {
     let r = client.post(format!("{base}/api/v1/sql")).body(query.to_string()).send().await.expect("sql");

@@ -94,6 +94,19 @@ async fn every_metric_the_rules_use_is_served() {
     let cluster = Cluster::start(dir.path(), 1, &[]).await;
     let store = StoreGateway::start(dir.path(), &dir.path().join("objstore"), &[]).await;
     let querier = Querier::start(dir.path(), &[cluster.nodes[0].grpc_addr(), store.grpc_addr()], &[]).await;
+    let compactor_port = free_port();
+    let _compactor = Proc::start(
+        "compactor",
+        &bin("strata"),
+        &[
+            "compact".into(),
+            format!("--web.listen-address=127.0.0.1:{compactor_port}"),
+            format!("--objstore.path={}", dir.path().join("objstore").display()),
+        ],
+        &[],
+        dir.path(),
+    );
+    wait_ready(&format!("http://127.0.0.1:{compactor_port}/-/ready"), Duration::from_secs(30)).await;
     // A second endpoint that answers 404 (the querier has no write path):
     // the agent drops what it rejects, so the dropped-samples family has a series.
     let urls = format!("{},{}/api/v1/write", cluster.nodes[0].write_url(), querier.base());
@@ -119,6 +132,7 @@ async fn every_metric_the_rules_use_is_served() {
         format!("http://127.0.0.1:{}/metrics", store.web),
         format!("{}/metrics", querier.base()),
         agent.metrics_url(),
+        format!("http://127.0.0.1:{compactor_port}/metrics"),
     ] {
         served.extend(scrape_names(&client, &url).await);
     }

@@ -8,23 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use controlplane_e2e::*;
 use serde_json::Value;
 
-fn objstore_blocks(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(tenants) = std::fs::read_dir(dir) {
-        for t in tenants.flatten() {
-            if let Ok(blocks) = std::fs::read_dir(t.path()) {
-                for b in blocks.flatten() {
-                    if b.path().join("meta.json").exists() {
-                        out.push(b.path());
-                    }
-                }
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_and_blocks_answer_like_the_head_alone() {
     let dir = test_dir();

@@ -24,10 +24,11 @@ variables (shown as `[env: …]`). Durations take units (`200ms`, `5m`,
 ";
 
 /// (binary, arguments before --help, heading)
-const COMMANDS: [(&str, &[&str], &str); 11] = [
+const COMMANDS: [(&str, &[&str], &str); 12] = [
     ("strata", &["ingester"], "strata ingester"),
     ("strata", &["store"], "strata store"),
     ("strata", &["querier"], "strata querier"),
+    ("strata", &["compact"], "strata compact"),
     ("strata", &["demo"], "strata demo"),
     ("strata-agent", &[], "strata-agent"),
     ("sample-api", &[], "sample-api"),

@@ -1,7 +1,7 @@
 //! `strata demo`: the whole stack on one machine, as child processes of
 //! this one. Three data planes (prod/dev/qa: sample API + strata-agent), a
 //! 3-node Raft cluster of ingesters cutting short blocks into a local
-//! directory, a store gateway, the querier with the dashboard on :9090 and
+//! directory, a store gateway, the compactor, the querier with the dashboard on :9090 and
 //! the load generator. Logs go to `<data-dir>/logs/`; the data survives a
 //! restart; Ctrl-C (or SIGTERM) stops the children in reverse start order
 //! and waits for them. If one dies, the demo says which, points at its log
@@ -42,6 +42,12 @@ pub struct DemoArgs {
     /// Block range of the ingesters (short, so blocks appear while you watch).
     #[arg(long = "block.duration", default_value = "5m", value_parser = humantime::parse_duration)]
     block_duration: Duration,
+    /// The compactor merges the short blocks into windows of this length.
+    #[arg(long = "compaction.range", default_value = "1h", value_parser = humantime::parse_duration)]
+    compaction_range: Duration,
+    /// The compactor deletes data older than this (0s: keep everything).
+    #[arg(long = "retention", default_value = "7d", value_parser = humantime::parse_duration)]
+    retention: Duration,
     /// Added to every port (querier 9090+N, APIs 8081+N, …): run a second
     /// demo next to the first, or in tests.
     #[arg(long = "port-offset", default_value_t = 0)]
@@ -65,6 +71,9 @@ impl Ports {
     /// Ingester `i` (0-based): (web, gRPC).
     fn ingester(&self, i: u16) -> (u16, u16) {
         (self.at(9009 + 100 * i), self.at(9095 + 100 * i))
+    }
+    fn compactor(&self) -> u16 {
+        self.at(9098)
     }
     /// Store gateway: (gRPC, web).
     fn store(&self) -> (u16, u16) {
@@ -249,6 +258,21 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         ],
         &[],
     )?;
+    sup.spawn(
+        "compactor",
+        &strata,
+        &[
+            s("compact"),
+            format!("--web.listen-address=127.0.0.1:{}", ports.compactor()),
+            format!("--objstore.path={objstore}"),
+            format!("--compaction.range={}", humantime::format_duration(a.compaction_range)),
+            format!("--compaction.delay={}", humantime::format_duration(a.block_duration)),
+            s("--compaction.interval=1m"),
+            s("--compaction.delete-delay=1m"),
+            format!("--retention={}", humantime::format_duration(a.retention)),
+        ],
+        &[],
+    )?;
     let mut querier_args = vec![
         s("querier"),
         format!("--web.listen-address=127.0.0.1:{}", ports.querier()),
@@ -395,9 +419,16 @@ fn print_banner(p: &Ports, data: &Path, scenario: DemoScenario, after: Duration,
   dashboard + Prometheus API     http://127.0.0.1:{q}   (Grafana: Prometheus data source at this URL)
   ingesters (remote write, OTLP) http://127.0.0.1:{w1}  :{w2}  :{w3}   (Raft status: /api/v1/status/raft)
   store gateway                  127.0.0.1:{sg} (gRPC), http://127.0.0.1:{sw}/metrics; blocks in {d}/objstore
+  compactor                      http://127.0.0.1:{}/metrics
   sample APIs                    http://127.0.0.1:{} (prod)  :{} (dev)  :{} (qa)
   agent metrics                  http://127.0.0.1:{}/metrics (prod)  :{} (dev)  :{} (qa)",
-        apis[0], apis[1], apis[2], agents[0], agents[1], agents[2]
+        p.compactor(),
+        apis[0],
+        apis[1],
+        apis[2],
+        agents[0],
+        agents[1],
+        agents[2]
     );
     let incident = match scenario {
         DemoScenario::Steady => None,
@@ -436,7 +467,7 @@ mod tests {
         let p = Ports(0);
         assert_eq!(p.querier(), 9090);
         assert_eq!(p.ingester(2), (9209, 9295));
-        assert_eq!(p.store(), (9096, 9097));
+        assert_eq!((p.store(), p.compactor()), ((9096, 9097), 9098));
         assert_eq!(p.data_plane(0), (8081, 4317, 4318, 8888));
         assert_eq!(p.data_plane(2), (8083, 4337, 4338, 8908));
         let q = Ports(1000);

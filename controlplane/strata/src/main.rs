@@ -32,6 +32,8 @@ enum Cmd {
     Querier(QuerierArgs),
     /// Store gateway: serves the Parquet blocks in object storage over the StoreAPI.
     Store(StoreArgs),
+    /// Compactor: merges small blocks into larger ones, applies retention (run one per bucket).
+    Compact(CompactArgs),
     /// The whole stack on this machine: 3 data planes, 3 ingesters, store,
     /// querier + dashboard on :9090 and the load generator (Ctrl-C stops it).
     Demo(demo::DemoArgs),
@@ -215,6 +217,33 @@ struct StoreArgs {
     shard: String,
 }
 
+#[derive(clap::Args)]
+struct CompactArgs {
+    /// /metrics, /-/ready, /-/healthy.
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9098")]
+    web_listen: SocketAddr,
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
+    /// Blocks inside one aligned window of this length are merged into one block.
+    #[arg(long = "compaction.range", default_value = "24h", value_parser = humantime::parse_duration)]
+    range: Duration,
+    /// A window is compacted once it ended this long ago (more than the ingesters' --block.grace).
+    #[arg(long = "compaction.delay", default_value = "2h", value_parser = humantime::parse_duration)]
+    delay: Duration,
+    /// Time between passes.
+    #[arg(long = "compaction.interval", default_value = "5m", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Blocks replaced or expired are deleted this long after being hidden (more than the stores' --store.sync-interval).
+    #[arg(long = "compaction.delete-delay", default_value = "15m", value_parser = humantime::parse_duration)]
+    delete_delay: Duration,
+    /// Delete data older than this (0s: keep everything).
+    #[arg(long = "retention", default_value = "0s", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Run one pass and exit.
+    #[arg(long = "once", default_value_t = false)]
+    once: bool,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = config_file::expand(std::env::args().collect())?;
     let cli = Cli::parse_from(args);
@@ -292,6 +321,19 @@ fn main() -> anyhow::Result<()> {
                 shard: a.shard,
             };
             rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
+        }
+        Cmd::Compact(a) => {
+            let cfg = strata_compactor::CompactorConfig {
+                objstore: a.objstore.bucket(),
+                web_listen: a.web_listen,
+                interval: a.interval,
+                range: a.range,
+                delay: a.delay,
+                retention: a.retention,
+                delete_delay: a.delete_delay,
+                once: a.once,
+            };
+            rt.block_on(strata_compactor::run(cfg, shutdown_signal()))?;
         }
         Cmd::Demo(a) => rt.block_on(demo::run(a))?,
     }

@@ -1,0 +1,489 @@
+//! `strata compact`: keeps the bucket small and bounded. Run exactly one
+//! per bucket (like Thanos' compactor). Each pass:
+//!
+//! 1. **Retention**: blocks whose data ended more than `retention` ago are
+//!    marked for deletion.
+//! 2. **Redundant blocks**: a block whose sources are all inside another
+//!    block's sources (a compaction input left over by an interrupted pass,
+//!    or a level-1 block an ingester re-uploaded after it was compacted) is
+//!    marked for deletion — its data is in the bigger block.
+//! 3. **Compaction**: the blocks of one (tenant, shard) that lie inside one
+//!    aligned window of `range` (e.g. twenty-four 5-minute blocks in 2 h),
+//!    once the window ended more than `delay` ago (late blocks from the
+//!    ingesters have arrived), are merged into one block: series by label
+//!    set, samples by timestamp (equal timestamps hold equal data; the first
+//!    wins). The new block's id is derived from its sources, so a repeated
+//!    pass writes the same objects. Then its inputs are marked.
+//! 4. **Deletion**: blocks marked more than `delete_delay` ago are deleted
+//!    (store gateways have re-listed the bucket by then and no longer read
+//!    them).
+//!
+//! Store gateways serve the new block and drop the marked ones in the same
+//! sync; they merge overlapping blocks by timestamp, so a query during the
+//! hand-over counts nothing twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use object_store::ObjectStore;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use strata_blocks::{
+    BlockError, BlockMeta, BucketConfig, Compaction, SeriesData, block_id, delete_block, list_blocks,
+    list_deletion_marks, mark_for_deletion, read_block, upload_block_as,
+};
+use strata_model::Labels;
+
+/// What one pass does (all times in ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Window that blocks are compacted into (aligned to multiples of it).
+    pub range_ms: i64,
+    /// A window is compacted once it ended this long ago.
+    pub delay_ms: i64,
+    /// Data older than this is deleted; 0 keeps everything.
+    pub retention_ms: i64,
+    /// Marked blocks are deleted this long after being marked.
+    pub delete_delay_ms: i64,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    /// Blocks written by this pass.
+    pub compacted: Vec<BlockMeta>,
+    /// Blocks marked for deletion (compaction inputs, redundant, retention).
+    pub marked: usize,
+    /// Blocks deleted (marked earlier, past `delete_delay`).
+    pub deleted: usize,
+    /// Blocks visible after the pass.
+    pub blocks: usize,
+}
+
+/// Id of a compacted block: the range's id plus a hash of its level-1 sources.
+fn compacted_id(shard: &str, tenant: &str, min_t: i64, max_t: i64, sources: &BTreeSet<String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for s in sources {
+        for b in s.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{}-c{h:016x}", block_id(shard, tenant, min_t, max_t))
+}
+
+fn sources(m: &BlockMeta) -> BTreeSet<&str> {
+    m.compaction.sources.iter().map(String::as_str).collect()
+}
+
+/// Merges blocks' series: one per label set, samples in time order, one per timestamp.
+async fn merge(store: &dyn ObjectStore, tenant: &str, blocks: &[&BlockMeta]) -> Result<Vec<SeriesData>, BlockError> {
+    let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+    for m in blocks {
+        let (_, series) = read_block(store, tenant, &m.ulid).await?;
+        for s in series {
+            merged.entry(s.labels).or_default().extend(s.samples);
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(labels, mut samples)| {
+            // Stable sort, so dedup keeps the first block's sample.
+            samples.sort_by_key(|s| s.0);
+            samples.dedup_by_key(|s| s.0);
+            SeriesData { labels, samples }
+        })
+        .collect())
+}
+
+/// One pass over the bucket at time `now_ms`.
+pub async fn compact_once(store: &dyn ObjectStore, plan: &Plan, now_ms: i64) -> Result<Report, BlockError> {
+    let mut report = Report::default();
+    let mut visible = list_blocks(store).await?;
+
+    // 1. Retention.
+    if plan.retention_ms > 0 {
+        let cutoff = now_ms - plan.retention_ms;
+        for m in visible.iter().filter(|m| m.max_time <= cutoff) {
+            tracing::info!(block = %m.ulid, tenant = %m.strata.tenant, "past retention: marked for deletion");
+            mark_for_deletion(store, &m.strata.tenant, &m.ulid, now_ms, "retention").await?;
+            report.marked += 1;
+        }
+        visible.retain(|m| m.max_time > cutoff);
+    }
+
+    // 2. Blocks whose data another block already holds.
+    let redundant: Vec<(usize, String)> = visible
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            let mine = sources(m);
+            visible
+                .iter()
+                .find(|o| {
+                    o.ulid != m.ulid
+                        && o.strata.tenant == m.strata.tenant
+                        && o.strata.shard == m.strata.shard
+                        && o.compaction.sources.len() > mine.len()
+                        && mine.is_subset(&sources(o))
+                })
+                .map(|o| (i, o.ulid.clone()))
+        })
+        .collect();
+    for (i, by) in redundant.iter().rev() {
+        let m = visible.remove(*i);
+        tracing::info!(block = %m.ulid, superseded_by = %by, "redundant: marked for deletion");
+        mark_for_deletion(store, &m.strata.tenant, &m.ulid, now_ms, &format!("compacted into {by}")).await?;
+        report.marked += 1;
+    }
+
+    // 3. Compaction of complete windows.
+    let mut windows: BTreeMap<(String, String, i64), Vec<&BlockMeta>> = BTreeMap::new();
+    for m in &visible {
+        let w = m.min_time.div_euclid(plan.range_ms) * plan.range_ms;
+        if m.max_time <= w + plan.range_ms && w + plan.range_ms + plan.delay_ms <= now_ms {
+            windows.entry((m.strata.tenant.clone(), m.strata.shard.clone(), w)).or_default().push(m);
+        }
+    }
+    let mut replaced = BTreeSet::new();
+    for ((tenant, shard, w), group) in windows {
+        if group.len() < 2 {
+            continue;
+        }
+        let series = merge(store, &tenant, &group).await?;
+        let min_t = group.iter().map(|m| m.min_time).min().unwrap_or(w);
+        let max_t = group.iter().map(|m| m.max_time).max().unwrap_or(w + plan.range_ms);
+        let all_sources: BTreeSet<String> = group.iter().flat_map(|m| m.compaction.sources.iter().cloned()).collect();
+        let id = compacted_id(&shard, &tenant, min_t, max_t, &all_sources);
+        let compaction = Compaction {
+            level: group.iter().map(|m| m.compaction.level).max().unwrap_or(1) + 1,
+            sources: all_sources.into_iter().collect(),
+        };
+        let meta = upload_block_as(store, &tenant, &shard, &id, (min_t, max_t), compaction, &series).await?;
+        tracing::info!(
+            block = %id, tenant = %tenant, inputs = group.len(), series = meta.stats.num_series,
+            samples = meta.stats.num_samples, "compacted"
+        );
+        for m in &group {
+            mark_for_deletion(store, &tenant, &m.ulid, now_ms, &format!("compacted into {id}")).await?;
+            replaced.insert(m.ulid.clone());
+            report.marked += 1;
+        }
+        report.compacted.push(meta);
+    }
+    report.blocks = visible.len() - replaced.len() + report.compacted.len();
+
+    // 4. Deletion of blocks marked long enough ago.
+    for mark in list_deletion_marks(store).await? {
+        if mark.deletion_time + plan.delete_delay_ms <= now_ms {
+            delete_block(store, &mark.tenant, &mark.id).await?;
+            tracing::info!(block = %mark.id, tenant = %mark.tenant, reason = %mark.reason, "deleted");
+            report.deleted += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactorError {
+    #[error("object store at {0}: {1}")]
+    ObjectStore(String, String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Serve(String),
+    #[error("compaction pass failed: {0}")]
+    Pass(#[from] BlockError),
+}
+
+#[derive(Debug, Clone)]
+pub struct CompactorConfig {
+    pub objstore: BucketConfig,
+    pub web_listen: SocketAddr,
+    /// Time between passes.
+    pub interval: Duration,
+    pub range: Duration,
+    pub delay: Duration,
+    /// Zero keeps data forever.
+    pub retention: Duration,
+    pub delete_delay: Duration,
+    /// One pass, then exit (for cron jobs and tests).
+    pub once: bool,
+}
+
+struct Metrics {
+    registry: Registry,
+    runs: Counter,
+    run_errors: Counter,
+    compacted: Counter,
+    marked: Counter,
+    deleted: Counter,
+    blocks: Gauge,
+    last_success: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::with_prefix("strata_compactor");
+        let m = Metrics {
+            registry: Registry::default(),
+            runs: Counter::default(),
+            run_errors: Counter::default(),
+            compacted: Counter::default(),
+            marked: Counter::default(),
+            deleted: Counter::default(),
+            blocks: Gauge::default(),
+            last_success: Gauge::default(),
+        };
+        r.register("runs", "Compaction passes started", m.runs.clone());
+        r.register("run_errors", "Compaction passes that failed", m.run_errors.clone());
+        r.register("blocks_written", "Compacted blocks written", m.compacted.clone());
+        r.register("blocks_marked", "Blocks marked for deletion (inputs, redundant, retention)", m.marked.clone());
+        r.register("blocks_deleted", "Blocks deleted after the delete delay", m.deleted.clone());
+        r.register("blocks", "Blocks visible in the bucket after the last pass", m.blocks.clone());
+        r.register(
+            "last_success_timestamp_seconds",
+            "When the last pass succeeded (Unix time)",
+            m.last_success.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> ([(&'static str, &'static str); 1], String) {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+}
+
+/// Runs passes every `interval` until `shutdown` (or one pass with `once`).
+pub async fn run(
+    cfg: CompactorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CompactorError> {
+    if cfg.range < Duration::from_secs(60) {
+        return Err(CompactorError::Config(format!("--compaction.range must be at least 1m, got {:?}", cfg.range)));
+    }
+    let path = cfg.objstore.describe();
+    let store = cfg.objstore.open().map_err(|e| CompactorError::ObjectStore(path.clone(), e.to_string()))?;
+    let plan = Plan {
+        range_ms: ms(cfg.range),
+        delay_ms: ms(cfg.delay),
+        retention_ms: ms(cfg.retention),
+        delete_delay_ms: ms(cfg.delete_delay),
+    };
+    let m = Arc::new(Metrics::new());
+    let pass = move |m: Arc<Metrics>, store: Arc<dyn ObjectStore>| async move {
+        m.runs.inc();
+        match compact_once(store.as_ref(), &plan, now_ms()).await {
+            Ok(r) => {
+                m.compacted.inc_by(r.compacted.len() as u64);
+                m.marked.inc_by(r.marked as u64);
+                m.deleted.inc_by(r.deleted as u64);
+                m.blocks.set(r.blocks as i64);
+                m.last_success.set(now_ms() as f64 / 1000.0);
+                tracing::info!(
+                    written = r.compacted.len(),
+                    marked = r.marked,
+                    deleted = r.deleted,
+                    blocks = r.blocks,
+                    "pass done"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                m.run_errors.inc();
+                tracing::warn!(error = %e, "compaction pass failed");
+                Err(e)
+            }
+        }
+    };
+    if cfg.once {
+        return Ok(pass(m, store).await?);
+    }
+    let listener =
+        tokio::net::TcpListener::bind(cfg.web_listen).await.map_err(|e| CompactorError::Bind(cfg.web_listen, e))?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/ready", get(|| async { "Ready\n" }))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .with_state(m.clone());
+    tracing::info!(web = %cfg.web_listen, objstore = %path, range = ?cfg.range, retention = ?cfg.retention, "strata compact started");
+    let interval = cfg.interval;
+    let passes = tokio::spawn(async move {
+        loop {
+            let _ = pass(m.clone(), store.clone()).await;
+            tokio::time::sleep(interval).await;
+        }
+    });
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    passes.abort();
+    served.map_err(|e| CompactorError::Serve(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use strata_blocks::upload_block;
+
+    const MIN: i64 = 60_000;
+
+    fn plan() -> Plan {
+        Plan { range_ms: 10 * MIN, delay_ms: MIN, retention_ms: 0, delete_delay_ms: 5 * MIN }
+    }
+
+    fn series(name: &str, env: &str, samples: Vec<(i64, f64)>) -> SeriesData {
+        SeriesData {
+            labels: Labels::from_pairs(vec![("__name__".into(), name.into()), ("env".into(), env.into())]),
+            samples,
+        }
+    }
+
+    /// Ten 1-minute blocks of two series (one sample every 15 s), like an ingester cuts them.
+    async fn minute_blocks(store: &InMemory, tenant: &str, from: i64, n: i64) -> Vec<SeriesData> {
+        let mut all: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for k in 0..n {
+            let t0 = from + k * MIN;
+            let block: Vec<SeriesData> = ["prod", "qa"]
+                .iter()
+                .map(|env| {
+                    series("requests_total", env, (0..4).map(|i| (t0 + i * 15_000, (k * 4 + i) as f64)).collect())
+                })
+                .collect();
+            for s in &block {
+                all.entry(s.labels.clone()).or_default().extend(s.samples.iter().copied());
+            }
+            upload_block(store, tenant, "shard-0", t0, t0 + MIN, &block).await.unwrap();
+        }
+        all.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
+    }
+
+    async fn everything(store: &InMemory, tenant: &str) -> Vec<SeriesData> {
+        let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for m in list_blocks(store).await.unwrap().into_iter().filter(|m| m.strata.tenant == tenant) {
+            for s in read_block(store, tenant, &m.ulid).await.unwrap().1 {
+                merged.entry(s.labels).or_default().extend(s.samples);
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                samples.sort_by_key(|s| s.0);
+                samples.dedup_by_key(|s| s.0);
+                SeriesData { labels, samples }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_complete_window_becomes_one_block_with_the_same_data() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN; // window-aligned
+        let want = minute_blocks(&store, "t", t0, 10).await;
+        // The window is not complete yet (delay): nothing happens.
+        let r = compact_once(&store, &plan(), t0 + 10 * MIN + MIN / 2).await.unwrap();
+        assert_eq!((r.compacted.len(), r.marked, r.blocks), (0, 0, 10));
+
+        let r = compact_once(&store, &plan(), t0 + 11 * MIN).await.unwrap();
+        assert_eq!(r.compacted.len(), 1);
+        let c = &r.compacted[0];
+        assert_eq!((c.min_time, c.max_time, c.compaction.level), (t0, t0 + 10 * MIN, 2));
+        assert_eq!(c.compaction.sources.len(), 10);
+        assert_eq!((c.stats.num_series, c.stats.num_samples), (2, 80));
+        assert_eq!((r.marked, r.blocks), (10, 1));
+        // Readers see exactly the compacted block, with every sample.
+        let listed = list_blocks(&store).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].ulid, c.ulid);
+        assert_eq!(everything(&store, "t").await, want);
+
+        // Inputs are deleted only after the delete delay.
+        let objects = |s: &InMemory| {
+            let s = s.clone();
+            async move { s.list(None).try_collect::<Vec<_>>().await.unwrap().len() }
+        };
+        let before = objects(&store).await;
+        let r = compact_once(&store, &plan(), t0 + 12 * MIN).await.unwrap();
+        assert_eq!((r.deleted, r.compacted.len(), r.marked), (0, 0, 0));
+        assert_eq!(objects(&store).await, before);
+        let r = compact_once(&store, &plan(), t0 + 16 * MIN).await.unwrap();
+        assert_eq!(r.deleted, 10);
+        assert_eq!(objects(&store).await, 3, "only the compacted block's three files are left");
+        assert_eq!(everything(&store, "t").await, want);
+    }
+
+    #[tokio::test]
+    async fn windows_tenants_and_partial_windows_are_kept_apart() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        // 15 minutes for tenant a: one full window and half of the next; 3 minutes for b.
+        let want_a = minute_blocks(&store, "a", t0, 15).await;
+        let want_b = minute_blocks(&store, "b", t0, 3).await;
+        let r = compact_once(&store, &plan(), t0 + 15 * MIN).await.unwrap();
+        let mut got: Vec<(String, i64, i64)> =
+            r.compacted.iter().map(|m| (m.strata.tenant.clone(), m.min_time, m.max_time)).collect();
+        got.sort();
+        assert_eq!(got, vec![("a".into(), t0, t0 + 10 * MIN), ("b".into(), t0, t0 + 3 * MIN)]);
+        // a's second window is not complete: its five blocks stay as they are.
+        assert_eq!(r.blocks, 2 + 5);
+        assert_eq!(everything(&store, "a").await, want_a);
+        assert_eq!(everything(&store, "b").await, want_b);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_pass_and_a_re_uploaded_source_leave_no_double_data() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        let want = minute_blocks(&store, "t", t0, 10).await;
+        let r = compact_once(&store, &plan(), t0 + 11 * MIN).await.unwrap();
+        let compacted = r.compacted[0].ulid.clone();
+        // An ingester re-uploads one of the compacted level-1 blocks (e.g. after a
+        // failover that lost its BlockUploaded entry): same id, same content.
+        let again = minute_blocks(&store, "t", t0 + 3 * MIN, 1).await;
+        assert_eq!(list_blocks(&store).await.unwrap().len(), 1, "the re-uploaded block is still marked");
+        // Simulate a lost mark too: remove marks, as if the pass crashed after the upload.
+        for m in list_deletion_marks(&store).await.unwrap() {
+            let p = object_store::path::Path::from(format!("{}/{}/{}", m.tenant, m.id, strata_blocks::DELETION_MARK));
+            store.delete(&p).await.unwrap();
+        }
+        assert_eq!(list_blocks(&store).await.unwrap().len(), 11);
+        let r = compact_once(&store, &plan(), t0 + 12 * MIN).await.unwrap();
+        assert_eq!((r.compacted.len(), r.marked, r.blocks), (0, 10, 1), "sources of the compacted block are redundant");
+        assert_eq!(list_blocks(&store).await.unwrap()[0].ulid, compacted);
+        assert_eq!(everything(&store, "t").await, want);
+        assert!(!again.is_empty());
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_blocks_only() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        minute_blocks(&store, "t", t0, 3).await;
+        let p = Plan { retention_ms: 60 * MIN, range_ms: 10 * MIN, delay_ms: 100 * MIN, delete_delay_ms: 0 };
+        // At t0+62m the first two blocks (ending t0+1m, t0+2m) are past 60 minutes.
+        let r = compact_once(&store, &p, t0 + 62 * MIN).await.unwrap();
+        assert_eq!((r.marked, r.deleted, r.blocks), (2, 2, 1));
+        let left = list_blocks(&store).await.unwrap();
+        assert_eq!((left.len(), left[0].min_time), (1, t0 + 2 * MIN));
+    }
+}
