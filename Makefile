@@ -4,9 +4,19 @@
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/strata-target
 
-.PHONY: test lint unit compose-check helm-check fuzz-smoke demo bench-translate dashboard
+.PHONY: test lint unit compose-check helm-check fuzz-smoke demo bench-translate dashboard binaries binaries-dev
 
-test: dashboard lint unit compose-check helm-check
+test: dashboard lint unit compose-check helm-check binaries-dev
+
+# Every binary the demo, compose and Helm run. compose/Dockerfile runs this
+# same target (release); `make test` runs it with the dev profile, which
+# checks the command and the lock file without a 25-minute release build.
+PROFILE ?= release
+binaries:
+	cargo build --locked --profile $(PROFILE) -p strata -p strata-agent -p sample-api -p strata-loadgen
+
+binaries-dev:
+	$(MAKE) binaries PROFILE=dev
 
 # The web dashboard (npm + Vite); the querier embeds controlplane/dashboard/dist at build time.
 dashboard:
@@ -42,8 +52,7 @@ fuzz-smoke:
 # finds strata-agent, sample-api and strata-loadgen next to itself.
 SCENARIO ?= steady
 DATA_DIR ?= ./data
-demo: dashboard
-	cargo build --release -p strata -p strata-agent -p sample-api -p strata-loadgen
+demo: dashboard binaries
 	"$(CARGO_TARGET_DIR)/release/strata" demo --data-dir "$(DATA_DIR)" --scenario "$(SCENARIO)" $(DEMO_ARGS)
 
 bench-translate:
