@@ -345,6 +345,7 @@ pub async fn evaluate(
     let engine: Engine = state.engine.clone();
     let lookback = engine.options().lookback_delta.as_millis() as i64;
     let sels = strata_promql::selections(&expr, start, end, lookback);
+    let fetch_start = Instant::now();
     let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false));
     let results = tokio::time::timeout_at(deadline.into(), futures::future::join_all(fetches))
         .await
@@ -390,6 +391,8 @@ pub async fn evaluate(
     let mut opts = engine.options().clone();
     opts.timeout = remaining;
     let engine = Engine::new(opts);
+    let eval_start = Instant::now();
+    let fetch_took = eval_start - fetch_start;
     let value = tokio::task::spawn_blocking(move || match step {
         None => engine.instant(&storage, &expr, start),
         Some(step) => engine.range(&storage, &expr, start, end, step),
@@ -400,6 +403,14 @@ pub async fn evaluate(
         kind: "internal",
         message: e.to_string(),
     })??;
+    let eval_took = eval_start.elapsed();
+    state.metrics.observe_query(fetch_took, eval_took, loaded);
+    tracing::debug!(
+        fetch_ms = fetch_took.as_millis() as u64,
+        eval_ms = eval_took.as_millis() as u64,
+        samples = loaded,
+        "query"
+    );
     Ok((value, warnings))
 }
 

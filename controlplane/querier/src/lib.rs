@@ -66,11 +66,18 @@ struct HandlerLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
 /// The querier's own metrics, served on `/metrics`.
 pub struct Metrics {
     registry: Registry,
     requests: Family<HandlerLabels, Counter>,
     duration: Family<HandlerLabels, Histogram>,
+    phases: Family<PhaseLabels, Histogram>,
+    samples: Histogram,
 }
 
 impl Metrics {
@@ -82,7 +89,27 @@ impl Metrics {
         });
         registry.register("requests", "API requests by handler and outcome", requests.clone());
         registry.register("request_duration_seconds", "API request latency", duration.clone());
-        Metrics { registry, requests, duration }
+        let phases = Family::<PhaseLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "query_phase_duration_seconds",
+            "PromQL query time by phase: fetch (StoreAPI fan-out and merge) and eval (the engine)",
+            phases.clone(),
+        );
+        let samples = Histogram::new(exponential_buckets(1000.0, 4.0, 12));
+        registry.register("query_samples_loaded", "Samples one PromQL query loaded from the sources", samples.clone());
+        for phase in ["fetch", "eval"] {
+            let _ = phases.get_or_create(&PhaseLabels { phase });
+        }
+        Metrics { registry, requests, duration, phases, samples }
+    }
+
+    /// Records one PromQL query's fetch and evaluation times and samples loaded.
+    pub fn observe_query(&self, fetch: Duration, eval: Duration, samples: usize) {
+        self.phases.get_or_create(&PhaseLabels { phase: "fetch" }).observe(fetch.as_secs_f64());
+        self.phases.get_or_create(&PhaseLabels { phase: "eval" }).observe(eval.as_secs_f64());
+        self.samples.observe(samples as f64);
     }
 
     pub fn observe(&self, handler: &str, took: Duration, ok: bool) {
