@@ -344,6 +344,30 @@ async fn api_shapes_and_errors() {
     assert_eq!(v["status"], "success");
     assert_eq!(v["data"]["resultType"], "vector");
     assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    // PromQL annotations reach the answer: `up` is no counter, 1.5 no quantile.
+    let (s, v) =
+        get_json(&client, &format!("{base}/api/v1/query"), &[("query", "rate(up[5m])".into()), ("time", t.clone())])
+            .await;
+    assert_eq!(s, 200);
+    let infos = v["infos"].as_array().cloned().unwrap_or_default();
+    assert!(
+        infos
+            .iter()
+            .any(|i| i.as_str().is_some_and(|i| i.contains("metric might not be a counter") && i.contains("\"up\""))),
+        "{v}"
+    );
+    let (_, v) = get_json(
+        &client,
+        &format!("{base}/api/v1/query"),
+        &[("query", "quantile(1.5, up)".into()), ("time", t.clone())],
+    )
+    .await;
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!(["PromQL warning: quantile value should be between 0 and 1, got 1.5"]),
+        "{v}"
+    );
+    assert!(v.get("infos").is_none(), "no infos key without infos: {v}");
     let (_, v) = get_json(&client, &format!("{base}/api/v1/query"), &[("query", "1 + 1".into())]).await;
     assert_eq!(v["data"]["resultType"], "scalar");
     assert_eq!(v["data"]["result"][1], "2");

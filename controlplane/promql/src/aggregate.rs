@@ -66,10 +66,20 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
     match op {
         T_TOPK | T_BOTTOMK | T_LIMITK => {
             let k = scalar_param("topk/bottomk/limitk")?;
+            if op != T_LIMITK && input.iter().any(|s| !s.hists.is_empty()) {
+                ctx.info(format_args!("ignored histogram in {} aggregation", a.op));
+            }
             select_k(op, input, &member, groups.len(), &k)
         }
         T_LIMIT_RATIO => {
             let r = scalar_param("limit_ratio")?;
+            if let Some(bad) = r.iter().find(|r| !(-1.0..=1.0).contains(*r)) {
+                ctx.warn(format_args!(
+                    "ratio value should be between -1 and 1, got {}, capping to {}",
+                    crate::format_float(*bad),
+                    crate::format_float(bad.clamp(-1.0, 1.0))
+                ));
+            }
             limit_ratio(input, &r)
         }
         T_COUNT_VALUES => {
@@ -109,6 +119,12 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
         }
         _ => {
             let phi = if op == T_QUANTILE { Some(scalar_param("quantile")?) } else { None };
+            if let Some(q) = &phi
+                && !input.is_empty()
+            {
+                ctx.check_quantile(q);
+            }
+            let (mut mixed, mut ignored) = (false, false);
             let mut out: Vec<StepSeries> = groups
                 .iter()
                 .zip(&group_drop)
@@ -149,7 +165,10 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
                                 }
                                 continue;
                             }
-                            T_SUM | T_AVG => continue,
+                            T_SUM | T_AVG => {
+                                mixed = true;
+                                continue;
+                            }
                             T_COUNT => {
                                 out[g].vals[i] = Some((vals.len() + hists[g].len()) as f64);
                                 continue;
@@ -158,7 +177,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
                                 out[g].vals[i] = Some(1.0);
                                 continue;
                             }
-                            _ => {}
+                            _ => ignored = true,
                         }
                     }
                     if vals.is_empty() {
@@ -183,6 +202,12 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
                         _ => return Err(Error::BadData(format!("unsupported aggregation operator {}", a.op))),
                     });
                 }
+            }
+            if mixed {
+                ctx.warn("encountered a mix of histograms and floats for aggregation");
+            }
+            if ignored {
+                ctx.info(format_args!("ignored histogram in {} aggregation", a.op));
             }
             out.retain(|s| (0..steps).any(|i| s.present(i)));
             Ok(Value::Vector(out))

@@ -16,6 +16,29 @@ use crate::functions::Point;
 use crate::histogram::ResetHint;
 use crate::labels::Labels;
 
+/// The operator as written in PromQL.
+fn op_str(op: TokenId) -> &'static str {
+    match op {
+        T_ADD => "+",
+        T_SUB => "-",
+        T_MUL => "*",
+        T_DIV => "/",
+        T_MOD => "%",
+        T_POW => "^",
+        T_EQLC => "==",
+        T_NEQ => "!=",
+        T_GTR => ">",
+        T_LSS => "<",
+        T_GTE => ">=",
+        T_LTE => "<=",
+        T_ATAN2 => "atan2",
+        T_LAND => "and",
+        T_LOR => "or",
+        T_LUNLESS => "unless",
+        _ => "?",
+    }
+}
+
 fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
@@ -48,7 +71,7 @@ pub(crate) fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool), Error> {
 /// One operation where at least one operand is a native histogram
 /// (Prometheus' `vectorElemBinop`): `h * f`, `f * h`, `h / f`, `h + h`,
 /// `h - h`, `h == h`, `h != h`; anything else has no result.
-fn apply_points(op: TokenId, l: Point, r: Point, return_bool: bool) -> Option<Point> {
+fn apply_points(ctx: &Ctx<'_>, op: TokenId, l: Point, r: Point, return_bool: bool) -> Option<Point> {
     let scaled = |h: &crate::eval::Hist, f: f64| {
         let mut h = (**h).clone();
         h.mul(f);
@@ -80,7 +103,17 @@ fn apply_points(op: TokenId, l: Point, r: Point, return_bool: bool) -> Option<Po
             }
             keep.then(|| l.clone())
         }
-        _ => None,
+        _ => {
+            let kind = |p: &Point| if matches!(p, Point::H(_)) { "histogram" } else { "float" };
+            ctx.info(format_args!(
+                "incompatible sample types encountered for binary operator {:?}: {} {} {}",
+                op_str(op),
+                kind(&l),
+                op_str(op),
+                kind(&r)
+            ));
+            None
+        }
     };
     if return_bool { None } else { out }
 }
@@ -99,8 +132,8 @@ pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, ts: &[i64]) -> Result<Value, E
             }
             Ok(Value::Scalar(out))
         }
-        (Value::Vector(l), Value::Scalar(r)) => vector_scalar(op, l, &r, false, return_bool),
-        (Value::Scalar(l), Value::Vector(r)) => vector_scalar(op, r, &l, true, return_bool),
+        (Value::Vector(l), Value::Scalar(r)) => vector_scalar(ctx, op, l, &r, false, return_bool),
+        (Value::Scalar(l), Value::Vector(r)) => vector_scalar(ctx, op, r, &l, true, return_bool),
         (Value::Vector(l), Value::Vector(r)) => {
             let (on, names) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
                 Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
@@ -111,7 +144,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, ts: &[i64]) -> Result<Value, E
                 T_LAND | T_LOR | T_LUNLESS => Ok(Value::Vector(set_op(op, l, r, on, &names, ts.len()))),
                 _ => {
                     let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
-                    vector_vector(op, l, r, on, &names, &card, return_bool, ts.len()).map(Value::Vector)
+                    vector_vector(ctx, op, l, r, on, &names, &card, return_bool, ts.len()).map(Value::Vector)
                 }
             }
         }
@@ -120,6 +153,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, ts: &[i64]) -> Result<Value, E
 }
 
 fn vector_scalar(
+    ctx: &Ctx<'_>,
     op: TokenId,
     mut vec: Vec<StepSeries>,
     scalar: &[f64],
@@ -145,7 +179,7 @@ fn vector_scalar(
         for (i, h) in hists.into_iter().enumerate() {
             let Some(h) = h else { continue };
             let (l, r) = if swap { (Point::F(scalar[i]), Point::H(h)) } else { (Point::H(h), Point::F(scalar[i])) };
-            match apply_points(op, l, r, return_bool) {
+            match apply_points(ctx, op, l, r, return_bool) {
                 Some(Point::H(h)) => s.set_hist(i, Some(h)),
                 Some(Point::F(v)) => s.vals[i] = Some(v),
                 None => {}
@@ -225,6 +259,7 @@ fn set_op(
 
 #[allow(clippy::too_many_arguments)]
 fn vector_vector(
+    ctx: &Ctx<'_>,
     op: TokenId,
     l: Vec<StepSeries>,
     r: Vec<StepSeries>,
@@ -285,7 +320,7 @@ fn vector_vector(
                     };
                     let (lp, rp) = (point(lv, ls), point(rv, &rhs[j]));
                     let (a, c) = if one_to_many { (rp, lp) } else { (lp, rp) };
-                    match apply_points(op, a, c, return_bool) {
+                    match apply_points(ctx, op, a, c, return_bool) {
                         Some(p) => p,
                         None => continue,
                     }

@@ -1,6 +1,6 @@
 //! The evaluator: every node is evaluated once for the whole step grid.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +9,9 @@ use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use crate::labels::Labels;
 use crate::storage::{at_ms, offset_ms, selector_matchers};
-use crate::{EngineOptions, Error, FloatHistogram, InstantSample, QueryValue, Series, Storage, is_stale_nan};
+use crate::{
+    Annotations, EngineOptions, Error, FloatHistogram, InstantSample, QueryValue, Series, Storage, is_stale_nan,
+};
 
 pub(crate) type Hist = Arc<FloatHistogram>;
 
@@ -111,9 +113,27 @@ pub(crate) struct Ctx<'a> {
     pub qend: i64,
     pub deadline: Instant,
     pub samples: Cell<usize>,
+    pub annotations: RefCell<Annotations>,
 }
 
 impl Ctx<'_> {
+    /// Adds a `PromQL warning: …` annotation.
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        self.annotations.borrow_mut().warnings.insert(format!("PromQL warning: {msg}"));
+    }
+
+    /// Adds a `PromQL info: …` annotation.
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        self.annotations.borrow_mut().infos.insert(format!("PromQL info: {msg}"));
+    }
+
+    /// Warns about a quantile outside [0, 1] (the result is ±Inf or NaN).
+    pub fn check_quantile(&self, q: &[f64]) {
+        if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+            self.warn(format!("quantile value should be between 0 and 1, got {}", crate::format_float(*bad)));
+        }
+    }
+
     pub fn check(&self, what: &'static str) -> Result<(), Error> {
         if Instant::now() > self.deadline {
             return Err(Error::Timeout(what));
@@ -464,14 +484,27 @@ pub(crate) fn run(
     end: i64,
     step: i64,
     instant: bool,
-) -> Result<QueryValue, Error> {
+) -> Result<(QueryValue, Annotations), Error> {
     if !instant && (end - start) / step >= opts.max_samples as i64 {
         return Err(Error::TooManySamples("query evaluation"));
     }
     let ts = if instant { vec![start] } else { grid(start, end, step) };
-    let ctx =
-        Ctx { storage, opts, qstart: start, qend: end, deadline: Instant::now() + opts.timeout, samples: Cell::new(0) };
+    let ctx = Ctx {
+        storage,
+        opts,
+        qstart: start,
+        qend: end,
+        deadline: Instant::now() + opts.timeout,
+        samples: Cell::new(0),
+        annotations: RefCell::default(),
+    };
     let value = ctx.eval(expr, &ts)?;
+    let result = finish(value, &ts, start, instant)?;
+    Ok((result, ctx.annotations.into_inner()))
+}
+
+/// The engine's value as the API's result.
+fn finish(value: Value, ts: &[i64], start: i64, instant: bool) -> Result<QueryValue, Error> {
     match value {
         Value::Scalar(v) => {
             if instant {

@@ -64,6 +64,54 @@ fn unwrap_parens(e: &Expr) -> &Expr {
     }
 }
 
+fn metric_name(l: &Labels) -> &str {
+    l.get("__name__").unwrap_or("")
+}
+
+/// Annotations for a range of floats and histograms: `mixed_warns` functions
+/// cannot combine them (warning); the others ignore the histograms (info).
+fn annotate_mixed_ranges(ctx: &Ctx<'_>, m: &Matrix, mixed_warns: bool) {
+    for s in m.series.iter().filter(|s| !s.samples.is_empty() && !s.hists.is_empty()) {
+        let metric = metric_name(&s.labels);
+        if mixed_warns {
+            ctx.warn(format_args!("encountered a mix of histograms and floats for metric name {metric:?}"));
+        } else {
+            ctx.info(format_args!(
+                "ignored histograms in a range containing both floats and histograms for metric name {metric:?}"
+            ));
+        }
+    }
+}
+
+/// Warnings for the two last points `irate` (`rate`) or `idelta` uses.
+fn annotate_instant_pair(ctx: &Ctx<'_>, rate: bool, metric: &str, p0: &Point, p1: &Point) {
+    match (p0, p1) {
+        (Point::H(a), Point::H(b)) => {
+            let custom = |h: &FloatHistogram| h.schema == crate::histogram::CUSTOM_BUCKETS_SCHEMA;
+            // irate after a counter reset takes the last histogram as it is: nothing to subtract.
+            let subtracts = !rate || !b.detect_reset(a);
+            if subtracts && custom(a) != custom(b) {
+                ctx.warn(format_args!(
+                    "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"
+                ));
+            } else if subtracts && custom(a) && a.custom_values != b.custom_values {
+                ctx.warn(format_args!(
+                    "vector contains histograms with incompatible custom buckets for metric name {metric:?}"
+                ));
+            }
+            let gauge = |h: &FloatHistogram| h.reset_hint == ResetHint::Gauge;
+            if rate && (gauge(a) || gauge(b)) {
+                ctx.warn(format_args!("this native histogram metric is not a counter: {metric:?}"));
+            }
+            if !rate && (!gauge(a) || !gauge(b)) {
+                ctx.warn(format_args!("this native histogram metric is not a gauge: {metric:?}"));
+            }
+        }
+        (Point::F(_), Point::F(_)) => {}
+        _ => ctx.warn(format_args!("encountered a mix of histograms and floats for metric name {metric:?}")),
+    }
+}
+
 pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> {
     let name = c.func.name;
     let args = &c.args.args;
@@ -169,6 +217,25 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "rate" | "increase" | "delta" => {
             let m = matrix_arg(0)?;
             let (counter, rate) = (name != "delta", name == "rate");
+            for s in m.series.iter().filter(|s| counter && !s.samples.is_empty()) {
+                let metric = metric_name(&s.labels);
+                if !metric.is_empty() && !["_total", "_sum", "_count", "_bucket"].iter().any(|x| metric.ends_with(x)) {
+                    ctx.info(format_args!(
+                        "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+                    ));
+                }
+            }
+            annotate_mixed_ranges(ctx, &m, true);
+            for s in m.series.iter().filter(|s| !s.hists.is_empty()) {
+                let gauge = s.hists.iter().any(|(_, h)| h.reset_hint == ResetHint::Gauge);
+                let metric = metric_name(&s.labels);
+                if counter && gauge {
+                    ctx.warn(format_args!("this native histogram metric is not a counter: {metric:?}"));
+                }
+                if !counter && s.hists.iter().any(|(_, h)| h.reset_hint != ResetHint::Gauge) {
+                    ctx.warn(format_args!("this native histogram metric is not a gauge: {metric:?}"));
+                }
+            }
             Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, i| {
                 if hw.is_empty() {
                     return extrapolated_rate(w, m.ends[i], m.range, counter, rate).map(Point::F);
@@ -182,6 +249,14 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "irate" | "idelta" => {
             let m = matrix_arg(0)?;
             let rate = name == "irate";
+            for s in m.series.iter().filter(|s| !s.hists.is_empty()) {
+                for ((lo, hi), (hlo, hhi)) in m.windows(&s.samples).into_iter().zip(m.windows(&s.hists)) {
+                    let all = merge_points(&s.samples[lo..hi], &s.hists[hlo..hhi]);
+                    if let [.., (_, p0), (_, p1)] = all.as_slice() {
+                        annotate_instant_pair(ctx, rate, metric_name(&s.labels), p0, p1);
+                    }
+                }
+            }
             Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, _| {
                 if hw.is_empty() {
                     return instant_rate(w, rate).map(Point::F);
@@ -211,10 +286,12 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         }
         "deriv" => {
             let m = matrix_arg(0)?;
+            annotate_mixed_ranges(ctx, &m, false);
             Ok(Value::Vector(map_windows(&m, false, |w, _| (w.len() >= 2).then(|| linear_regression(w, w[0].0).0))))
         }
         "predict_linear" => {
             let m = matrix_arg(0)?;
+            annotate_mixed_ranges(ctx, &m, false);
             let d = scalar_arg(1)?;
             Ok(Value::Vector(map_windows(&m, false, |w, i| {
                 (w.len() >= 2).then(|| {
@@ -261,6 +338,13 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         | "mad_over_time" => {
             let m = matrix_arg(0)?;
             let keep_name = matches!(name, "last_over_time" | "first_over_time");
+            match name {
+                "avg_over_time" | "sum_over_time" => annotate_mixed_ranges(ctx, &m, true),
+                "min_over_time" | "max_over_time" | "stddev_over_time" | "stdvar_over_time" | "mad_over_time" => {
+                    annotate_mixed_ranges(ctx, &m, false)
+                }
+                _ => {}
+            }
             if m.series.iter().any(|s| !s.hists.is_empty()) {
                 return Ok(Value::Vector(map_windows_mixed(&m, keep_name, |w, hw, _| {
                     histogram_over_time(name, w, hw)
@@ -330,12 +414,17 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "quantile_over_time" => {
             let q = scalar_arg(0)?;
             let m = matrix_arg(1)?;
+            if m.series.iter().any(|s| !s.samples.is_empty()) {
+                ctx.check_quantile(&q);
+            }
+            annotate_mixed_ranges(ctx, &m, false);
             Ok(Value::Vector(map_windows(&m, false, |w, i| {
                 (!w.is_empty()).then(|| quantile(q[i], &w.iter().map(|s| s.1).collect::<Vec<_>>()))
             })))
         }
         "double_exponential_smoothing" | "holt_winters" => {
             let m = matrix_arg(0)?;
+            annotate_mixed_ranges(ctx, &m, false);
             let sf = scalar_arg(1)?;
             let tf = scalar_arg(2)?;
             for i in 0..steps {
@@ -514,7 +603,10 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
         "histogram_quantile" => {
             let q = scalar_arg(0)?;
             let v = vector_arg(1)?;
-            histogram_quantile(&q, v, steps)
+            if !v.is_empty() {
+                ctx.check_quantile(&q);
+            }
+            histogram_quantile(ctx, &q, v, steps)
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
             let v = vector_arg(0)?;
@@ -532,7 +624,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
             let lo = scalar_arg(0)?;
             let hi = scalar_arg(1)?;
             let v = vector_arg(2)?;
-            histogram_fraction(&lo, &hi, v, steps)
+            histogram_fraction(ctx, &lo, &hi, v, steps)
         }
         other => Err(Error::BadData(format!("function \"{other}\" is not supported"))),
     }
@@ -920,11 +1012,23 @@ fn bucket_groups(v: &[StepSeries]) -> Vec<(Labels, Vec<(f64, usize)>)> {
 /// histograms (`native`). The name is removed (delayed), so a classic and
 /// a native histogram with the same other labels collide, as in Prometheus.
 fn histogram_function(
+    ctx: &Ctx<'_>,
     v: Vec<StepSeries>,
     steps: usize,
     classic: impl Fn(&mut [(f64, f64)], usize) -> f64,
     native: impl Fn(&FloatHistogram, usize) -> f64,
 ) -> Result<Value, Error> {
+    // Float series that are not buckets: no `le`, or one that is no number.
+    for s in v.iter().filter(|s| s.vals.iter().any(Option::is_some)) {
+        let le = s.labels.get("le");
+        if le.and_then(parse_le).is_none() {
+            ctx.warn(format_args!(
+                "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                le.unwrap_or(""),
+                metric_name(&s.labels)
+            ));
+        }
+    }
     let mut b = SeriesBuilder::new(steps);
     // A classic and a native histogram of the same series: neither is used
     // (Prometheus warns "vector contains a mix of classic and native histograms").
@@ -935,6 +1039,10 @@ fn histogram_function(
         groups.iter().filter(|(l, _)| native_labels.contains(l)).map(|(l, _)| l.clone()).collect();
     for (labels, members) in groups {
         if conflicts.contains(&labels) {
+            ctx.warn(format_args!(
+                "vector contains a mix of classic and native histograms for metric name {:?}",
+                metric_name(&v[members[0].1].labels)
+            ));
             continue;
         }
         let slot = b.slot(&labels, true);
@@ -958,12 +1066,34 @@ fn histogram_function(
     Ok(Value::Vector(b.series))
 }
 
-fn histogram_quantile(q: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
-    histogram_function(v, steps, |b, i| bucket_quantile(q[i], b), |h, i| h.quantile(q[i]))
+fn histogram_quantile(ctx: &Ctx<'_>, q: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
+    let names: Vec<String> = v.iter().map(|s| metric_name(&s.labels).to_string()).collect();
+    let forced = std::cell::Cell::new(false);
+    let out = histogram_function(
+        ctx,
+        v,
+        steps,
+        |b, i| {
+            let (value, fixed) = bucket_quantile(q[i], b);
+            if fixed {
+                forced.set(true);
+            }
+            value
+        },
+        |h, i| h.quantile(q[i]),
+    )?;
+    if forced.get() {
+        let name = names.first().map(String::as_str).unwrap_or("");
+        ctx.info(format_args!(
+            "input to histogram_quantile needed to be fixed for monotonicity (see \
+             https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"
+        ));
+    }
+    Ok(out)
 }
 
-fn histogram_fraction(lo: &[f64], hi: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
-    histogram_function(v, steps, |b, i| bucket_fraction(lo[i], hi[i], b), |h, i| h.fraction(lo[i], hi[i]))
+fn histogram_fraction(ctx: &Ctx<'_>, lo: &[f64], hi: &[f64], v: Vec<StepSeries>, steps: usize) -> Result<Value, Error> {
+    histogram_function(ctx, v, steps, |b, i| bucket_fraction(lo[i], hi[i], b), |h, i| h.fraction(lo[i], hi[i]))
 }
 
 /// Sorted by upper bound, with a `+Inf` bucket, equal bounds merged.
@@ -1053,18 +1183,21 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < eps
 }
 
-fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+/// Prometheus' `BucketQuantile`; also whether the buckets had to be made
+/// monotonic (a real decrease, not floating-point noise).
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
-    let Some(mut b) = coalesce_buckets(buckets) else { return f64::NAN };
+    let Some(mut b) = coalesce_buckets(buckets) else { return (f64::NAN, false) };
     // Force monotonicity, ignoring tiny floating-point deltas.
+    let mut forced = false;
     let mut prev = b[0].1;
     for x in b.iter_mut().skip(1) {
         let cur = x.1;
@@ -1072,26 +1205,27 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
             continue;
         }
         if almost_equal(prev, cur, 1e-12) || cur < prev {
+            forced |= cur < prev && !almost_equal(prev, cur, 1e-12);
             x.1 = prev;
             continue;
         }
         prev = cur;
     }
     if b.len() < 2 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let observations = b[b.len() - 1].1;
     if observations == 0.0 || observations.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let mut rank = q * observations;
     let n = b.len() - 1;
     let idx = b[..n].partition_point(|x| x.1 < rank);
     if idx == n {
-        return b[n - 1].0;
+        return (b[n - 1].0, forced);
     }
     if idx == 0 && b[0].0 <= 0.0 {
-        return b[0].0;
+        return (b[0].0, forced);
     }
     let mut start = 0.0;
     let end = b[idx].0;
@@ -1101,7 +1235,7 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         count -= b[idx - 1].1;
         rank -= b[idx - 1].1;
     }
-    start + (end - start) * (rank / count)
+    (start + (end - start) * (rank / count), forced)
 }
 
 fn date_part(name: &str, secs: f64) -> Option<f64> {

@@ -23,6 +23,7 @@ pub mod histogram;
 pub mod labels;
 mod storage;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -239,6 +240,16 @@ fn check_durations(q: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Prometheus' annotations of one evaluation: `warnings` (the result may be
+/// wrong or incomplete, e.g. a quantile outside [0, 1]) and `infos` (it may
+/// not be what was meant, e.g. `rate` over a metric not named like a
+/// counter). The messages are Prometheus' (without the position suffix).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Annotations {
+    pub warnings: BTreeSet<String>,
+    pub infos: BTreeSet<String>,
+}
+
 /// The PromQL engine. Cheap to clone; holds only options.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -256,6 +267,16 @@ impl Engine {
 
     /// Evaluates `expr` at one instant `t` (ms).
     pub fn instant<S: Storage>(&self, storage: &S, expr: &Expr, t: i64) -> Result<QueryValue, Error> {
+        self.instant_annotated(storage, expr, t).map(|(v, _)| v)
+    }
+
+    /// [`Engine::instant`] with the evaluation's annotations.
+    pub fn instant_annotated<S: Storage>(
+        &self,
+        storage: &S,
+        expr: &Expr,
+        t: i64,
+    ) -> Result<(QueryValue, Annotations), Error> {
         eval::run(&self.opts, storage, expr, t, t, 0, true)
     }
 
@@ -268,6 +289,18 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<QueryValue, Error> {
+        self.range_annotated(storage, expr, start, end, step).map(|(v, _)| v)
+    }
+
+    /// [`Engine::range`] with the evaluation's annotations.
+    pub fn range_annotated<S: Storage>(
+        &self,
+        storage: &S,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(QueryValue, Annotations), Error> {
         if step <= 0 {
             return Err(Error::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use strata_promql::histogram::{CUSTOM_BUCKETS_SCHEMA, ResetHint};
 use strata_promql::labels::Labels;
-use strata_promql::{Engine, EngineOptions, FloatHistogram, MemoryStorage, QueryValue, STALE_NAN_BITS, Series};
+use strata_promql::{
+    Annotations, Engine, EngineOptions, Error, FloatHistogram, MemoryStorage, QueryValue, STALE_NAN_BITS, Series,
+};
 
 /// Files with experimental features, outside the core set.
 const NOT_CORE: &[&str] = &["native_histograms.test", "duration_expression.test", "type_and_unit.test"];
@@ -19,6 +21,8 @@ const NOT_CORE: &[&str] = &["native_histograms.test", "duration_expression.test"
 /// acceptance bar is 90%, 965). The remaining failures are listed in
 /// docs/promql-compatibility.md. Raise this as cases pass.
 const MIN_CORE_PASSED: usize = 1069;
+/// Floor for expected annotations produced (eval_warn/eval_info/expect warn|info).
+const MIN_ANNOTATIONS_MET: usize = 131;
 
 fn scripts_dir() -> Option<PathBuf> {
     if let Ok(d) = std::env::var("STRATA_PROMQL_TESTS") {
@@ -371,6 +375,14 @@ fn parse_label_set(s: &str) -> Result<Vec<(String, String)>, String> {
 struct FileResult {
     passed: usize,
     failed: Vec<(usize, String, String)>,
+    /// Evals expecting a warning or an info annotation (`eval_warn`,
+    /// `eval_info`, `expect warn|info`), and those where the engine gave one
+    /// of that kind (with the expected message, when the script names one).
+    annotations_expected: usize,
+    annotations_met: Vec<bool>,
+    /// Evals expecting no annotation of a kind that got one.
+    annotations_unexpected: usize,
+    annotations_missed: Vec<(usize, String, String)>,
 }
 
 fn almost_equal(a: f64, b: f64) -> bool {
@@ -398,15 +410,42 @@ struct Eval {
     fail_msg: Option<String>,
     ordered: bool,
     expected: Vec<(Option<Labels>, Vec<Slot>)>,
+    /// Expected annotations: (is a warning, message if named).
+    annotations: Vec<(bool, Option<String>)>,
 }
 
-fn check(engine: &Engine, storage: &MemoryStorage, ev: &Eval) -> Result<(), String> {
-    let expr = strata_promql::parse(&ev.expr);
-    let result = expr.and_then(|e| match (ev.instant_at, ev.range) {
-        (Some(t), _) => engine.instant(storage, &e, t),
-        (_, Some((s, e2, step))) => engine.range(storage, &e, s, e2, step),
+/// Whether `got` has what `ev` expects; and whether it has an annotation kind `ev` does not expect.
+fn annotations_match(ev: &Eval, got: &Annotations) -> (Result<(), String>, bool) {
+    let mut missing = Vec::new();
+    for (warn, msg) in &ev.annotations {
+        let have = if *warn { &got.warnings } else { &got.infos };
+        let ok = match msg {
+            Some(m) => have.iter().any(|h| h.contains(m.as_str()) || m.contains(h.as_str())),
+            None => !have.is_empty(),
+        };
+        if !ok {
+            missing.push(format!("{} {}", if *warn { "warning" } else { "info" }, msg.as_deref().unwrap_or("(any)")));
+        }
+    }
+    let expects = |w: bool| ev.annotations.iter().any(|(x, _)| *x == w);
+    let unexpected = (!expects(true) && !got.warnings.is_empty()) || (!expects(false) && !got.infos.is_empty());
+    let verdict = if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing {}; got warnings {:?}, infos {:?}", missing.join(", "), got.warnings, got.infos))
+    };
+    (verdict, unexpected)
+}
+
+fn evaluate(engine: &Engine, storage: &MemoryStorage, ev: &Eval) -> Result<(QueryValue, Annotations), Error> {
+    strata_promql::parse(&ev.expr).and_then(|e| match (ev.instant_at, ev.range) {
+        (Some(t), _) => engine.instant_annotated(storage, &e, t),
+        (_, Some((s, e2, step))) => engine.range_annotated(storage, &e, s, e2, step),
         _ => unreachable!(),
-    });
+    })
+}
+
+fn check(ev: &Eval, result: Result<QueryValue, Error>) -> Result<(), String> {
     if ev.should_fail {
         return match result {
             Ok(v) => Err(format!("expected an error, got {v:?}")),
@@ -685,6 +724,11 @@ fn run_file(path: &Path) -> Result<FileResult, String> {
                 fail_msg: None,
                 ordered: cmd == "eval_ordered",
                 expected: Vec::new(),
+                annotations: match cmd {
+                    "eval_warn" => vec![(true, None)],
+                    "eval_info" => vec![(false, None)],
+                    _ => Vec::new(),
+                },
             };
             if let Some(r) = rest.strip_prefix("instant at ") {
                 let (t, expr) = r.split_once(' ').ok_or("bad eval instant")?;
@@ -715,7 +759,13 @@ fn run_file(path: &Path) -> Result<FileResult, String> {
                     continue;
                 }
                 if l.starts_with("expected_fail_regexp") || l.starts_with("expect ") {
-                    // Annotation expectations (warn/info) are not checked; see docs/promql-compatibility.md.
+                    for (prefix, warn) in [("expect warn", true), ("expect info", false)] {
+                        if let Some(m) = l.strip_prefix(prefix) {
+                            let msg = m.trim().strip_prefix("msg:").map(|x| x.trim().to_string());
+                            ev.annotations.retain(|(w, named)| *w != warn || named.is_some());
+                            ev.annotations.push((warn, msg));
+                        }
+                    }
                     if let Some(m) = l.strip_prefix("expect fail") {
                         ev.should_fail = true;
                         if let Some(msg) = m.trim().strip_prefix("msg:") {
@@ -741,7 +791,25 @@ fn run_file(path: &Path) -> Result<FileResult, String> {
                 }
                 dirty = false;
             }
-            match check(&engine, &storage, &ev) {
+            let result = evaluate(&engine, &storage, &ev);
+            if !ev.should_fail
+                && let Ok((_, got)) = &result
+            {
+                let (verdict, unexpected) = annotations_match(&ev, got);
+                if !ev.annotations.is_empty() {
+                    res.annotations_expected += 1;
+                    res.annotations_met.push(verdict.is_ok());
+                    if let Err(why) = verdict {
+                        res.annotations_missed.push((ev.line, ev.expr.clone(), why));
+                    }
+                }
+                if unexpected {
+                    res.annotations_unexpected += 1;
+                    let why = format!("unexpected: warnings {:?}, infos {:?}", got.warnings, got.infos);
+                    res.annotations_missed.push((ev.line, ev.expr.clone(), why));
+                }
+            }
+            match check(&ev, result.map(|(v, _)| v)) {
                 Ok(()) => res.passed += 1,
                 Err(why) => res.failed.push((ev.line, ev.expr.clone(), why)),
             }
@@ -769,6 +837,7 @@ fn prometheus_promql_test_scripts() {
         .collect();
     files.sort();
     let (mut core_pass, mut core_total) = (0usize, 0usize);
+    let (mut anno_expected, mut anno_met, mut anno_unexpected) = (0usize, 0usize, 0usize);
     let mut summary: HashMap<String, (usize, usize)> = HashMap::new();
     for f in &files {
         let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
@@ -781,14 +850,41 @@ fn prometheus_promql_test_scripts() {
                 println!("    FAIL {name}:{line}: {expr}\n         {why}");
             }
         }
+        let met = r.annotations_met.iter().filter(|m| **m).count();
+        if r.annotations_expected > 0 || r.annotations_unexpected > 0 {
+            println!(
+                "{:28} annotations: {met}/{} expected produced, {} unexpected",
+                "", r.annotations_expected, r.annotations_unexpected
+            );
+        }
+        if verbose {
+            for (line, expr, why) in &r.annotations_missed {
+                println!("    ANNOTATION {name}:{line}: {expr}\n         {why}");
+            }
+        }
         if core {
             core_pass += r.passed;
             core_total += total;
+            anno_expected += r.annotations_expected;
+            anno_met += met;
+            anno_unexpected += r.annotations_unexpected;
         }
         summary.insert(name, (r.passed, total));
     }
     let ratio = core_pass as f64 / core_total.max(1) as f64;
     println!("core set: {core_pass}/{core_total} eval commands passed ({:.1}%)", ratio * 100.0);
+    println!(
+        "core set annotations: {anno_met}/{anno_expected} expected warnings/infos produced; \
+         {anno_unexpected} evals with an annotation the script does not expect"
+    );
+    assert_eq!(
+        anno_unexpected, 0,
+        "core set: evals with annotations their scripts do not expect (run with STRATA_PROMQL_VERBOSE=1)"
+    );
+    assert!(
+        anno_met >= MIN_ANNOTATIONS_MET,
+        "core set: {anno_met} expected annotations produced, below the floor of {MIN_ANNOTATIONS_MET}"
+    );
     assert!(core_total >= 1000, "expected the 1,072 core eval commands, found {core_total}");
     assert!(core_pass >= MIN_CORE_PASSED, "core set: {core_pass} passed, below the floor of {MIN_CORE_PASSED}");
 }

@@ -210,12 +210,20 @@ fn write_labels(out: &mut String, l: &Labels) {
 }
 
 fn success(data: &str, warnings: &[String]) -> Response {
+    success_annotated(data, warnings, &[])
+}
+
+/// Prometheus' success envelope with `warnings` and (PromQL info
+/// annotations) `infos`, each only when non-empty.
+fn success_annotated(data: &str, warnings: &[String], infos: &[String]) -> Response {
     let mut out = String::with_capacity(data.len() + 64);
     out.push_str("{\"status\":\"success\",\"data\":");
     out.push_str(data);
-    if !warnings.is_empty() {
-        out.push_str(",\"warnings\":");
-        out.push_str(&serde_json::to_string(warnings).unwrap_or_else(|_| "[]".into()));
+    for (key, list) in [("warnings", warnings), ("infos", infos)] {
+        if !list.is_empty() {
+            let _ = write!(out, ",\"{key}\":");
+            out.push_str(&serde_json::to_string(list).unwrap_or_else(|_| "[]".into()));
+        }
     }
     out.push('}');
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response()
@@ -332,6 +340,14 @@ pub fn encode_value(v: &QueryValue) -> String {
     out
 }
 
+/// A PromQL answer: the value, warnings (partial results from the sources
+/// and PromQL warning annotations) and PromQL info annotations.
+pub struct Evaluated {
+    pub value: QueryValue,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
 /// Fetches everything `expr` reads, then evaluates it off the async runtime.
 pub async fn evaluate(
     state: &QuerierState,
@@ -341,7 +357,7 @@ pub async fn evaluate(
     end: i64,
     step: Option<i64>,
     deadline: Instant,
-) -> Result<(QueryValue, Vec<String>), ApiError> {
+) -> Result<Evaluated, ApiError> {
     let engine: Engine = state.engine.clone();
     let lookback = engine.options().lookback_delta.as_millis() as i64;
     let sels = strata_promql::selections(&expr, start, end, lookback);
@@ -393,9 +409,9 @@ pub async fn evaluate(
     let engine = Engine::new(opts);
     let eval_start = Instant::now();
     let fetch_took = eval_start - fetch_start;
-    let value = tokio::task::spawn_blocking(move || match step {
-        None => engine.instant(&storage, &expr, start),
-        Some(step) => engine.range(&storage, &expr, start, end, step),
+    let (value, annotations) = tokio::task::spawn_blocking(move || match step {
+        None => engine.instant_annotated(&storage, &expr, start),
+        Some(step) => engine.range_annotated(&storage, &expr, start, end, step),
     })
     .await
     .map_err(|e| ApiError {
@@ -411,7 +427,8 @@ pub async fn evaluate(
         samples = loaded,
         "query"
     );
-    Ok((value, warnings))
+    warnings.extend(annotations.warnings);
+    Ok(Evaluated { value, warnings, infos: annotations.infos.into_iter().collect() })
 }
 
 fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError> {
@@ -443,8 +460,8 @@ pub async fn query(
     let deadline = Instant::now() + query_timeout(&state, &p)?;
     let r = evaluate(&state, &tenant(&headers), expr, t, t, None, deadline).await;
     state.metrics.observe("query", started.elapsed(), r.is_ok());
-    let (value, warnings) = r?;
-    Ok(success(&encode_value(&value), &warnings))
+    let e = r?;
+    Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))
 }
 
 pub async fn query_range(
@@ -487,8 +504,8 @@ pub async fn query_range(
     let deadline = Instant::now() + query_timeout(&state, &p)?;
     let r = evaluate(&state, &tenant(&headers), expr, start, end, Some(step), deadline).await;
     state.metrics.observe("query_range", started.elapsed(), r.is_ok());
-    let (value, warnings) = r?;
-    Ok(success(&encode_value(&value), &warnings))
+    let e = r?;
+    Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))
 }
 
 fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
