@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 DURATION="${1:-10m}"
 command -v prometheus >/dev/null || { echo "needs Debian's prometheus (apt-get install prometheus)" >&2; exit 1; }
-cargo build --release -q -p strata -p strata-agent -p sample-api -p strata-loadgen
+make -s binaries  # the release set `make demo` builds, so the two share one build
 B="$CARGO_TARGET_DIR/release"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 wait_up() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 SERIES="${1:-10000}"; HISTORY="${2:-2h}"; SENDERS="${3:-4}"; PER="${4:-1}"
-cargo build --release -q -p strata -p strata-loadgen
+make -s binaries  # the release set `make demo` builds, so the two share one build
 B="$CARGO_TARGET_DIR/release"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 bench() { # name url pid...

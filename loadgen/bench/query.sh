@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 SERIES="${1:-10000}"; HISTORY="${2:-2h}"; RUNS="${3:-10}"
-cargo build --release -q -p strata -p strata-loadgen
+make -s binaries  # the release set `make demo` builds, so the two share one build
 B="$CARGO_TARGET_DIR/release"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }

@@ -30,9 +30,20 @@ impl BitWriter {
         self.free -= 1;
     }
 
-    fn write_bits(&mut self, value: u64, nbits: u8) {
-        for i in (0..nbits).rev() {
-            self.write_bit((value >> i) & 1 == 1);
+    /// The low `nbits` bits of `value`, most significant first, up to a
+    /// byte at a time.
+    fn write_bits(&mut self, value: u64, mut nbits: u8) {
+        while nbits > 0 {
+            if self.free == 0 {
+                self.bytes.push(0);
+                self.free = 8;
+            }
+            let take = nbits.min(self.free);
+            let chunk = ((value >> (nbits - take)) & ((1u64 << take) - 1)) as u8;
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= chunk << (self.free - take);
+            self.free -= take;
+            nbits -= take;
         }
     }
 
@@ -54,10 +65,17 @@ impl<'a> BitReader<'a> {
         Some(bit)
     }
 
-    fn read_bits(&mut self, nbits: u8) -> Option<u64> {
+    /// `nbits` bits, most significant first, up to a byte at a time.
+    fn read_bits(&mut self, mut nbits: u8) -> Option<u64> {
         let mut v = 0u64;
-        for _ in 0..nbits {
-            v = (v << 1) | self.read_bit()? as u64;
+        while nbits > 0 {
+            let byte = *self.bytes.get(self.pos / 8)?;
+            let avail = 8 - (self.pos % 8) as u8;
+            let take = nbits.min(avail);
+            let chunk = (byte >> (avail - take)) as u64 & ((1u64 << take) - 1);
+            v = (v << take) | chunk;
+            self.pos += take as usize;
+            nbits -= take;
         }
         Some(v)
     }
@@ -339,6 +357,45 @@ mod tests {
         }
         assert_eq!(c.min_time(), want[0].0);
         assert_eq!(c.max_time(), want.last().unwrap().0);
+    }
+
+    #[test]
+    fn round_trips_pseudo_random_bit_patterns() {
+        // Values and timestamp jitter that exercise every bit-width branch.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50 {
+            let mut c = XorChunk::new();
+            let mut want = Vec::new();
+            let mut t = (next() % 1_000_000_000_000) as i64;
+            for k in 0..120 {
+                t += match next() % 4 {
+                    0 => 15_000,
+                    1 => (next() % 100_000) as i64,
+                    2 => (next() % (1 << 40)) as i64,
+                    _ => 1,
+                };
+                let v = match (k + next() as usize) % 5 {
+                    0 => f64::from_bits(next()),
+                    1 => (next() % 1000) as f64,
+                    2 => want.last().map(|w: &(i64, f64)| w.1).unwrap_or(0.0),
+                    3 => f64::from_bits(next() & 0xffff_0000_0000_0000),
+                    _ => f64::from_bits(next() & 0x0000_0000_ffff_ffff),
+                };
+                c.append(t, v);
+                want.push((t, v));
+            }
+            let got = c.samples();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!((g.0, g.1.to_bits()), (w.0, w.1.to_bits()));
+            }
+        }
     }
 
     #[test]
