@@ -52,31 +52,54 @@ impl BitWriter {
     }
 }
 
+/// Reads bits most significant first through a 64-bit buffer.
 struct BitReader<'a> {
     bytes: &'a [u8],
-    pos: usize, // bit position
+    /// Next byte of `bytes` to load into `buf`.
+    next: usize,
+    /// Unread bits, left-aligned.
+    buf: u64,
+    /// How many bits of `buf` are unread.
+    n: u32,
 }
 
 impl<'a> BitReader<'a> {
-    fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1 == 1;
-        self.pos += 1;
-        Some(bit)
+    fn new(bytes: &'a [u8]) -> Self {
+        BitReader { bytes, next: 0, buf: 0, n: 0 }
     }
 
-    /// `nbits` bits, most significant first, up to a byte at a time.
-    fn read_bits(&mut self, mut nbits: u8) -> Option<u64> {
-        let mut v = 0u64;
-        while nbits > 0 {
-            let byte = *self.bytes.get(self.pos / 8)?;
-            let avail = 8 - (self.pos % 8) as u8;
-            let take = nbits.min(avail);
-            let chunk = (byte >> (avail - take)) as u64 & ((1u64 << take) - 1);
-            v = (v << take) | chunk;
-            self.pos += take as usize;
-            nbits -= take;
+    fn refill(&mut self) {
+        while self.n <= 56 && self.next < self.bytes.len() {
+            self.buf |= (self.bytes[self.next] as u64) << (56 - self.n);
+            self.n += 8;
+            self.next += 1;
         }
+    }
+
+    fn read_bit(&mut self) -> Option<bool> {
+        self.read_bits(1).map(|b| b == 1)
+    }
+
+    /// `nbits` (≤ 64) bits, most significant first.
+    fn read_bits(&mut self, nbits: u8) -> Option<u64> {
+        let nb = nbits as u32;
+        if nb == 0 {
+            return Some(0);
+        }
+        if nb > 56 {
+            let hi = self.read_bits(nbits - 32)?;
+            let lo = self.read_bits(32)?;
+            return Some((hi << 32) | lo);
+        }
+        if self.n < nb {
+            self.refill();
+            if self.n < nb {
+                return None;
+            }
+        }
+        let v = self.buf >> (64 - nb);
+        self.buf <<= nb;
+        self.n -= nb;
         Some(v)
     }
 
@@ -262,7 +285,7 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<(i64, f64)>> {
         return None;
     }
     let num = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
-    let mut r = BitReader { bytes: &bytes[2..], pos: 0 };
+    let mut r = BitReader::new(&bytes[2..]);
     let mut out = Vec::with_capacity(num);
     let (mut t, mut t_delta, mut v) = (0i64, 0i64, 0u64);
     let (mut leading, mut trailing) = (0u8, 0u8);
