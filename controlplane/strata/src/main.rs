@@ -244,28 +244,12 @@ struct CompactArgs {
     once: bool,
 }
 
-/// Query-serving processes allocate and free hundreds of MB per large query.
-/// glibc would hand that memory back to the kernel after each query and
-/// fault fresh zeroed pages in for the next (a quarter of the querier's CPU
-/// on a 24 h query here); keep up to 1 GiB of freed memory for reuse instead.
-fn keep_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes allocator tunables; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = config_file::expand(std::env::args().collect())?;
     let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
         .init();
-    if matches!(cli.cmd, Cmd::Querier(_) | Cmd::Store(_)) {
-        keep_freed_memory();
-    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Ingester(a) => {
