@@ -110,6 +110,13 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
     })
     .await;
 
+    // qa runs with a 10% injected error rate: the injected 500s are measured.
+    wait_for(Duration::from_secs(60), "injected 500s on qa in the request metrics", || async {
+        let q = r#"http_server_request_duration_seconds_count{environment="qa",http_response_status_code="500"}"#;
+        (!query(&base, q).await.is_empty()).then_some(())
+    })
+    .await;
+
     // Every query in docs/promql-examples.md answers with data.
     let examples = std::fs::read_to_string(repo_root().join("docs/promql-examples.md")).expect("promql-examples.md");
     let queries: Vec<String> = examples

@@ -52,8 +52,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/search", get(search))
         .route("/api/payments", post(payment))
         .route("/admin/faults", get(get_faults).post(set_faults))
-        .layer(middleware::from_fn_with_state(state.clone(), http_metrics))
+        // The layer added last is the outermost: injected errors must pass
+        // through the metrics layer to be measured like real ones.
         .layer(middleware::from_fn_with_state(state.clone(), inject_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), http_metrics))
         .with_state(state)
 }
 
