@@ -378,21 +378,11 @@ mod tests {
         all.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
     }
 
+    /// Every series of `tenant` over all visible blocks (checked against data built independently).
     async fn everything(store: &InMemory, tenant: &str) -> Vec<SeriesData> {
-        let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-        for m in list_blocks(store).await.unwrap().into_iter().filter(|m| m.strata.tenant == tenant) {
-            for s in read_block(store, tenant, &m.ulid).await.unwrap().1 {
-                merged.entry(s.labels).or_default().extend(s.samples);
-            }
-        }
-        merged
-            .into_iter()
-            .map(|(labels, mut samples)| {
-                samples.sort_by_key(|s| s.0);
-                samples.dedup_by_key(|s| s.0);
-                SeriesData { labels, samples }
-            })
-            .collect()
+        let metas: Vec<BlockMeta> =
+            list_blocks(store).await.unwrap().into_iter().filter(|m| m.strata.tenant == tenant).collect();
+        merge(store, tenant, &metas.iter().collect::<Vec<_>>()).await.unwrap()
     }
 
     #[tokio::test]
