@@ -1,5 +1,6 @@
 mod bench;
 mod bench_otlp;
+mod sink;
 mod stats;
 mod traffic;
 
@@ -106,6 +107,13 @@ enum BenchCmd {
         /// strata-agent /metrics URL; waits until all points are remote-written.
         #[arg(long = "agent-metrics")]
         agent_metrics: Option<String>,
+    },
+    /// A remote write 1.0 receiver that decodes and counts, for measuring
+    /// a sender (e.g. strata-agent) without a co-located database.
+    Sink {
+        /// Listen address (loopback unless you mean otherwise).
+        #[arg(long, default_value = "127.0.0.1:19291")]
+        listen: std::net::SocketAddr,
     },
     /// Time PromQL range queries against a Prometheus-compatible HTTP API.
     Query {
@@ -218,6 +226,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Cmd::Bench { kind: BenchCmd::Sink { listen } } => sink::run(listen).await,
             Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, end } } => {
                 let text =
                     std::fs::read_to_string(&queries).with_context(|| format!("cannot read {}", queries.display()))?;

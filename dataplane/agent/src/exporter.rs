@@ -162,7 +162,8 @@ pub async fn run_endpoint(
             continue;
         };
         // Same labels → same shard, so every series stays in time order.
-        let mut parts: Vec<(Vec<u8>, usize)> = (0..cfg.shards).map(|_| (Vec::new(), 0)).collect();
+        let per_shard = raw.as_deref().map_or(0, |r| r.len() / cfg.shards + r.len() / 16);
+        let mut parts: Vec<(Vec<u8>, usize)> = (0..cfg.shards).map(|_| (Vec::with_capacity(per_shard), 0)).collect();
         for s in &series {
             let part = &mut parts[(s.labels_hash % cfg.shards as u64) as usize];
             part.0.extend_from_slice(s.field);

@@ -6,6 +6,12 @@ use clap::Parser;
 use strata_agent::config::{AgentConfig, EndpointConfig, Protocol};
 use strata_agent::queue::FsyncPolicy;
 
+// OTLP decoding allocates a string per attribute key and value; mimalloc
+// makes that (and freeing the decoded request) markedly cheaper than
+// glibc's allocator (docs/benchmarks.md, "OTLP → remote write").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// strata-agent: receives OTLP metrics, labels and translates them to
 /// Prometheus series, keeps them in a durable disk queue and remote-writes
 /// them to Strata (or any Prometheus remote write receiver).

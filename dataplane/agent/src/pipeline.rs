@@ -186,12 +186,19 @@ async fn batch_loop(
             items.push(item);
         }
         // Encoded WriteRequests concatenate into their union.
-        let mut merged = Vec::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
         let mut waiters = Vec::with_capacity(items.len());
-        for item in items {
-            merged.extend_from_slice(&item.bytes);
+        let merged = if items.len() == 1 {
+            let item = items.remove(0);
             waiters.push(item.done);
-        }
+            item.bytes
+        } else {
+            let mut merged = Vec::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
+            for item in items {
+                merged.extend_from_slice(&item.bytes);
+                waiters.push(item.done);
+            }
+            merged
+        };
         let payload = strata_proto::remote_write::compress(&merged);
         let q = queue.clone();
         let result = tokio::task::spawn_blocking(move || q.append(&payload)).await;

@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 
 use prost::Message;
+use smallvec::SmallVec;
+use std::hash::{BuildHasher, Hasher};
 use strata_proto::prometheus::{Exemplar, MetricMetadata};
 
 fn varint_len(mut v: u64) -> usize {
@@ -72,38 +74,119 @@ fn exemplar_len(e: &Exemplar) -> usize {
     labels + sample_len(e.timestamp)
 }
 
-/// Merges up to three label lists sorted by name; later lists win on equal
-/// names; empty values are dropped (an empty value means "no label").
-fn merged<'a>(
-    base: &'a [(Cow<'a, str>, Cow<'a, str>)],
-    over: &[(&'a str, &'a str)],
-    ext: &'a [(String, String)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut out: Vec<(&str, &str)> = Vec::with_capacity(base.len() + over.len() + ext.len());
+/// A label as a (name, value) pair of strings, whatever owns them.
+pub trait LabelRef {
+    fn name(&self) -> &str;
+    fn value(&self) -> &str;
+}
+
+impl LabelRef for (&str, &str) {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> &str {
+        self.1
+    }
+}
+
+impl LabelRef for (String, String) {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> &str {
+        &self.1
+    }
+}
+
+impl LabelRef for (Cow<'_, str>, Cow<'_, str>) {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> &str {
+        &self.1
+    }
+}
+
+impl LabelRef for (&str, Cow<'_, str>) {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> &str {
+        &self.1
+    }
+}
+
+impl LabelRef for strata_proto::prometheus::Label {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+/// Orders label names; decides on the first byte inline (label names
+/// mostly differ there) before falling back to a full comparison.
+#[inline]
+pub fn cmp_names(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
+/// True if `a` is `b` (the same slice, the common case in merges) or equal to it.
+#[inline]
+fn same_name(a: Option<&str>, b: &str) -> bool {
+    a.is_some_and(|a| a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b))
+}
+
+/// A label set small enough to live on the stack in the common case.
+pub type LabelSet<'a> = SmallVec<[(&'a str, &'a str); 24]>;
+
+/// Merges three label lists sorted by name into `out`; on equal names the
+/// later list wins. With `drop_empty`, labels whose winning value is empty
+/// are left out (an empty value means "no label").
+pub fn merge_labels<'a, A: LabelRef, B: LabelRef, C: LabelRef>(
+    a: &'a [A],
+    b: &'a [B],
+    c: &'a [C],
+    drop_empty: bool,
+    out: &mut LabelSet<'a>,
+) {
+    out.clear();
     let (mut i, mut j, mut k) = (0, 0, 0);
     loop {
-        let a = base.get(i).map(|l| l.0.as_ref());
-        let b = over.get(j).map(|p| p.0);
-        let c = ext.get(k).map(|p| p.0.as_str());
-        let Some(min) = [a, b, c].into_iter().flatten().min() else { break };
-        let mut pick: Option<(&str, &str)> = None;
-        if a == Some(min) {
-            pick = Some((min, base[i].1.as_ref()));
+        let na = a.get(i).map(|l| l.name());
+        let nb = b.get(j).map(|l| l.name());
+        let nc = c.get(k).map(|l| l.name());
+        let min = match (na, nb, nc) {
+            (None, None, None) => break,
+            // Fast paths: only one list left.
+            (Some(x), None, None) | (None, Some(x), None) | (None, None, Some(x)) => x,
+            _ => [na, nb, nc]
+                .into_iter()
+                .flatten()
+                .reduce(|x, y| if cmp_names(y, x).is_lt() { y } else { x })
+                .unwrap_or_default(),
+        };
+        let mut pick = "";
+        if same_name(na, min) {
+            pick = a[i].value();
             i += 1;
         }
-        if b == Some(min) {
-            pick = Some((min, over[j].1));
+        if same_name(nb, min) {
+            pick = b[j].value();
             j += 1;
         }
-        if c == Some(min) {
-            pick = Some((min, ext[k].1.as_str()));
+        if same_name(nc, min) {
+            pick = c[k].value();
             k += 1;
         }
-        if let Some(p) = pick.filter(|p| !p.1.is_empty()) {
-            out.push(p);
+        if !(drop_empty && pick.is_empty()) {
+            out.push((min, pick));
         }
     }
-    out
 }
 
 /// An encoded `WriteRequest` under construction.
@@ -116,16 +199,23 @@ pub struct WriteRequestEncoder {
 impl WriteRequestEncoder {
     /// Appends one series with one sample. `base` must be sorted by name;
     /// `over` (sorted) and `ext` (sorted) override it.
-    pub fn series(
+    pub fn series<B: LabelRef>(
         &mut self,
-        base: &[(Cow<'_, str>, Cow<'_, str>)],
+        base: &[B],
         over: &[(&str, &str)],
         ext: &[(String, String)],
         ts: i64,
         value: f64,
         exemplars: &[Exemplar],
     ) {
-        let labels = merged(base, over, ext);
+        let mut labels = LabelSet::new();
+        merge_labels(base, over, ext, true, &mut labels);
+        self.series_labels(&labels, ts, value, exemplars);
+    }
+
+    /// Appends one series with one sample and exactly these labels (sorted
+    /// by name, no empty values).
+    pub fn series_labels(&mut self, labels: &[(&str, &str)], ts: i64, value: f64, exemplars: &[Exemplar]) {
         let labels_len: usize = labels
             .iter()
             .map(|(n, v)| {
@@ -146,7 +236,7 @@ impl WriteRequestEncoder {
         buf.reserve(total + 6);
         buf.push(0x0a); // WriteRequest.timeseries
         put_varint(buf, total as u64);
-        for (n, v) in &labels {
+        for (n, v) in labels {
             put_label(buf, n, v);
         }
         buf.push(0x12); // TimeSeries.samples
@@ -176,6 +266,11 @@ impl WriteRequestEncoder {
         self.series
     }
 
+    /// Reserves room for `additional` more bytes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
@@ -194,6 +289,9 @@ pub struct RawSeries<'a> {
     pub labels_hash: u64,
     pub samples: usize,
 }
+
+/// Label hashes only pick a sender shard; a fixed seed keeps them stable.
+const LABELS_HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5354_5241_5441);
 
 fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
@@ -244,7 +342,7 @@ pub fn split_write_request(b: &[u8]) -> Option<(Vec<RawSeries<'_>>, Vec<&[u8]>)>
         match field {
             1 => {
                 // Hash label fields (field 1), count sample fields (field 2).
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                let mut h = LABELS_HASH.build_hasher();
                 let mut samples = 0;
                 let mut p = body_start;
                 while p < end {
@@ -252,17 +350,12 @@ pub fn split_write_request(b: &[u8]) -> Option<(Vec<RawSeries<'_>>, Vec<&[u8]>)>
                     let k = read_varint(b, &mut p)?;
                     skip_field(&b[..end], &mut p, k & 7)?;
                     match k >> 3 {
-                        1 => {
-                            for x in &b[fstart..p] {
-                                h ^= *x as u64;
-                                h = h.wrapping_mul(0x0100_0000_01b3);
-                            }
-                        }
+                        1 => h.write(&b[fstart..p]),
                         2 => samples += 1,
                         _ => {}
                     }
                 }
-                series.push(RawSeries { field: &b[start..end], labels_hash: h, samples });
+                series.push(RawSeries { field: &b[start..end], labels_hash: h.finish(), samples });
             }
             3 => metadata.push(&b[start..end]),
             _ => {}

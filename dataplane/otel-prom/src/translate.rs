@@ -1,7 +1,7 @@
 //! The OTLP → Prometheus translator.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use strata_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -13,9 +13,10 @@ use strata_proto::otlp::metrics::v1::{
 use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, WriteRequest, metric_metadata};
 
 use crate::delta::{DeltaDrop, DeltaToCumulative, HistogramDelta, StreamKey};
-use crate::encode::WriteRequestEncoder;
+use crate::encode::{LabelRef, LabelSet, WriteRequestEncoder, cmp_names, merge_labels};
 use crate::naming::{MetricKind, format_float, label_name, metric_name, prometheus_unit};
 use prost::Message;
+use smallvec::SmallVec;
 
 /// OTLP data point flag: no value was recorded (maps to a staleness marker).
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
@@ -81,6 +82,8 @@ pub struct Stats {
 /// Result of translating one OTLP request.
 #[derive(Debug, Default)]
 pub struct TranslateOutput {
+    /// Estimated number of series this request produces (sizes `encoded`).
+    expected_series: usize,
     /// The series, as an encoded `prometheus.WriteRequest` (see [`crate::encode`]).
     pub encoded: WriteRequestEncoder,
     /// Metadata of the metric families seen.
@@ -111,10 +114,10 @@ impl TranslateOutput {
 
     /// Encodes a series: `base` labels (sorted) with `over` (sorted) and the
     /// configured external labels on top.
-    fn push(
+    fn push<B: LabelRef>(
         &mut self,
         ext: &[(String, String)],
-        base: &[(Cow<'_, str>, Cow<'_, str>)],
+        base: &[B],
         over: &[(&str, &str)],
         ts: i64,
         value: f64,
@@ -123,6 +126,11 @@ impl TranslateOutput {
         self.stats.samples += 1;
         self.stats.exemplars += exemplars.len() as u64;
         self.encoded.series(base, over, ext, ts, value, exemplars);
+        if self.encoded.num_series() == 1 {
+            // Size the buffer once from the first series instead of doubling it.
+            let first = self.encoded.bytes().len();
+            self.encoded.reserve(first.saturating_mul(self.expected_series.saturating_sub(1)) / 8 * 9);
+        }
     }
 
     /// Number of series produced.
@@ -150,7 +158,8 @@ pub struct Translator {
     cfg: TranslatorConfig,
     promoted: HashSet<String>,
     delta: DeltaToCumulative,
-    le_cache: std::collections::HashMap<u64, std::sync::Arc<str>>,
+    le_cache: HashMap<u64, std::sync::Arc<str>>,
+    label_names: LabelNames,
 }
 
 fn any_value_string(v: &Option<AnyValue>) -> String {
@@ -220,8 +229,9 @@ fn attributes_to_labels(attrs: &[KeyValue]) -> Result<Vec<Label>, ()> {
     Ok(out)
 }
 
-/// A data point's labels, borrowing from the request where possible.
-type PointLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+/// A data point's attributes as labels (sorted by name), borrowing from
+/// the request and the label-name cache where possible.
+type PointAttrs<'a> = SmallVec<[(&'a str, Cow<'a, str>); 12]>;
 
 /// True if `key` is already a valid label name that sanitizing leaves unchanged.
 fn label_name_unchanged(key: &str) -> bool {
@@ -233,46 +243,100 @@ fn label_name_unchanged(key: &str) -> bool {
     all_valid && !leading_digit && !single_leading_underscore
 }
 
-/// Like [`attributes_to_labels`] but borrowing keys and string values.
-fn point_labels(attrs: &[KeyValue]) -> Result<PointLabels<'_>, ()> {
-    let mut tmp: Vec<(Cow<'_, str>, &str, Cow<'_, str>)> = Vec::with_capacity(attrs.len());
-    for kv in attrs {
-        let name: Cow<'_, str> = if label_name_unchanged(&kv.key) {
-            Cow::Borrowed(&kv.key)
-        } else {
-            Cow::Owned(label_name(&kv.key).ok_or(())?)
-        };
-        let value: Cow<'_, str> = match &kv.value {
-            Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) => Cow::Borrowed(s),
-            v => Cow::Owned(any_value_string(v)),
-        };
-        tmp.push((name, kv.key.as_str(), value));
-    }
-    tmp.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
-    let mut out: PointLabels<'_> = Vec::with_capacity(tmp.len() + 6);
-    for (name, _, value) in tmp {
-        match out.last_mut() {
-            Some(last) if last.0 == name => {
-                let v = last.1.to_mut();
-                v.push(';');
-                v.push_str(&value);
-            }
-            _ => out.push((name, value)),
-        }
-    }
-    Ok(out)
+/// How one attribute key becomes a label name.
+#[derive(Debug, Clone, Copy)]
+enum NameId {
+    /// The key is a valid label name already.
+    AsIs,
+    /// The sanitized name is `LabelNames::names[i]`.
+    Cached(u32),
 }
 
-/// Sets `name=value` in borrowed point labels sorted by name.
-fn set_point_label<'a>(labels: &mut PointLabels<'a>, name: &'a str, value: &'a str, overwrite: bool) {
-    match labels.binary_search_by(|l| l.0.as_ref().cmp(name)) {
-        Ok(i) => {
-            if overwrite {
-                labels[i].1 = Cow::Borrowed(value);
+/// Sanitized label names of attribute keys (`http.route` → `http_route`),
+/// kept across requests so the hot path does not build a string per
+/// attribute per data point.
+#[derive(Debug, Default)]
+struct LabelNames {
+    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    names: Vec<Box<str>>,
+    /// The current data point's attributes, resolved by [`LabelNames::resolve`].
+    ids: Vec<NameId>,
+}
+
+impl LabelNames {
+    /// Bound on cached names; the cache starts over when a request begins
+    /// above it.
+    const MAX: usize = 16_384;
+
+    fn trim(&mut self) {
+        if self.names.len() > Self::MAX {
+            self.index.clear();
+            self.names.clear();
+        }
+    }
+
+    /// Resolves the label names of `attrs` into `self.ids`. False if a key
+    /// has no valid label name (it is empty).
+    fn resolve(&mut self, attrs: &[KeyValue]) -> bool {
+        self.ids.clear();
+        for kv in attrs {
+            let id = if label_name_unchanged(&kv.key) {
+                NameId::AsIs
+            } else if let Some(&i) = self.index.get(kv.key.as_str()) {
+                NameId::Cached(i)
+            } else {
+                let Some(name) = label_name(&kv.key) else { return false };
+                let i = self.names.len() as u32;
+                self.names.push(name.into());
+                self.index.insert(kv.key.as_str().into(), i);
+                NameId::Cached(i)
+            };
+            self.ids.push(id);
+        }
+        true
+    }
+
+    /// The labels of the attributes last passed to [`LabelNames::resolve`],
+    /// sorted by name; keys that collide after sanitizing have their values
+    /// joined with `;` in key order (spec).
+    fn labels<'a>(&'a self, attrs: &'a [KeyValue], out: &mut PointAttrs<'a>) {
+        let mut tmp: SmallVec<[(&'a str, &'a str, Cow<'a, str>); 12]> = attrs
+            .iter()
+            .zip(&self.ids)
+            .map(|(kv, id)| {
+                let name: &str = match id {
+                    NameId::AsIs => &kv.key,
+                    NameId::Cached(i) => &self.names[*i as usize],
+                };
+                let value: Cow<'_, str> = match &kv.value {
+                    Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) => Cow::Borrowed(s),
+                    v => Cow::Owned(any_value_string(v)),
+                };
+                (name, kv.key.as_str(), value)
+            })
+            .collect();
+        if !tmp.is_sorted_by(|a, b| cmp_names(a.0, b.0).is_lt()) {
+            tmp.sort_unstable_by(|a, b| cmp_names(a.0, b.0).then(a.1.cmp(b.1)));
+        }
+        out.clear();
+        for (name, _, value) in tmp {
+            match out.last_mut() {
+                Some(last) if last.0 == name => {
+                    let v = last.1.to_mut();
+                    v.push(';');
+                    v.push_str(&value);
+                }
+                _ => out.push((name, value)),
             }
         }
-        Err(i) => labels.insert(i, (Cow::Borrowed(name), Cow::Borrowed(value))),
     }
+}
+
+/// Labels every data point of a scope gets: `low` loses to the point's
+/// attributes, `top` (job, instance) wins over them.
+struct ScopeContext<'r> {
+    low: Vec<Label>,
+    top: SmallVec<[(&'r str, &'r str); 2]>,
 }
 
 /// Sets `name=value` in a label set sorted by name.
@@ -319,7 +383,7 @@ impl Translator {
         cfg.external_labels.dedup_by(|a, b| a.0 == b.0);
         let promoted = cfg.promote_resource_attributes.iter().cloned().collect();
         let delta = DeltaToCumulative::new(cfg.delta_max_streams, cfg.delta_max_stale);
-        Translator { cfg, promoted, delta, le_cache: std::collections::HashMap::new() }
+        Translator { cfg, promoted, delta, le_cache: HashMap::new(), label_names: LabelNames::default() }
     }
 
     /// Number of delta streams being converted to cumulative.
@@ -331,7 +395,9 @@ impl Translator {
     /// only to expire idle delta streams.
     pub fn translate(&mut self, req: &ExportMetricsServiceRequest, now_ms: i64) -> TranslateOutput {
         self.delta.gc(now_ms);
-        let mut out = TranslateOutput::default();
+        let mut names = std::mem::take(&mut self.label_names);
+        names.trim();
+        let mut out = TranslateOutput { expected_series: expected_series(req), ..Default::default() };
         let mut families: HashSet<String> = HashSet::new();
         for rm in &req.resource_metrics {
             let attrs: &[KeyValue] = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
@@ -350,28 +416,28 @@ impl Translator {
             let mut max_ts: Option<i64> = None;
 
             for sm in &rm.scope_metrics {
-                let mut context = resource_labels.clone();
+                let mut low = resource_labels.clone();
                 if self.cfg.scope_labels
                     && let Some(scope) = &sm.scope
                 {
                     if !scope.name.is_empty() {
-                        set_label(&mut context, "otel_scope_name", &scope.name, true);
+                        set_label(&mut low, "otel_scope_name", &scope.name, true);
                     }
                     if !scope.version.is_empty() {
-                        set_label(&mut context, "otel_scope_version", &scope.version, true);
+                        set_label(&mut low, "otel_scope_version", &scope.version, true);
                     }
                 }
+                // Sorted by name: "instance" < "job".
+                let mut top = SmallVec::new();
+                if let Some(i) = &instance {
+                    top.push(("instance", i.as_str()));
+                }
+                if let Some(j) = &job {
+                    top.push(("job", j.as_str()));
+                }
+                let context = ScopeContext { low, top };
                 for metric in &sm.metrics {
-                    self.translate_metric(
-                        metric,
-                        &context,
-                        job.as_deref(),
-                        instance.as_deref(),
-                        now_ms,
-                        &mut families,
-                        &mut max_ts,
-                        &mut out,
-                    );
+                    self.translate_metric(metric, &context, &mut names, now_ms, &mut families, &mut max_ts, &mut out);
                 }
             }
 
@@ -398,14 +464,11 @@ impl Translator {
                             unit: String::new(),
                         });
                     }
-                    let labels: PointLabels<'_> = labels
-                        .iter()
-                        .map(|l| (Cow::Borrowed(l.name.as_str()), Cow::Borrowed(l.value.as_str())))
-                        .collect();
                     out.push(ext, &labels, &[], ts, 1.0, &[]);
                 }
             }
         }
+        self.label_names = names;
         out
     }
 
@@ -413,9 +476,8 @@ impl Translator {
     fn translate_metric(
         &mut self,
         metric: &Metric,
-        context: &[Label],
-        job: Option<&str>,
-        instance: Option<&str>,
+        context: &ScopeContext<'_>,
+        names: &mut LabelNames,
         now_ms: i64,
         families: &mut HashSet<String>,
         max_ts: &mut Option<i64>,
@@ -476,7 +538,7 @@ impl Translator {
         match data {
             Data::Gauge(g) => {
                 for p in &g.data_points {
-                    self.number_point(&name, metric, p, kind, false, context, job, instance, now_ms, max_ts, out);
+                    self.number_point(&name, metric, p, kind, false, context, names, now_ms, max_ts, out);
                 }
             }
             Data::Sum(s) => {
@@ -492,7 +554,7 @@ impl Translator {
                 }
                 let is_delta = t == AggregationTemporality::Delta;
                 for p in &s.data_points {
-                    self.number_point(&name, metric, p, kind, is_delta, context, job, instance, now_ms, max_ts, out);
+                    self.number_point(&name, metric, p, kind, is_delta, context, names, now_ms, max_ts, out);
                 }
             }
             Data::Histogram(h) => {
@@ -508,16 +570,17 @@ impl Translator {
                 }
                 let is_delta = t == AggregationTemporality::Delta;
                 for p in &h.data_points {
-                    self.histogram_point(&name, metric, p, is_delta, context, job, instance, now_ms, max_ts, out);
+                    self.histogram_point(&name, metric, p, is_delta, context, names, now_ms, max_ts, out);
                 }
             }
             Data::Summary(s) => {
                 for p in &s.data_points {
-                    let Some((base, ts)) =
-                        self.point_base(metric, &p.attributes, p.time_unix_nano, context, job, instance, out)
-                    else {
+                    let mut attrs = PointAttrs::new();
+                    let Some(ts) = point_attrs(metric, &p.attributes, p.time_unix_nano, names, &mut attrs, out) else {
                         continue;
                     };
+                    let mut base = LabelSet::new();
+                    merge_labels(&context.low, &attrs, &context.top, false, &mut base);
                     *max_ts = Some(max_ts.map_or(ts, |m: i64| m.max(ts)));
                     let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
                     let v = |x: f64| if stale { crate::stale_nan() } else { x };
@@ -534,50 +597,6 @@ impl Translator {
         }
     }
 
-    /// Labels shared by all series of a data point (without `__name__`), and
-    /// its timestamp; rejects points with bad attributes or no timestamp.
-    #[allow(clippy::too_many_arguments)]
-    fn point_base<'a>(
-        &self,
-        metric: &Metric,
-        attributes: &'a [KeyValue],
-        time_unix_nano: u64,
-        context: &'a [Label],
-        job: Option<&'a str>,
-        instance: Option<&'a str>,
-        out: &mut TranslateOutput,
-    ) -> Option<(PointLabels<'a>, i64)> {
-        if time_unix_nano == 0 {
-            out.reject(
-                &metric.name,
-                "missing_timestamp",
-                format!("metric {:?}: data point has no time_unix_nano", metric.name),
-                1,
-            );
-            return None;
-        }
-        let Ok(mut labels) = point_labels(attributes) else {
-            out.reject(
-                &metric.name,
-                "invalid_label_name",
-                format!("metric {:?}: data point has an attribute with an empty key", metric.name),
-                1,
-            );
-            return None;
-        };
-        // Data point attributes win over promoted resource attributes and scope labels.
-        for l in context {
-            set_point_label(&mut labels, &l.name, &l.value, false);
-        }
-        if let Some(j) = job {
-            set_point_label(&mut labels, "job", j, true);
-        }
-        if let Some(i) = instance {
-            set_point_label(&mut labels, "instance", i, true);
-        }
-        Some((labels, nanos_to_ms(time_unix_nano)))
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn number_point(
         &mut self,
@@ -586,17 +605,18 @@ impl Translator {
         p: &NumberDataPoint,
         kind: MetricKind,
         is_delta: bool,
-        context: &[Label],
-        job: Option<&str>,
-        instance: Option<&str>,
+        context: &ScopeContext<'_>,
+        names: &mut LabelNames,
         now_ms: i64,
         max_ts: &mut Option<i64>,
         out: &mut TranslateOutput,
     ) {
-        let Some((base, ts)) = self.point_base(metric, &p.attributes, p.time_unix_nano, context, job, instance, out)
-        else {
+        let mut attrs = PointAttrs::new();
+        let Some(ts) = point_attrs(metric, &p.attributes, p.time_unix_nano, names, &mut attrs, out) else {
             return;
         };
+        let mut base = LabelSet::new();
+        merge_labels(&context.low, &attrs, &context.top, false, &mut base);
         let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
         let raw = match p.value {
             Some(number_data_point::Value::AsDouble(d)) => d,
@@ -625,7 +645,7 @@ impl Translator {
             raw
         };
         if is_delta && !stale {
-            match self.delta.add_sum(StreamKey::of((&base, name)), p.time_unix_nano, raw, now_ms) {
+            match self.delta.add_sum(StreamKey::of((base.as_slice(), name)), p.time_unix_nano, raw, now_ms) {
                 Ok(total) => value = total,
                 Err(drop) => {
                     let (reason, msg) = delta_drop_message(drop);
@@ -646,17 +666,18 @@ impl Translator {
         metric: &Metric,
         p: &HistogramDataPoint,
         is_delta: bool,
-        context: &[Label],
-        job: Option<&str>,
-        instance: Option<&str>,
+        context: &ScopeContext<'_>,
+        names: &mut LabelNames,
         now_ms: i64,
         max_ts: &mut Option<i64>,
         out: &mut TranslateOutput,
     ) {
-        let Some((base, ts)) = self.point_base(metric, &p.attributes, p.time_unix_nano, context, job, instance, out)
-        else {
+        let mut attrs = PointAttrs::new();
+        let Some(ts) = point_attrs(metric, &p.attributes, p.time_unix_nano, names, &mut attrs, out) else {
             return;
         };
+        let mut base = LabelSet::new();
+        merge_labels(&context.low, &attrs, &context.top, false, &mut base);
         let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
         if !stale && !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
             out.reject(
@@ -682,7 +703,7 @@ impl Translator {
             return;
         }
         let (counts, count, sum): (std::borrow::Cow<'_, [u64]>, u64, Option<f64>) = if is_delta && !stale {
-            let key = StreamKey::of((&base, name));
+            let key = StreamKey::of((base.as_slice(), name));
             let delta = HistogramDelta {
                 bounds: &p.explicit_bounds,
                 counts: &p.bucket_counts,
@@ -724,6 +745,61 @@ impl Translator {
         }
         out.push(ext, &base, &[("__name__", &format!("{name}_count"))], ts, v(count as f64), &[]);
     }
+}
+
+/// A data point's attributes as sorted labels, and its timestamp; rejects
+/// points with bad attributes or no timestamp.
+fn point_attrs<'a>(
+    metric: &Metric,
+    attributes: &'a [KeyValue],
+    time_unix_nano: u64,
+    names: &'a mut LabelNames,
+    labels: &mut PointAttrs<'a>,
+    out: &mut TranslateOutput,
+) -> Option<i64> {
+    if time_unix_nano == 0 {
+        out.reject(
+            &metric.name,
+            "missing_timestamp",
+            format!("metric {:?}: data point has no time_unix_nano", metric.name),
+            1,
+        );
+        return None;
+    }
+    if !names.resolve(attributes) {
+        out.reject(
+            &metric.name,
+            "invalid_label_name",
+            format!("metric {:?}: data point has an attribute with an empty key", metric.name),
+            1,
+        );
+        return None;
+    }
+    let names: &'a LabelNames = names;
+    names.labels(attributes, labels);
+    Some(nanos_to_ms(time_unix_nano))
+}
+
+/// How many series a request translates to, at most (before rejections).
+fn expected_series(req: &ExportMetricsServiceRequest) -> usize {
+    let mut n = 0;
+    for rm in &req.resource_metrics {
+        n += 1; // target_info
+        for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            n += match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Histogram(h)) => {
+                    h.data_points.len() * (h.data_points.first().map_or(0, |p| p.explicit_bounds.len()) + 3)
+                }
+                Some(Data::Summary(s)) => {
+                    s.data_points.len() * (s.data_points.first().map_or(0, |p| p.quantile_values.len()) + 2)
+                }
+                Some(Data::ExponentialHistogram(_)) | None => 0,
+            };
+        }
+    }
+    n
 }
 
 fn take_exemplars(ex: &mut Vec<(f64, Exemplar)>, pred: impl Fn(f64) -> bool) -> Vec<Exemplar> {
