@@ -1,8 +1,9 @@
-//! `bench sink`: a minimal Prometheus remote write 1.0 receiver that fully
-//! decodes every request (snappy + protobuf, like any real receiver's first
-//! step) and only counts what it got. It stands in for the storage when a
-//! benchmark measures a sender (strata-agent) rather than a database that
-//! would share this machine's cores.
+//! `bench sink`: a minimal Prometheus remote write 1.0 receiver. It
+//! decompresses every request and walks every protobuf field — checking
+//! wire types, lengths and label UTF-8, counting series and samples — the
+//! way a zero-allocation receiver parser (VictoriaMetrics') does, but
+//! stores nothing. It stands in for the storage when a benchmark measures a
+//! sender (strata-agent) rather than a database sharing this machine's cores.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
-use prost::Message;
-use strata_proto::prometheus::WriteRequest;
 use strata_proto::remote_write as rw;
 
 /// Largest decompressed request accepted (as Prometheus' default).
@@ -36,13 +35,12 @@ async fn write(State(c): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) ->
     }
     let decoded = rw::decompress(&body, MAX_DECODED_BYTES)
         .map_err(|e| format!("snappy: {e}"))
-        .and_then(|raw| WriteRequest::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}")));
+        .and_then(|raw| walk_write_request(&raw).ok_or_else(|| "protobuf: malformed WriteRequest".to_string()));
     match decoded {
-        Ok(req) => {
-            let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+        Ok((series, samples)) => {
             c.requests.fetch_add(1, Ordering::Relaxed);
-            c.series.fetch_add(req.timeseries.len() as u64, Ordering::Relaxed);
-            c.samples.fetch_add(samples as u64, Ordering::Relaxed);
+            c.series.fetch_add(series, Ordering::Relaxed);
+            c.samples.fetch_add(samples, Ordering::Relaxed);
             (StatusCode::NO_CONTENT, String::new())
         }
         Err(e) => {
@@ -50,6 +48,76 @@ async fn write(State(c): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) ->
             (StatusCode::BAD_REQUEST, format!("cannot decode remote write request: {e}"))
         }
     }
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let x = *b.get(*pos)?;
+        *pos += 1;
+        v |= ((x & 0x7f) as u64) << shift;
+        if x < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Walks one protobuf message: calls `f(field, wire type, payload)` per
+/// field, where payload is the bytes of a length-delimited field (empty
+/// otherwise). `None` if the encoding is malformed.
+fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, u64, &'a [u8]) -> Option<()>) -> Option<()> {
+    let mut pos = 0;
+    while pos < b.len() {
+        let key = varint(b, &mut pos)?;
+        let (field, wire) = (key >> 3, key & 7);
+        let payload: &[u8] = match wire {
+            0 => {
+                varint(b, &mut pos)?;
+                &[]
+            }
+            1 | 5 => {
+                pos = pos.checked_add(if wire == 1 { 8 } else { 4 }).filter(|p| *p <= b.len())?;
+                &[]
+            }
+            2 => {
+                let n = varint(b, &mut pos)? as usize;
+                let end = pos.checked_add(n).filter(|e| *e <= b.len())?;
+                let p = &b[pos..end];
+                pos = end;
+                p
+            }
+            _ => return None,
+        };
+        f(field, wire, payload)?;
+    }
+    Some(())
+}
+
+/// Validates a `prometheus.WriteRequest` without building it: every series'
+/// labels must be UTF-8, every sample well formed. Returns (series, samples).
+fn walk_write_request(b: &[u8]) -> Option<(u64, u64)> {
+    let (mut series, mut samples) = (0u64, 0u64);
+    fields(b, |field, wire, ts| {
+        if field != 1 {
+            return Some(());
+        }
+        (wire == 2).then_some(())?;
+        series += 1;
+        fields(ts, |f, w, p| {
+            match (f, w) {
+                // Label { name = 1, value = 2 }
+                (1, 2) => fields(p, |_, lw, s| (lw != 2 || std::str::from_utf8(s).is_ok()).then_some(())),
+                // Sample { value = 1 (double), timestamp = 2 (varint) }
+                (2, 2) => {
+                    samples += 1;
+                    fields(p, |_, _, _| Some(()))
+                }
+                _ => Some(()),
+            }
+        })
+    })?;
+    Some((series, samples))
 }
 
 async fn metrics(State(c): State<Arc<Counts>>) -> String {
@@ -95,7 +163,8 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_proto::prometheus::{Label, Sample, TimeSeries};
+    use prost::Message;
+    use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
     async fn serve() -> (String, Arc<Counts>) {
         let counts = Arc::new(Counts::default());
@@ -129,6 +198,16 @@ mod tests {
         let bad = c.post(format!("{base}/api/v1/write")).body("not snappy").send().await.unwrap();
         assert_eq!(bad.status(), 400);
         assert!(bad.text().await.unwrap().contains("snappy"));
+        // A label value that is not UTF-8, and a truncated message.
+        let mut raw = req.encode_to_vec();
+        let at = raw.windows(2).position(|w| w == b"up").unwrap();
+        raw[at] = 0xff;
+        assert_eq!(walk_write_request(&raw), None);
+        let full = req.encode_to_vec();
+        assert_eq!(walk_write_request(&full), Some((1, 2)));
+        assert_eq!(walk_write_request(&full[..full.len() - 1]), None);
+        let bad_proto = c.post(format!("{base}/api/v1/write")).body(rw::compress(&raw)).send().await.unwrap();
+        assert_eq!(bad_proto.status(), 400);
         let v2 = c
             .post(format!("{base}/api/v1/write"))
             .header("content-type", rw::CONTENT_TYPE_V2)
@@ -139,7 +218,7 @@ mod tests {
         assert_eq!(v2.status(), 415);
         assert_eq!(counts.samples.load(Ordering::Relaxed), 2);
         assert_eq!(counts.series.load(Ordering::Relaxed), 1);
-        assert_eq!(counts.rejected_requests.load(Ordering::Relaxed), 2);
+        assert_eq!(counts.rejected_requests.load(Ordering::Relaxed), 3);
         let text = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(text.contains("strata_loadgen_sink_samples_total 2\n"), "{text}");
     }

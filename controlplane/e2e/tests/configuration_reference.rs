@@ -24,7 +24,7 @@ variables (shown as `[env: …]`). Durations take units (`200ms`, `5m`,
 ";
 
 /// (binary, arguments before --help, heading)
-const COMMANDS: [(&str, &[&str], &str); 12] = [
+const COMMANDS: [(&str, &[&str], &str); 13] = [
     ("strata", &["ingester"], "strata ingester"),
     ("strata", &["store"], "strata store"),
     ("strata", &["querier"], "strata querier"),
@@ -35,6 +35,7 @@ const COMMANDS: [(&str, &[&str], &str); 12] = [
     ("strata-loadgen", &["run"], "strata-loadgen run"),
     ("strata-loadgen", &["bench", "write"], "strata-loadgen bench write"),
     ("strata-loadgen", &["bench", "otlp"], "strata-loadgen bench otlp"),
+    ("strata-loadgen", &["bench", "sink"], "strata-loadgen bench sink"),
     ("strata-loadgen", &["bench", "query"], "strata-loadgen bench query"),
     ("strata", &[], "strata"),
 ];

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};
 use strata_proto::prometheus::{Exemplar, MetricMetadata};
 
+#[inline]
 fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -20,6 +21,7 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
+#[inline]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -28,14 +30,17 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 fn str_field_len(s: &str) -> usize {
     if s.is_empty() { 0 } else { 1 + varint_len(s.len() as u64) + s.len() }
 }
 
+#[inline]
 fn label_len(n: &str, v: &str) -> usize {
     str_field_len(n) + str_field_len(v)
 }
 
+#[inline]
 fn put_str_field(buf: &mut Vec<u8>, key: u8, s: &str) {
     if !s.is_empty() {
         buf.push(key);
@@ -44,6 +49,7 @@ fn put_str_field(buf: &mut Vec<u8>, key: u8, s: &str) {
     }
 }
 
+#[inline]
 fn put_label(buf: &mut Vec<u8>, n: &str, v: &str) {
     buf.push(0x0a); // field 1, length-delimited
     put_varint(buf, label_len(n, v) as u64);
@@ -51,10 +57,12 @@ fn put_label(buf: &mut Vec<u8>, n: &str, v: &str) {
     put_str_field(buf, 0x12, v);
 }
 
+#[inline]
 fn sample_len(ts: i64) -> usize {
     9 + 1 + varint_len(ts as u64)
 }
 
+#[inline]
 fn put_sample_fields(buf: &mut Vec<u8>, key_value: u8, key_ts: u8, ts: i64, value: f64) {
     buf.push(key_value);
     buf.extend_from_slice(&value.to_bits().to_le_bytes());
