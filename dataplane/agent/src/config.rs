@@ -70,6 +70,23 @@ impl Default for WebConfig {
     }
 }
 
+/// The optional Prometheus exposition endpoint (latest value of every series).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusExporterConfig {
+    /// Where to serve `/metrics` (conventionally :8889); off when unset.
+    pub listen_address: Option<SocketAddr>,
+    /// Series not updated for this long are no longer exposed.
+    #[serde(with = "humantime_serde")]
+    pub expiration: Duration,
+}
+
+impl Default for PrometheusExporterConfig {
+    fn default() -> Self {
+        PrometheusExporterConfig { listen_address: None, expiration: Duration::from_secs(300) }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
@@ -182,6 +199,7 @@ impl Default for TranslationConfig {
 pub struct AgentConfig {
     pub otlp: OtlpConfig,
     pub web: WebConfig,
+    pub prometheus_exporter: PrometheusExporterConfig,
     pub remote_write: RemoteWriteConfig,
     pub queue: QueueConfig,
     pub batch: BatchConfig,

@@ -7,10 +7,12 @@
 //!   → processors (translate OTLP → Prometheus, set labels, batch)
 //!   → durable disk queue (acknowledge OTLP here)
 //!   → exporters (Prometheus remote write 1.0/2.0, one cursor per endpoint)
+//!   (+ optional Prometheus exposition of the latest values, :8889)
 //! ```
 
 pub mod config;
 pub mod exporter;
+pub mod exposition;
 pub mod pipeline;
 pub mod queue;
 pub mod receiver;
@@ -71,9 +73,15 @@ pub async fn run(
     let grpc_listener = bind("OTLP gRPC", cfg.otlp.grpc_address).await?;
     let http_listener = bind("OTLP HTTP", cfg.otlp.http_address).await?;
     let web_listener = bind("web", cfg.web.listen_address).await?;
+    let exposition_listener = match cfg.prometheus_exporter.listen_address {
+        Some(addr) => Some(bind("Prometheus exposition", addr).await?),
+        None => None,
+    };
+    let exposition =
+        exposition_listener.as_ref().map(|_| Arc::new(exposition::Exposition::new(cfg.prometheus_exporter.expiration)));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let pipeline = Pipeline::start(&cfg, queue.clone(), metrics.clone());
+    let pipeline = Pipeline::start(&cfg, queue.clone(), metrics.clone(), exposition.clone());
 
     if cfg.queue.fsync == FsyncPolicy::Interval {
         let q = queue.clone();
@@ -154,10 +162,27 @@ pub async fn run(
     let web = axum::serve(web_listener, web).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
+    let mut stop = stop_rx.clone();
+    let exposition_server = async move {
+        let (Some(listener), Some(exposition)) = (exposition_listener, exposition) else { return Ok(()) };
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let e = exposition.clone();
+                async move { ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], e.render()) }
+            }),
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    };
     tracing::info!(
         grpc = %cfg.otlp.grpc_address,
         http = %cfg.otlp.http_address,
         web = %cfg.web.listen_address,
+        prometheus_exporter = ?cfg.prometheus_exporter.listen_address,
         endpoints = ?cfg.remote_write.endpoints.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(),
         queue = %cfg.queue.path.display(),
         "strata-agent started"
@@ -166,10 +191,11 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let (g, h, w) = tokio::join!(grpc, http, web);
+    let (g, h, w, x) = tokio::join!(grpc, http, web, exposition_server);
     g.map_err(|e| AgentError::Serve { what: "OTLP gRPC", message: e.to_string() })?;
     h.map_err(|e| AgentError::Serve { what: "OTLP HTTP", message: e.to_string() })?;
     w.map_err(|e| AgentError::Serve { what: "web", message: e.to_string() })?;
+    x.map_err(|e| AgentError::Serve { what: "Prometheus exposition", message: e.to_string() })?;
     // Give in-flight sends a moment; anything unsent stays in the queue.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())

@@ -36,6 +36,13 @@ struct Cli {
     /// Address for /metrics, /-/ready and /-/healthy.
     #[arg(long = "web.listen-address", env = "STRATA_AGENT_WEB_LISTEN_ADDRESS")]
     web_listen_address: Option<SocketAddr>,
+    /// Serve the latest value of every translated series in the Prometheus
+    /// text format on this address (conventionally :8889); off by default.
+    #[arg(long = "prometheus-exporter.listen-address", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_LISTEN_ADDRESS")]
+    prometheus_exporter_listen_address: Option<SocketAddr>,
+    /// Series not updated for this long drop out of the exposition.
+    #[arg(long = "prometheus-exporter.expiration", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_EXPIRATION", value_parser = humantime::parse_duration)]
+    prometheus_exporter_expiration: Option<std::time::Duration>,
     /// Remote write endpoint (repeatable); replaces the file's endpoints.
     #[arg(long = "remote-write.url", env = "STRATA_AGENT_REMOTE_WRITE_URL", value_delimiter = ',')]
     remote_write_url: Vec<String>,
@@ -105,6 +112,12 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(a) = cli.web_listen_address {
         cfg.web.listen_address = a;
+    }
+    if let Some(a) = cli.prometheus_exporter_listen_address {
+        cfg.prometheus_exporter.listen_address = Some(a);
+    }
+    if let Some(d) = cli.prometheus_exporter_expiration {
+        cfg.prometheus_exporter.expiration = d;
     }
     if !cli.remote_write_url.is_empty() {
         cfg.remote_write.endpoints = cli

@@ -12,6 +12,7 @@ use strata_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AgentConfig;
+use crate::exposition::Exposition;
 use crate::queue::{DiskQueue, QueueError};
 use crate::telemetry::AgentMetrics;
 
@@ -49,6 +50,7 @@ pub struct Pipeline {
     queue: Arc<DiskQueue>,
     max_queue_bytes: u64,
     metrics: Arc<AgentMetrics>,
+    exposition: Option<Arc<Exposition>>,
 }
 
 fn now_ms() -> i64 {
@@ -57,7 +59,12 @@ fn now_ms() -> i64 {
 
 impl Pipeline {
     /// Builds the pipeline and starts its batch task.
-    pub fn start(cfg: &AgentConfig, queue: Arc<DiskQueue>, metrics: Arc<AgentMetrics>) -> Arc<Self> {
+    pub fn start(
+        cfg: &AgentConfig,
+        queue: Arc<DiskQueue>,
+        metrics: Arc<AgentMetrics>,
+        exposition: Option<Arc<Exposition>>,
+    ) -> Arc<Self> {
         let t = &cfg.translation;
         let translator = Translator::new(TranslatorConfig {
             promote_resource_attributes: t.promote_resource_attributes.clone(),
@@ -75,6 +82,7 @@ impl Pipeline {
             queue: queue.clone(),
             max_queue_bytes: cfg.queue.max_bytes,
             metrics: metrics.clone(),
+            exposition,
         });
         tokio::spawn(batch_loop(rx, queue, metrics, cfg.batch.send_batch_size, cfg.batch.timeout));
         p
@@ -114,6 +122,9 @@ impl Pipeline {
         let accepted = Accepted { rejected_points: out.stats.rejected_points, message: out.rejection_message() };
         if out.num_series() == 0 {
             return Ok(accepted);
+        }
+        if let Some(e) = &self.exposition {
+            e.update(&out.write_request());
         }
         let samples = out.stats.samples as usize;
         let bytes = out.into_bytes();

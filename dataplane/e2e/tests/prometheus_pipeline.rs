@@ -1,6 +1,8 @@
 //! sample-api → strata-agent → Debian's Prometheus (remote write receiver):
 //! histograms, business counters and target_info arrive with the agent's
-//! `environment` / `data_plane_id` labels and counts equal to the traffic.
+//! `environment` / `data_plane_id` labels and counts equal to the traffic;
+//! the agent's optional Prometheus exposition (:8889) shows the same values
+//! in a format `promtool check metrics` accepts.
 
 use std::time::Duration;
 
@@ -13,7 +15,16 @@ async fn traffic_arrives_in_prometheus_with_exact_counts() {
     }
     let dir = test_dir();
     let prom = Prometheus::start(dir.path(), free_port()).await;
-    let agent = Agent::start(dir.path(), "agent", &prom.write_url(), "prod", "dp-prod-01", &[]).await;
+    let exposition = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(
+        dir.path(),
+        "agent",
+        &prom.write_url(),
+        "prod",
+        "dp-prod-01",
+        &["--prometheus-exporter.listen-address", &exposition],
+    )
+    .await;
     let no_failures = [("PAYMENT_FAILURE_RATE", "0".to_string())];
     let http_api = SampleApi::start(dir.path(), "api-http", &agent, "http/protobuf", "shop-http", &no_failures).await;
     let grpc_api = SampleApi::start(dir.path(), "api-grpc", &agent, "grpc", "shop-grpc", &no_failures).await;
@@ -150,5 +161,41 @@ async fn traffic_arrives_in_prometheus_with_exact_counts() {
         0.0
     );
     assert!(agent.metric("strata_agent_samples_queued_total").await > 0.0);
+
+    // The exposition endpoint serves the latest value of the same series.
+    let text = reqwest::get(format!("http://{exposition}/metrics")).await.unwrap().text().await.unwrap();
+    let exposed = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let common = [("environment", "prod"), ("data_plane_id", "dp-prod-01"), ("job", "shop-http")];
+    let products = [common.as_slice(), &[("http_route", "/api/products")]].concat();
+    assert_eq!(exposed("http_server_request_duration_seconds_count", &products), 30.0, "{text}");
+    assert_eq!(
+        exposed("http_server_request_duration_seconds_bucket", &[products.as_slice(), &[("le", "+Inf")]].concat()),
+        30.0
+    );
+    assert_eq!(exposed("shop_orders_created_total", &common), 5.0);
+    assert_eq!(exposed("shop_payments_total", &[common.as_slice(), &[("outcome", "success")]].concat()), 4.0);
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram\n"), "{text}");
+    assert!(text.contains("# TYPE shop_orders_created_total counter\n"), "{text}");
+    assert!(exposed("target_info", &[("job", "shop-grpc")]) == 1.0, "{text}");
+    if require("promtool") {
+        let mut check = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool check metrics: {report}\n{text}");
+    }
     drop((http_api, grpc_api, json_api));
 }
