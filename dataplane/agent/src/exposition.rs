@@ -28,6 +28,9 @@ struct State {
     families: HashMap<String, (MetricType, String)>,
 }
 
+/// A series as rendered: name, labels without `__name__`, value.
+type ExposedSeries<'a> = (&'a str, Vec<&'a (String, String)>, f64);
+
 /// Latest samples of the translated series, rendered on scrape.
 pub struct Exposition {
     state: Mutex<State>,
@@ -81,7 +84,7 @@ impl Exposition {
         let expiration = self.expiration;
         st.series.retain(|_, l| l.updated.elapsed() <= expiration);
         // family → [(series name, labels without __name__, value)]
-        let mut by_family: BTreeMap<&str, Vec<(&str, Vec<&(String, String)>, f64)>> = BTreeMap::new();
+        let mut by_family: BTreeMap<&str, Vec<ExposedSeries<'_>>> = BTreeMap::new();
         for (labels, latest) in &st.series {
             let Some(name) = labels.iter().find(|l| l.0 == NAME).map(|l| l.1.as_str()) else { continue };
             let family = family_of(name, &st.families);
