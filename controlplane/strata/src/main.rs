@@ -9,6 +9,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_ingest::IngesterConfig;
 
+// Remote write decoding and head appends allocate per label; glibc's
+// allocator took ~40 % of an ingester's CPU in the live-shape ingest profile
+// (docs/benchmarks.md). Built without transparent huge pages to keep RSS
+// proportional to what is in use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Strata control plane. Every flag can also be set in the YAML file given
 /// by --config.file (keys are flag names, e.g. `raft.node-id: 1`); flags on
 /// the command line win.
