@@ -210,10 +210,18 @@ impl StoreSet {
                     let mut stream = c.series(req).await?.into_inner();
                     let mut out = Vec::new();
                     let mut warnings = Vec::new();
+                    // Decode each frame as it arrives, while the source
+                    // prepares the next one.
                     while let Some(batch) = stream.next().await {
                         let batch = batch?;
                         warnings.extend(batch.warnings);
-                        out.extend(batch.series);
+                        for s in batch.series {
+                            let labels =
+                                Labels::from_sorted_or_sort(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                            let samples = series_samples(s.samples, &s.chunks, min_t, max_t)
+                                .map_err(|e| tonic::Status::data_loss(e.to_string()))?;
+                            out.push((labels, samples, s.chunks.is_empty()));
+                        }
                     }
                     Ok((out, warnings))
                 }
@@ -225,14 +233,8 @@ impl StoreSet {
         let single_source = r.data.len() == 1;
         for (series, w) in r.data {
             warnings.extend(w);
-            for s in series {
-                let labels = Labels::from_sorted_or_sort(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
-                let samples = series_samples(s.samples, &s.chunks, min_t, max_t)?;
-                if single_source
-                    && s.chunks.is_empty()
-                    && index.is_empty()
-                    && data.last().is_none_or(|l| l.labels < labels)
-                {
+            for (labels, samples, no_chunks) in series {
+                if single_source && no_chunks && index.is_empty() && data.last().is_none_or(|l| l.labels < labels) {
                     // Fast path: one source, sorted, unique series.
                     data.push(Series::floats(labels, samples));
                     continue;

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use object_store::ObjectStore;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -171,6 +171,11 @@ fn matching_refs(b: &BlockIndex, ms: &[Matcher]) -> Vec<u32> {
         .collect()
 }
 
+/// Series per `SeriesResponse` frame.
+const SERIES_PER_BATCH: usize = 500;
+/// Blocks read at once by one Series call.
+const READ_CONCURRENCY: usize = 4;
+
 type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, tonic::Status>> + Send>>;
 
 /// Encodes time-ordered samples as XOR chunks of up to 120 samples.
@@ -225,49 +230,72 @@ impl Store for GatewayService {
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
+        let blocks = self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await;
         let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-        for b in self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await {
-            let refs = matching_refs(&b, &ms);
-            if refs.is_empty() {
-                continue;
-            }
-            if r.skip_samples {
-                for &i in &refs {
+        if r.skip_samples {
+            for b in &blocks {
+                for i in matching_refs(b, &ms) {
                     merged.entry(b.labels[i as usize].clone()).or_default();
                 }
-                continue;
             }
-            let samples =
-                b.read_samples(self.0.store.clone(), &refs, r.min_time, r.max_time).await.map_err(to_status)?;
-            for (&i, s) in refs.iter().zip(samples) {
-                if s.is_empty() {
-                    continue;
-                }
-                let e = merged.entry(b.labels[i as usize].clone()).or_default();
-                e.extend(s);
-            }
-        }
-        let mut batches = Vec::new();
-        let mut cur = Vec::new();
-        for (labels, mut samples) in merged {
-            samples.sort_by_key(|x| x.0);
-            samples.dedup_by_key(|x| x.0);
-            // XOR chunks when the caller decodes them: ~1–2 bytes per sample
-            // on the wire instead of ~18.
-            let (samples, chunks) = if r.accept_chunks { (vec![], xor_chunks(&samples)) } else { (samples, vec![]) };
-            cur.push(Series {
-                labels: labels.to_proto(),
-                samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
-                chunks,
+        } else {
+            // Blocks are read concurrently (Parquet decoding is the costly
+            // part), then merged per series in time order.
+            let ms = Arc::new(ms);
+            let reads = blocks.into_iter().map(|b| {
+                let (ms, store) = (ms.clone(), self.0.store.clone());
+                let (min_t, max_t) = (r.min_time, r.max_time);
+                tokio::spawn(async move {
+                    let refs = matching_refs(&b, &ms);
+                    if refs.is_empty() {
+                        return Ok((b, refs, Vec::new()));
+                    }
+                    let samples = b.read_samples(store, &refs, min_t, max_t).await?;
+                    Ok::<_, strata_blocks::BlockError>((b, refs, samples))
+                })
             });
-            if cur.len() == 500 {
-                batches.push(Ok(SeriesResponse { series: std::mem::take(&mut cur), warnings: vec![] }));
+            let mut done = Vec::new();
+            let mut reads = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+            while let Some(res) = reads.next().await {
+                let (b, refs, samples) = res.map_err(|e| tonic::Status::internal(e.to_string()))?.map_err(to_status)?;
+                done.push((b, refs, samples));
+            }
+            done.sort_by_key(|(b, _, _)| (b.meta.min_time, b.meta.max_time));
+            for (b, refs, samples) in done {
+                for (&i, s) in refs.iter().zip(samples) {
+                    if !s.is_empty() {
+                        merged.entry(b.labels[i as usize].clone()).or_default().extend(s);
+                    }
+                }
             }
         }
-        if !cur.is_empty() {
-            batches.push(Ok(SeriesResponse { series: cur, warnings: vec![] }));
-        }
-        Ok(tonic::Response::new(Box::pin(futures::stream::iter(batches))))
+        // Encode and send batch by batch from a task, so the caller decodes
+        // one batch while the next is encoded.
+        let accept_chunks = r.accept_chunks;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut cur = Vec::new();
+            let total = merged.len();
+            for (n, (labels, mut samples)) in merged.into_iter().enumerate() {
+                samples.sort_by_key(|x| x.0);
+                samples.dedup_by_key(|x| x.0);
+                // XOR chunks when the caller decodes them: ~1–2 bytes per sample
+                // on the wire instead of ~18.
+                let (samples, chunks) = if accept_chunks { (vec![], xor_chunks(&samples)) } else { (samples, vec![]) };
+                cur.push(Series {
+                    labels: labels.to_proto(),
+                    samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
+                    chunks,
+                });
+                if cur.len() == SERIES_PER_BATCH || n + 1 == total {
+                    let batch = SeriesResponse { series: std::mem::take(&mut cur), warnings: vec![] };
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return; // the caller went away
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn label_names(
