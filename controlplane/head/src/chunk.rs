@@ -30,21 +30,32 @@ impl BitWriter {
         self.free -= 1;
     }
 
-    /// The low `nbits` bits of `value`, most significant first, up to a
-    /// byte at a time.
-    fn write_bits(&mut self, value: u64, mut nbits: u8) {
-        while nbits > 0 {
-            if self.free == 0 {
-                self.bytes.push(0);
-                self.free = 8;
-            }
-            let take = nbits.min(self.free);
-            let chunk = ((value >> (nbits - take)) & ((1u64 << take) - 1)) as u8;
-            let last = self.bytes.len() - 1;
-            self.bytes[last] |= chunk << (self.free - take);
-            self.free -= take;
-            nbits -= take;
+    /// The low `nbits` bits of `value`, most significant first: fills the
+    /// partial last byte, then appends the rest as whole bytes at once.
+    fn write_bits(&mut self, value: u64, nbits: u8) {
+        if nbits == 0 {
+            return;
         }
+        let mut n = nbits.min(64) as u32;
+        let value = if n == 64 { value } else { value & ((1u64 << n) - 1) };
+        if self.free > 0 {
+            let take = n.min(self.free as u32);
+            let chunk = ((value >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= chunk << (self.free as u32 - take);
+            self.free -= take as u8;
+            n -= take;
+            if n == 0 {
+                return;
+            }
+        }
+        // Byte-aligned now: the remaining low `n` bits, left-aligned.
+        let aligned = value << (64 - n);
+        let whole = (n / 8) as usize;
+        let rem = n % 8;
+        let len = whole + usize::from(rem > 0);
+        self.bytes.extend_from_slice(&aligned.to_be_bytes()[..len]);
+        self.free = if rem > 0 { (8 - rem) as u8 } else { 0 };
     }
 
     fn write_byte(&mut self, b: u8) {

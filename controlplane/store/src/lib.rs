@@ -179,6 +179,18 @@ const READ_CONCURRENCY: usize = 4;
 type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, tonic::Status>> + Send>>;
 
 /// Encodes time-ordered samples as XOR chunks of up to 120 samples.
+/// `samples` if already strictly time-ordered (what blocks hold), else a
+/// sorted copy without duplicate timestamps.
+fn sorted_unique(samples: &[(i64, f64)]) -> std::borrow::Cow<'_, [(i64, f64)]> {
+    if samples.windows(2).all(|w| w[0].0 < w[1].0) {
+        return samples.into();
+    }
+    let mut v = samples.to_vec();
+    v.sort_by_key(|x| x.0);
+    v.dedup_by_key(|x| x.0);
+    v.into()
+}
+
 fn xor_chunks(samples: &[(i64, f64)]) -> Vec<Chunk> {
     samples
         .chunks(120)
@@ -231,7 +243,8 @@ impl Store for GatewayService {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
         let blocks = self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await;
-        let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        // Per series, its samples from each block in time order.
+        let mut merged: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
         if r.skip_samples {
             for b in &blocks {
                 for i in matching_refs(b, &ms) {
@@ -264,7 +277,7 @@ impl Store for GatewayService {
             for (b, refs, samples) in done {
                 for (&i, s) in refs.iter().zip(samples) {
                     if !s.is_empty() {
-                        merged.entry(b.labels[i as usize].clone()).or_default().extend(s);
+                        merged.entry(b.labels[i as usize].clone()).or_default().push(s);
                     }
                 }
             }
@@ -276,12 +289,18 @@ impl Store for GatewayService {
         tokio::spawn(async move {
             let mut cur = Vec::new();
             let total = merged.len();
-            for (n, (labels, mut samples)) in merged.into_iter().enumerate() {
-                samples.sort_by_key(|x| x.0);
-                samples.dedup_by_key(|x| x.0);
+            for (n, (labels, parts)) in merged.into_iter().enumerate() {
                 // XOR chunks when the caller decodes them: ~1–2 bytes per sample
-                // on the wire instead of ~18.
-                let (samples, chunks) = if accept_chunks { (vec![], xor_chunks(&samples)) } else { (samples, vec![]) };
+                // on the wire instead of ~18. Chunks are cut per block (the
+                // caller merges overlapping chunks, e.g. of redundant blocks).
+                let (samples, chunks) = if accept_chunks {
+                    (vec![], parts.iter().flat_map(|p| xor_chunks(&sorted_unique(p))).collect())
+                } else {
+                    let mut samples = parts.concat();
+                    samples.sort_by_key(|x| x.0);
+                    samples.dedup_by_key(|x| x.0);
+                    (samples, vec![])
+                };
                 cur.push(Series {
                     labels: labels.to_proto(),
                     samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
