@@ -51,16 +51,11 @@ async fn write(State(c): State<Arc<Counts>>, headers: HeaderMap, body: Bytes) ->
 }
 
 fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let x = *b.get(*pos)?;
-        *pos += 1;
-        v |= ((x & 0x7f) as u64) << shift;
-        if x < 0x80 {
-            return Some(v);
-        }
-    }
-    None
+    let mut rest = b.get(*pos..)?;
+    let before = rest.len();
+    let v = prost::encoding::decode_varint(&mut rest).ok()?;
+    *pos += before - rest.len();
+    Some(v)
 }
 
 /// Walks one protobuf message: calls `f(field, wire type, payload)` per
