@@ -210,23 +210,14 @@ fn json_string(s: &str) -> String {
 /// normalization have their values joined with `;` in key order (spec).
 /// Returns the label with an empty key as an error.
 fn attributes_to_labels(attrs: &[KeyValue]) -> Result<Vec<Label>, ()> {
-    let mut tmp: Vec<(String, &str, String)> = Vec::with_capacity(attrs.len());
-    for kv in attrs {
-        let name = label_name(&kv.key).ok_or(())?;
-        tmp.push((name, kv.key.as_str(), any_value_string(&kv.value)));
+    // Off the hot path (resources, exemplars): a throwaway name cache.
+    let mut names = LabelNames::default();
+    if !names.resolve(attrs) {
+        return Err(());
     }
-    tmp.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)));
-    let mut out: Vec<Label> = Vec::with_capacity(tmp.len() + 6);
-    for (name, _, value) in tmp {
-        match out.last_mut() {
-            Some(last) if last.name == name => {
-                last.value.push(';');
-                last.value.push_str(&value);
-            }
-            _ => out.push(Label { name, value }),
-        }
-    }
-    Ok(out)
+    let mut labels = PointAttrs::new();
+    names.labels(attrs, &mut labels);
+    Ok(labels.into_iter().map(|(n, v)| Label { name: n.to_string(), value: v.into_owned() }).collect())
 }
 
 /// A data point's attributes as labels (sorted by name), borrowing from
