@@ -506,18 +506,33 @@ impl BlockIndex {
                 .column_by_name("value")
                 .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
                 .ok_or_else(|| BlockError::Invalid("value".into()))?;
-            for i in 0..b.num_rows() {
-                let sref = r.value(i);
+            let (r, t, v) = (r.values(), t.values(), v.values());
+            // Rows come in runs of one series, time-ordered within a run.
+            let mut i = 0;
+            while i < r.len() {
+                let sref = r[i];
+                let run = r[i..].iter().position(|&x| x != sref).unwrap_or(r.len() - i);
                 while slot < refs.len() && refs[slot] != sref {
                     slot += 1;
                 }
                 if slot == refs.len() {
                     return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in samples")));
                 }
-                let ts = t.value(i);
-                if ts >= min_t && ts <= max_t {
-                    out[slot].push((ts, v.value(i)));
+                let (ts, vs) = (&t[i..i + run], &v[i..i + run]);
+                let dst = &mut out[slot];
+                if dst.capacity() == 0 {
+                    let rows = self.row_start[sref as usize + 1] - self.row_start[sref as usize];
+                    dst.reserve(rows as usize);
                 }
+                if ts.windows(2).all(|w| w[0] <= w[1]) {
+                    let a = ts.partition_point(|&x| x < min_t);
+                    let z = ts.partition_point(|&x| x <= max_t).max(a);
+                    dst.extend(ts[a..z].iter().copied().zip(vs[a..z].iter().copied()));
+                } else {
+                    let rows = ts.iter().copied().zip(vs.iter().copied());
+                    dst.extend(rows.filter(|&(x, _)| x >= min_t && x <= max_t));
+                }
+                i += run;
             }
         }
         Ok(out)

@@ -394,8 +394,50 @@ pub async fn instant_query(
 }
 
 /// What the block tests compare before and after a flush.
-pub const BLOCK_QUERIES: [&str; 3] =
-    ["requests_total", "sum by (env) (rate(requests_total[2m]))", "max_over_time(requests_total[5m])"];
+/// The aggregations (sum, count, the max inside topk, min) are computed by the store gateways (aggregation push-down)
+/// for the steps their blocks cover.
+pub const BLOCK_QUERIES: [&str; 6] = [
+    "requests_total",
+    "sum by (env) (rate(requests_total[2m]))",
+    "max_over_time(requests_total[5m])",
+    "count by (code) (requests_total offset 1m)",
+    "topk(1, max by (env) (increase(requests_total[3m])))",
+    "min(requests_total)",
+];
+
+/// Waits until the querier's view of its sources (`/api/v1/stores`, from
+/// `Info` refreshed every 5 s) has `sources` entries, the stores' blocks
+/// reaching `block_until` and every ingester holding nothing older than
+/// `head_from`: from then on it pushes aggregations over the blocks down.
+pub async fn wait_querier_sees_blocks(
+    client: &reqwest::Client,
+    querier: &str,
+    sources: usize,
+    block_until: i64,
+    head_from: i64,
+) {
+    wait_for(Duration::from_secs(20), "the querier to see the blocks in the store only", || async {
+        let v: serde_json::Value =
+            client.get(format!("{querier}/api/v1/stores")).send().await.ok()?.json().await.ok()?;
+        let list = v["data"].as_array()?;
+        let ready = list.iter().all(|s| match s["component"].as_str() {
+            Some("store") => s["maxTime"].as_i64().is_some_and(|t| t >= block_until),
+            _ => s["minTime"].as_i64().is_some_and(|t| t >= head_from),
+        });
+        (ready && list.len() == sources).then_some(())
+    })
+    .await;
+}
+
+/// The value of a counter or gauge line (`name{labels} value`) on a
+/// `/metrics` page, 0 when absent.
+pub async fn metric_value(client: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let page = client.get(url).send().await.unwrap().text().await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
 
 /// `BLOCK_QUERIES` over `[start_ms, end_ms]`; each must have data.
 pub async fn block_query_results(

@@ -71,10 +71,18 @@ async fn head_and_blocks_answer_like_the_head_alone() {
         s.values().all(|v| v.iter().all(|(t, _)| *t >= t0 + 20 * 60_000)).then_some(())
     })
     .await;
+    wait_querier_sees_blocks(&client, &querier.base(), 4, end, t0 + 20 * 60_000).await;
+    let pushed = "strata_querier_pushdowns_total{result=\"pushed\"}";
+    let metrics_url = format!("{}/metrics", querier.base());
+    assert_eq!(metric_value(&client, &metrics_url, pushed).await, 0.0, "nothing pushed down while all was in the head");
     for (q, want) in BLOCK_QUERIES.iter().zip(&before) {
         let got = query_range(&client, &querier.base(), q, start, end).await;
         assert_eq!(&got, want, "{q}: blocks answer differently from the head");
     }
+    // The aggregations were computed next to the block by the store gateway.
+    assert_eq!(metric_value(&client, &metrics_url, pushed).await, 4.0);
+    let store_metrics = format!("http://127.0.0.1:{}/metrics", store.web);
+    assert_eq!(metric_value(&client, &store_metrics, "strata_store_aggregate_requests_total").await, 4.0);
     // A window across the boundary has both parts.
     let across = query_range(
         &client,

@@ -247,6 +247,8 @@ async fn differential_against_prometheus() {
 
     let start = (base / 60_000 + 16) * 60_000;
     let end = (base / 60_000 + MINUTES - 2) * 60_000;
+    // Aggregations over the steps the block covers are pushed down to the store.
+    wait_querier_sees_blocks(&client, &querier.base(), 4, start, cut).await;
     let sec = |ms: i64| format!("{}", ms as f64 / 1000.0);
     let mut failures = Vec::new();
     let mut compared = 0;
@@ -303,6 +305,9 @@ async fn differential_against_prometheus() {
     }
     assert!(failures.is_empty(), "{} of {} queries differ:\n{}", failures.len(), QUERIES.len(), failures.join("\n"));
     assert!(compared >= 50, "only {compared} queries compared");
+    let pushed = "strata_querier_pushdowns_total{result=\"pushed\"}";
+    let pushed = metric_value(&client, &format!("{}/metrics", querier.base()), pushed).await;
+    assert!(pushed >= 10.0, "the store computed only {pushed} aggregations");
 
     // A replica failure is invisible: the querier reads the shard from another replica.
     let leader = cluster.wait_leader(None, Duration::from_secs(10)).await;

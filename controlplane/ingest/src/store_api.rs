@@ -7,8 +7,8 @@ use strata_model::Matcher;
 use strata_proto::prometheus::{Chunk, Sample, chunk};
 use strata_proto::store::store_server::Store;
 use strata_proto::store::{
-    InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series,
-    SeriesRequest, SeriesResponse,
+    AggregateRequest, AggregateResponse, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
+    LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest, SeriesResponse,
 };
 
 use crate::raft_types::Raft;
@@ -165,5 +165,14 @@ impl Store for HeadStore {
         let ms = matchers(&r.matchers)?;
         let st = self.sm.state.read().await;
         Ok(tonic::Response::new(LabelValuesResponse { values: st.head.label_values(tenant(&r.tenant), &r.name, &ms) }))
+    }
+
+    async fn aggregate(
+        &self,
+        _: tonic::Request<AggregateRequest>,
+    ) -> Result<tonic::Response<AggregateResponse>, tonic::Status> {
+        // The querier pushes aggregations down only to store gateways (whole
+        // blocks); the head answers raw series.
+        Err(tonic::Status::unimplemented("aggregation push-down is served by store gateways"))
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::eval::{Ctx, Hist, SeriesBuilder, StepSeries, Value};
 use crate::functions::{kahan_inc, quantile};
 use crate::labels::{Labels, METRIC_NAME, is_valid_label_name};
-use crate::{Error, FloatHistogram};
+use crate::{Error, FloatHistogram, PushedAggregate};
 
 /// Labels of the group a series belongs to.
 fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -29,6 +29,59 @@ fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 }
 
 pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value, Error> {
+    match ctx.storage.pushed(a) {
+        Some(p) if crate::pushdown::is_pushable(a) => splice_pushed(ctx, a, ts, p),
+        _ => eval_raw(ctx, a, ts),
+    }
+}
+
+/// An aggregation whose values at some steps were computed elsewhere:
+/// the other steps are evaluated here, and the two are put together.
+fn splice_pushed(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64], p: &PushedAggregate) -> Result<Value, Error> {
+    let pos: Vec<Option<usize>> = ts.iter().map(|t| p.steps.binary_search(t).ok()).collect();
+    let rest: Vec<usize> = (0..ts.len()).filter(|&i| pos[i].is_none()).collect();
+    let mut out: Vec<StepSeries> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    if !rest.is_empty() {
+        let rest_ts: Vec<i64> = rest.iter().map(|&i| ts[i]).collect();
+        let Value::Vector(local) = eval_raw(ctx, a, &rest_ts)? else {
+            return Err(Error::Execution("aggregation did not return an instant vector".into()));
+        };
+        for s in local {
+            let mut vals = vec![None; ts.len()];
+            for (&i, v) in rest.iter().zip(s.vals) {
+                vals[i] = v;
+            }
+            let mut full = StepSeries::floats(s.labels, vals, s.drop_name);
+            for (&i, h) in rest.iter().zip(s.hists) {
+                full.set_hist(i, h);
+            }
+            index.insert(full.labels.clone(), out.len());
+            out.push(full);
+        }
+    }
+    let first_pushed = out.len();
+    for (labels, vals) in &p.series {
+        let slot = match index.get(labels) {
+            Some(&i) => i,
+            None => {
+                index.insert(labels.clone(), out.len());
+                out.push(StepSeries::floats(labels.clone(), vec![None; ts.len()], false));
+                out.len() - 1
+            }
+        };
+        for (i, j) in pos.iter().enumerate() {
+            if let Some(j) = *j {
+                out[slot].vals[i] = vals.get(j).copied().flatten();
+            }
+        }
+    }
+    out[first_pushed..].sort_by(|x, y| x.labels.cmp(&y.labels));
+    out.retain(|s| (0..ts.len()).any(|i| s.present(i)));
+    Ok(Value::Vector(out))
+}
+
+fn eval_raw(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value, Error> {
     let op = a.op.id();
     let steps = ts.len();
     let param = match &a.param {
@@ -130,9 +183,14 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
                 .zip(&group_drop)
                 .map(|(l, &d)| StepSeries::floats(l.clone(), vec![None; steps], d))
                 .collect();
+            let any_hists = input.iter().any(|s| !s.hists.is_empty());
+            if !any_hists && matches!(op, T_SUM | T_MIN | T_MAX | T_COUNT | T_GROUP) {
+                accumulate_floats(ctx, op, &input, &member, &mut out)?;
+                out.retain(|s| (0..steps).any(|i| s.present(i)));
+                return Ok(Value::Vector(out));
+            }
             let mut values: Vec<Vec<f64>> = vec![Vec::new(); groups.len()];
             let mut hists: Vec<Vec<&Hist>> = vec![Vec::new(); groups.len()];
-            let any_hists = input.iter().any(|s| !s.hists.is_empty());
             for i in 0..steps {
                 ctx.check("aggregation")?;
                 for v in values.iter_mut() {
@@ -213,6 +271,58 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, ts: &[i64]) -> Result<Value
             Ok(Value::Vector(out))
         }
     }
+}
+
+/// `sum`/`min`/`max`/`count`/`group` of float series, series by series
+/// into per-group, per-step accumulators: the same operations in the same
+/// order as collecting each step's values first, without the per-step lists.
+fn accumulate_floats(
+    ctx: &Ctx<'_>,
+    op: u16,
+    input: &[StepSeries],
+    member: &[usize],
+    out: &mut [StepSeries],
+) -> Result<(), Error> {
+    let steps = out.first().map_or(0, |s| s.vals.len());
+    // Kahan compensation per group and step (sum only).
+    let mut comp: Vec<Vec<f64>> = if op == T_SUM { vec![vec![0.0; steps]; out.len()] } else { Vec::new() };
+    for (n, (s, &g)) in input.iter().zip(member).enumerate() {
+        if n % 1024 == 0 {
+            ctx.check("aggregation")?;
+        }
+        let acc = &mut out[g].vals;
+        for (i, v) in s.vals.iter().enumerate() {
+            let Some(v) = *v else { continue };
+            acc[i] = Some(match (op, acc[i]) {
+                (T_SUM, None) => {
+                    let (sum, c) = kahan_inc(v, 0.0, 0.0);
+                    comp[g][i] = c;
+                    sum
+                }
+                (T_SUM, Some(sum)) => {
+                    let (sum, c) = kahan_inc(v, sum, comp[g][i]);
+                    comp[g][i] = c;
+                    sum
+                }
+                (T_COUNT, c) => c.unwrap_or(0.0) + 1.0,
+                (T_GROUP, _) => 1.0,
+                (_, None) => v,
+                (T_MIN, Some(m)) if m > v || m.is_nan() => v,
+                (T_MAX, Some(m)) if m < v || m.is_nan() => v,
+                (_, Some(m)) => m,
+            });
+        }
+    }
+    if op == T_SUM {
+        for (s, c) in out.iter_mut().zip(comp) {
+            for (v, c) in s.vals.iter_mut().zip(c) {
+                if let Some(v) = v {
+                    *v += c;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The sum of native histograms; `None` when they cannot be added

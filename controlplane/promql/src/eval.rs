@@ -292,7 +292,11 @@ impl Ctx<'_> {
             let loaded: usize = series.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
             self.add_samples(loaded, "query execution")?;
             for s in series {
-                let samples: Vec<(i64, f64)> = s.samples.iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect();
+                let samples: Vec<(i64, f64)> = if s.samples.iter().any(|(_, v)| is_stale_nan(*v)) {
+                    s.samples.iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect()
+                } else {
+                    s.samples.clone()
+                };
                 if !samples.is_empty() || !s.histograms.is_empty() {
                     out.push(RangeSeries {
                         labels: s.labels.clone(),

@@ -236,6 +236,9 @@ pub(crate) fn eval(ctx: &Ctx<'_>, c: &Call, ts: &[i64]) -> Result<Value, Error> 
                     ctx.warn(format_args!("this native histogram metric is not a gauge: {metric:?}"));
                 }
             }
+            if counter && m.series.iter().all(|s| s.hists.is_empty()) {
+                return Ok(Value::Vector(counter_rates(&m, rate)));
+            }
             Ok(Value::Vector(map_windows_mixed(&m, false, |w, hw, i| {
                 if hw.is_empty() {
                     return extrapolated_rate(w, m.ends[i], m.range, counter, rate).map(Point::F);
@@ -819,6 +822,51 @@ fn absent_result(labels: Labels, vals: Vec<Option<f64>>) -> Value {
         return Value::Vector(Vec::new());
     }
     Value::Vector(vec![StepSeries::floats(labels, vals, false)])
+}
+
+/// `rate`/`increase` of float series: like [`extrapolated_rate`] per
+/// window, with the counter resets of the whole series counted once, so a
+/// window without a reset (nearly all of them) is not scanned.
+fn counter_rates(m: &Matrix, rate: bool) -> Vec<StepSeries> {
+    let mut out = Vec::with_capacity(m.series.len());
+    let mut resets: Vec<u32> = Vec::new();
+    for s in &m.series {
+        let samples = &s.samples;
+        // resets[k]: drops among samples[1..=k].
+        resets.clear();
+        let mut n = 0u32;
+        resets.push(0);
+        for w in samples.windows(2) {
+            n += u32::from(w[1].1 < w[0].1);
+            resets.push(n);
+        }
+        let mut vals = vec![None; m.ends.len()];
+        let mut any = false;
+        for (i, (lo, hi)) in m.windows(samples).into_iter().enumerate() {
+            if hi - lo < 2 {
+                continue;
+            }
+            let w = &samples[lo..hi];
+            let v = if resets[hi - 1] == resets[lo] {
+                let (first, last) = (w[0], w[w.len() - 1]);
+                let result = last.1 - first.1;
+                let zero_clamp = (result > 0.0 && first.1 >= 0.0).then_some((first.1, result));
+                let end = m.ends[i];
+                result * extrapolation_factor(first.0, last.0, w.len(), end - m.range, end, zero_clamp, rate)
+            } else {
+                match extrapolated_rate(w, m.ends[i], m.range, true, rate) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            };
+            vals[i] = Some(v);
+            any = true;
+        }
+        if any {
+            out.push(StepSeries::floats(s.labels.clone(), vals, true));
+        }
+    }
+    out
 }
 
 fn extrapolated_rate(w: &[(i64, f64)], end: i64, range: i64, counter: bool, rate: bool) -> Option<f64> {

@@ -21,6 +21,7 @@ mod eval;
 mod functions;
 pub mod histogram;
 pub mod labels;
+pub mod pushdown;
 mod storage;
 
 use std::collections::BTreeSet;
@@ -30,8 +31,9 @@ use std::time::Duration;
 pub use histogram::FloatHistogram;
 pub use labels::Labels;
 pub use promql_parser::label::{MatchOp, Matcher};
-pub use promql_parser::parser::Expr;
-pub use storage::{MemoryStorage, Selection, selections};
+pub use promql_parser::parser::{AggregateExpr, Expr};
+pub use pushdown::PushedAggregate;
+pub use storage::{MemoryStorage, Selection, selections, selections_pushed};
 
 /// Prometheus' staleness marker (a NaN with this exact bit pattern).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
@@ -62,11 +64,21 @@ impl Series {
 pub trait Storage {
     /// Series matching all `matchers` with their samples in `[min_t, max_t]`.
     fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error>;
+
+    /// Values of a pushable aggregation already computed at some steps
+    /// (see [`pushdown`]); the engine evaluates only the other steps.
+    fn pushed(&self, _aggregation: &promql_parser::parser::AggregateExpr) -> Option<&PushedAggregate> {
+        None
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for &S {
     fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error> {
         (**self).select(matchers, min_t, max_t)
+    }
+
+    fn pushed(&self, aggregation: &promql_parser::parser::AggregateExpr) -> Option<&PushedAggregate> {
+        (**self).pushed(aggregation)
     }
 }
 

@@ -4,16 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use promql_parser::parser::{AggregateExpr, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::labels::METRIC_NAME;
-use crate::{Error, Series, Storage};
+use crate::{Error, PushedAggregate, Series, Storage};
 
 /// Series held in memory, indexed by metric name.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStorage {
     series: Vec<Arc<Series>>,
     by_name: HashMap<String, Vec<usize>>,
+    pushed: HashMap<String, PushedAggregate>,
 }
 
 impl MemoryStorage {
@@ -40,6 +41,12 @@ impl MemoryStorage {
     pub fn clear(&mut self) {
         self.series.clear();
         self.by_name.clear();
+        self.pushed.clear();
+    }
+
+    /// Records the values of a pushable aggregation at some steps.
+    pub fn add_pushed(&mut self, aggregation: &AggregateExpr, values: PushedAggregate) {
+        self.pushed.insert(crate::pushdown::key(aggregation), values);
     }
 }
 
@@ -73,6 +80,13 @@ impl Storage for MemoryStorage {
         }
         Ok(out)
     }
+
+    fn pushed(&self, aggregation: &AggregateExpr) -> Option<&PushedAggregate> {
+        if self.pushed.is_empty() {
+            return None;
+        }
+        self.pushed.get(&crate::pushdown::key(aggregation))
+    }
 }
 
 /// One selector of a query and the time range it reads.
@@ -85,8 +99,26 @@ pub struct Selection {
 
 /// The selections `expr` makes when evaluated from `start` to `end` (ms).
 pub fn selections(expr: &Expr, start: i64, end: i64, lookback_ms: i64) -> Vec<Selection> {
+    selections_pushed(expr, start, end, lookback_ms, &|_| None)
+}
+
+/// For a pushed-down aggregation, the `(first, last)` step spans still
+/// evaluated from raw samples; `None` for the others.
+pub type RemainingSpans<'a> = &'a dyn Fn(&AggregateExpr) -> Option<Vec<(i64, i64)>>;
+
+/// [`selections`] when some aggregations are pushed down: for those,
+/// `remaining` gives the `(first, last)` step spans still evaluated from raw
+/// samples (empty when every step is pushed).
+pub fn selections_pushed(
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    lookback_ms: i64,
+    remaining: RemainingSpans<'_>,
+) -> Vec<Selection> {
     let mut out = Vec::new();
-    walk(expr, start, end, start, end, lookback_ms, &mut out);
+    let w = Walk { qs: start, qe: end, lookback: lookback_ms, remaining };
+    w.walk(expr, start, end, &mut out);
     out
 }
 
@@ -136,43 +168,59 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Vec<Vec<Matcher>> {
         .collect()
 }
 
-fn walk(expr: &Expr, s: i64, e: i64, qs: i64, qe: i64, lookback: i64, out: &mut Vec<Selection>) {
-    match expr {
-        Expr::VectorSelector(vs) => {
-            let (s, e) = shift(s, e, at_ms(&vs.at, qs, qe), offset_ms(&vs.offset));
-            for m in selector_matchers(vs) {
-                out.push(Selection { matchers: m, min_t: s - lookback, max_t: e });
+struct Walk<'a> {
+    qs: i64,
+    qe: i64,
+    lookback: i64,
+    remaining: RemainingSpans<'a>,
+}
+
+impl Walk<'_> {
+    fn walk(&self, expr: &Expr, s: i64, e: i64, out: &mut Vec<Selection>) {
+        let (qs, qe, lookback) = (self.qs, self.qe, self.lookback);
+        match expr {
+            Expr::VectorSelector(vs) => {
+                let (s, e) = shift(s, e, at_ms(&vs.at, qs, qe), offset_ms(&vs.offset));
+                for m in selector_matchers(vs) {
+                    out.push(Selection { matchers: m, min_t: s - lookback, max_t: e });
+                }
             }
-        }
-        Expr::MatrixSelector(ms) => {
-            let vs = &ms.vs;
-            let (s, e) = shift(s, e, at_ms(&vs.at, qs, qe), offset_ms(&vs.offset));
-            for m in selector_matchers(vs) {
-                out.push(Selection { matchers: m, min_t: s - ms.range.as_millis() as i64, max_t: e });
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let (s, e) = shift(s, e, at_ms(&vs.at, qs, qe), offset_ms(&vs.offset));
+                for m in selector_matchers(vs) {
+                    out.push(Selection { matchers: m, min_t: s - ms.range.as_millis() as i64, max_t: e });
+                }
             }
-        }
-        Expr::Subquery(sq) => {
-            let (s, e) = shift(s, e, at_ms(&sq.at, qs, qe), offset_ms(&sq.offset));
-            walk(&sq.expr, s - sq.range.as_millis() as i64, e, qs, qe, lookback, out);
-        }
-        Expr::Aggregate(a) => {
-            walk(&a.expr, s, e, qs, qe, lookback, out);
-            if let Some(p) = &a.param {
-                walk(p, s, e, qs, qe, lookback, out);
+            Expr::Subquery(sq) => {
+                let (s, e) = shift(s, e, at_ms(&sq.at, qs, qe), offset_ms(&sq.offset));
+                self.walk(&sq.expr, s - sq.range.as_millis() as i64, e, out);
             }
-        }
-        Expr::Unary(u) => walk(&u.expr, s, e, qs, qe, lookback, out),
-        Expr::Binary(b) => {
-            walk(&b.lhs, s, e, qs, qe, lookback, out);
-            walk(&b.rhs, s, e, qs, qe, lookback, out);
-        }
-        Expr::Paren(p) => walk(&p.expr, s, e, qs, qe, lookback, out),
-        Expr::Call(c) => {
-            for a in &c.args.args {
-                walk(a, s, e, qs, qe, lookback, out);
+            Expr::Aggregate(a) => {
+                if let Some(spans) = (self.remaining)(a) {
+                    for (s, e) in spans {
+                        self.walk(&a.expr, s, e, out);
+                    }
+                    return;
+                }
+                self.walk(&a.expr, s, e, out);
+                if let Some(p) = &a.param {
+                    self.walk(p, s, e, out);
+                }
             }
+            Expr::Unary(u) => self.walk(&u.expr, s, e, out),
+            Expr::Binary(b) => {
+                self.walk(&b.lhs, s, e, out);
+                self.walk(&b.rhs, s, e, out);
+            }
+            Expr::Paren(p) => self.walk(&p.expr, s, e, out),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.walk(a, s, e, out);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
 }
 

@@ -52,6 +52,8 @@ impl From<FanoutError> for ApiError {
     fn from(e: FanoutError) -> Self {
         match e {
             FanoutError::BadRequest(m) => ApiError::bad_data(m),
+            FanoutError::TooManySamples => QueryError::TooManySamples("query execution").into(),
+            FanoutError::Timeout => QueryError::Timeout("query execution").into(),
             other => {
                 ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "unavailable", message: other.to_string() }
             }
@@ -358,14 +360,69 @@ pub async fn evaluate(
     step: Option<i64>,
     deadline: Instant,
 ) -> Result<Evaluated, ApiError> {
+    let planned = if state.pushdown { plan_push_down(state, &expr, start, end, step) } else { Vec::new() };
+    match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned).await {
+        Err(EvalFailure::PushDown) => {
+            // A store could not compute its part: read raw samples instead.
+            let planned = Vec::new();
+            match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned).await {
+                Ok(v) => Ok(v),
+                Err(EvalFailure::Api(e)) => Err(e),
+                Err(EvalFailure::PushDown) => Err(ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    kind: "internal",
+                    message: "push-down failed without push-down".into(),
+                }),
+            }
+        }
+        Err(EvalFailure::Api(e)) => Err(e),
+        Ok(v) => Ok(v),
+    }
+}
+
+enum EvalFailure {
+    Api(ApiError),
+    /// An aggregation push-down failed for a reason other than the query's
+    /// limits.
+    PushDown,
+}
+
+impl<E: Into<ApiError>> From<E> for EvalFailure {
+    fn from(e: E) -> Self {
+        EvalFailure::Api(e.into())
+    }
+}
+
+/// Fetches the pushed-down aggregations of `planned` and the raw samples
+/// everything else reads, concurrently, then evaluates off the async runtime.
+#[allow(clippy::too_many_arguments)]
+async fn evaluate_with(
+    state: &QuerierState,
+    tenant: &str,
+    expr: &strata_promql::Expr,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    deadline: Instant,
+    planned: Vec<PlannedPushDown>,
+) -> Result<Evaluated, EvalFailure> {
+    let expr = expr.clone();
     let engine: Engine = state.engine.clone();
     let lookback = engine.options().lookback_delta.as_millis() as i64;
-    let sels = strata_promql::selections(&expr, start, end, lookback);
     let fetch_start = Instant::now();
+    let remaining: HashMap<String, Vec<(i64, i64)>> =
+        planned.iter().map(|p| (strata_promql::pushdown::key(&p.aggregation), p.remaining.clone())).collect();
+    let sels = strata_promql::selections_pushed(&expr, start, end, lookback, &|a| {
+        remaining.get(&strata_promql::pushdown::key(a)).cloned()
+    });
     let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false));
-    let results = tokio::time::timeout_at(deadline.into(), futures::future::join_all(fetches))
-        .await
-        .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
+    let (pushed, results) = tokio::time::timeout_at(
+        deadline.into(),
+        futures::future::join(run_push_down(state, tenant, planned, deadline), futures::future::join_all(fetches)),
+    )
+    .await
+    .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
+    let pushed = pushed?;
     let mut warnings = Vec::new();
     let mut loaded = 0usize;
     let mut storage = MemoryStorage::new();
@@ -398,6 +455,13 @@ pub async fn evaluate(
             storage.add(Series::floats(labels, samples));
         }
     }
+    let mut infos = Vec::new();
+    for p in pushed {
+        loaded += p.loaded as usize;
+        warnings.extend(p.warnings);
+        infos.extend(p.infos);
+        storage.add_pushed(&p.aggregation, p.values);
+    }
     if loaded > engine.options().max_samples {
         return Err(QueryError::TooManySamples("query execution").into());
     }
@@ -428,7 +492,124 @@ pub async fn evaluate(
         "query"
     );
     warnings.extend(annotations.warnings);
-    Ok(Evaluated { value, warnings, infos: annotations.infos.into_iter().collect() })
+    warnings.sort();
+    warnings.dedup();
+    infos.extend(annotations.infos);
+    infos.sort();
+    infos.dedup();
+    Ok(Evaluated { value, warnings, infos })
+}
+
+/// An aggregation to push down: which steps, and what stays local.
+struct PlannedPushDown {
+    aggregation: strata_promql::AggregateExpr,
+    text: String,
+    /// Covered steps (one contiguous run of the query's steps).
+    steps: Vec<i64>,
+    step: i64,
+    /// Step spans still evaluated here from raw samples.
+    remaining: Vec<(i64, i64)>,
+}
+
+/// One aggregation computed by the store gateways at some of the query's
+/// steps.
+struct Pushed {
+    aggregation: strata_promql::AggregateExpr,
+    values: strata_promql::PushedAggregate,
+    loaded: u64,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+/// Aggregation push-down: every pushable aggregation of `expr` is computed
+/// by the store gateways for the steps whose data window lies entirely in
+/// their blocks (and in no ingester's memory); the querier reads raw samples
+/// only for the other steps.
+fn plan_push_down(
+    state: &QuerierState,
+    expr: &strata_promql::Expr,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+) -> Vec<PlannedPushDown> {
+    let mut out = Vec::new();
+    let aggs = strata_promql::pushdown::pushable_aggregates(expr);
+    if aggs.is_empty() {
+        return out;
+    }
+    let Some(coverage) = state.stores.coverage() else {
+        return out;
+    };
+    let step_ms = step.unwrap_or(0);
+    let steps: Vec<i64> = match step {
+        Some(s) if s > 0 => (0..=(end - start) / s).map(|i| start + i * s).collect(),
+        _ => vec![start],
+    };
+    let lookback = state.engine.options().lookback_delta.as_millis() as i64;
+    for a in aggs {
+        let (before, after) = strata_promql::pushdown::data_window(a, lookback);
+        let covered: Vec<i64> = steps.iter().copied().filter(|t| coverage.covers(t - before, t - after)).collect();
+        let (Some(&first), Some(&last)) = (covered.first(), covered.last()) else {
+            continue;
+        };
+        let Some(text) = strata_promql::pushdown::query_text(a) else {
+            continue;
+        };
+        let mut remaining = Vec::new();
+        if first > start {
+            remaining.push((start, first - step_ms));
+        }
+        if last < end {
+            remaining.push((last + step_ms, end));
+        }
+        out.push(PlannedPushDown { aggregation: a.clone(), text, steps: covered, step: step_ms, remaining });
+    }
+    out
+}
+
+/// Asks the store gateways for every planned aggregation. Failing for any
+/// reason other than the query's own limits is [`EvalFailure::PushDown`].
+async fn run_push_down(
+    state: &QuerierState,
+    tenant: &str,
+    planned: Vec<PlannedPushDown>,
+    deadline: Instant,
+) -> Result<Vec<Pushed>, EvalFailure> {
+    let opts = state.engine.options();
+    let lookback = opts.lookback_delta.as_millis() as i64;
+    let calls = planned.into_iter().map(|p| async move {
+        let (first, last) = (p.steps[0], p.steps[p.steps.len() - 1]);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let r = state.stores.aggregate(tenant, &p.text, first, last, p.step, lookback, opts.max_samples, timeout).await;
+        (p, r)
+    });
+    let mut out = Vec::new();
+    let mut failed = false;
+    for (p, r) in futures::future::join_all(calls).await {
+        match r {
+            Ok((parts, loaded, warnings, infos)) => {
+                state.metrics.observe_pushdown(true);
+                let series = strata_promql::pushdown::combine(&p.aggregation, parts);
+                out.push(Pushed {
+                    values: strata_promql::PushedAggregate { steps: p.steps, series },
+                    aggregation: p.aggregation,
+                    loaded,
+                    warnings,
+                    infos,
+                });
+            }
+            Err(e @ (FanoutError::TooManySamples | FanoutError::Timeout)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(aggregation = %p.text, error = %e, "aggregation push-down failed; reading raw samples");
+                state.metrics.observe_pushdown(false);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(EvalFailure::PushDown);
+    }
+    Ok(out)
 }
 
 fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError> {

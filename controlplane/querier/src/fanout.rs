@@ -9,7 +9,9 @@ use futures::StreamExt;
 use strata_promql::{Labels, MatchOp, Matcher, Series};
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
 use strata_proto::store::store_client::StoreClient;
-use strata_proto::store::{InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest, SeriesRequest};
+use strata_proto::store::{
+    AggregateRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest, SeriesRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// A StoreAPI source (ingester or store gateway).
@@ -37,6 +39,28 @@ pub enum FanoutError {
     BadRequest(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("a source hit the query's sample limit")]
+    TooManySamples,
+    #[error("a source ran out of the query's time")]
+    Timeout,
+}
+
+/// The time range store gateways hold completely, for aggregation push-down.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coverage {
+    /// Oldest and newest sample time in the stores' blocks.
+    pub store_min: i64,
+    pub store_max: i64,
+    /// Oldest sample any ingester still holds (head or blocks not yet
+    /// released): from there on, data may be missing from the stores.
+    pub head_min: i64,
+}
+
+impl Coverage {
+    /// Whether a data window `[lo, hi]` is entirely in the stores' blocks.
+    pub fn covers(&self, lo: i64, hi: i64) -> bool {
+        lo >= self.store_min && hi <= self.store_max && hi < self.head_min
+    }
 }
 
 /// The set of StoreAPI endpoints the querier reads from.
@@ -100,11 +124,13 @@ impl StoreSet {
 
     /// Groups of source indexes to try for one read, one group per shard,
     /// best candidate first (the Raft leader for ingesters).
-    fn plan(&self, min_t: i64, max_t: i64) -> Vec<Vec<usize>> {
+    fn plan(&self, min_t: i64, max_t: i64, only: Option<&str>) -> Vec<Vec<usize>> {
         let mut shards: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
         for (i, s) in self.sources.iter().enumerate() {
             let info = s.info.lock().ok().and_then(|g| g.clone());
             match info {
+                Some(info) if only.is_some_and(|c| c != info.component) => {}
+                None if only.is_some() => {}
                 Some(info) => {
                     // Blocks only cover what they cover; an ingester's head moves, so ask it anyway.
                     let empty = info.min_time > info.max_time;
@@ -135,7 +161,22 @@ impl StoreSet {
         F: Fn(StoreClient<Channel>) -> Fut + Clone,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let plan = self.plan(min_t, max_t);
+        self.each_shard_of(min_t, max_t, None, f).await
+    }
+
+    /// [`StoreSet::each_shard`] over the shards of one component only.
+    async fn each_shard_of<T, F, Fut>(
+        &self,
+        min_t: i64,
+        max_t: i64,
+        only: Option<&str>,
+        f: F,
+    ) -> Result<FanoutResult<Vec<T>>, FanoutError>
+    where
+        F: Fn(StoreClient<Channel>) -> Fut + Clone,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let plan = self.plan(min_t, max_t, only);
         let futs = plan.into_iter().map(|group| {
             let f = f.clone();
             async move {
@@ -146,6 +187,12 @@ impl StoreSet {
                         Ok(Ok(v)) => return Ok(v),
                         Ok(Err(st)) if st.code() == tonic::Code::InvalidArgument => {
                             return Err(FanoutError::BadRequest(st.message().to_string()));
+                        }
+                        Ok(Err(st)) if st.code() == tonic::Code::ResourceExhausted => {
+                            return Err(FanoutError::TooManySamples);
+                        }
+                        Ok(Err(st)) if st.code() == tonic::Code::DeadlineExceeded => {
+                            return Err(FanoutError::Timeout);
                         }
                         Ok(Err(st)) => errs.push(format!("store {}: {}", s.addr, st.message())),
                         Err(_) => errs.push(format!("store {}: timed out", s.addr)),
@@ -171,6 +218,83 @@ impl StoreSet {
             return Err(FanoutError::Unavailable(out.warnings.join("; ")));
         }
         Ok(out)
+    }
+
+    /// What the store gateways hold completely; `None` when some source's
+    /// `Info` is unknown (then nothing is pushed down) or no store has blocks.
+    pub fn coverage(&self) -> Option<Coverage> {
+        let mut c = Coverage { store_min: i64::MAX, store_max: i64::MIN, head_min: i64::MAX };
+        for s in self.sources.iter() {
+            let info = s.info.lock().ok().and_then(|g| g.clone())?;
+            if info.min_time > info.max_time {
+                continue; // empty
+            }
+            if info.component == "store" {
+                c.store_min = c.store_min.min(info.min_time);
+                c.store_max = c.store_max.max(info.max_time);
+            } else {
+                c.head_min = c.head_min.min(info.min_time);
+            }
+        }
+        (c.store_min <= c.store_max).then_some(c)
+    }
+
+    /// Aggregation push-down: partial results of one aggregation from every
+    /// store-gateway shard at steps `start..=end` (`step` 0: `start` only),
+    /// one value per series and step.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn aggregate(
+        &self,
+        tenant: &str,
+        expr: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        lookback_ms: i64,
+        max_samples: usize,
+        timeout: Duration,
+    ) -> Result<(Vec<Vec<(Labels, Vec<Option<f64>>)>>, u64, Vec<String>, Vec<String>), FanoutError> {
+        let n = if step == 0 { 1 } else { ((end - start) / step) as usize + 1 };
+        let req = AggregateRequest {
+            tenant: tenant.to_string(),
+            expr: expr.to_string(),
+            start,
+            end,
+            step,
+            lookback_delta_ms: lookback_ms,
+            max_samples: max_samples as u64,
+            timeout_ms: timeout.as_millis() as i64,
+        };
+        let r = self
+            .each_shard_of(i64::MIN, i64::MAX, Some("store"), |mut c| {
+                let req = req.clone();
+                async move { Ok(c.aggregate(req).await?.into_inner()) }
+            })
+            .await?;
+        if !r.warnings.is_empty() {
+            // A store shard did not answer: no partial push-down results.
+            return Err(FanoutError::Unavailable(r.warnings.join("; ")));
+        }
+        let (mut parts, mut loaded, mut warnings, mut infos) = (Vec::new(), 0, Vec::new(), Vec::new());
+        for resp in r.data {
+            loaded += resp.samples_loaded;
+            warnings.extend(resp.warnings);
+            infos.extend(resp.infos);
+            let mut part = Vec::with_capacity(resp.series.len());
+            for s in resp.series {
+                let labels = Labels::from_sorted_or_sort(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                let mut vals = vec![None; n];
+                for (&i, v) in s.steps.iter().zip(s.values) {
+                    let slot = vals
+                        .get_mut(i as usize)
+                        .ok_or_else(|| FanoutError::Unavailable(format!("a store answered step {i} of {n}")))?;
+                    *slot = Some(v);
+                }
+                part.push((labels, vals));
+            }
+            parts.push(part);
+        }
+        Ok((parts, loaded, warnings, infos))
     }
 
     /// Series matching `matchers` in `[min_t, max_t]`, merged across shards.

@@ -42,6 +42,8 @@ pub struct QuerierConfig {
     pub sql_bucket: Option<strata_blocks::BucketConfig>,
     /// Rows one SQL query returns at most.
     pub sql_max_rows: usize,
+    /// Let store gateways compute pushable aggregations next to the blocks.
+    pub pushdown: bool,
 }
 
 impl Default for QuerierConfig {
@@ -56,6 +58,7 @@ impl Default for QuerierConfig {
             store_refresh: Duration::from_secs(5),
             sql_bucket: None,
             sql_max_rows: 10_000,
+            pushdown: true,
         }
     }
 }
@@ -64,6 +67,11 @@ impl Default for QuerierConfig {
 struct HandlerLabels {
     handler: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +86,7 @@ pub struct Metrics {
     duration: Family<HandlerLabels, Histogram>,
     phases: Family<PhaseLabels, Histogram>,
     samples: Histogram,
+    pushdowns: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -102,7 +111,16 @@ impl Metrics {
         for phase in ["fetch", "eval"] {
             let _ = phases.get_or_create(&PhaseLabels { phase });
         }
-        Metrics { registry, requests, duration, phases, samples }
+        let pushdowns = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pushdowns",
+            "Aggregations computed by store gateways (pushed) or, after a failed push-down, from raw samples (fallback)",
+            pushdowns.clone(),
+        );
+        for result in ["pushed", "fallback"] {
+            let _ = pushdowns.get_or_create(&ResultLabels { result });
+        }
+        Metrics { registry, requests, duration, phases, samples, pushdowns }
     }
 
     /// Records one PromQL query's fetch and evaluation times and samples loaded.
@@ -110,6 +128,12 @@ impl Metrics {
         self.phases.get_or_create(&PhaseLabels { phase: "fetch" }).observe(fetch.as_secs_f64());
         self.phases.get_or_create(&PhaseLabels { phase: "eval" }).observe(eval.as_secs_f64());
         self.samples.observe(samples as f64);
+    }
+
+    /// Counts one aggregation push-down (`pushed`) or fallback to raw samples.
+    pub fn observe_pushdown(&self, ok: bool) {
+        let result = if ok { "pushed" } else { "fallback" };
+        self.pushdowns.get_or_create(&ResultLabels { result }).inc();
     }
 
     pub fn observe(&self, handler: &str, took: Duration, ok: bool) {
@@ -128,6 +152,8 @@ pub struct QuerierState {
     pub ready: Mutex<bool>,
     /// SQL over the blocks, when a bucket is configured.
     pub sql: Option<strata_sql::SqlEngine>,
+    /// Aggregation push-down to the store gateways is enabled.
+    pub pushdown: bool,
 }
 
 impl QuerierState {
@@ -149,7 +175,14 @@ impl QuerierState {
             timeout: cfg.timeout,
             ..EngineOptions::default()
         });
-        Ok(Arc::new(QuerierState { stores, engine, metrics: Metrics::new(), ready: Mutex::new(false), sql }))
+        Ok(Arc::new(QuerierState {
+            stores,
+            engine,
+            metrics: Metrics::new(),
+            ready: Mutex::new(false),
+            sql,
+            pushdown: cfg.pushdown,
+        }))
     }
 }
 

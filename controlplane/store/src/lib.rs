@@ -5,6 +5,8 @@
 //! ranges — hence only the pages — of the matching series from
 //! `samples.parquet`, with the file's footer and page index cached.
 
+mod aggregate;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,8 +28,8 @@ use strata_model::{Labels, Matcher};
 use strata_proto::prometheus::{Chunk, Sample, chunk};
 use strata_proto::store::store_server::{Store, StoreServer};
 use strata_proto::store::{
-    InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, Series,
-    SeriesRequest, SeriesResponse,
+    AggregateRequest, AggregateResponse, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
+    LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest, SeriesResponse,
 };
 use tokio::sync::RwLock;
 
@@ -71,6 +73,7 @@ struct Metrics {
     syncs: Counter,
     sync_errors: Counter,
     series_requests: Counter,
+    aggregate_requests: Counter,
 }
 
 /// The gateway: synced blocks, served over the StoreAPI.
@@ -94,12 +97,18 @@ impl Gateway {
             syncs: Counter::default(),
             sync_errors: Counter::default(),
             series_requests: Counter::default(),
+            aggregate_requests: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("blocks_loaded", "Blocks whose index is loaded", m.blocks.clone());
         registry.register("syncs", "Block list syncs", m.syncs.clone());
         registry.register("sync_errors", "Failed block list syncs or block loads", m.sync_errors.clone());
         registry.register("series_requests", "StoreAPI Series calls", m.series_requests.clone());
+        registry.register(
+            "aggregate_requests",
+            "StoreAPI Aggregate calls (aggregation push-down)",
+            m.aggregate_requests.clone(),
+        );
         Arc::new(Gateway {
             store,
             blocks: RwLock::new(BTreeMap::new()),
@@ -355,6 +364,17 @@ impl Store for GatewayService {
             }
         }
         Ok(tonic::Response::new(LabelValuesResponse { values: values.into_iter().collect() }))
+    }
+
+    async fn aggregate(
+        &self,
+        req: tonic::Request<AggregateRequest>,
+    ) -> Result<tonic::Response<AggregateResponse>, tonic::Status> {
+        self.0.metrics.aggregate_requests.inc();
+        let r = req.into_inner();
+        let blocks = self.0.overlapping(tenant(&r.tenant), i64::MIN, i64::MAX).await;
+        let resp = aggregate::evaluate(self.0.store.clone(), blocks, r).await?;
+        Ok(tonic::Response::new(resp))
     }
 }
 

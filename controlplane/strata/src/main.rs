@@ -66,6 +66,11 @@ struct QuerierArgs {
     /// Answer with a warning when a shard is unreachable (false: fail the query).
     #[arg(long = "query.partial-response", default_value_t = true, action = clap::ArgAction::Set)]
     partial_response: bool,
+    /// Let store gateways compute `sum`/`min`/`max`/`count`/`group` of one
+    /// selector next to the blocks, for the steps their blocks cover
+    /// (false: always read raw samples).
+    #[arg(long = "query.pushdown", default_value_t = true, action = clap::ArgAction::Set)]
+    pushdown: bool,
     /// Serve `POST /api/v1/sql` (DataFusion over the blocks in the `--objstore.*` bucket).
     #[arg(long = "sql.enabled", default_value_t = false, action = clap::ArgAction::Set)]
     sql_enabled: bool,
@@ -313,6 +318,7 @@ fn main() -> anyhow::Result<()> {
                 max_samples: a.max_samples,
                 lookback_delta: a.lookback_delta,
                 partial_response: a.partial_response,
+                pushdown: a.pushdown,
                 sql_bucket: a.sql_enabled.then(|| a.objstore.bucket()),
                 sql_max_rows: a.sql_max_rows,
                 ..Default::default()

@@ -1,0 +1,438 @@
+//! Aggregation push-down on the store gateway: `sum by (…) (rate(x[5m]))`
+//! evaluated next to the blocks, answering one value per group and step
+//! instead of every raw sample (see `strata_promql::pushdown`).
+//!
+//! The steps are split into slices at block boundaries. A slice reads the
+//! blocks its data window overlaps (its own block and, for the first steps,
+//! the tail of the previous one); each block is decoded once and shared by
+//! the slices that need it, and dropped when they are done. Slices are
+//! evaluated on blocking threads while the next blocks decode, so a query
+//! over many blocks uses every core.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use object_store::ObjectStore;
+use strata_blocks::BlockIndex;
+use strata_promql::pushdown;
+use strata_promql::{Engine, EngineOptions, Expr, Labels, MemoryStorage, QueryValue, Series};
+use strata_proto::prometheus::Label;
+use strata_proto::store::{AggregateRequest, AggregateResponse, AggregatedSeries};
+
+/// One block's samples of the selected series.
+type Decoded = Vec<(Labels, Vec<(i64, f64)>)>;
+type DecodeFuture = Shared<BoxFuture<'static, Result<Arc<Decoded>, String>>>;
+
+/// Most steps one request may ask for.
+const MAX_STEPS: usize = 1_000_000;
+
+/// Why a push-down request failed, mapped to gRPC codes the querier reads.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    TooManySamples(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<AggregateError> for tonic::Status {
+    fn from(e: AggregateError) -> tonic::Status {
+        match e {
+            AggregateError::BadRequest(m) => tonic::Status::invalid_argument(m),
+            AggregateError::TooManySamples(m) => tonic::Status::resource_exhausted(m),
+            AggregateError::Timeout(m) => tonic::Status::deadline_exceeded(m),
+            AggregateError::Internal(m) => tonic::Status::internal(m),
+        }
+    }
+}
+
+impl From<strata_promql::Error> for AggregateError {
+    fn from(e: strata_promql::Error) -> Self {
+        match e {
+            strata_promql::Error::BadData(m) => AggregateError::BadRequest(m),
+            e @ strata_promql::Error::TooManySamples(_) => AggregateError::TooManySamples(e.to_string()),
+            e @ strata_promql::Error::Timeout(_) => AggregateError::Timeout(e.to_string()),
+            e => AggregateError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Evaluates the pushed aggregation of `r` over `blocks` (all blocks of the
+/// request's tenant).
+pub async fn evaluate(
+    store: Arc<dyn ObjectStore>,
+    blocks: Vec<Arc<BlockIndex>>,
+    r: AggregateRequest,
+) -> Result<AggregateResponse, AggregateError> {
+    let expr = strata_promql::parse(&r.expr).map_err(|e| AggregateError::BadRequest(e.to_string()))?;
+    let Expr::Aggregate(agg) = &expr else {
+        return Err(AggregateError::BadRequest(format!("not an aggregation: {}", r.expr)));
+    };
+    if !pushdown::is_pushable(agg) {
+        return Err(AggregateError::BadRequest(format!("aggregation cannot be pushed down: {}", r.expr)));
+    }
+    if r.end < r.start || r.step < 0 {
+        return Err(AggregateError::BadRequest("invalid step range".into()));
+    }
+    let steps: Vec<i64> = if r.step == 0 {
+        vec![r.start]
+    } else {
+        let n = ((r.end - r.start) / r.step) as usize + 1;
+        if n > MAX_STEPS {
+            return Err(AggregateError::BadRequest(format!("too many steps: {n} (at most {MAX_STEPS})")));
+        }
+        (0..n as i64).map(|i| r.start + i * r.step).collect()
+    };
+    let mut opts = EngineOptions::default();
+    if r.lookback_delta_ms > 0 {
+        opts.lookback_delta = Duration::from_millis(r.lookback_delta_ms as u64);
+    }
+    if r.max_samples > 0 {
+        opts.max_samples = r.max_samples as usize;
+    }
+    if r.timeout_ms > 0 {
+        opts.timeout = Duration::from_millis(r.timeout_ms as u64);
+    }
+    let deadline = std::time::Instant::now() + opts.timeout;
+    let lookback = opts.lookback_delta.as_millis() as i64;
+    let (before, after) = pushdown::data_window(agg, lookback);
+    let matcher_sets: Vec<Vec<strata_promql::Matcher>> =
+        strata_promql::selections(&expr, 0, 0, lookback).into_iter().map(|s| s.matchers).collect();
+    let (data_min, data_max) = (steps[0] - before, steps[steps.len() - 1] - after);
+    let mut blocks: Vec<Arc<BlockIndex>> =
+        blocks.into_iter().filter(|b| b.meta.min_time <= data_max && b.meta.max_time > data_min).collect();
+    blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
+
+    // Each block decodes once, when the first slice that needs it asks.
+    let matcher_sets = Arc::new(matcher_sets);
+    let decodes: Vec<DecodeFuture> = blocks
+        .iter()
+        .map(|b| {
+            let (b, store, ms) = (b.clone(), store.clone(), matcher_sets.clone());
+            async move {
+                tokio::spawn(decode(store, b, ms, data_min, data_max))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            }
+            .boxed()
+            .shared()
+        })
+        .collect();
+
+    // Slices of consecutive steps whose window ends in the same block.
+    let mut slices: Vec<(usize, usize, Vec<DecodeFuture>)> = Vec::new();
+    let block_of = |t: i64| blocks.iter().rposition(|b| b.meta.min_time <= t - after);
+    let mut first = 0;
+    while first < steps.len() {
+        let key = block_of(steps[first]);
+        let mut last = first;
+        while last + 1 < steps.len() && block_of(steps[last + 1]) == key {
+            last += 1;
+        }
+        let (lo, hi) = (steps[first] - before, steps[last] - after);
+        let needed = blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.meta.min_time <= hi && b.meta.max_time > lo)
+            .map(|(i, _)| decodes[i].clone())
+            .collect();
+        slices.push((first, last, needed));
+        first = last + 1;
+    }
+    drop(decodes);
+
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let step = r.step;
+    type SliceFuture = BoxFuture<'static, Result<(usize, SliceResult), AggregateError>>;
+    let mut evals: Vec<SliceFuture> = Vec::with_capacity(slices.len());
+    for (first, last, needed) in slices {
+        let (expr, opts, steps_slice) = (expr.clone(), opts.clone(), steps[first..=last].to_vec());
+        let fut = async move {
+            let mut parts = Vec::with_capacity(needed.len());
+            for fut in needed {
+                parts.push(fut.await.map_err(AggregateError::Internal)?);
+            }
+            // Exactly what the engine selects (windows are left-open), so
+            // its storage hands the series over without copying them again.
+            let (lo, hi) = (steps_slice[0] - before + 1, steps_slice[steps_slice.len() - 1] - after);
+            tokio::task::spawn_blocking(move || eval_slice(&expr, opts, deadline, &parts, lo, hi, &steps_slice, step))
+                .await
+                .map_err(|e| AggregateError::Internal(e.to_string()))?
+                .map(|res| (first, res))
+        }
+        .boxed();
+        evals.push(fut);
+    }
+    let mut results = futures::stream::iter(evals).buffered(parallel);
+    let mut out: Vec<AggregatedSeries> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let (mut warnings, mut infos) = (Vec::new(), Vec::new());
+    let mut loaded = 0u64;
+    while let Some(res) = results.next().await {
+        let (first, slice) = res?;
+        loaded += slice.loaded;
+        if loaded > opts.max_samples as u64 {
+            return Err(AggregateError::TooManySamples(
+                strata_promql::Error::TooManySamples("query execution").to_string(),
+            ));
+        }
+        warnings.extend(slice.warnings);
+        infos.extend(slice.infos);
+        for (labels, points) in slice.series {
+            let i = *index.entry(labels.clone()).or_insert_with(|| {
+                out.push(AggregatedSeries {
+                    labels: labels.0.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect(),
+                    steps: Vec::new(),
+                    values: Vec::new(),
+                });
+                out.len() - 1
+            });
+            for (k, v) in points {
+                out[i].steps.push((first + k) as u32);
+                out[i].values.push(v);
+            }
+        }
+    }
+    warnings.sort();
+    warnings.dedup();
+    infos.sort();
+    infos.dedup();
+    Ok(AggregateResponse { series: out, warnings, infos, samples_loaded: loaded })
+}
+
+async fn decode(
+    store: Arc<dyn ObjectStore>,
+    b: Arc<BlockIndex>,
+    matcher_sets: Arc<Vec<Vec<strata_promql::Matcher>>>,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Decoded, strata_blocks::BlockError> {
+    let refs: Vec<u32> = b
+        .labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            matcher_sets.iter().any(|ms| ms.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or_default())))
+        })
+        .map(|(i, _)| i as u32)
+        .collect();
+    let samples = b.read_samples(store, &refs, min_t, max_t).await?;
+    Ok(refs
+        .iter()
+        .zip(samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(&r, s)| (Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect()), s))
+        .collect())
+}
+
+struct SliceResult {
+    /// Per output series, `(step index within the slice, value)`.
+    series: Vec<(Labels, Vec<(usize, f64)>)>,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+    loaded: u64,
+}
+
+/// Evaluates `expr` at `steps` from the samples of `parts` (blocks in time
+/// order) within `[lo, hi]`.
+#[allow(clippy::too_many_arguments)]
+fn eval_slice(
+    expr: &Expr,
+    mut opts: EngineOptions,
+    deadline: std::time::Instant,
+    parts: &[Arc<Decoded>],
+    lo: i64,
+    hi: i64,
+    steps: &[i64],
+    step: i64,
+) -> Result<SliceResult, AggregateError> {
+    let mut merged: HashMap<&Labels, Vec<(i64, f64)>> = HashMap::new();
+    let mut unsorted = false;
+    for part in parts {
+        for (labels, samples) in part.iter() {
+            let a = samples.partition_point(|s| s.0 < lo);
+            let b = samples.partition_point(|s| s.0 <= hi);
+            if a == b {
+                continue;
+            }
+            let v = merged.entry(labels).or_default();
+            if v.last().is_some_and(|l| l.0 >= samples[a].0) {
+                unsorted = true;
+            }
+            v.extend_from_slice(&samples[a..b]);
+        }
+    }
+    // In label order, like the querier's own storage: sums then add up in
+    // the same order whether pushed down or not.
+    let mut merged: Vec<(&Labels, Vec<(i64, f64)>)> = merged.into_iter().collect();
+    merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut storage = MemoryStorage::new();
+    let mut loaded = 0u64;
+    for (labels, mut samples) in merged {
+        if unsorted {
+            samples.sort_by_key(|s| s.0);
+            samples.dedup_by_key(|s| s.0);
+        }
+        loaded += samples.len() as u64;
+        storage.add(Series::floats(labels.clone(), samples));
+    }
+    opts.timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    let engine = Engine::new(opts);
+    let (first, last) = (steps[0], steps[steps.len() - 1]);
+    let (value, annotations) = if step == 0 {
+        engine.instant_annotated(&storage, expr, first)?
+    } else {
+        engine.range_annotated(&storage, expr, first, last, step)?
+    };
+    let series = match value {
+        QueryValue::Matrix(m) => m
+            .into_iter()
+            .map(|s| {
+                let pts = s.samples.into_iter().map(|(t, v)| (((t - first) / step.max(1)) as usize, v)).collect();
+                (s.labels, pts)
+            })
+            .collect(),
+        QueryValue::Vector(v) => v.into_iter().map(|s| (s.labels, vec![(0, s.v)])).collect(),
+        other => return Err(AggregateError::Internal(format!("aggregation returned a {}", other.result_type()))),
+    };
+    Ok(SliceResult {
+        series,
+        warnings: annotations.warnings.into_iter().collect(),
+        infos: annotations.infos.into_iter().collect(),
+        loaded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::local::LocalFileSystem;
+    use strata_blocks::SeriesData;
+
+    const BLOCK: i64 = 20 * 60_000;
+
+    /// Counters in three consecutive blocks (two of them overlapping a
+    /// series' resets and a stale marker), pushed-down results against the
+    /// engine over the same samples in memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pushed_aggregations_equal_the_engine_over_all_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let mut all: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+        for (k, env) in ["prod", "dev", "qa"].iter().enumerate() {
+            for code in ["200", "500"] {
+                let labels = Labels::new(vec![
+                    ("__name__".into(), "requests_total".into()),
+                    ("env".into(), env.to_string()),
+                    ("code".into(), code.into()),
+                ]);
+                let mut v = 0.0;
+                let samples: Vec<(i64, f64)> = (0..(3 * BLOCK / 15_000))
+                    .map(|i| {
+                        v = if i % 97 == 0 { 1.0 } else { v + (k + 1) as f64 * 0.5 };
+                        let v =
+                            if i == 150 && code == "500" { f64::from_bits(strata_promql::STALE_NAN_BITS) } else { v };
+                        (i * 15_000 + 1, v)
+                    })
+                    .collect();
+                all.push((labels, samples));
+            }
+        }
+        let mut indexes = Vec::new();
+        for b in 0..3 {
+            let (lo, hi) = (b * BLOCK, (b + 1) * BLOCK);
+            let series: Vec<SeriesData> = all
+                .iter()
+                .map(|(l, s)| SeriesData {
+                    labels: strata_model::Labels::from_pairs(l.0.clone()),
+                    samples: s.iter().copied().filter(|(t, _)| *t >= lo && *t < hi).collect(),
+                })
+                .collect();
+            let meta = strata_blocks::upload_block(store.as_ref(), "anonymous", "s", lo, hi, &series).await.unwrap();
+            indexes.push(Arc::new(BlockIndex::load(store.as_ref(), meta).await.unwrap()));
+        }
+        let mut mem = MemoryStorage::new();
+        for (l, s) in &all {
+            mem.add(Series::floats(l.clone(), s.clone()));
+        }
+        let engine = Engine::default();
+        for q in [
+            "sum by (env) (rate(requests_total[5m]))",
+            "count by (code) (requests_total offset 1m)",
+            "max(increase(requests_total{code=~\"5..\"}[2m]))",
+            "min without (code) (requests_total)",
+            "group by (env) (changes(requests_total[10m]))",
+        ] {
+            for (start, end, step) in
+                [(300_000, 3 * BLOCK - 1, 60_000), (BLOCK - 30_000, BLOCK + 30_000, 15_000), (BLOCK + 7, BLOCK + 7, 0)]
+            {
+                let req = AggregateRequest {
+                    tenant: "anonymous".into(),
+                    expr: q.into(),
+                    start,
+                    end,
+                    step,
+                    ..Default::default()
+                };
+                let got = evaluate(store.clone(), indexes.clone(), req).await.unwrap();
+                let expr = strata_promql::parse(q).unwrap();
+                let want: Vec<(Labels, Vec<(i64, f64)>)> = if step == 0 {
+                    match engine.instant(&mem, &expr, start).unwrap() {
+                        QueryValue::Vector(v) => v.into_iter().map(|s| (s.labels, vec![(s.t, s.v)])).collect(),
+                        other => panic!("{other:?}"),
+                    }
+                } else {
+                    match engine.range(&mem, &expr, start, end, step).unwrap() {
+                        QueryValue::Matrix(m) => m.into_iter().map(|s| (s.labels, s.samples)).collect(),
+                        other => panic!("{other:?}"),
+                    }
+                };
+                let mut got: Vec<(Labels, Vec<(i64, f64)>)> = got
+                    .series
+                    .into_iter()
+                    .map(|s| {
+                        let labels = Labels::new(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                        let pts = s.steps.iter().zip(s.values).map(|(&i, v)| (start + i as i64 * step, v)).collect();
+                        (labels, pts)
+                    })
+                    .collect();
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut want = want;
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                assert!(!want.is_empty(), "{q}: no data");
+                assert_eq!(got, want, "{q} over [{start}, {end}] step {step}");
+            }
+        }
+        // Not an aggregation that can be pushed: a clear error.
+        let req = AggregateRequest {
+            tenant: "anonymous".into(),
+            expr: "avg(requests_total)".into(),
+            start: 0,
+            end: 0,
+            ..Default::default()
+        };
+        let err = evaluate(store.clone(), indexes.clone(), req).await.unwrap_err();
+        assert!(matches!(err, AggregateError::BadRequest(ref m) if m.contains("cannot be pushed down")), "{err}");
+        // The sample limit holds.
+        let req = AggregateRequest {
+            tenant: "anonymous".into(),
+            expr: "sum(rate(requests_total[5m]))".into(),
+            start: 300_000,
+            end: 3 * BLOCK - 1,
+            step: 60_000,
+            max_samples: 100,
+            ..Default::default()
+        };
+        let err = evaluate(store.clone(), indexes, req).await.unwrap_err();
+        assert!(matches!(err, AggregateError::TooManySamples(_)), "{err}");
+    }
+}
