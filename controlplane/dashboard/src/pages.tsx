@@ -219,7 +219,7 @@ export function DataPlanes() {
               <td>{r.dataPlane}</td>
               <td>{r.lastSeen ? new Date(r.lastSeen * 1000).toLocaleTimeString() : "–"} ({ago(r.lastSeen)})</td>
               <td>{r.series ?? "–"}</td>
-              <td title="strata_agent_queue_bytes, when the agent's own metrics are shipped">
+              <td title="strata_agent_queue_bytes: bytes in the agent's disk queue not yet delivered (shipped by the agent's self-monitoring)">
                 {q.has(`${r.environment}/${r.dataPlane}`) ? `${formatValue(q.get(`${r.environment}/${r.dataPlane}`) ?? 0)}B` : "n/a"}
               </td>
             </tr>

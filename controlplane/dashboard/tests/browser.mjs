@@ -68,6 +68,12 @@ try {
   // Data planes.
   await page.goto(`${base}/#/dataplanes`);
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=dataplanes] tbody tr").length >= 3, null, T);
+  // The agents' own metrics arrive (self-monitoring): every row shows its queue depth.
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("[data-testid=dataplanes] tbody tr td:last-child")].every((td) => td.textContent.endsWith("B")),
+    null,
+    T,
+  );
   await shot("dataplanes");
   step("data planes list three rows");
 

@@ -110,6 +110,14 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
     })
     .await;
 
+    // Every agent ships its own metrics: the Data planes page's queue depth.
+    wait_for(Duration::from_secs(60), "agent self-monitoring from prod, dev and qa", || async {
+        let r = query(&base, "count by (environment, data_plane_id) (strata_agent_queue_bytes{job=\"strata-agent\"})")
+            .await;
+        (r.len() == 3).then_some(())
+    })
+    .await;
+
     // qa runs with a 10% injected error rate: the injected 500s are measured.
     wait_for(Duration::from_secs(60), "injected 500s on qa in the request metrics", || async {
         let q = r#"http_server_request_duration_seconds_count{environment="qa",http_response_status_code="500"}"#;

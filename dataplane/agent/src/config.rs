@@ -193,6 +193,21 @@ impl Default for TranslationConfig {
     }
 }
 
+/// The agent's own metrics, shipped through its queue like the data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfMonitoringConfig {
+    /// How often; 0s turns self-monitoring off.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for SelfMonitoringConfig {
+    fn default() -> Self {
+        SelfMonitoringConfig { interval: Duration::from_secs(15) }
+    }
+}
+
 /// Complete agent configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -204,6 +219,7 @@ pub struct AgentConfig {
     pub queue: QueueConfig,
     pub batch: BatchConfig,
     pub translation: TranslationConfig,
+    pub self_monitoring: SelfMonitoringConfig,
     /// Labels set (or overridden) on every series, e.g. `environment`, `data_plane_id`.
     pub labels: BTreeMap<String, String>,
 }

@@ -16,6 +16,7 @@ pub mod exposition;
 pub mod pipeline;
 pub mod queue;
 pub mod receiver;
+pub mod self_monitoring;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -113,31 +114,39 @@ pub async fn run(
         ));
     }
 
-    // Own metrics and health.
-    let web = {
+    // Own metrics (rendered with fresh queue gauges) and health.
+    let render = {
         let metrics = metrics.clone();
         let queue = queue.clone();
+        move || {
+            let s = queue.stats();
+            metrics.queue_pending_bytes.set(s.pending_bytes);
+            metrics.queue_disk_bytes.set(s.disk_bytes);
+            metrics.queue_corrupt_records.set(s.corrupt_records);
+            let age = if s.pending_bytes == 0 {
+                0.0
+            } else {
+                let oldest = delivered.iter().map(|d| d.load(Ordering::Relaxed)).min().unwrap_or(0);
+                if oldest == 0 { 0.0 } else { now_ms().saturating_sub(oldest) as f64 / 1000.0 }
+            };
+            metrics.queue_oldest_age_seconds.set(age);
+            metrics.render()
+        }
+    };
+    if !cfg.self_monitoring.interval.is_zero() {
+        let mut extra: Vec<(String, String)> =
+            vec![("job".into(), "strata-agent".into()), ("instance".into(), cfg.web.listen_address.to_string())];
+        extra.extend(cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (p, r, every) = (pipeline.clone(), render.clone(), cfg.self_monitoring.interval);
+        tokio::spawn(self_monitoring::run(p, r, extra, every, stop_rx.clone()));
+    }
+    let web = {
         Router::new()
             .route(
                 "/metrics",
                 get(move || {
-                    let metrics = metrics.clone();
-                    let queue = queue.clone();
-                    let delivered = delivered.clone();
-                    async move {
-                        let s = queue.stats();
-                        metrics.queue_pending_bytes.set(s.pending_bytes);
-                        metrics.queue_disk_bytes.set(s.disk_bytes);
-                        metrics.queue_corrupt_records.set(s.corrupt_records);
-                        let age = if s.pending_bytes == 0 {
-                            0.0
-                        } else {
-                            let oldest = delivered.iter().map(|d| d.load(Ordering::Relaxed)).min().unwrap_or(0);
-                            if oldest == 0 { 0.0 } else { now_ms().saturating_sub(oldest) as f64 / 1000.0 }
-                        };
-                        metrics.queue_oldest_age_seconds.set(age);
-                        ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
-                    }
+                    let render = render.clone();
+                    async move { ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], render()) }
                 }),
             )
             .route("/-/healthy", get(|| async { "OK\n" }))

@@ -43,6 +43,10 @@ struct Cli {
     /// Series not updated for this long drop out of the exposition.
     #[arg(long = "prometheus-exporter.expiration", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_EXPIRATION", value_parser = humantime::parse_duration)]
     prometheus_exporter_expiration: Option<std::time::Duration>,
+    /// How often the agent ships its own metrics (`strata_agent_*`, labelled
+    /// with --label and job="strata-agent") through its queue; 0s: never.
+    #[arg(long = "self-monitoring.interval", env = "STRATA_AGENT_SELF_MONITORING_INTERVAL", value_parser = humantime::parse_duration)]
+    self_monitoring_interval: Option<std::time::Duration>,
     /// Remote write endpoint (repeatable); replaces the file's endpoints.
     #[arg(long = "remote-write.url", env = "STRATA_AGENT_REMOTE_WRITE_URL", value_delimiter = ',')]
     remote_write_url: Vec<String>,
@@ -118,6 +122,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(d) = cli.prometheus_exporter_expiration {
         cfg.prometheus_exporter.expiration = d;
+    }
+    if let Some(d) = cli.self_monitoring_interval {
+        cfg.self_monitoring.interval = d;
     }
     if !cli.remote_write_url.is_empty() {
         cfg.remote_write.endpoints = cli

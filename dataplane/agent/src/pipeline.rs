@@ -7,8 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use strata_otel_prom::{Translator, TranslatorConfig};
 use strata_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use strata_proto::prometheus::WriteRequest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AgentConfig;
@@ -128,10 +130,29 @@ impl Pipeline {
         }
         let samples = out.stats.samples as usize;
         let bytes = out.into_bytes();
+        self.enqueue(bytes, samples, points).await.map(|()| accepted)
+    }
+
+    /// Queues series the agent builds itself (self-monitoring), bypassing
+    /// translation and the exposition.
+    pub async fn submit_series(&self, req: &WriteRequest) -> Result<(), SubmitError> {
+        let stats = self.queue.stats();
+        if stats.disk_bytes >= self.max_queue_bytes {
+            return Err(SubmitError::QueueFull(format!(
+                "agent disk queue is full ({} of {} bytes)",
+                stats.disk_bytes, self.max_queue_bytes
+            )));
+        }
+        let samples = req.timeseries.iter().map(|t| t.samples.len()).sum();
+        self.enqueue(req.encode_to_vec(), samples, 0).await
+    }
+
+    /// Hands encoded series to the batcher and waits until they are queued.
+    async fn enqueue(&self, bytes: Vec<u8>, samples: usize, points: u64) -> Result<(), SubmitError> {
         let (done, wait) = oneshot::channel();
         self.batch_tx.send(BatchItem { bytes, samples, done }).await.map_err(|_| SubmitError::ShuttingDown)?;
         match wait.await {
-            Ok(Ok(())) => Ok(accepted),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 self.metrics
                     .datapoints_refused

@@ -273,6 +273,11 @@ impl Agent {
             "--batch.timeout".into(),
             "50ms".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--self-monitoring")) {
+            // Tests count exactly what reaches the receiver; the agent's own
+            // metrics are shipped only where a test asks for them.
+            args.push("--self-monitoring.interval=0s".into());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::start(name, &bin("strata-agent"), &args, &[], dir);
         wait_ready(&format!("http://127.0.0.1:{web_port}/-/ready"), Duration::from_secs(30)).await;

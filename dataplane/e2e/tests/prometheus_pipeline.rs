@@ -22,7 +22,7 @@ async fn traffic_arrives_in_prometheus_with_exact_counts() {
         &prom.write_url(),
         "prod",
         "dp-prod-01",
-        &["--prometheus-exporter.listen-address", &exposition],
+        &["--prometheus-exporter.listen-address", &exposition, "--self-monitoring.interval=1s"],
     )
     .await;
     let no_failures = [("PAYMENT_FAILURE_RATE", "0".to_string())];
@@ -73,7 +73,7 @@ async fn traffic_arrives_in_prometheus_with_exact_counts() {
 
     let base = prom.base();
     let sel = r#"environment="prod",data_plane_id="dp-prod-01""#;
-    let expect = [
+    let mut expect = vec![
         (
             format!(
                 r#"sum(http_server_request_duration_seconds_count{{{sel},job="shop-http",http_route="/api/products"}})"#
@@ -114,6 +114,9 @@ async fn traffic_arrives_in_prometheus_with_exact_counts() {
         ),
         (format!(r#"count(target_info{{{sel},job=~"shop-(http|grpc|json)",service_version!=""}})"#), 3.0),
     ];
+    // The agent ships its own metrics, labelled like its data (self-monitoring).
+    expect.push((format!(r#"count(strata_agent_queue_bytes{{{sel},job="strata-agent"}})"#), 1.0));
+    expect.push((format!(r#"count(strata_agent_datapoints_received_total{{{sel},job="strata-agent"}} > 0)"#), 1.0));
     for (q, want) in &expect {
         let got =
             wait_for(Duration::from_secs(30), q, || async { query_value(&base, q).await.filter(|v| v == want) }).await;

@@ -146,6 +146,8 @@ impl TestAgent {
             vec![EndpointConfig { url: url.to_string(), protocol, headers: Default::default() }];
         cfg.labels.insert("environment".into(), "test".into());
         cfg.labels.insert("data_plane_id".into(), "dp-test".into());
+        // The receivers count exactly what the tests send.
+        cfg.self_monitoring.interval = Duration::ZERO;
         tweak(&mut cfg);
         let (tx, rx) = oneshot::channel();
         let run_cfg = cfg.clone();
