@@ -18,7 +18,7 @@ async fn prometheus_remote_write_into_the_cluster() {
     std::fs::write(
         &cfg,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 1s}}\n",
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 1s}}\n    metadata_config: {{send_interval: 2s}}\n",
             cluster.nodes[1].write_url()
         ),
     )
@@ -46,6 +46,29 @@ async fn prometheus_remote_write_into_the_cluster() {
     let failed = query_value(&base, "sum(prometheus_remote_storage_samples_failed_total)").await;
     assert_eq!(failed, Some(0.0), "Prometheus saw failed samples");
     assert!(sent > 100.0);
+
+    // The metric metadata Prometheus sends along (type, help, unit) is kept
+    // and answered by the querier's /api/v1/metadata exactly as Prometheus
+    // answers it for its own scrape target.
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
+    let querier = Querier::start(dir.path(), &endpoints, &[]).await;
+    let client = reqwest::Client::new();
+    for metric in ["prometheus_http_requests_total", "prometheus_build_info", "go_gc_duration_seconds"] {
+        let url = |b: &str| format!("{b}/api/v1/metadata?metric={metric}");
+        let want: serde_json::Value = client.get(url(&base)).send().await.unwrap().json().await.unwrap();
+        assert!(want["data"][metric].is_array(), "Prometheus has no metadata for {metric}: {want}");
+        let got = wait_for(Duration::from_secs(30), "metric metadata in the cluster", || async {
+            let v: serde_json::Value = client.get(url(&querier.base())).send().await.ok()?.json().await.ok()?;
+            v["data"][metric].is_array().then_some(v)
+        })
+        .await;
+        assert_eq!(got["data"], want["data"], "{metric}");
+    }
+    let all: serde_json::Value =
+        client.get(format!("{}/api/v1/metadata?limit=2", querier.base())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(all["data"].as_object().map(|m| m.len()), Some(2), "{all}");
+    let bad = client.get(format!("{}/api/v1/metadata?limit=x", querier.base())).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,7 +179,24 @@ pub struct TenantHead {
     /// Samples before this time have been cut into blocks; older samples are
     /// rejected so blocks stay immutable.
     cut_before: i64,
+    /// Metric family name → its latest metadata (type, help, unit).
+    metadata: BTreeMap<String, FamilyMetadata>,
 }
+
+/// A metric family's metadata as remote write carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyMetadata {
+    /// `prometheus.MetricMetadata.MetricType` value.
+    pub metric_type: i32,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Metric families whose metadata one tenant keeps at most (later ones are
+/// ignored: metadata is advisory, samples are never refused for it).
+pub const MAX_METADATA_FAMILIES: usize = 50_000;
+/// Longest help text kept (longer ones are cut at a character boundary).
+pub const MAX_HELP_BYTES: usize = 4096;
 
 impl TenantHead {
     fn new() -> Self {
@@ -190,6 +207,33 @@ impl TenantHead {
             max_t: i64::MIN,
             min_t: i64::MAX,
             cut_before: i64::MIN,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Records the metadata entries of a write request (latest wins).
+    fn record_metadata(&mut self, md: &[strata_proto::prometheus::MetricMetadata]) {
+        for m in md {
+            if m.metric_family_name.is_empty() {
+                continue;
+            }
+            let mut help = m.help.clone();
+            if help.len() > MAX_HELP_BYTES {
+                let mut cut = MAX_HELP_BYTES;
+                while !help.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                help.truncate(cut);
+            }
+            let entry = FamilyMetadata { metric_type: m.r#type, help, unit: m.unit.clone() };
+            let full = self.metadata.len() >= MAX_METADATA_FAMILIES;
+            match self.metadata.get_mut(&m.metric_family_name) {
+                Some(e) => *e = entry,
+                None if !full => {
+                    self.metadata.insert(m.metric_family_name.clone(), entry);
+                }
+                None => {}
+            }
         }
     }
 
@@ -333,6 +377,14 @@ pub struct Head {
 #[derive(Serialize, Deserialize)]
 struct HeadSnapshot {
     tenants: Vec<TenantSnapshot>,
+    /// Per tenant (same order as `tenants`), its metric metadata.
+    metadata: Vec<Vec<(String, FamilyMetadata)>>,
+}
+
+/// Snapshots written before metadata was kept.
+#[derive(Deserialize)]
+struct HeadSnapshotV1 {
+    tenants: Vec<TenantSnapshot>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -364,6 +416,7 @@ impl Head {
     pub fn append(&mut self, tenant: &str, req: &WriteRequest) -> AppendOutcome {
         let cfg = self.cfg.clone();
         let th = self.tenants.entry(tenant.to_string()).or_default();
+        th.record_metadata(&req.metadata);
         let mut out = AppendOutcome::default();
         for ts in &req.timeseries {
             if ts.samples.is_empty() {
@@ -557,6 +610,19 @@ impl Head {
         (min <= max).then_some((min, max))
     }
 
+    /// Metric metadata of `tenant`, by family name (one family with
+    /// `metric`), at most `limit` families (0: all).
+    pub fn metadata(&self, tenant: &str, metric: Option<&str>, limit: usize) -> Vec<(String, FamilyMetadata)> {
+        let Some(th) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        match metric {
+            Some(m) => th.metadata.get(m).map(|v| vec![(m.to_string(), v.clone())]).unwrap_or_default(),
+            None => th.metadata.iter().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
     pub fn tenants(&self) -> Vec<String> {
         self.tenants.keys().cloned().collect()
     }
@@ -575,14 +641,23 @@ impl Head {
                     series: t.series.clone(),
                 })
                 .collect(),
+            metadata: self
+                .tenants
+                .values()
+                .map(|t| t.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .collect(),
         };
         bincode::serialize(&snap)
     }
 
     /// Replaces the head with a snapshot's content.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), bincode::Error> {
-        let snap: HeadSnapshot = bincode::deserialize(bytes)?;
+        let snap: HeadSnapshot = bincode::deserialize(bytes).or_else(|e| {
+            let v1: HeadSnapshotV1 = bincode::deserialize(bytes).map_err(|_| e)?;
+            Ok::<_, bincode::Error>(HeadSnapshot { tenants: v1.tenants, metadata: Vec::new() })
+        })?;
         self.tenants.clear();
+        let mut metadata = snap.metadata.into_iter();
         for t in snap.tenants {
             let mut th = TenantHead::new();
             for s in t.series {
@@ -592,6 +667,7 @@ impl Head {
             th.min_t = t.min_t;
             th.max_t = t.max_t;
             th.cut_before = t.cut_before;
+            th.metadata = metadata.next().unwrap_or_default().into_iter().collect();
             self.tenants.insert(t.tenant, th);
         }
         Ok(())
@@ -649,6 +725,7 @@ impl Head {
         fresh.max_t = th.max_t;
         fresh.min_t = min_t;
         fresh.cut_before = th.cut_before.max(before);
+        fresh.metadata = std::mem::take(&mut th.metadata);
         *th = fresh;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -852,6 +929,53 @@ mod tests {
         assert!(o.limited && o.errors[0].contains("max_series"));
         let got = h.select("t", &[m("__name__", MatchOp::Equal, "a")], 0, 10, false);
         assert_eq!(got[0].1[1].1.to_bits(), 0x7ff0_0000_0000_0002);
+    }
+
+    #[test]
+    fn keeps_latest_metadata_per_family_across_cuts_and_snapshots() {
+        use strata_proto::prometheus::MetricMetadata;
+        let md = |name: &str, t: i32, help: &str| MetricMetadata {
+            r#type: t,
+            metric_family_name: name.into(),
+            help: help.into(),
+            unit: "seconds".into(),
+        };
+        let mut h = Head::new(HeadConfig::default());
+        // Metadata-only requests (Prometheus sends them on their own) are recorded too.
+        h.append("a", &WriteRequest { timeseries: vec![], metadata: vec![md("up", 2, "old"), md("", 1, "x")] });
+        h.append(
+            "a",
+            &WriteRequest {
+                timeseries: vec![ts(&[("__name__", "up")], &[(1000, 1.0)])],
+                metadata: vec![md("up", 2, "Target up."), md("http_requests_total", 1, "Requests.")],
+            },
+        );
+        let want = vec![
+            (
+                "http_requests_total".to_string(),
+                FamilyMetadata { metric_type: 1, help: "Requests.".into(), unit: "seconds".into() },
+            ),
+            ("up".to_string(), FamilyMetadata { metric_type: 2, help: "Target up.".into(), unit: "seconds".into() }),
+        ];
+        assert_eq!(h.metadata("a", None, 0), want);
+        assert_eq!(h.metadata("a", Some("up"), 0), want[1..].to_vec());
+        assert_eq!(h.metadata("a", None, 1), want[..1].to_vec());
+        assert!(h.metadata("b", None, 0).is_empty());
+        h.cut("a", 2000);
+        assert_eq!(h.metadata("a", None, 0), want, "a block cut keeps the metadata");
+        let bytes = h.snapshot().unwrap();
+        let mut r = Head::new(HeadConfig::default());
+        r.restore(&bytes).unwrap();
+        assert_eq!(r.metadata("a", None, 0), want);
+        // A snapshot from before metadata was kept still restores.
+        let v1 = bincode::serialize(&HeadSnapshotV1Write { tenants: vec![] }).unwrap();
+        r.restore(&v1).unwrap();
+        assert!(r.metadata("a", None, 0).is_empty());
+    }
+
+    #[derive(Serialize)]
+    struct HeadSnapshotV1Write {
+        tenants: Vec<TenantSnapshot>,
     }
 
     #[test]

@@ -4,11 +4,11 @@ use std::pin::Pin;
 
 use futures::Stream;
 use strata_model::Matcher;
-use strata_proto::prometheus::{Chunk, Sample, chunk};
+use strata_proto::prometheus::{Chunk, MetricMetadata, Sample, chunk};
 use strata_proto::store::store_server::Store;
 use strata_proto::store::{
     AggregateRequest, AggregateResponse, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
-    LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest, SeriesResponse,
+    LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse, Series, SeriesRequest, SeriesResponse,
 };
 
 use crate::raft_types::Raft;
@@ -174,5 +174,26 @@ impl Store for HeadStore {
         // The querier pushes aggregations down only to store gateways (whole
         // blocks); the head answers raw series.
         Err(tonic::Status::unimplemented("aggregation push-down is served by store gateways"))
+    }
+
+    async fn metadata(
+        &self,
+        req: tonic::Request<MetadataRequest>,
+    ) -> Result<tonic::Response<MetadataResponse>, tonic::Status> {
+        let r = req.into_inner();
+        let st = self.sm.state.read().await;
+        let metric = (!r.metric.is_empty()).then_some(r.metric.as_str());
+        let metadata = st
+            .head
+            .metadata(tenant(&r.tenant), metric, r.limit as usize)
+            .into_iter()
+            .map(|(name, m)| MetricMetadata {
+                r#type: m.metric_type,
+                metric_family_name: name,
+                help: m.help,
+                unit: m.unit,
+            })
+            .collect();
+        Ok(tonic::Response::new(MetadataResponse { metadata }))
     }
 }

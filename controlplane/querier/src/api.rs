@@ -805,10 +805,64 @@ pub async fn label_values(
     Ok(success(&serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()), &warnings))
 }
 
-/// Metric metadata is not stored yet: an empty map, as Prometheus returns
-/// when it has none.
-pub async fn metadata() -> Response {
-    success("{}", &[])
+/// `/api/v1/metadata`: per metric family, its distinct metadata entries
+/// (`type`, `help`, `unit`) as the ingesters recorded them from remote write
+/// and OTLP; `metric` filters, `limit` caps the families and
+/// `limit_per_metric` the entries per family (negative or absent: no cap).
+pub async fn metadata(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(q.as_deref(), None);
+    let int = |key: &str| -> Result<Option<usize>, ApiError> {
+        match p.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n < 0 => Ok(None),
+                Ok(n) => Ok(Some(n as usize)),
+                Err(_) => Err(ApiError::bad_data(format!("{key} must be a number"))),
+            },
+        }
+    };
+    let (limit, per_metric) = (int("limit")?, int("limit_per_metric")?);
+    let metric = p.get("metric").unwrap_or_default().to_string();
+    let r = state.stores.metadata(&tenant(&headers), &metric, 0).await?;
+    let mut by_family: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+    for m in r.data {
+        let entry = serde_json::json!({"type": metric_type_name(m.r#type), "help": m.help, "unit": m.unit});
+        let list = by_family.entry(m.metric_family_name).or_default();
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (family, mut list) in by_family {
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+        if let Some(n) = per_metric {
+            list.truncate(n);
+        }
+        out.insert(family, serde_json::Value::Array(list));
+    }
+    state.metrics.observe("metadata", started.elapsed(), true);
+    Ok(success(&serde_json::Value::Object(out).to_string(), &r.warnings))
+}
+
+/// Prometheus' API name of a remote-write metric type.
+fn metric_type_name(t: i32) -> &'static str {
+    match t {
+        1 => "counter",
+        2 => "gauge",
+        3 => "histogram",
+        4 => "gaugehistogram",
+        5 => "summary",
+        6 => "info",
+        7 => "stateset",
+        _ => "unknown",
+    }
 }
 
 /// Strata evaluates no rules (no ruler): Prometheus' answer for a server

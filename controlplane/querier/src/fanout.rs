@@ -10,7 +10,7 @@ use strata_promql::{Labels, MatchOp, Matcher, Series};
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
 use strata_proto::store::store_client::StoreClient;
 use strata_proto::store::{
-    AggregateRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest, SeriesRequest,
+    AggregateRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest, MetadataRequest, SeriesRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -396,6 +396,24 @@ impl StoreSet {
         all.sort();
         all.dedup();
         Ok(FanoutResult { data: all, warnings: r.warnings })
+    }
+
+    /// Metric metadata from every shard (ingesters keep it; stores answer
+    /// empty), unmerged.
+    pub async fn metadata(
+        &self,
+        tenant: &str,
+        metric: &str,
+        limit: u32,
+    ) -> Result<FanoutResult<Vec<strata_proto::prometheus::MetricMetadata>>, FanoutError> {
+        let req = MetadataRequest { tenant: tenant.to_string(), metric: metric.to_string(), limit };
+        let r = self
+            .each_shard(i64::MIN, i64::MAX, |mut c| {
+                let req = req.clone();
+                async move { Ok(c.metadata(req).await?.into_inner().metadata) }
+            })
+            .await?;
+        Ok(FanoutResult { data: r.data.into_iter().flatten().collect(), warnings: r.warnings })
     }
 
     pub async fn label_names(

@@ -29,7 +29,7 @@ use strata_proto::prometheus::{Chunk, Sample, chunk};
 use strata_proto::store::store_server::{Store, StoreServer};
 use strata_proto::store::{
     AggregateRequest, AggregateResponse, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
-    LabelValuesRequest, LabelValuesResponse, Series, SeriesRequest, SeriesResponse,
+    LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse, Series, SeriesRequest, SeriesResponse,
 };
 use tokio::sync::RwLock;
 
@@ -375,6 +375,14 @@ impl Store for GatewayService {
         let blocks = self.0.overlapping(tenant(&r.tenant), i64::MIN, i64::MAX).await;
         let resp = aggregate::evaluate(self.0.store.clone(), blocks, r).await?;
         Ok(tonic::Response::new(resp))
+    }
+
+    /// Blocks carry no metric metadata (the ingesters keep it).
+    async fn metadata(
+        &self,
+        _: tonic::Request<MetadataRequest>,
+    ) -> Result<tonic::Response<MetadataResponse>, tonic::Status> {
+        Ok(tonic::Response::new(MetadataResponse { metadata: vec![] }))
     }
 }
 
