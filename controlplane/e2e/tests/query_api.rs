@@ -309,6 +309,11 @@ async fn differential_against_prometheus() {
     let pushed = metric_value(&client, &format!("{}/metrics", querier.base()), pushed).await;
     assert!(pushed >= 10.0, "the store computed only {pushed} aggregations");
 
+    // Exemplars (remote write 1.0, with their samples and on their own as
+    // Prometheus sends them) answer /api/v1/query_exemplars like Prometheus.
+    let recent = base + (MINUTES - 10) * 60_000;
+    exemplars_answer_like_prometheus(&client, &prom, &cluster.nodes[0].write_url(), &querier.base(), recent).await;
+
     // A replica failure is invisible: the querier reads the shard from another replica.
     let leader = cluster.wait_leader(None, Duration::from_secs(10)).await;
     cluster.node(leader).kill9();
@@ -546,4 +551,71 @@ async fn prometheus_reads_strata_through_remote_read() {
     )
     .await;
     assert_eq!(v["data"]["result"][0]["value"][1], "20", "{v}");
+}
+
+async fn exemplars_answer_like_prometheus(
+    client: &reqwest::Client,
+    prom: &Prometheus,
+    strata_write: &str,
+    querier: &str,
+    base: i64,
+) {
+    use strata_proto::prometheus::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
+    use strata_proto::remote_write as rw;
+    let label = |n: &str, v: &str| Label { name: n.into(), value: v.into() };
+    let series = |le: &str| vec![label("__name__", "checkout_seconds_bucket"), label("job", "shop"), label("le", le)];
+    let ex = |t: i64, v: f64, trace: &str| Exemplar {
+        labels: vec![label("span_id", "s1"), label("trace_id", trace)],
+        value: v,
+        timestamp: t,
+    };
+    let with_samples = WriteRequest {
+        timeseries: ["0.5", "1"]
+            .iter()
+            .map(|le| TimeSeries {
+                labels: series(le),
+                samples: (0..10).map(|k| Sample { value: k as f64, timestamp: base + k * 15_000 }).collect(),
+                exemplars: vec![ex(base + 15_000, 0.25, "a1"), ex(base + 30_000 + 7, 0.4, "a2")],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let on_their_own = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: series("1"),
+            exemplars: vec![ex(base + 90_000, 0.9, "b1"), ex(base + 30_000 + 7, 0.4, "a2")],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    for url in [prom.write_url(), strata_write.to_string()] {
+        for req in [&with_samples, &on_their_own] {
+            let r = client
+                .post(&url)
+                .header("Content-Type", rw::CONTENT_TYPE_V1)
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(rw::encode_v1(req))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{url}: {}", r.text().await.unwrap_or_default());
+        }
+    }
+    let sec = |ms: i64| format!("{}", ms as f64 / 1000.0);
+    for (q, from, to) in [
+        ("checkout_seconds_bucket", base, base + 300_000),
+        ("sum(rate(checkout_seconds_bucket{le=\"1\"}[5m]))", base + 20_000, base + 60_000),
+        ("checkout_seconds_bucket{le=\"nope\"}", base, base + 300_000),
+    ] {
+        let params = vec![("query", q.to_string()), ("start", sec(from)), ("end", sec(to))];
+        let (ps, pv) = get_json(client, &format!("{}/api/v1/query_exemplars", prom.base()), &params).await;
+        let (ss, sv) = get_json(client, &format!("{querier}/api/v1/query_exemplars"), &params).await;
+        assert_eq!((ps, ss), (200, 200), "{q}: {pv} / {sv}");
+        assert_eq!(sv["data"], pv["data"], "{q}");
+        if !q.contains("nope") {
+            assert!(pv["data"].as_array().is_some_and(|a| !a.is_empty()), "{q}: Prometheus has none: {pv}");
+        }
+    }
 }

@@ -28,6 +28,8 @@ pub struct HeadConfig {
     pub appendable_window_ms: i64,
     pub chunk_samples: usize,
     pub limits: Limits,
+    /// Exemplars one tenant keeps (the oldest go first); 0 keeps none.
+    pub max_exemplars: usize,
 }
 
 impl Default for HeadConfig {
@@ -37,6 +39,7 @@ impl Default for HeadConfig {
             appendable_window_ms: 60 * 60 * 1000,
             chunk_samples: 120,
             limits: Limits::default(),
+            max_exemplars: 100_000,
         }
     }
 }
@@ -181,7 +184,25 @@ pub struct TenantHead {
     cut_before: i64,
     /// Metric family name → its latest metadata (type, help, unit).
     metadata: BTreeMap<String, FamilyMetadata>,
+    /// Exemplars in arrival order (series ref, exemplar), at most
+    /// `max_exemplars`, like Prometheus' circular exemplar buffer.
+    exemplars: std::collections::VecDeque<(u32, StoredExemplar)>,
+    /// Newest exemplar time per series ref: older or equal ones are
+    /// duplicates or out of order and skipped (derived from `exemplars`).
+    exemplar_last: HashMap<u32, i64>,
 }
+
+/// One exemplar: its own labels (e.g. `trace_id`), value and time (ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredExemplar {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub timestamp: i64,
+}
+
+/// Prometheus' limit on an exemplar's label names and values together
+/// (UTF-8 characters).
+pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
 /// A metric family's metadata as remote write carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +229,42 @@ impl TenantHead {
             min_t: i64::MAX,
             cut_before: i64::MIN,
             metadata: BTreeMap::new(),
+            exemplars: std::collections::VecDeque::new(),
+            exemplar_last: HashMap::new(),
+        }
+    }
+
+    /// Stores the exemplars of series `sref`; returns how many were kept.
+    fn record_exemplars(&mut self, sref: u32, exemplars: &[strata_proto::prometheus::Exemplar], max: usize) -> u64 {
+        let mut kept = 0;
+        for e in exemplars {
+            if max == 0 {
+                break;
+            }
+            let chars: usize = e.labels.iter().map(|l| l.name.chars().count() + l.value.chars().count()).sum();
+            if chars > EXEMPLAR_MAX_LABEL_CHARS {
+                continue;
+            }
+            let last = self.exemplar_last.entry(sref).or_insert(i64::MIN);
+            if e.timestamp <= *last {
+                continue; // duplicate or out of order, as Prometheus skips them
+            }
+            *last = e.timestamp;
+            let labels = e.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            self.exemplars.push_back((sref, StoredExemplar { labels, value: e.value, timestamp: e.timestamp }));
+            while self.exemplars.len() > max {
+                self.exemplars.pop_front();
+            }
+            kept += 1;
+        }
+        kept
+    }
+
+    fn rebuild_exemplar_last(&mut self) {
+        self.exemplar_last.clear();
+        for (r, e) in &self.exemplars {
+            let last = self.exemplar_last.entry(*r).or_insert(i64::MIN);
+            *last = (*last).max(e.timestamp);
         }
     }
 
@@ -379,6 +436,8 @@ struct HeadSnapshot {
     tenants: Vec<TenantSnapshot>,
     /// Per tenant (same order as `tenants`), its metric metadata.
     metadata: Vec<Vec<(String, FamilyMetadata)>>,
+    /// Per tenant, its exemplars (series refs as in `tenants[i].series`).
+    exemplars: Vec<Vec<(u32, StoredExemplar)>>,
 }
 
 /// Snapshots written before metadata was kept.
@@ -420,6 +479,13 @@ impl Head {
         let mut out = AppendOutcome::default();
         for ts in &req.timeseries {
             if ts.samples.is_empty() {
+                // Exemplars on their own (how Prometheus sends them) attach
+                // to an existing series, as in Prometheus' head.
+                if !ts.exemplars.is_empty()
+                    && let Some(sref) = th.lookup(&ts.labels)
+                {
+                    out.exemplars_written += th.record_exemplars(sref, &ts.exemplars, cfg.max_exemplars);
+                }
                 continue;
             }
             let sref = match th.lookup(&ts.labels) {
@@ -512,8 +578,38 @@ impl Head {
                 th.min_t = th.min_t.min(s.timestamp);
                 out.samples_written += 1;
             }
-            out.exemplars_written += ts.exemplars.len() as u64;
+            out.exemplars_written += th.record_exemplars(sref, &ts.exemplars, cfg.max_exemplars);
         }
+        out
+    }
+
+    /// Exemplars of `tenant`'s series matching any of `matcher_sets`, with
+    /// timestamps in `[min_t, max_t]`, per series in time order.
+    pub fn exemplars(
+        &self,
+        tenant: &str,
+        matcher_sets: &[Vec<Matcher>],
+        min_t: i64,
+        max_t: i64,
+    ) -> Vec<(Labels, Vec<StoredExemplar>)> {
+        let Some(th) = self.tenants.get(tenant) else { return Vec::new() };
+        let mut refs: Vec<u32> = matcher_sets.iter().flat_map(|ms| th.select_refs(ms)).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let mut by_ref: BTreeMap<u32, Vec<StoredExemplar>> = BTreeMap::new();
+        for (r, e) in &th.exemplars {
+            if e.timestamp >= min_t && e.timestamp <= max_t && refs.binary_search(r).is_ok() {
+                by_ref.entry(*r).or_default().push(e.clone());
+            }
+        }
+        let mut out: Vec<(Labels, Vec<StoredExemplar>)> = by_ref
+            .into_iter()
+            .map(|(r, mut es)| {
+                es.sort_by_key(|e| e.timestamp);
+                (th.series[r as usize].labels.clone(), es)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -646,6 +742,7 @@ impl Head {
                 .values()
                 .map(|t| t.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .collect(),
+            exemplars: self.tenants.values().map(|t| t.exemplars.iter().cloned().collect()).collect(),
         };
         bincode::serialize(&snap)
     }
@@ -654,10 +751,11 @@ impl Head {
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), bincode::Error> {
         let snap: HeadSnapshot = bincode::deserialize(bytes).or_else(|e| {
             let v1: HeadSnapshotV1 = bincode::deserialize(bytes).map_err(|_| e)?;
-            Ok::<_, bincode::Error>(HeadSnapshot { tenants: v1.tenants, metadata: Vec::new() })
+            Ok::<_, bincode::Error>(HeadSnapshot { tenants: v1.tenants, metadata: Vec::new(), exemplars: Vec::new() })
         })?;
         self.tenants.clear();
         let mut metadata = snap.metadata.into_iter();
+        let mut exemplars = snap.exemplars.into_iter();
         for t in snap.tenants {
             let mut th = TenantHead::new();
             for s in t.series {
@@ -668,6 +766,9 @@ impl Head {
             th.max_t = t.max_t;
             th.cut_before = t.cut_before;
             th.metadata = metadata.next().unwrap_or_default().into_iter().collect();
+            let n = th.series.len() as u32;
+            th.exemplars = exemplars.next().unwrap_or_default().into_iter().filter(|(r, _)| *r < n).collect();
+            th.rebuild_exemplar_last();
             self.tenants.insert(t.tenant, th);
         }
         Ok(())
@@ -691,7 +792,9 @@ impl Head {
         let mut out: SeriesSamples = Vec::new();
         let mut kept: Vec<MemSeries> = Vec::with_capacity(th.series.len());
         let mut min_t = i64::MAX;
-        for s in std::mem::take(&mut th.series) {
+        // Old series ref → its ref in the fresh head (None: dropped).
+        let mut remap: Vec<Option<u32>> = vec![None; th.series.len()];
+        for (old_ref, s) in std::mem::take(&mut th.series).into_iter().enumerate() {
             let all = s.samples(i64::MIN, i64::MAX);
             let split = all.partition_point(|(t, _)| *t < before);
             if split > 0 {
@@ -715,6 +818,7 @@ impl Head {
             }
             ns.last_t = s.last_t;
             ns.last_v = s.last_v;
+            remap[old_ref] = Some(kept.len() as u32);
             kept.push(ns);
         }
         let mut fresh = TenantHead::new();
@@ -726,6 +830,11 @@ impl Head {
         fresh.min_t = min_t;
         fresh.cut_before = th.cut_before.max(before);
         fresh.metadata = std::mem::take(&mut th.metadata);
+        fresh.exemplars = std::mem::take(&mut th.exemplars)
+            .into_iter()
+            .filter_map(|(r, e)| remap.get(r as usize).copied().flatten().map(|nr| (nr, e)))
+            .collect();
+        fresh.rebuild_exemplar_last();
         *th = fresh;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -971,6 +1080,49 @@ mod tests {
         let v1 = bincode::serialize(&HeadSnapshotV1Write { tenants: vec![] }).unwrap();
         r.restore(&v1).unwrap();
         assert!(r.metadata("a", None, 0).is_empty());
+    }
+
+    #[test]
+    fn keeps_exemplars_like_prometheus_circular_buffer() {
+        use strata_proto::prometheus::Exemplar;
+        let ex = |t: i64, v: f64, trace: &str| Exemplar {
+            labels: vec![Label { name: "trace_id".into(), value: trace.into() }],
+            value: v,
+            timestamp: t,
+        };
+        let mut h = Head::new(HeadConfig { max_exemplars: 3, ..Default::default() });
+        let a = [("__name__", "lat_bucket"), ("le", "1")];
+        let mut s = ts(&a, &[(1000, 1.0)]);
+        s.exemplars = vec![ex(1000, 0.5, "t1"), ex(1000, 0.5, "t1"), ex(900, 0.1, "old")];
+        let o = h.append("x", &req(vec![s]));
+        assert_eq!(o.exemplars_written, 1, "duplicates and out-of-order exemplars are skipped");
+        // Exemplars without samples attach to an existing series only.
+        let mut only = ts(&a, &[]);
+        only.exemplars = vec![ex(2000, 0.7, "t2"), ex(3000, 0.8, &"x".repeat(130))];
+        let mut unknown = ts(&[("__name__", "nope")], &[]);
+        unknown.exemplars = vec![ex(2000, 1.0, "t9")];
+        assert_eq!(h.append("x", &req(vec![only, unknown])).exemplars_written, 1, "too long or no such series");
+        let all = |h: &Head| h.exemplars("x", &[vec![m("__name__", MatchOp::Equal, "lat_bucket")]], 0, i64::MAX);
+        let got = all(&h);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.iter().map(|e| e.timestamp).collect::<Vec<_>>(), vec![1000, 2000]);
+        assert_eq!(got[0].1[0].labels, vec![("trace_id".to_string(), "t1".to_string())]);
+        // The buffer keeps the newest `max_exemplars`.
+        let mut more = ts(&a, &[(5000, 2.0)]);
+        more.exemplars = vec![ex(4000, 1.0, "t3"), ex(5000, 1.0, "t4")];
+        h.append("x", &req(vec![more]));
+        let times = |h: &Head| all(h)[0].1.iter().map(|e| e.timestamp).collect::<Vec<_>>();
+        assert_eq!(times(&h), vec![2000, 4000, 5000]);
+        assert_eq!(h.exemplars("x", &[vec![m("le", MatchOp::Equal, "1")]], 4500, 6000)[0].1.len(), 1);
+        // Snapshots and block cuts keep them with their series.
+        let mut r = Head::new(HeadConfig { max_exemplars: 3, ..Default::default() });
+        r.restore(&h.snapshot().unwrap()).unwrap();
+        assert_eq!(times(&r), vec![2000, 4000, 5000]);
+        h.cut("x", 3000);
+        assert_eq!(times(&h), vec![2000, 4000, 5000]);
+        let mut late = ts(&a, &[(6000, 3.0)]);
+        late.exemplars = vec![ex(5000, 1.0, "dup")];
+        assert_eq!(h.append("x", &req(vec![late])).exemplars_written, 0, "still a duplicate after the cut");
     }
 
     #[derive(Serialize)]

@@ -5,4 +5,6 @@
 pub mod chunk;
 pub mod head;
 
-pub use head::{AppendOutcome, ChunkList, FamilyMetadata, Head, HeadConfig, SeriesSamples, TenantRange};
+pub use head::{
+    AppendOutcome, ChunkList, FamilyMetadata, Head, HeadConfig, SeriesSamples, StoredExemplar, TenantRange,
+};

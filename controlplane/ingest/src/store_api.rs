@@ -4,11 +4,12 @@ use std::pin::Pin;
 
 use futures::Stream;
 use strata_model::Matcher;
-use strata_proto::prometheus::{Chunk, MetricMetadata, Sample, chunk};
+use strata_proto::prometheus::{Chunk, Exemplar, Label, MetricMetadata, Sample, chunk};
 use strata_proto::store::store_server::Store;
 use strata_proto::store::{
-    AggregateRequest, AggregateResponse, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
-    LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse, Series, SeriesRequest, SeriesResponse,
+    AggregateRequest, AggregateResponse, ExemplarsRequest, ExemplarsResponse, InfoRequest, InfoResponse,
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse,
+    Series, SeriesExemplars, SeriesRequest, SeriesResponse,
 };
 
 use crate::raft_types::Raft;
@@ -195,5 +196,35 @@ impl Store for HeadStore {
             })
             .collect();
         Ok(tonic::Response::new(MetadataResponse { metadata }))
+    }
+
+    async fn exemplars(
+        &self,
+        req: tonic::Request<ExemplarsRequest>,
+    ) -> Result<tonic::Response<ExemplarsResponse>, tonic::Status> {
+        let r = req.into_inner();
+        let ms = matchers(&r.matchers)?;
+        if ms.is_empty() {
+            return Err(tonic::Status::invalid_argument("at least one matcher is required"));
+        }
+        self.read_barrier().await;
+        let st = self.sm.state.read().await;
+        let series = st
+            .head
+            .exemplars(tenant(&r.tenant), &[ms], r.min_time, r.max_time)
+            .into_iter()
+            .map(|(labels, es)| SeriesExemplars {
+                labels: labels.to_proto(),
+                exemplars: es
+                    .into_iter()
+                    .map(|e| Exemplar {
+                        labels: e.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
+                        value: e.value,
+                        timestamp: e.timestamp,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(tonic::Response::new(ExemplarsResponse { series }))
     }
 }

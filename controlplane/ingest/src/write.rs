@@ -71,9 +71,9 @@ async fn commit(
     encoded: Option<Vec<u8>>,
     outcome: &mut AppendOutcome,
 ) -> Result<(), Response> {
-    // Metadata-only requests (Prometheus sends metadata on its own) are
-    // replicated too: every replica records the same metric metadata.
-    if req.timeseries.iter().all(|t| t.samples.is_empty()) && req.metadata.is_empty() {
+    // Metadata- and exemplar-only requests (Prometheus sends both on their
+    // own) are replicated too: every replica records the same metric metadata.
+    if req.timeseries.iter().all(|t| t.samples.is_empty() && t.exemplars.is_empty()) && req.metadata.is_empty() {
         return Ok(());
     }
     match st.proposer.propose(tenant, encoded.unwrap_or_else(|| req.encode_to_vec())).await {

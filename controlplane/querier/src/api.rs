@@ -876,11 +876,64 @@ pub async fn alerts() -> Response {
     success(r#"{"alerts":[]}"#, &[])
 }
 
-/// Exemplars are not stored yet: an empty list.
-pub async fn query_exemplars(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+/// `/api/v1/query_exemplars`: the exemplars the ingesters keep for the
+/// series the query's selectors match, between `start` and `end`.
+pub async fn query_exemplars(
+    State(state): State<Arc<QuerierState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let p = Params::parse(q.as_deref(), Some(&body));
-    parse_query(&p)?;
-    Ok(success("[]", &[]))
+    let expr = parse_query(&p)?;
+    let (start, end) = time_range(&p)?;
+    let lookback = state.engine.options().lookback_delta.as_millis() as i64;
+    let mut sets: Vec<Vec<strata_promql::Matcher>> =
+        strata_promql::selections(&expr, start, end, lookback).into_iter().map(|s| s.matchers).collect();
+    sets.dedup_by(|a, b| a.iter().map(|m| m.to_string()).eq(b.iter().map(|m| m.to_string())));
+    let tenant = tenant(&headers);
+    let fetches = sets.iter().map(|ms| state.stores.exemplars(&tenant, ms, start, end));
+    let mut by_series: std::collections::BTreeMap<Labels, Vec<(i64, u64, Labels)>> = Default::default();
+    let mut warnings = Vec::new();
+    for r in futures::future::join_all(fetches).await {
+        let r = r?;
+        warnings.extend(r.warnings);
+        for (labels, exemplars) in r.data {
+            let list = by_series.entry(labels).or_default();
+            for e in exemplars {
+                let el = Labels::from_sorted_or_sort(e.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                list.push((e.timestamp, e.value.to_bits(), el));
+            }
+        }
+    }
+    let mut out = String::from("[");
+    for (i, (labels, mut list)) in by_series.into_iter().enumerate() {
+        list.sort();
+        list.dedup();
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"seriesLabels\":");
+        write_labels(&mut out, &labels);
+        out.push_str(",\"exemplars\":[");
+        for (j, (t, v, el)) in list.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"labels\":");
+            write_labels(&mut out, el);
+            let _ = write!(out, ",\"value\":\"{}\",\"timestamp\":", strata_promql::format_float(f64::from_bits(*v)));
+            write_ts(&mut out, *t);
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    warnings.sort();
+    warnings.dedup();
+    state.metrics.observe("query_exemplars", started.elapsed(), true);
+    Ok(success(&out, &warnings))
 }
 
 /// Prometheus' buildinfo. `version` is the Prometheus API and PromQL

@@ -10,7 +10,8 @@ use strata_promql::{Labels, MatchOp, Matcher, Series};
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
 use strata_proto::store::store_client::StoreClient;
 use strata_proto::store::{
-    AggregateRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest, MetadataRequest, SeriesRequest,
+    AggregateRequest, ExemplarsRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest,
+    MetadataRequest, SeriesRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -414,6 +415,39 @@ impl StoreSet {
             })
             .await?;
         Ok(FanoutResult { data: r.data.into_iter().flatten().collect(), warnings: r.warnings })
+    }
+
+    /// Exemplars of the series matching `matchers` in `[min_t, max_t]`,
+    /// from every shard (stores answer empty), unmerged.
+    pub async fn exemplars(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<FanoutResult<Vec<(Labels, Vec<strata_proto::prometheus::Exemplar>)>>, FanoutError> {
+        let req = ExemplarsRequest {
+            tenant: tenant.to_string(),
+            min_time: min_t,
+            max_time: max_t,
+            matchers: matchers.iter().map(to_proto_matcher).collect(),
+        };
+        let r = self
+            .each_shard(min_t, max_t, |mut c| {
+                let req = req.clone();
+                async move { Ok(c.exemplars(req).await?.into_inner().series) }
+            })
+            .await?;
+        let data = r
+            .data
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let labels = Labels::from_sorted_or_sort(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                (labels, s.exemplars)
+            })
+            .collect();
+        Ok(FanoutResult { data, warnings: r.warnings })
     }
 
     pub async fn label_names(

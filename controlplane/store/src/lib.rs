@@ -28,8 +28,9 @@ use strata_model::{Labels, Matcher};
 use strata_proto::prometheus::{Chunk, Sample, chunk};
 use strata_proto::store::store_server::{Store, StoreServer};
 use strata_proto::store::{
-    AggregateRequest, AggregateResponse, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse,
-    LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse, Series, SeriesRequest, SeriesResponse,
+    AggregateRequest, AggregateResponse, ExemplarsRequest, ExemplarsResponse, InfoRequest, InfoResponse,
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, MetadataRequest, MetadataResponse,
+    Series, SeriesRequest, SeriesResponse,
 };
 use tokio::sync::RwLock;
 
@@ -383,6 +384,14 @@ impl Store for GatewayService {
         _: tonic::Request<MetadataRequest>,
     ) -> Result<tonic::Response<MetadataResponse>, tonic::Status> {
         Ok(tonic::Response::new(MetadataResponse { metadata: vec![] }))
+    }
+
+    /// Blocks carry no exemplars (the ingesters keep them).
+    async fn exemplars(
+        &self,
+        _: tonic::Request<ExemplarsRequest>,
+    ) -> Result<tonic::Response<ExemplarsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ExemplarsResponse { series: vec![] }))
     }
 }
 

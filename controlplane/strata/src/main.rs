@@ -119,6 +119,9 @@ struct IngesterArgs {
     /// sample; older ones are "out of bounds" (Prometheus: half a block).
     #[arg(long = "ingest.appendable-window", default_value = "1h", value_parser = humantime::parse_duration)]
     appendable_window: Duration,
+    /// Per tenant: exemplars kept (a circular buffer, the oldest go first); 0 keeps none.
+    #[arg(long = "storage.max-exemplars", default_value_t = 100_000)]
+    max_exemplars: usize,
     /// Shard name reported to queriers (replicas of one Raft group share it).
     #[arg(long = "shard", default_value = "shard-0")]
     shard: String,
@@ -292,6 +295,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(a.block_duration >= Duration::from_secs(1), "--block.duration must be at least 1s");
             cfg.head.ooo_window_ms = a.ooo_window.as_millis() as i64;
             cfg.head.appendable_window_ms = a.appendable_window.as_millis() as i64;
+            cfg.head.max_exemplars = a.max_exemplars;
             cfg.head.limits = strata_model::Limits {
                 max_series: a.max_series,
                 max_labels_per_series: a.max_labels,

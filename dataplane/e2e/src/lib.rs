@@ -187,6 +187,7 @@ impl Prometheus {
             format!("--storage.tsdb.path={}", data.display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--web.enable-remote-write-receiver".to_string(),
+            "--enable-feature=exemplar-storage".to_string(),
             "--log.level=warn".to_string(),
         ];
         let proc = Proc::start(&format!("prometheus-{port}"), Path::new("prometheus"), &args, &[], dir);
