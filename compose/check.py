@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Checks, without a Docker engine, that compose/Dockerfile builds what
+compose/docker-compose.yml runs, with the command CI runs:
+
+* the Dockerfile's build stage runs `make binaries` (the Makefile target
+  `make test` runs as `binaries-dev`, and `make demo` as is);
+* every binary it copies into the runtime image is one `make binaries`
+  builds (a `-p` package of that target);
+* every service that runs the Strata image starts one of the binaries the
+  image holds.
+
+Usage: python3 compose/check.py [resolved-compose.yml]  (default: runs
+`docker-compose config` on compose/docker-compose.yml, every profile).
+"""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fail(msg: str) -> None:
+    print(f"compose/check.py: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def make_binaries_packages() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text()
+    m = re.search(r"^binaries:\n\t(.+)$", makefile, re.M)
+    if not m:
+        fail("Makefile has no `binaries` target")
+    if "binaries-dev" not in makefile or not re.search(r"^test:.*\bbinaries-dev\b", makefile, re.M):
+        fail("`make test` no longer builds `binaries-dev`")
+    return set(re.findall(r"-p\s+(\S+)", m.group(1)))
+
+
+def dockerfile_binaries() -> set[str]:
+    text = (ROOT / "compose" / "Dockerfile").read_text()
+    run = re.search(r"^RUN (?:.*\\\n)*.*$", text.split("AS build", 1)[-1], re.M)
+    if not run or not re.search(r"\bmake binaries\b", run.group(0)):
+        fail("the Dockerfile's build stage does not run `make binaries`")
+    copied = re.findall(r"target/release/([\w-]+)", run.group(0))
+    if not copied:
+        fail("the Dockerfile's build stage copies no binaries")
+    return set(copied)
+
+
+def resolved_compose() -> dict:
+    if len(sys.argv) > 1:
+        return yaml.safe_load(Path(sys.argv[1]).read_text())
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "compose" / "docker-compose.yml"), "--profile", "grafana", "config"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return yaml.safe_load(out)
+
+
+def main() -> None:
+    packages = make_binaries_packages()
+    in_image = dockerfile_binaries()
+    extra = in_image - packages
+    if extra:
+        fail(f"the Dockerfile copies {sorted(extra)}, which `make binaries` does not build ({sorted(packages)})")
+    services = resolved_compose().get("services", {})
+    strata = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("strata:")}
+    if not strata:
+        fail("no service runs the Strata image")
+    for name, svc in strata.items():
+        cmd = svc.get("command") or []
+        entry = svc.get("entrypoint") or []
+        first = (entry or cmd or [""])[0]
+        if first not in in_image:
+            fail(f"service {name} runs {first!r}, which the image does not hold ({sorted(in_image)})")
+    print(f"compose/Dockerfile builds {sorted(in_image)} with `make binaries`; {len(strata)} services run them")
+
+
+if __name__ == "__main__":
+    main()
