@@ -37,9 +37,9 @@ const CACHE_BYTES: usize = 16 << 20;
 /// Approximate memory of an entry's payload.
 fn entry_bytes(e: &Entry) -> usize {
     match &e.payload {
-        openraft::EntryPayload::Normal(crate::raft_types::Request::Write { items }) => {
-            items.iter().map(|(t, b)| t.len() + b.len()).sum::<usize>() + 64
-        }
+        openraft::EntryPayload::Normal(
+            crate::raft_types::Request::Write { items } | crate::raft_types::Request::WriteSnappy { items },
+        ) => items.iter().map(|(t, b)| t.len() + b.len()).sum::<usize>() + 64,
         _ => 64,
     }
 }

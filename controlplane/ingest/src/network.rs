@@ -173,7 +173,7 @@ impl RaftService for RaftRpc {
         req: tonic::Request<ForwardWriteRequest>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let r = req.into_inner();
-        match self.proposer.propose_local(r.tenant, r.write_request.to_vec()).await {
+        match self.proposer.propose_local(r.tenant, crate::proposer::Payload::Raw(r.write_request.to_vec())).await {
             Ok(outcome) => reply(&outcome),
             Err(e) => Err(tonic::Status::unavailable(e.to_string())),
         }

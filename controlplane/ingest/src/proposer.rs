@@ -2,7 +2,8 @@
 //!
 //! Any node accepts writes. On the leader, concurrent writes are
 //! group-committed: the batch loop drains whatever is waiting (up to 256
-//! writes or 16 MiB) into one `Request::Write` entry, proposes it, and
+//! writes or 16 MiB) into one `Request::WriteSnappy` entry (each write
+//! snappy-compressed; remote write 1.0 bodies as received), proposes it, and
 //! answers each writer with its own outcome once the entry is committed and
 //! applied. A follower forwards the write to the leader over gRPC. When
 //! leadership moves, the write is retried against the new leader until a
@@ -33,9 +34,45 @@ pub enum ProposeError {
     Forward(String),
 }
 
+/// An encoded `prometheus.WriteRequest` to propose.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Protobuf bytes.
+    Raw(Vec<u8>),
+    /// Snappy-compressed (block format) protobuf bytes, e.g. a remote
+    /// write 1.0 body as received.
+    Snappy(Vec<u8>),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Raw(b) | Payload::Snappy(b) => b.len(),
+        }
+    }
+
+    /// Compressed bytes, as log entries hold them.
+    fn into_snappy(self) -> Vec<u8> {
+        match self {
+            Payload::Raw(b) => strata_proto::remote_write::compress(&b),
+            Payload::Snappy(b) => b,
+        }
+    }
+
+    /// Protobuf bytes, as a forwarded write carries them.
+    fn to_raw(&self) -> Result<Vec<u8>, ProposeError> {
+        match self {
+            Payload::Raw(b) => Ok(b.clone()),
+            Payload::Snappy(b) => snap::raw::Decoder::new()
+                .decompress_vec(b)
+                .map_err(|e| ProposeError::Forward(format!("cannot decompress the write: {e}"))),
+        }
+    }
+}
+
 struct Item {
     tenant: String,
-    bytes: Vec<u8>,
+    payload: Payload,
     done: oneshot::Sender<Result<AppendOutcome, ProposeError>>,
 }
 
@@ -58,9 +95,12 @@ impl Proposer {
     }
 
     /// Proposes on this node (must be the leader), group-committed with concurrent writes.
-    pub async fn propose_local(&self, tenant: String, bytes: Vec<u8>) -> Result<AppendOutcome, ProposeError> {
+    pub async fn propose_local(&self, tenant: String, payload: Payload) -> Result<AppendOutcome, ProposeError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Item { tenant, bytes, done }).await.map_err(|_| ProposeError::Raft("proposer stopped".into()))?;
+        self.tx
+            .send(Item { tenant, payload, done })
+            .await
+            .map_err(|_| ProposeError::Raft("proposer stopped".into()))?;
         wait.await.map_err(|_| ProposeError::Raft("proposer dropped the write".into()))?
     }
 
@@ -92,13 +132,21 @@ impl Proposer {
     }
 
     /// Proposes a write from any node, retrying across leader changes until the deadline.
-    pub async fn propose(&self, tenant: &str, bytes: Vec<u8>) -> Result<AppendOutcome, ProposeError> {
+    pub async fn propose(&self, tenant: &str, payload: Payload) -> Result<AppendOutcome, ProposeError> {
         let start = Instant::now();
         let mut last_err = ProposeError::NoLeader;
+        // Forwarded writes travel as protobuf bytes (what every version's
+        // leader accepts); decompressed once, when first needed.
+        let mut raw: Option<Vec<u8>> = None;
         while start.elapsed() < self.deadline {
             let result = match self.leader() {
-                Some((id, _)) if id == self.node_id => self.propose_local(tenant.to_string(), bytes.clone()).await,
-                Some((_, addr)) => self.forward(&addr, tenant, &bytes).await,
+                Some((id, _)) if id == self.node_id => self.propose_local(tenant.to_string(), payload.clone()).await,
+                Some((_, addr)) => {
+                    if raw.is_none() {
+                        raw = Some(payload.to_raw()?);
+                    }
+                    self.forward(&addr, tenant, raw.as_deref().unwrap_or_default()).await
+                }
                 None => Err(ProposeError::NoLeader),
             };
             match result {
@@ -117,12 +165,12 @@ impl Proposer {
 async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<Item>) {
     let inflight = Arc::new(Semaphore::new(8));
     while let Some(first) = rx.recv().await {
-        let mut bytes = first.bytes.len();
+        let mut bytes = first.payload.len();
         let mut items = vec![first];
         while items.len() < MAX_ITEMS && bytes < MAX_BYTES {
             match rx.try_recv() {
                 Ok(it) => {
-                    bytes += it.bytes.len();
+                    bytes += it.payload.len();
                     items.push(it);
                 }
                 Err(_) => break,
@@ -134,10 +182,10 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<Item>) {
             let mut waiters = Vec::with_capacity(items.len());
             let mut payload = Vec::with_capacity(items.len());
             for it in items {
-                payload.push((it.tenant, it.bytes));
+                payload.push((it.tenant, it.payload.into_snappy()));
                 waiters.push(it.done);
             }
-            let res = raft.client_write(Request::Write { items: payload }).await;
+            let res = raft.client_write(Request::WriteSnappy { items: payload }).await;
             drop(permit);
             match res {
                 Ok(resp) => {

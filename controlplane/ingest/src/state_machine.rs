@@ -209,6 +209,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     });
                     out.push(Response { outcomes });
                 }
+                EntryPayload::Normal(Request::WriteSnappy { items }) => {
+                    let outcomes = tokio::task::block_in_place(|| {
+                        let mut raw = Vec::new();
+                        let mut dec = snap::raw::Decoder::new();
+                        items
+                            .iter()
+                            .map(|(t, b)| {
+                                let n = snap::raw::decompress_len(b).unwrap_or(0);
+                                raw.resize(n, 0);
+                                match dec.decompress(b, &mut raw) {
+                                    Ok(n) => apply_write(&mut st.head, t, &raw[..n]),
+                                    Err(e) => AppendOutcome {
+                                        errors: vec![format!("undecodable write in log: {e}")],
+                                        ..Default::default()
+                                    },
+                                }
+                            })
+                            .collect()
+                    });
+                    out.push(Response { outcomes });
+                }
                 EntryPayload::Normal(Request::CutBlock { tenant, before }) => {
                     let shard = self.shard.clone();
                     tokio::task::block_in_place(|| {

@@ -17,6 +17,7 @@ use strata_proto::prometheus::WriteRequest;
 use strata_proto::remote_write as rw;
 
 use crate::head::AppendOutcome;
+use crate::proposer::Payload;
 use crate::server::AppState;
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -63,12 +64,13 @@ fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) 
 }
 
 /// Proposes the valid part and merges its outcome. `encoded`, when given,
-/// is `req` already encoded (saves re-encoding an unchanged request).
+/// is `req` already encoded (an unchanged remote write 1.0 body, still
+/// snappy-compressed: the log keeps it as received).
 async fn commit(
     st: &AppState,
     tenant: &str,
     req: &WriteRequest,
-    encoded: Option<Vec<u8>>,
+    encoded: Option<Payload>,
     outcome: &mut AppendOutcome,
 ) -> Result<(), Response> {
     // Metadata- and exemplar-only requests (Prometheus sends both on their
@@ -76,7 +78,7 @@ async fn commit(
     if req.timeseries.iter().all(|t| t.samples.is_empty() && t.exemplars.is_empty()) && req.metadata.is_empty() {
         return Ok(());
     }
-    match st.proposer.propose(tenant, encoded.unwrap_or_else(|| req.encode_to_vec())).await {
+    match st.proposer.propose(tenant, encoded.unwrap_or_else(|| Payload::Raw(req.encode_to_vec()))).await {
         Ok(o) => {
             outcome.merge(o);
             Ok(())
@@ -139,12 +141,12 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         }
     };
     let limit = st.cfg.max_request_bytes * 8;
-    // A valid 1.0 request is proposed as its decompressed bytes, unchanged.
+    // A valid 1.0 request is proposed as received (snappy-compressed).
     let mut raw_v1 = None;
     let decoded = match version {
         rw::Version::V1 => rw::decompress(&body, limit).and_then(|raw| {
             let req = WriteRequest::decode(raw.as_slice())?;
-            raw_v1 = Some(raw);
+            raw_v1 = Some(Payload::Snappy(body.to_vec()));
             Ok(req)
         }),
         rw::Version::V2 => rw::decode_v2(&body, limit).map(|r| rw::v2_to_v1(&r)),
