@@ -17,6 +17,7 @@ make -s binaries
 B="$CARGO_TARGET_DIR/release"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
+alive() { kill -0 "$1" 2>/dev/null || { echo "process $1 exited right after starting (port already in use? see its log)" >&2; exit 1; }; }
 load() { "$B/strata-loadgen" bench write --url "$1" --series "$SERIES" --history "$HISTORY" --interval 15s --senders 4 --samples-per-series 20 | grep '^bench write'; }
 # Sums "samples bytes" over full 2 h blocks: every meta.json under $1 whose
 # range is 2 h; $2 = samples field path (prometheus|strata).
@@ -43,7 +44,7 @@ PY
 printf 'global:\n  scrape_interval: 15s\n' > "$W/prom.yml"
 prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/prom" --web.listen-address=127.0.0.1:39990 \
   --web.enable-remote-write-receiver --log.level=warn >"$W/prom.log" 2>&1 &
-P=$!; wait_up http://127.0.0.1:39990/-/ready
+P=$!; wait_up http://127.0.0.1:39990/-/ready; alive $P
 load http://127.0.0.1:39990/api/v1/write
 # The head compacts its oldest 2 h into a block once it spans 3 h (checked every minute).
 for _ in $(seq 1 180); do [ "$(find "$W/prom" -name meta.json | wc -l)" -gt 0 ] && break; sleep 1; done
@@ -53,7 +54,7 @@ kill $P; wait $P 2>/dev/null || true
 
 if command -v victoria-metrics >/dev/null; then
   victoria-metrics -storageDataPath="$W/vm" -httpListenAddr=127.0.0.1:39991 -loggerLevel=ERROR >"$W/vm.log" 2>&1 &
-  P=$!; wait_up http://127.0.0.1:39991/health
+  P=$!; wait_up http://127.0.0.1:39991/health; alive $P
   out=$(load http://127.0.0.1:39991/api/v1/write); echo "$out"
   curl -s http://127.0.0.1:39991/internal/force_flush >/dev/null; curl -s http://127.0.0.1:39991/internal/force_merge >/dev/null || true
   sleep 10
@@ -66,7 +67,7 @@ fi
 "$B/strata" ingester --raft.node-id 1 --raft.peers 1=127.0.0.1:39195 --grpc.listen-address 127.0.0.1:39195 \
   --web.listen-address 127.0.0.1:39109 --storage.path "$W/s1" --objstore.path "$W/objstore" \
   --block.duration 2h --log.level warn >"$W/s1.log" 2>&1 &
-P=$!; wait_up http://127.0.0.1:39109/-/ready
+P=$!; wait_up http://127.0.0.1:39109/-/ready; alive $P
 load http://127.0.0.1:39109/api/v1/write
 sleep 15  # elapsed ranges are cut and uploaded
 echo "strata $("$B/strata" --version | awk '{print $2}'): $(blocks "$W/objstore" strata)"

@@ -19,27 +19,28 @@ bench() { # name url pid...
   "$B/strata-loadgen" bench write --url "$url" --series "$SERIES" --history "$HISTORY" --interval 15s --senders "$SENDERS" --samples-per-series "$PER" "${pids[@]}" | grep -v '^{'
 }
 wait_up() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
+alive() { kill -0 "$1" 2>/dev/null || { echo "process $1 exited right after starting (port already in use? see its log)" >&2; exit 1; }; }
 du_bytes() { du -sb "$1" | cut -f1; }
 
 if command -v prometheus >/dev/null; then
   printf 'global:\n  scrape_interval: 15s\n' > "$W/prom.yml"
   prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/prom" --web.listen-address=127.0.0.1:19990 \
     --web.enable-remote-write-receiver --log.level=warn >"$W/prom.log" 2>&1 &
-  P=$!; wait_up http://127.0.0.1:19990/-/ready
+  P=$!; wait_up http://127.0.0.1:19990/-/ready; alive $P
   bench "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}')" http://127.0.0.1:19990/api/v1/write $P
   echo "   RSS $(($(awk '/VmRSS/{print $2}' /proc/$P/status) / 1024)) MiB, WAL+blocks $(($(du_bytes "$W/prom") / 1048576)) MiB (head not yet compacted)"
   kill $P; wait $P 2>/dev/null || true
 fi
 if command -v victoria-metrics >/dev/null; then
   victoria-metrics -storageDataPath="$W/vm" -httpListenAddr=127.0.0.1:19991 -loggerLevel=ERROR >"$W/vm.log" 2>&1 &
-  P=$!; wait_up http://127.0.0.1:19991/health
+  P=$!; wait_up http://127.0.0.1:19991/health; alive $P
   bench "victoria-metrics" http://127.0.0.1:19991/api/v1/write $P
   echo "   RSS $(($(awk '/VmRSS/{print $2}' /proc/$P/status) / 1024)) MiB"
   kill $P; wait $P 2>/dev/null || true
 fi
 "$B/strata" ingester --raft.node-id 1 --raft.peers 1=127.0.0.1:19195 --grpc.listen-address 127.0.0.1:19195 \
   --web.listen-address 127.0.0.1:19109 --storage.path "$W/s1" --log.level warn >"$W/s1.log" 2>&1 &
-P=$!; wait_up http://127.0.0.1:19109/-/ready
+P=$!; wait_up http://127.0.0.1:19109/-/ready; alive $P
 bench "strata 1 ingester" http://127.0.0.1:19109/api/v1/write $P
 echo "   RSS $(($(awk '/VmRSS/{print $2}' /proc/$P/status) / 1024)) MiB; $(curl -s http://127.0.0.1:19109/api/v1/status/raft)"
 kill $P; wait $P 2>/dev/null || true
@@ -51,6 +52,7 @@ for i in 1 2 3; do
   PIDS+=($!)
 done
 wait_up http://127.0.0.1:19309/-/ready
+for p in "${PIDS[@]}"; do alive "$p"; done
 sleep 2
 bench "strata 3 ingesters (RF=3)" http://127.0.0.1:19309/api/v1/write "${PIDS[@]}"
 for i in 1 2 3; do echo "   node $i RSS $(($(awk '/VmRSS/{print $2}' /proc/${PIDS[$((i - 1))]}/status) / 1024)) MiB"; done

@@ -17,6 +17,7 @@ make -s binaries  # the release set `make demo` builds, so the two share one bui
 B="$CARGO_TARGET_DIR/release"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
+alive() { kill -0 "$1" 2>/dev/null || { echo "process $1 exited right after starting (port already in use? see its log)" >&2; exit 1; }; }
 load() { "$B/strata-loadgen" bench write --url "$1" --series "$SERIES" --history "$HISTORY" --interval 15s --senders 4 --samples-per-series 20 | grep '^bench write'; }
 run_queries() { # name base-url
   echo "== $1"
@@ -27,7 +28,7 @@ if [ -z "${ONLY_STRATA:-}" ] && command -v prometheus >/dev/null; then
   printf 'global:\n  scrape_interval: 15s\n' > "$W/prom.yml"
   prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/prom" --web.listen-address=127.0.0.1:19990 \
     --web.enable-remote-write-receiver --log.level=warn >"$W/prom.log" 2>&1 &
-  P=$!; wait_up http://127.0.0.1:19990/-/ready
+  P=$!; wait_up http://127.0.0.1:19990/-/ready; alive $P
   load http://127.0.0.1:19990/api/v1/write
   run_queries "prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}')" http://127.0.0.1:19990
   kill $P; wait $P 2>/dev/null || true
@@ -35,7 +36,7 @@ fi
 if [ -z "${ONLY_STRATA:-}" ] && command -v victoria-metrics >/dev/null; then
   victoria-metrics -storageDataPath="$W/vm" -httpListenAddr=127.0.0.1:19991 -loggerLevel=ERROR \
     -search.disableCache >"$W/vm.log" 2>&1 &
-  P=$!; wait_up http://127.0.0.1:19991/health
+  P=$!; wait_up http://127.0.0.1:19991/health; alive $P
   load http://127.0.0.1:19991/api/v1/write
   curl -s http://127.0.0.1:19991/internal/force_flush >/dev/null || true
   sleep 2
@@ -45,13 +46,13 @@ fi
 "$B/strata" ingester --raft.node-id 1 --raft.peers 1=127.0.0.1:19195 --grpc.listen-address 127.0.0.1:19195 \
   --web.listen-address 127.0.0.1:19109 --storage.path "$W/s1" --objstore.path "$W/objstore" \
   --block.duration 2h --block.retain-after-upload 1s --log.level warn >"$W/s1.log" 2>&1 &
-P1=$!; wait_up http://127.0.0.1:19109/-/ready
+P1=$!; wait_up http://127.0.0.1:19109/-/ready; alive $P1
 "$B/strata" store --grpc.listen-address 127.0.0.1:19196 --web.listen-address 127.0.0.1:19197 \
   --objstore.path "$W/objstore" --store.sync-interval 2s --log.level warn >"$W/st.log" 2>&1 &
-P3=$!; wait_up http://127.0.0.1:19197/-/ready
+P3=$!; wait_up http://127.0.0.1:19197/-/ready; alive $P3
 "$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --endpoint 127.0.0.1:19196 \
   --log.level warn >"$W/q.log" 2>&1 &
-P2=$!; wait_up http://127.0.0.1:19190/-/ready
+P2=$!; wait_up http://127.0.0.1:19190/-/ready; alive $P2
 load http://127.0.0.1:19109/api/v1/write
 sleep 15  # blocks cut during the load: uploaded, synced by the store, released by the ingester
 echo "   blocks in object storage: $(find "$W/objstore" -name meta.json | wc -l); ingester: $(curl -s http://127.0.0.1:19109/api/v1/status/raft | grep -o '"head_samples":[0-9]*')"
