@@ -4,7 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use testcontainers::core::IntoContainerPort;
+use testcontainers::core::client::ClientError;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
 
 pub use dataplane_e2e::*;
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
@@ -479,18 +484,40 @@ pub async fn query_range(
     v["data"]["result"].clone()
 }
 
-/// An S3-compatible server on loopback: moto's standalone server (PyPI
-/// `moto[server]`, installed by `.ci/run`), which speaks the S3 REST API
-/// (SigV4-signed requests, ListObjectsV2, multipart) in memory.
+/// An S3-compatible server on loopback for the object-store suite: moto's
+/// standalone server (PyPI `moto[server]`, installed by `.ci/run`, which
+/// speaks the S3 REST API — SigV4-signed requests, ListObjectsV2, multipart —
+/// in memory), or MinIO in a container started through testcontainers
+/// wherever a Docker engine runs.
 pub struct S3Server {
-    pub proc: Option<Proc>,
+    backend: S3Backend,
     pub port: u16,
-    dir: PathBuf,
+    access_key: &'static str,
+    secret_key: &'static str,
+}
+
+enum S3Backend {
+    Moto { proc: Option<Proc>, dir: PathBuf },
+    Container(Box<ContainerAsync<GenericImage>>),
+}
+
+/// The MinIO release the container suite runs (pinned: the suite asserts
+/// exact object listings).
+pub const MINIO_IMAGE: (&str, &str) = ("minio/minio", "RELEASE.2025-04-22T22-12-26Z");
+
+/// Where a Docker engine would answer: `DOCKER_HOST` (unix sockets only,
+/// as testcontainers defaults to) or /var/run/docker.sock.
+fn docker_engine_socket() -> Option<PathBuf> {
+    let path = match std::env::var("DOCKER_HOST") {
+        Ok(h) => PathBuf::from(h.strip_prefix("unix://")?),
+        Err(_) => PathBuf::from("/var/run/docker.sock"),
+    };
+    std::os::unix::net::UnixStream::connect(&path).ok().map(|_| path)
 }
 
 impl S3Server {
-    /// `None` (test skipped) when moto is not installed, except under
-    /// `CI=true`, where that is a failure.
+    /// moto's server; `None` (test skipped) when moto is not installed,
+    /// except under `CI=true`, where that is a failure.
     pub async fn start(dir: &Path) -> Option<S3Server> {
         let found = std::process::Command::new("python3")
             .args(["-c", "import moto.server"])
@@ -501,25 +528,97 @@ impl S3Server {
         if !required("moto's S3 server (pip install 'moto[server]')", found) {
             return None;
         }
-        let mut s = S3Server { proc: None, port: free_port(), dir: dir.to_path_buf() };
+        let mut s = S3Server {
+            backend: S3Backend::Moto { proc: None, dir: dir.to_path_buf() },
+            port: free_port(),
+            access_key: "test",
+            secret_key: "test",
+        };
         s.restart().await;
         Some(s)
     }
 
-    /// Starts the server (again) on the same port; an in-memory server
-    /// comes back empty.
+    /// MinIO ([`MINIO_IMAGE`]) in a container via testcontainers, its S3
+    /// port published on a fixed loopback port so that a stopped and
+    /// restarted container comes back at the same endpoint. `None` (test
+    /// skipped, with the reason on stderr) when no Docker engine answers or
+    /// the image cannot be pulled — unless `STRATA_REQUIRE_MINIO=1`, which
+    /// turns both into failures. Any other container failure panics.
+    pub async fn start_minio() -> Option<S3Server> {
+        let require = std::env::var("STRATA_REQUIRE_MINIO").is_ok_and(|v| v == "1");
+        let skip = |why: String| {
+            assert!(!require, "STRATA_REQUIRE_MINIO=1 but {why}");
+            eprintln!("SKIPPED: the MinIO suite needs {why} (set STRATA_REQUIRE_MINIO=1 to make this a failure)");
+            None
+        };
+        if docker_engine_socket().is_none() {
+            return skip("a Docker engine (none answers at DOCKER_HOST or /var/run/docker.sock)".into());
+        }
+        let port = free_port();
+        let (name, tag) = MINIO_IMAGE;
+        let image = GenericImage::new(name, tag)
+            .with_exposed_port(9000.tcp())
+            .with_cmd(["server", "/data"])
+            .with_env_var("MINIO_ROOT_USER", "strata-test")
+            .with_env_var("MINIO_ROOT_PASSWORD", "strata-test-secret")
+            .with_mapped_port(port, 9000.tcp())
+            .with_startup_timeout(Duration::from_secs(120));
+        let container = match image.start().await {
+            Ok(c) => c,
+            Err(TestcontainersError::Client(e @ ClientError::PullImage { .. })) => {
+                return skip(format!("the image {name}:{tag}, which could not be pulled: {e}"));
+            }
+            Err(e) => panic!("starting {name}:{tag}: {e}"),
+        };
+        let s = S3Server {
+            backend: S3Backend::Container(Box::new(container)),
+            port,
+            access_key: "strata-test",
+            secret_key: "strata-test-secret",
+        };
+        // Readiness is the S3 port answering (polled), not a log line.
+        s.wait_listening().await;
+        Some(s)
+    }
+
+    /// Which server this is, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            S3Backend::Moto { .. } => "moto",
+            S3Backend::Container(_) => "minio",
+        }
+    }
+
+    /// Starts the server again on the same port: moto comes back empty (it
+    /// keeps objects in memory), the container with its data.
     pub async fn restart(&mut self) {
-        let args = ["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()].map(String::from);
-        self.proc = Some(Proc::start(&format!("s3-{}", self.port), Path::new("python3"), &args, &[], &self.dir));
-        wait_for(Duration::from_secs(30), "the S3 server to listen", || async {
+        match &mut self.backend {
+            S3Backend::Moto { proc, dir } => {
+                let args = ["-m", "moto.server", "-H", "127.0.0.1", "-p", &self.port.to_string()].map(String::from);
+                *proc = Some(Proc::start(&format!("s3-{}", self.port), Path::new("python3"), &args, &[], dir));
+            }
+            S3Backend::Container(c) => c.start().await.expect("restart the S3 container"),
+        }
+        self.wait_listening().await;
+    }
+
+    async fn wait_listening(&self) {
+        wait_for(Duration::from_secs(60), "the S3 server to listen", || async {
             reqwest::get(self.endpoint()).await.ok().map(|_| ())
         })
         .await;
     }
 
-    pub fn kill9(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill9();
+    /// An outage: moto is killed with SIGKILL, the container is stopped
+    /// without a grace period (and kept, so that `restart` brings it back).
+    pub async fn stop(&mut self) {
+        match &mut self.backend {
+            S3Backend::Moto { proc, .. } => {
+                if let Some(mut p) = proc.take() {
+                    p.kill9();
+                }
+            }
+            S3Backend::Container(c) => c.stop_with_timeout(Some(0)).await.expect("stop the S3 container"),
         }
     }
 
@@ -527,10 +626,25 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Creates `bucket` (a SigV4-signed `PUT /bucket`, which every
+    /// S3-compatible server accepts); one that already exists is fine.
     pub async fn create_bucket(&self, bucket: &str) {
-        let r =
-            reqwest::Client::new().put(format!("{}/{bucket}", self.endpoint())).send().await.expect("create bucket");
-        assert!(r.status().is_success(), "create bucket {bucket}: {}", r.status());
+        let path = format!("/{bucket}");
+        let host = format!("127.0.0.1:{}", self.port);
+        let headers = sigv4_headers("PUT", &host, &path, self.access_key, self.secret_key, SystemTime::now());
+        let mut req = reqwest::Client::new().put(format!("{}{path}", self.endpoint()));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.expect("create bucket");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert!(
+            // MinIO answers BucketAlreadyOwnedByYou, s3s BucketAlreadyExists.
+            status.is_success() || body.contains("BucketAlreadyOwnedByYou") || body.contains("BucketAlreadyExists"),
+            "create bucket {bucket} on {}: {status} {body}",
+            self.kind()
+        );
     }
 
     /// `strata` flags for a bucket on this server.
@@ -540,40 +654,139 @@ impl S3Server {
             format!("--objstore.s3.bucket={bucket}"),
             format!("--objstore.s3.endpoint={}", self.endpoint()),
             format!("--objstore.s3.prefix={prefix}"),
-            "--objstore.s3.access-key-id=test".into(),
-            "--objstore.s3.secret-access-key=test".into(),
+            format!("--objstore.s3.access-key-id={}", self.access_key),
+            format!("--objstore.s3.secret-access-key={}", self.secret_key),
         ]
     }
 
-    /// Object names under `prefix` (ListObjectsV2), sorted.
-    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let r = reqwest::Client::new()
-            .get(format!("{}/{bucket}", self.endpoint()))
-            .query(&[("list-type", "2"), ("prefix", prefix)])
-            .send()
-            .await
-            .expect("list objects");
-        let xml = r.text().await.unwrap_or_default();
-        let mut keys: Vec<String> =
-            xml.split("<Key>").skip(1).filter_map(|k| k.split("</Key>").next()).map(String::from).collect();
-        keys.sort();
-        keys
-    }
-
-    /// An object's bytes, read with a SigV4-signed GET (the server refuses
-    /// anonymous reads).
-    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        use object_store::ObjectStoreExt;
-        let store = object_store::aws::AmazonS3Builder::new()
+    fn client(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
             .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
+            .with_access_key_id(self.access_key)
+            .with_secret_access_key(self.secret_key)
             .build()
-            .expect("S3 client");
+            .expect("S3 client")
+    }
+
+    /// Object names under `prefix` (a signed ListObjectsV2), sorted.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let prefix = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix));
+        let store = self.client(bucket);
+        let listed: Vec<object_store::ObjectMeta> = object_store::ObjectStore::list(&store, prefix.as_ref())
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("list {bucket}: {e}"));
+        let mut keys: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// An object's bytes, read with a SigV4-signed GET (the servers refuse
+    /// anonymous reads).
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let store = self.client(bucket);
         let got = store.get(&object_store::path::Path::from(key)).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
         got.bytes().await.unwrap_or_else(|e| panic!("read {key}: {e}")).to_vec()
+    }
+}
+
+/// AWS Signature Version 4 headers for a request without a body to the S3
+/// service in us-east-1 (only bucket creation needs it: object_store signs
+/// everything else but cannot create buckets).
+pub fn sigv4_headers(
+    method: &str,
+    host: &str,
+    path: &str,
+    access_key: &str,
+    secret_key: &str,
+    now: SystemTime,
+) -> Vec<(&'static str, String)> {
+    use ring::{digest, hmac};
+    let secs = now.duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let tod = secs % 86_400;
+    let date = format!("{y:04}{m:02}{d:02}");
+    let amz_date = format!("{date}T{:02}{:02}{:02}Z", tod / 3600, tod / 60 % 60, tod % 60);
+    let empty_sha = hex::encode(digest::digest(&digest::SHA256, b""));
+    let signed_headers = "host;x-amz-content-sha256;x-amz-date";
+    let canonical = format!(
+        "{method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{empty_sha}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{empty_sha}"
+    );
+    let scope = format!("{date}/us-east-1/s3/aws4_request");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
+    );
+    let mac = |key: &[u8], msg: &str| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), msg.as_bytes());
+    let k_date = mac(format!("AWS4{secret_key}").as_bytes(), &date);
+    let k_region = mac(k_date.as_ref(), "us-east-1");
+    let k_service = mac(k_region.as_ref(), "s3");
+    let k_signing = mac(k_service.as_ref(), "aws4_request");
+    let signature = hex::encode(mac(k_signing.as_ref(), &to_sign));
+    vec![
+        ("x-amz-date", amz_date),
+        ("x-amz-content-sha256", empty_sha),
+        (
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
+            ),
+        ),
+    ]
+}
+
+/// (year, month, day) of a day number since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
+    }
+
+    /// AWS' documentation example credentials and date; the expected
+    /// header was computed with Python's hmac/hashlib from the SigV4
+    /// specification. (That servers accept it is shown by the S3 suites:
+    /// MinIO and s3s verify signatures.)
+    #[test]
+    fn sigv4_signature_is_stable() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_369_353_600); // 2013-05-24T00:00:00Z
+        let h = sigv4_headers(
+            "PUT",
+            "examplebucket.s3.amazonaws.com",
+            "/",
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            t,
+        );
+        assert_eq!(h[0], ("x-amz-date", "20130524T000000Z".to_string()));
+        assert_eq!(h[1].1, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            h[2].1,
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
+             SignedHeaders=host;x-amz-content-sha256;x-amz-date, \
+             Signature=14b773dd81c5f464da5e186db3e39a28ec75fa635deabd8c6f125ea95c1930d1"
+        );
     }
 }

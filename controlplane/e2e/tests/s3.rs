@@ -3,7 +3,13 @@
 //! blocks from the bucket so queries answer as from the head, and an S3
 //! outage loses nothing: the flush fails cleanly, the data stays queryable,
 //! and the upload goes through once the server is back.
+//!
+//! The same suite runs against moto's server (always; `.ci/run` installs it)
+//! and against MinIO in a container started with testcontainers wherever a
+//! Docker engine runs (skipped without one; `STRATA_REQUIRE_MINIO=1` makes
+//! that a failure).
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controlplane_e2e::*;
@@ -16,21 +22,32 @@ const PREFIX: &str = "cluster-a";
 async fn blocks_round_trip_through_an_s3_bucket() {
     let dir = test_dir();
     let Some(mut s3) = S3Server::start(dir.path()).await else { return };
+    round_trip_suite(dir.path(), &mut s3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_round_trip_through_minio_in_a_container() {
+    let dir = test_dir();
+    let Some(mut s3) = S3Server::start_minio().await else { return };
+    round_trip_suite(dir.path(), &mut s3).await;
+}
+
+async fn round_trip_suite(dir: &Path, s3: &mut S3Server) {
     s3.create_bucket(BUCKET).await;
     let bucket_args = s3.objstore_args(BUCKET, PREFIX);
     let mut extra: Vec<&str> = vec!["--block.duration=1h", "--block.retain-after-upload=1s"];
     extra.extend(bucket_args.iter().map(String::as_str));
-    let cluster = Cluster::start(dir.path(), 3, &extra).await;
+    let cluster = Cluster::start(dir, 3, &extra).await;
     let mut store_args: Vec<&str> = vec!["--store.sync-interval=500ms"];
     store_args.extend(bucket_args.iter().map(String::as_str));
     // The filesystem path is ignored with --objstore.type=s3: nothing may appear there.
-    let unused = dir.path().join("objstore");
-    let store = StoreGateway::start(dir.path(), &unused, &store_args).await;
+    let unused = dir.join("objstore");
+    let store = StoreGateway::start(dir, &unused, &store_args).await;
     let mut endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
     endpoints.push(store.grpc_addr());
     let mut querier_args: Vec<&str> = vec!["--sql.enabled=true"];
     querier_args.extend(bucket_args.iter().map(String::as_str));
-    let querier = Querier::start(dir.path(), &endpoints, &querier_args).await;
+    let querier = Querier::start(dir, &endpoints, &querier_args).await;
     let client = reqwest::Client::new();
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -78,7 +95,7 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     // Outage: the S3 server goes away. Writes are still acknowledged, the
     // flush fails with 503 (within seconds, not object_store's 3 min of
     // retries), and the cut data stays queryable from memory.
-    s3.kill9();
+    s3.stop().await;
     let outage = vec![(
         labels(&[("__name__", "outage_metric")]),
         (0..20).map(|k| (t0 + 20 * 60_000 + k * 15_000, k as f64)).collect(),
@@ -93,8 +110,9 @@ async fn blocks_round_trip_through_an_s3_bucket() {
     let v = instant_query(&client, &querier.base(), "team-b", q, t0 + 25 * 60_000).await;
     assert_eq!(v["data"]["result"][0]["value"][1], "20", "{v}");
 
-    // The server comes back (empty: moto keeps objects in memory); the
-    // leader's retry loop uploads the pending block without being asked.
+    // The server comes back (moto empty: it keeps objects in memory; MinIO
+    // with its data); the leader's retry loop uploads the pending block
+    // without being asked.
     s3.restart().await;
     s3.create_bucket(BUCKET).await;
     let keys = wait_for(Duration::from_secs(60), "the pending block to be uploaded after the outage", || async {
