@@ -4,9 +4,11 @@
 //! segments: kind 1 appends entries (bincode), kind 2 truncates from an
 //! index, kind 3 purges up to a log id. Appends are fsynced before openraft
 //! is told they are durable. On open the segments are replayed; the newest
-//! one is cut at the first torn or corrupt record. The vote and the
-//! committed log id live in their own files, replaced atomically (write,
-//! fsync, rename). Segments whose entries are all purged are deleted.
+//! one is cut at the first torn or corrupt record. The vote lives in its own
+//! file, replaced atomically (write, fsync, rename); the committed log id,
+//! a startup hint saved on every commit, is one checksummed record
+//! overwritten in place without fsync. Segments whose entries are all
+//! purged are deleted.
 //! Only an index (log id and file position per entry) and the most recent
 //! entries stay in memory; older entries are read back from their segment.
 
@@ -69,6 +71,7 @@ struct Inner {
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    committed_file: CommittedFile,
 }
 
 /// The Raft log storage; clones share the same log (used as the reader).
@@ -93,15 +96,59 @@ fn write_atomic<T: Serialize>(dir: &Path, name: &str, v: &T) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Replaces `name` through a rename without fsyncs: for the committed log
-/// id, a hint that may be lost or stale after a crash (then the node learns
-/// what is committed from the log and the leader again), but is written on
-/// every commit, where two fsyncs would double each write's latency.
-fn write_replace_nosync<T: Serialize>(dir: &Path, name: &str, v: &T) -> io::Result<()> {
-    let bytes = bincode::serialize(v).map_err(io::Error::other)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    fs::write(&tmp, &bytes)?;
-    fs::rename(&tmp, dir.join(name))
+/// The committed log id: a hint openraft saves on every commit (before
+/// applying), so it is overwritten in place — `crc32 u32 | len u32 |
+/// bincode` at offset 0, no fsync, no rename. Lost, stale or torn after a
+/// crash it reads as unknown or older, which is safe: the node then learns
+/// what is committed from its log and the leader, as Raft does anyway. (It
+/// used to be replaced through a temporary file and a rename; on ext4 that
+/// cost an open, a rename and a writeback per commit — about 7 % of a
+/// 3-node cluster's CPU in the backfill benchmark.)
+struct CommittedFile(File);
+
+impl CommittedFile {
+    const NAME: &str = "committed";
+
+    fn open(dir: &Path) -> io::Result<(CommittedFile, Option<LogId>)> {
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(Self::NAME))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        let committed = match Self::decode(&buf) {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(why, "ignoring an unreadable committed log id");
+                None
+            }
+        };
+        Ok((CommittedFile(file), committed))
+    }
+
+    fn decode(buf: &[u8]) -> Result<Option<LogId>, &'static str> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if buf.len() < 8 {
+            return Err("short record");
+        }
+        let crc = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
+        let payload = buf.get(8..8 + len).ok_or("torn record")?;
+        if crc32fast::hash(payload) != crc {
+            return Err("checksum mismatch");
+        }
+        bincode::deserialize(payload).map_err(|_| "undecodable record")
+    }
+
+    fn save(&self, committed: &Option<LogId>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let payload = bincode::serialize(committed).map_err(io::Error::other)?;
+        let mut rec = Vec::with_capacity(8 + payload.len());
+        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&payload);
+        self.0.write_all_at(&rec, 0)
+    }
 }
 
 fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>> {
@@ -231,15 +278,7 @@ impl LogStore {
         let seg_size = file.metadata()?.len();
         segments.entry(seg).or_insert(0);
         let vote = read_file(dir, "vote")?;
-        // Not fsynced (see `write_replace_nosync`): unreadable after a crash
-        // means unknown, which is safe (everything is re-committed through Raft).
-        let committed: Option<LogId> = match read_file::<Option<LogId>>(dir, "committed") {
-            Ok(c) => c.flatten(),
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring an unreadable committed log id");
-                None
-            }
-        };
+        let (committed_file, committed) = CommittedFile::open(dir)?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 dir: dir.to_path_buf(),
@@ -253,6 +292,7 @@ impl LogStore {
                 last_purged,
                 vote,
                 committed,
+                committed_file,
             })),
         })
     }
@@ -390,9 +430,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let mut inner = self.inner.lock().await;
-        let dir = inner.dir.clone();
-        tokio::task::block_in_place(|| write_replace_nosync(&dir, "committed", &committed))
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        inner.committed_file.save(&committed).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         inner.committed = committed;
         Ok(())
     }
@@ -481,9 +519,26 @@ mod tests {
         assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(3));
         assert_eq!(st.last_log_id.map(|l| l.index), Some(12));
         drop(s);
-        // The committed id is a hint written without fsync: a file torn by a
-        // crash reads as unknown, and the log itself is intact.
-        std::fs::write(dir.path().join("committed"), b"\x01\x02").unwrap();
+        // The committed id is a hint written in place without fsync: a
+        // record torn by a crash (short, or old and new bytes mixed) reads as
+        // unknown, and the log itself is intact.
+        let path = dir.path().join("committed");
+        let good = std::fs::read(&path).unwrap();
+        let mut mixed = good.clone();
+        let last = mixed.len() - 1;
+        mixed[last] ^= 0x01; // the index's high byte from an older value
+        for torn in [&good[..5], &good[..good.len() - 2], &mixed[..]] {
+            std::fs::write(&path, torn).unwrap();
+            let mut s = LogStore::open(dir.path()).unwrap();
+            assert_eq!(s.read_committed().await.unwrap(), None, "{torn:?}");
+        }
+        // A shorter record written over a longer one (None after Some)
+        // reads back as written: the length field, not the file size, counts.
+        std::fs::write(&path, &good).unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.read_committed().await.unwrap().map(|l| l.index), Some(11));
+        s.save_committed(None).await.unwrap();
+        drop(s);
         let mut s = LogStore::open(dir.path()).unwrap();
         assert_eq!(s.read_committed().await.unwrap(), None);
         assert_eq!(indexes(&mut s).await, (4..=12).collect::<Vec<_>>());
