@@ -6,8 +6,10 @@
 //! * [`otlp`]: OTLP types, re-exported from the `opentelemetry-proto` crate.
 //! * [`remote_write`]: the framing around those messages (snappy, content
 //!   types, response headers) and conversion between 1.0 and 2.0.
+//! * [`write_view`]: a borrowed reading of samples-only 1.0 write requests.
 
 pub mod remote_write;
+pub mod write_view;
 
 /// Prometheus remote write 1.0 and remote read messages (package `prometheus`).
 pub mod prometheus {

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use strata_model::{Labels, Limits, Matcher};
-use strata_proto::prometheus::WriteRequest;
+use strata_proto::prometheus::{Sample, WriteRequest};
+use strata_proto::write_view::WriteView;
 
 use crate::chunk::{self, XorChunk};
 
@@ -306,12 +307,115 @@ impl TenantHead {
     }
 
     /// The series with exactly these labels, found without allocating.
-    fn lookup(&self, labels: &[strata_proto::prometheus::Label]) -> Option<u32> {
-        let h = labels_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+    fn lookup<L: SeriesLabels + ?Sized>(&self, labels: &L) -> Option<u32> {
+        let h = labels_hash(labels.pairs());
         self.by_hash.get(&h)?.iter().copied().find(|r| {
             let s = &self.series[*r as usize].labels;
-            s.len() == labels.len() && s.iter().zip(labels).all(|((n, v), l)| n == l.name && v == l.value)
+            s.len() == labels.count() && s.iter().zip(labels.pairs()).all(|((n, v), (ln, lv))| n == ln && v == lv)
         })
+    }
+
+    /// Appends one series' samples (creating the series within the
+    /// tenant's limit); its ref, or `None` when the series was not created.
+    fn append_samples<L: SeriesLabels + ?Sized>(
+        &mut self,
+        cfg: &HeadConfig,
+        labels: &L,
+        samples: &[Sample],
+        out: &mut AppendOutcome,
+    ) -> Option<u32> {
+        let th = self;
+        let sref = match th.lookup(labels) {
+            Some(r) => r,
+            None => {
+                let labels = Labels(labels.pairs().map(|(n, v)| (n.to_string(), v.to_string())).collect());
+                if th.series.len() >= cfg.limits.max_series {
+                    out.limited = true;
+                    out.reject(samples.len() as u64, || {
+                        format!(
+                            "per-tenant series limit of {} exceeded (max_series); series {labels} not created",
+                            cfg.limits.max_series
+                        )
+                    });
+                    return None;
+                }
+                th.add_series(labels)
+            }
+        };
+        for s in samples {
+            let series = &mut th.series[sref as usize];
+            let vbits = s.value.to_bits();
+            let in_order = s.timestamp >= series.last_t || series.last_t == i64::MIN;
+            let window = if in_order { cfg.appendable_window_ms.max(cfg.ooo_window_ms) } else { cfg.ooo_window_ms };
+            if s.timestamp < th.cut_before {
+                out.reject(1, || {
+                    format!(
+                        "out of bounds: sample for series {} at {} is before {}, which is already in a block",
+                        series.labels, s.timestamp, th.cut_before
+                    )
+                });
+                continue;
+            }
+            if th.max_t != i64::MIN && s.timestamp < th.max_t.saturating_sub(window) {
+                out.reject(1, || {
+                    if in_order {
+                        format!(
+                            "out of bounds: sample for series {} at {} is more than {}s older than the newest sample ({})",
+                            series.labels, s.timestamp, window / 1000, th.max_t
+                        )
+                    } else {
+                        format!(
+                            "out of order sample: sample for series {} at {} is older than its last sample and than the out-of-order window ({}s) before the newest sample ({})",
+                            series.labels, s.timestamp, window / 1000, th.max_t
+                        )
+                    }
+                });
+                continue;
+            }
+            if s.timestamp > series.last_t {
+                if series.open.num_samples() >= cfg.chunk_samples {
+                    let full = std::mem::take(&mut series.open);
+                    series.closed.push(ClosedChunk {
+                        min_t: full.min_time(),
+                        max_t: full.max_time(),
+                        data: full.bytes().to_vec(),
+                    });
+                }
+                series.open.append(s.timestamp, s.value);
+                series.last_t = s.timestamp;
+                series.last_v = vbits;
+            } else if s.timestamp == series.last_t {
+                if vbits != series.last_v {
+                    out.reject(1, || {
+                        format!(
+                            "duplicate sample for timestamp {} with a different value for series {}",
+                            s.timestamp, series.labels
+                        )
+                    });
+                    continue;
+                }
+            } else {
+                match series.value_at(s.timestamp) {
+                    Some(v) if v == vbits => {}
+                    Some(_) => {
+                        out.reject(1, || {
+                            format!(
+                                "duplicate sample for timestamp {} with a different value for series {}",
+                                s.timestamp, series.labels
+                            )
+                        });
+                        continue;
+                    }
+                    None => {
+                        series.ooo.insert(s.timestamp, vbits);
+                    }
+                }
+            }
+            th.max_t = th.max_t.max(s.timestamp);
+            th.min_t = th.min_t.min(s.timestamp);
+            out.samples_written += 1;
+        }
+        Some(sref)
     }
 
     /// Series refs matching all matchers.
@@ -350,6 +454,31 @@ impl TenantHead {
 impl Default for TenantHead {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A series' label pairs in the order they were sent: prost's `Label`s or
+/// borrowed `(name, value)` slices of the request ([`WriteView`]).
+pub trait SeriesLabels {
+    fn count(&self) -> usize;
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)>;
+}
+
+impl SeriesLabels for [strata_proto::prometheus::Label] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().map(|l| (l.name.as_str(), l.value.as_str()))
+    }
+}
+
+impl SeriesLabels for [(&str, &str)] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().copied()
     }
 }
 
@@ -482,103 +611,33 @@ impl Head {
                 // Exemplars on their own (how Prometheus sends them) attach
                 // to an existing series, as in Prometheus' head.
                 if !ts.exemplars.is_empty()
-                    && let Some(sref) = th.lookup(&ts.labels)
+                    && let Some(sref) = th.lookup(ts.labels.as_slice())
                 {
                     out.exemplars_written += th.record_exemplars(sref, &ts.exemplars, cfg.max_exemplars);
                 }
                 continue;
             }
-            let sref = match th.lookup(&ts.labels) {
-                Some(r) => r,
-                None => {
-                    let labels = Labels::from_proto(&ts.labels);
-                    if th.series.len() >= cfg.limits.max_series {
-                        out.limited = true;
-                        out.reject(ts.samples.len() as u64, || {
-                            format!(
-                                "per-tenant series limit of {} exceeded (max_series); series {labels} not created",
-                                cfg.limits.max_series
-                            )
-                        });
-                        continue;
-                    }
-                    th.add_series(labels)
-                }
-            };
-            for s in &ts.samples {
-                let series = &mut th.series[sref as usize];
-                let vbits = s.value.to_bits();
-                let in_order = s.timestamp >= series.last_t || series.last_t == i64::MIN;
-                let window = if in_order { cfg.appendable_window_ms.max(cfg.ooo_window_ms) } else { cfg.ooo_window_ms };
-                if s.timestamp < th.cut_before {
-                    out.reject(1, || {
-                        format!(
-                            "out of bounds: sample for series {} at {} is before {}, which is already in a block",
-                            series.labels, s.timestamp, th.cut_before
-                        )
-                    });
-                    continue;
-                }
-                if th.max_t != i64::MIN && s.timestamp < th.max_t.saturating_sub(window) {
-                    out.reject(1, || {
-                        if in_order {
-                            format!(
-                                "out of bounds: sample for series {} at {} is more than {}s older than the newest sample ({})",
-                                series.labels, s.timestamp, window / 1000, th.max_t
-                            )
-                        } else {
-                            format!(
-                                "out of order sample: sample for series {} at {} is older than its last sample and than the out-of-order window ({}s) before the newest sample ({})",
-                                series.labels, s.timestamp, window / 1000, th.max_t
-                            )
-                        }
-                    });
-                    continue;
-                }
-                if s.timestamp > series.last_t {
-                    if series.open.num_samples() >= cfg.chunk_samples {
-                        let full = std::mem::take(&mut series.open);
-                        series.closed.push(ClosedChunk {
-                            min_t: full.min_time(),
-                            max_t: full.max_time(),
-                            data: full.bytes().to_vec(),
-                        });
-                    }
-                    series.open.append(s.timestamp, s.value);
-                    series.last_t = s.timestamp;
-                    series.last_v = vbits;
-                } else if s.timestamp == series.last_t {
-                    if vbits != series.last_v {
-                        out.reject(1, || {
-                            format!(
-                                "duplicate sample for timestamp {} with a different value for series {}",
-                                s.timestamp, series.labels
-                            )
-                        });
-                        continue;
-                    }
-                } else {
-                    match series.value_at(s.timestamp) {
-                        Some(v) if v == vbits => {}
-                        Some(_) => {
-                            out.reject(1, || {
-                                format!(
-                                    "duplicate sample for timestamp {} with a different value for series {}",
-                                    s.timestamp, series.labels
-                                )
-                            });
-                            continue;
-                        }
-                        None => {
-                            series.ooo.insert(s.timestamp, vbits);
-                        }
-                    }
-                }
-                th.max_t = th.max_t.max(s.timestamp);
-                th.min_t = th.min_t.min(s.timestamp);
-                out.samples_written += 1;
+            if let Some(sref) = th.append_samples(&cfg, ts.labels.as_slice(), &ts.samples, &mut out) {
+                out.exemplars_written += th.record_exemplars(sref, &ts.exemplars, cfg.max_exemplars);
             }
-            out.exemplars_written += th.record_exemplars(sref, &ts.exemplars, cfg.max_exemplars);
+        }
+        out
+    }
+
+    /// [`Head::append`] for a samples-only request read without copying its
+    /// labels ([`WriteView`]): the same rules, outcome and state.
+    pub fn append_view(&mut self, tenant: &str, req: &WriteView) -> AppendOutcome {
+        let cfg = self.cfg.clone();
+        // No `String` for the tenant unless it is new (one per request otherwise).
+        if !self.tenants.contains_key(tenant) {
+            self.tenants.insert(tenant.to_string(), TenantHead::default());
+        }
+        let Some(th) = self.tenants.get_mut(tenant) else { return AppendOutcome::default() };
+        let mut out = AppendOutcome::default();
+        for (labels, samples) in req.series() {
+            if !samples.is_empty() {
+                th.append_samples(&cfg, labels, samples, &mut out);
+            }
         }
         out
     }
@@ -864,6 +923,46 @@ mod tests {
 
     fn m(n: &str, op: MatchOp, v: &str) -> Matcher {
         Matcher::new(n, op, v).unwrap()
+    }
+
+    /// The borrowed path (`append_view`) and prost's (`append`) give the
+    /// same outcomes, messages and head state for the same requests:
+    /// in-order, out-of-order, duplicates, out of bounds, the series limit,
+    /// chunk cuts, several tenants.
+    #[test]
+    fn append_view_equals_append() {
+        use prost::Message;
+        let cfg = HeadConfig {
+            chunk_samples: 4,
+            ooo_window_ms: 60_000,
+            appendable_window_ms: 120_000,
+            limits: Limits { max_series: 3, ..Default::default() },
+            ..Default::default()
+        };
+        let (mut a, mut b) = (Head::new(cfg.clone()), Head::new(cfg));
+        let run: Vec<(i64, f64)> = (0..10).map(|k| (1_000_000 + k * 15_000, k as f64)).collect();
+        let requests = [
+            ("t1", req(vec![ts(&[("__name__", "a"), ("job", "x")], &run), ts(&[("__name__", "b")], &run[..3])])),
+            ("t1", req(vec![ts(&[("__name__", "a"), ("job", "x")], &[(1_030_000, 2.0), (1_031_000, 7.0)])])),
+            ("t1", req(vec![ts(&[("__name__", "a"), ("job", "x")], &[(1_030_000, 9.0), (1_000, 1.0)])])),
+            (
+                "t1",
+                req(vec![ts(&[("__name__", "c")], &[(1_200_000, 1.0)]), ts(&[("__name__", "d")], &[(1_200_000, 1.0)])]),
+            ),
+            ("t1", req(vec![ts(&[("__name__", "b")], &[]), ts(&[("__name__", "b")], &[(1_135_000, f64::NAN)])])),
+            ("t2", req(vec![ts(&[("__name__", "a"), ("job", "x")], &run[5..])])),
+        ];
+        for (tenant, r) in &requests {
+            let bytes = r.encode_to_vec();
+            let view = WriteView::parse(&bytes).expect("samples-only request");
+            let (oa, ob) = (a.append(tenant, r), b.append_view(tenant, &view));
+            assert_eq!(
+                (oa.samples_written, oa.samples_rejected, oa.limited, &oa.errors),
+                (ob.samples_written, ob.samples_rejected, ob.limited, &ob.errors)
+            );
+        }
+        assert!(a.tenants["t1"].series.len() == 3, "the limit was hit");
+        assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
     }
 
     #[test]
