@@ -15,7 +15,6 @@ use strata_otel_prom::otlp_http::{Encoding, RpcStatus, decode_request};
 use strata_otel_prom::{Translator, TranslatorConfig};
 use strata_proto::prometheus::WriteRequest;
 use strata_proto::remote_write as rw;
-use strata_proto::write_view::WriteView;
 
 use crate::head::AppendOutcome;
 use crate::proposer::Payload;
@@ -79,11 +78,7 @@ async fn commit(
     if req.timeseries.iter().all(|t| t.samples.is_empty() && t.exemplars.is_empty()) && req.metadata.is_empty() {
         return Ok(());
     }
-    propose(st, tenant, encoded.unwrap_or_else(|| Payload::Raw(req.encode_to_vec())), outcome).await
-}
-
-async fn propose(st: &AppState, tenant: &str, payload: Payload, outcome: &mut AppendOutcome) -> Result<(), Response> {
-    match st.proposer.propose(tenant, payload).await {
+    match st.proposer.propose(tenant, encoded.unwrap_or_else(|| Payload::Raw(req.encode_to_vec()))).await {
         Ok(o) => {
             outcome.merge(o);
             Ok(())
@@ -93,20 +88,6 @@ async fn propose(st: &AppState, tenant: &str, payload: Payload, outcome: &mut Ap
             Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("write not committed: {e}")))
         }
     }
-}
-
-/// True when a remote write 1.0 body can be proposed as received without
-/// decoding it into prost's messages: samples only (no metadata, exemplars,
-/// histograms), at least one sample, within the request limit, every series
-/// valid. Anything else takes the decoding path, which produces the errors.
-fn valid_samples_only_v1(st: &AppState, body: &[u8], limit: usize) -> bool {
-    let Ok(raw) = rw::decompress(body, limit) else { return false };
-    let Some(view) = WriteView::parse(&raw) else { return false };
-    let limits = &st.cfg.head.limits;
-    let samples: usize = view.series().map(|(_, s)| s.len()).sum();
-    samples > 0
-        && samples <= limits.max_samples_per_request
-        && view.series().all(|(labels, _)| strata_model::validate_label_pairs(labels.iter().copied(), limits).is_ok())
 }
 
 fn written_headers(resp: &mut Response, o: &AppendOutcome) {
@@ -160,14 +141,6 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         }
     };
     let limit = st.cfg.max_request_bytes * 8;
-    let mut outcome = AppendOutcome::default();
-    if version == rw::Version::V1 && valid_samples_only_v1(&st, &body, limit) {
-        // The common case, checked on borrowed labels: proposed as received.
-        if let Err(r) = propose(&st, &tenant, Payload::Snappy(body.to_vec()), &mut outcome).await {
-            return r;
-        }
-        return answer(&st, version, &outcome);
-    }
     // A valid 1.0 request is proposed as received (snappy-compressed).
     let mut raw_v1 = None;
     let decoded = match version {
@@ -182,6 +155,7 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
         Ok(r) => r,
         Err(e) => return text(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
     };
+    let mut outcome = AppendOutcome::default();
     let before = req.timeseries.len();
     if let Err(r) = validate(&st, &mut req, &mut outcome) {
         return r;
@@ -190,11 +164,6 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
     if let Err(r) = commit(&st, &tenant, &req, unchanged, &mut outcome).await {
         return r;
     }
-    answer(&st, version, &outcome)
-}
-
-/// The remote write response for a committed outcome (and its metrics).
-fn answer(st: &AppState, version: rw::Version, outcome: &AppendOutcome) -> Response {
     st.metrics.samples_written.inc_by(outcome.samples_written);
     st.metrics.samples_rejected.inc_by(outcome.samples_rejected);
     let mut resp = if outcome.samples_rejected == 0 {
@@ -213,7 +182,7 @@ fn answer(st: &AppState, version: rw::Version, outcome: &AppendOutcome) -> Respo
         )
     };
     if version == rw::Version::V2 {
-        written_headers(&mut resp, outcome);
+        written_headers(&mut resp, &outcome);
     }
     resp
 }

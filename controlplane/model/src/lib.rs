@@ -178,17 +178,8 @@ fn valid_metric_name(n: &str) -> bool {
 /// Checks one series' labels against the remote write rules and limits.
 /// The message names the series and the problem.
 pub fn validate_series(labels: &[Label], limits: &Limits) -> Result<(), String> {
-    validate_label_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), limits)
-}
-
-/// [`validate_series`] for labels given as `(name, value)` pairs in the
-/// order they were sent (e.g. borrowed from an undecoded request).
-pub fn validate_label_pairs<'a, I>(labels: I, limits: &Limits) -> Result<(), String>
-where
-    I: ExactSizeIterator<Item = (&'a str, &'a str)> + Clone,
-{
     let show = || {
-        let l = Labels(labels.clone().map(|(n, v)| (n.to_string(), v.to_string())).collect());
+        let l = Labels::from_proto(labels);
         let s = l.to_string();
         if s.len() > 200 {
             format!("{}…", &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())])
@@ -196,65 +187,63 @@ where
             s
         }
     };
-    let count = labels.len();
-    if count == 0 {
+    if labels.is_empty() {
         return Err("series has no labels".into());
     }
-    let Some((_, name)) = labels.clone().find(|(n, _)| *n == METRIC_NAME) else {
+    let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME) else {
         return Err(format!("series {} has no __name__ label", show()));
     };
-    if !valid_metric_name(name) {
-        return Err(format!("invalid metric name {name:?}"));
+    if !valid_metric_name(&name.value) {
+        return Err(format!("invalid metric name {:?}", name.value));
     }
-    if count > limits.max_labels_per_series {
+    if labels.len() > limits.max_labels_per_series {
         return Err(format!(
             "series {} has {} labels, over the limit of {} (max_labels_per_series)",
             show(),
-            count,
+            labels.len(),
             limits.max_labels_per_series
         ));
     }
-    let mut prev: Option<&str> = None;
-    for (name, value) in labels.clone() {
-        if name.is_empty() {
+    for (i, l) in labels.iter().enumerate() {
+        if l.name.is_empty() {
             return Err(format!("series {} has an empty label name", show()));
         }
-        if !valid_label_name(name) {
-            return Err(format!("series {} has invalid label name {:?}", show(), name));
+        if !valid_label_name(&l.name) {
+            return Err(format!("series {} has invalid label name {:?}", show(), l.name));
         }
-        if name.len() > limits.max_label_name_length {
+        if l.name.len() > limits.max_label_name_length {
             return Err(format!(
                 "series {} has label name {:?}… longer than {} (max_label_name_length)",
                 show(),
-                &name[..32.min(name.len())],
+                &l.name[..32.min(l.name.len())],
                 limits.max_label_name_length
             ));
         }
-        if value.len() > limits.max_label_value_length {
+        if l.value.len() > limits.max_label_value_length {
             return Err(format!(
                 "series {} has a value of label {:?} longer than {} (max_label_value_length)",
                 show(),
-                name,
+                l.name,
                 limits.max_label_value_length
             ));
         }
-        if value.is_empty() {
-            return Err(format!("series {} has label {:?} with an empty value", show(), name));
+        if l.value.is_empty() {
+            return Err(format!("series {} has label {:?} with an empty value", show(), l.name));
         }
-        if let Some(prev) = prev {
-            if prev == name {
-                return Err(format!("series {} has duplicate label name {:?}", show(), name));
+        if i > 0 {
+            let prev = &labels[i - 1].name;
+            if prev == &l.name {
+                return Err(format!("series {} has duplicate label name {:?}", show(), l.name));
             }
-            if prev > name {
+            if prev > &l.name {
                 return Err(format!(
                     "series {} has labels out of order ({:?} after {:?}); labels must be sorted by name",
                     show(),
-                    name,
+                    l.name,
                     prev
                 ));
             }
         }
-        prev = Some(name);
     }
     Ok(())
 }
