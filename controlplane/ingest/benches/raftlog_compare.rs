@@ -12,7 +12,8 @@
 
 use std::path::Path;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use openraft::{CommittedLeaderId, EntryPayload};
 use protobuf::well_known_types::BytesValue;
 use raft_engine::{Config, Engine, LogBatch, MessageExt, ReadableSize};
@@ -82,6 +83,28 @@ fn raft_engine_append(engine: &Engine, entries: &[Entry]) {
 const SHAPES: [(&str, usize, usize); 3] =
     [("1 x 100KiB entry", 1, 100 << 10), ("64 x 2KiB entries", 64, 2 << 10), ("1 x 4KiB entry", 1, 4 << 10)];
 
+/// Benchmarks `append` on batches of `per_append` consecutive entries.
+fn appends(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    per_append: usize,
+    body: &[u8],
+    mut append: impl FnMut(Vec<Entry>),
+) {
+    let mut next = 1u64;
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                let es: Vec<Entry> = (0..per_append as u64).map(|i| entry(next + i, body)).collect();
+                next += per_append as u64;
+                es
+            },
+            &mut append,
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn append(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let mut g = c.benchmark_group("raftlog_append_fsync");
@@ -92,33 +115,13 @@ fn append(c: &mut Criterion) {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LogStore::open(dir.path()).expect("open log");
-        let mut next = 1u64;
-        g.bench_function(format!("strata/{shape}"), |b| {
-            b.iter_batched(
-                || {
-                    let es: Vec<Entry> = (0..per_append as u64).map(|i| entry(next + i, &body)).collect();
-                    next += per_append as u64;
-                    es
-                },
-                |es| rt.block_on(store.append_durable(es)).expect("append"),
-                BatchSize::SmallInput,
-            )
+        appends(&mut g, &format!("strata/{shape}"), per_append, &body, |es| {
+            rt.block_on(store.append_durable(es)).expect("append")
         });
 
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Engine::open(engine_config(dir.path())).expect("open raft-engine");
-        let mut next = 1u64;
-        g.bench_function(format!("raft-engine/{shape}"), |b| {
-            b.iter_batched(
-                || {
-                    let es: Vec<Entry> = (0..per_append as u64).map(|i| entry(next + i, &body)).collect();
-                    next += per_append as u64;
-                    es
-                },
-                |es| raft_engine_append(&engine, &es),
-                BatchSize::SmallInput,
-            )
-        });
+        appends(&mut g, &format!("raft-engine/{shape}"), per_append, &body, |es| raft_engine_append(&engine, &es));
     }
     g.finish();
 }
