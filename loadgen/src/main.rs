@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 /// for any Prometheus-compatible backend. It only ever sends to the
 /// addresses given on the command line.
 #[derive(Parser)]
-#[command(name = "strata-loadgen", version)]
+#[command(name = "strata-loadgen", version = strata_revision::version!())]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

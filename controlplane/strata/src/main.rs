@@ -20,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// by --config.file (keys are flag names, e.g. `raft.node-id: 1`); flags on
 /// the command line win.
 #[derive(Parser)]
-#[command(name = "strata", version)]
+#[command(name = "strata", version = strata_revision::version!())]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long = "log.level", global = true, default_value = "info", env = "STRATA_LOG_LEVEL")]

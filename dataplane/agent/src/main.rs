@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Every flag can also be set in the YAML file given by --config.file
 /// (flags win) and through the environment variable shown.
 #[derive(Parser, Debug)]
-#[command(name = "strata-agent", version)]
+#[command(name = "strata-agent", version = strata_revision::version!())]
 struct Cli {
     /// YAML configuration file (see docs/dataplane.md).
     #[arg(long = "config.file", env = "STRATA_AGENT_CONFIG_FILE")]

@@ -8,9 +8,15 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Path of a binary built from this workspace (same profile as the test).
+use strata_revision::tree::TreeRevision;
+
+/// Path of a binary built from this workspace (same profile as the test),
+/// checked to have been built from the sources under test: its `--version`
+/// must name the working tree's revision (see strata-revision), so a
+/// binary left over from another revision is never run.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -18,10 +24,62 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} not built; run the tests with `cargo nextest run --workspace` (or cargo test --workspace)",
+        "{} not built; run `make binaries-dev` (`make test` builds the binaries before the tests)",
         p.display()
     );
+    if let Some(tree) = working_tree() {
+        static CHECKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+        let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+        if !checked.contains(&p) {
+            if let Err(e) = check_revision(&p, &tree.tree) {
+                panic!("{e}");
+            }
+            checked.push(p.clone());
+        }
+    }
     p
+}
+
+/// The revision of the working tree the tests were built from, computed
+/// once per test process; None (with a warning) outside a git checkout,
+/// where binaries cannot be checked.
+fn working_tree() -> Option<&'static TreeRevision> {
+    static TREE: OnceLock<Option<TreeRevision>> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        match TreeRevision::of_worktree(root) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("WARNING: not checking which revision the binaries were built from: {e}");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// Ok if `program --version` names the tree `tree`; otherwise an error
+/// saying which sources it was built from and the command that rebuilds it.
+pub fn check_revision(program: &Path, tree: &str) -> Result<(), String> {
+    let out = Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", program.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fix = "run `make binaries-dev` (`make test` builds the binaries before running the tests)";
+    match TreeRevision::parse_tree(&text) {
+        Some(built) if built == tree => Ok(()),
+        Some(_) => Err(format!(
+            "{} was built from other sources ({}) than the working tree (tree {tree}): {fix}",
+            program.display(),
+            text.trim()
+        )),
+        None => Err(format!(
+            "{} does not report the revision it was built from (--version printed {:?}): {fix}",
+            program.display(),
+            text.trim()
+        )),
+    }
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -14,7 +14,7 @@ use sample_api::telemetry::{self, ShopMetrics};
 /// ERROR_RATE, LATENCY_MULTIPLIER and PAYMENT_FAILURE_RATE, and at runtime
 /// by POST /admin/faults.
 #[derive(Parser, Debug)]
-#[command(name = "sample-api", version)]
+#[command(name = "sample-api", version = strata_revision::version!())]
 struct Cli {
     /// The shop API and /admin/faults.
     #[arg(long = "web.listen-address", env = "SAMPLE_API_LISTEN_ADDRESS", default_value = "127.0.0.1:8080")]
