@@ -29,8 +29,11 @@ lint:
 # The multi-process tests run the binaries (strata, strata-agent, sample-api,
 # strata-loadgen), which nextest does not build: build them first. The
 # harness refuses a binary whose `--version` names another revision.
+# The tests build with the dev profile too, so they share every compiled
+# dependency with binaries-dev (nextest's default `test` profile rebuilt
+# them all: 10 more minutes on a cold machine).
 unit: binaries-dev
-	cargo nextest run --workspace --no-fail-fast
+	cargo nextest run --workspace --no-fail-fast --cargo-profile dev
 
 # Helm chart: lint, render several value sets, Kubernetes schema validation,
 # and every container's flags checked against the strata binary (built by `binaries-dev`).

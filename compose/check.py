@@ -3,7 +3,7 @@
 compose/docker-compose.yml runs, with the command CI runs:
 
 * the Dockerfile's build stage runs `make binaries` (the Makefile target
-  `make test` runs as `binaries-dev`, and `make demo` as is);
+  `make test` runs as `binaries-dev` before the tests, and `make demo` as is);
 * every binary it copies into the runtime image is one `make binaries`
   builds (a `-p` package of that target);
 * every service that runs the Strata image starts one of the binaries the
@@ -32,8 +32,11 @@ def make_binaries_packages() -> set[str]:
     m = re.search(r"^binaries:\n\t(.+)$", makefile, re.M)
     if not m:
         fail("Makefile has no `binaries` target")
-    if "binaries-dev" not in makefile or not re.search(r"^test:.*\bbinaries-dev\b", makefile, re.M):
-        fail("`make test` no longer builds `binaries-dev`")
+    # `make test` runs `unit`, which builds `binaries-dev` before the tests.
+    if not re.search(r"^test:.*\bunit\b", makefile, re.M) or not re.search(
+        r"^unit:.*\bbinaries-dev\b", makefile, re.M
+    ):
+        fail("`make test` no longer builds `binaries-dev` (test -> unit -> binaries-dev)")
     return set(re.findall(r"-p\s+(\S+)", m.group(1)))
 
 

@@ -218,6 +218,8 @@ pub struct CompactorConfig {
     pub delete_delay: Duration,
     /// One pass, then exit (for cron jobs and tests).
     pub once: bool,
+    /// HTTP timeouts and limits (`--web.*`).
+    pub http: strata_server::HttpServerConfig,
 }
 
 struct Metrics {
@@ -229,6 +231,7 @@ struct Metrics {
     deleted: Counter,
     blocks: Gauge,
     last_success: Gauge<f64, AtomicU64>,
+    http: strata_server::HttpMetrics,
 }
 
 impl Metrics {
@@ -243,7 +246,9 @@ impl Metrics {
             deleted: Counter::default(),
             blocks: Gauge::default(),
             last_success: Gauge::default(),
+            http: strata_server::HttpMetrics::new(),
         };
+        m.http.register(&mut r);
         r.register("runs", "Compaction passes started", m.runs.clone());
         r.register("run_errors", "Compaction passes that failed", m.run_errors.clone());
         r.register("blocks_written", "Compacted blocks written", m.compacted.clone());
@@ -320,6 +325,7 @@ pub async fn run(
     }
     let listener =
         tokio::net::TcpListener::bind(cfg.web_listen).await.map_err(|e| CompactorError::Bind(cfg.web_listen, e))?;
+    let http_metrics = m.http.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/-/ready", get(|| async { "Ready\n" }))
@@ -333,7 +339,7 @@ pub async fn run(
             tokio::time::sleep(interval).await;
         }
     });
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = strata_server::serve(listener, app, &cfg.http, Some(&http_metrics), shutdown).await;
     passes.abort();
     served.map_err(|e| CompactorError::Serve(e.to_string()))
 }

@@ -217,8 +217,47 @@ async fn write_path_rejects_bad_input_precisely() {
     let got = read_series(&node.grpc_addr(), "anonymous", "otlp_requests_total").await;
     assert_eq!(got.values().next().unwrap(), &vec![(now, 7.0)]);
 
+    // Native histograms are not stored yet: never answered 2xx. A request
+    // mixing float samples and a native histogram gets a 400 naming the
+    // series; its float samples are written (1.0 and 2.0 alike).
+    let histogram = strata_proto::prometheus::Histogram {
+        count: Some(strata_proto::prometheus::histogram::Count::CountInt(3)),
+        sum: 1.5,
+        schema: 0,
+        timestamp: now,
+        ..Default::default()
+    };
+    let mut with_hist = series(&[("__name__", "nh"), ("job", "a")], now, 1.0);
+    with_hist.samples.clear();
+    with_hist.histograms = vec![histogram.clone()];
+    let floats = series(&[("__name__", "nh_floats"), ("job", "a")], now, 4.0);
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), v1(vec![floats.clone(), with_hist.clone()]), None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains(r#"nh{job="a"}"#) && text.contains("native histogram"), "{text}");
+    assert!(text.contains("1 of 2 samples rejected (1 written)"), "{text}");
+    assert_eq!(read_series(&node.grpc_addr(), "anonymous", "nh_floats").await.values().next(), Some(&vec![(now, 4.0)]));
+    let v2 = rw::encode_v2(&rw::v1_to_v2(&WriteRequest {
+        timeseries: vec![series(&[("__name__", "nh_floats"), ("job", "b")], now, 5.0), with_hist],
+        metadata: vec![],
+    }));
+    let (status, text, h) = post(&c, &url, rw::CONTENT_TYPE_V2, Some("snappy"), v2, None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("native histogram"), "{text}");
+    assert_eq!(h.get(rw::SAMPLES_WRITTEN_HEADER).unwrap(), "1");
+    assert_eq!(h.get(rw::HISTOGRAMS_WRITTEN_HEADER).unwrap(), "0");
+    assert_eq!(read_series(&node.grpc_addr(), "anonymous", "nh_floats").await.len(), 2);
+    // Histograms only: still a 400, nothing stored for the series.
+    let mut only = series(&[("__name__", "nh_only"), ("job", "a")], now, 1.0);
+    only.samples.clear();
+    only.histograms = vec![histogram];
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), v1(vec![only]), None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(read_series(&node.grpc_addr(), "anonymous", "nh_only").await.is_empty());
+
     // Still serving and healthy after all of that.
     assert_eq!(write_one(&c, &url, "after", now, 1.0).await.unwrap(), 204);
     let m = reqwest::get(node.web_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(m.contains("strata_ingester_samples_rejected_total"));
+    assert!(m.contains("strata_ingester_native_histograms_rejected_total 3"), "{m}");
 }

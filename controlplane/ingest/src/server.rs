@@ -54,6 +54,8 @@ pub struct IngesterConfig {
     pub blocks: BlockConfig,
     /// Object storage for blocks (local directory or S3 bucket).
     pub objstore: strata_blocks::BucketConfig,
+    /// HTTP timeouts and limits (`--web.*`).
+    pub http: strata_server::HttpServerConfig,
 }
 
 impl Default for IngesterConfig {
@@ -73,6 +75,7 @@ impl Default for IngesterConfig {
             election_timeout: Duration::from_millis(1000),
             blocks: BlockConfig::default(),
             objstore: strata_blocks::BucketConfig::default(),
+            http: strata_server::HttpServerConfig::default(),
         }
     }
 }
@@ -95,6 +98,7 @@ pub struct IngesterMetrics {
     registry: Registry,
     pub samples_written: Counter,
     pub samples_rejected: Counter,
+    pub histograms_rejected: Counter,
     pub write_errors: Counter,
     term: Gauge,
     last_log: Gauge,
@@ -106,6 +110,8 @@ pub struct IngesterMetrics {
     blocks_uploaded: Gauge,
     blocks_pending: Gauge,
     block_upload_errors: Gauge,
+    /// Requests of the HTTP server by route (`strata_ingester_http_*`).
+    pub http: strata_server::HttpMetrics,
 }
 
 impl IngesterMetrics {
@@ -114,6 +120,7 @@ impl IngesterMetrics {
         let m = IngesterMetrics {
             samples_written: Counter::default(),
             samples_rejected: Counter::default(),
+            histograms_rejected: Counter::default(),
             write_errors: Counter::default(),
             term: Gauge::default(),
             last_log: Gauge::default(),
@@ -125,8 +132,10 @@ impl IngesterMetrics {
             blocks_uploaded: Gauge::default(),
             blocks_pending: Gauge::default(),
             block_upload_errors: Gauge::default(),
+            http: strata_server::HttpMetrics::new(),
             registry: Registry::default(),
         };
+        m.http.register(&mut r);
         r.register(
             "samples_written",
             "Samples written to the head through this node's write endpoints",
@@ -136,6 +145,11 @@ impl IngesterMetrics {
             "samples_rejected",
             "Samples rejected (invalid, out of bounds, duplicate, over limits)",
             m.samples_rejected.clone(),
+        );
+        r.register(
+            "native_histograms_rejected",
+            "Native histogram samples rejected (not stored yet; also counted in samples_rejected)",
+            m.histograms_rejected.clone(),
         );
         r.register(
             "write_errors",
@@ -280,6 +294,10 @@ async fn admin_flush(State(st): State<Arc<AppState>>) -> Response {
 
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
     let m = st.raft.metrics().borrow().clone();
+    if let Err(fatal) = &m.running_state {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the Raft core has stopped: {fatal}\n"))
+            .into_response();
+    }
     if m.current_leader.is_some() {
         (StatusCode::OK, "Ready\n").into_response()
     } else {
@@ -329,6 +347,7 @@ pub async fn run(
         metrics: IngesterMetrics::new(),
         translator: Mutex::new(crate::write::translator()),
     });
+    let http_metrics = state.metrics.http.clone();
     let app = Router::new()
         .route("/api/v1/write", post(crate::write::remote_write))
         .route("/otlp/v1/metrics", post(crate::write::otlp))
@@ -339,7 +358,10 @@ pub async fn run(
         .route("/metrics", get(metrics))
         .route("/-/ready", get(ready))
         .route("/-/healthy", get(|| async { "OK\n" }))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // The write endpoints stream their bodies under
+        // --limits.max-request-bytes; extractor bodies (the admin API's
+        // JSON) are tiny, so anything past 64 KiB is refused with 413.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
         .with_state(state);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -366,7 +388,7 @@ pub async fn run(
             },
         );
     let mut s2 = stop_rx.clone();
-    let web = axum::serve(web_listener, app).with_graceful_shutdown(async move {
+    let web = strata_server::serve(web_listener, app, &cfg.http, Some(&http_metrics), async move {
         let _ = s2.wait_for(|s| *s).await;
     });
 
@@ -387,11 +409,51 @@ pub async fn run(
         });
     }
     tracing::info!(node_id = cfg.node_id, grpc = %cfg.grpc_listen, web = %cfg.web_listen, peers = ?cfg.peers, "strata ingester started");
+    // A Raft core that stopped on a fatal error (the log or state machine
+    // could not be written: disk full, I/O error) never recovers in this
+    // process: stop serving and exit with an error, so readiness fails at
+    // once and a supervisor restarts the node on its durable state.
+    let (fatal_tx, fatal_rx) = tokio::sync::watch::channel(None::<String>);
+    {
+        let stop_tx = stop_tx.clone();
+        let mut metrics = raft.metrics();
+        tokio::spawn(async move {
+            let stopped = metrics.wait_for(|m| m.running_state.is_err()).await;
+            let reason = match stopped {
+                Ok(m) => m.running_state.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+                // The sender is gone: the core is shut down (normal on exit).
+                Err(_) => return,
+            };
+            if *stop_tx.borrow() {
+                return;
+            }
+            tracing::error!(error = %reason, "the Raft core has stopped; shutting down this ingester");
+            let _ = fatal_tx.send(Some(reason));
+            let _ = stop_tx.send(true);
+        });
+    }
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let (g, w) = tokio::join!(grpc, web);
+    let served = async { tokio::join!(grpc, web) };
+    tokio::pin!(served);
+    let mut fatal = fatal_rx.clone();
+    let (g, w) = tokio::select! {
+        r = &mut served => r,
+        // Requests in flight get a few seconds; the node exits well within
+        // the 30 s an operator (and the zombie test) allows.
+        _ = async {
+            if fatal.wait_for(|f| f.is_some()).await.is_err() {
+                // No fatal error will come (the watcher has ended).
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        } => (Ok(()), Ok(())),
+    };
+    if let Some(reason) = fatal_rx.borrow().clone() {
+        return Err(IngestError::Raft(format!("the Raft core stopped: {reason}")));
+    }
     let _ = raft.shutdown().await;
     g.map_err(|e| IngestError::Serve("gRPC", e.to_string()))?;
     w.map_err(|e| IngestError::Serve("HTTP", e.to_string()))?;

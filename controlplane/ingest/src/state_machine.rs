@@ -144,7 +144,9 @@ impl StateMachine {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, self.dir.join("snapshot.bin"))
+        std::fs::rename(&tmp, self.dir.join("snapshot.bin"))?;
+        // The rename itself is durable only once the directory is synced.
+        std::fs::File::open(&self.dir)?.sync_all()
     }
 }
 

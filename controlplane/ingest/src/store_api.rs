@@ -31,15 +31,38 @@ fn tenant(t: &str) -> &str {
 }
 
 impl HeadStore {
-    /// On the leader, confirm leadership before reading so a write
-    /// acknowledged before this read is visible (linearizable read).
-    async fn read_barrier(&self) {
-        let is_leader = self.raft.metrics().borrow().current_leader == Some(self.node_id);
-        if is_leader {
-            let _ = self.raft.ensure_linearizable().await;
+    /// On the leader, confirm leadership with a quorum before reading so
+    /// a write acknowledged before this read is visible (linearizable
+    /// read). A leader that cannot (it lost its quorum, or its Raft core
+    /// stopped) answers UNAVAILABLE instead of possibly stale data: the
+    /// querier then reads another replica or warns of a partial response.
+    async fn read_barrier(&self) -> Result<(), tonic::Status> {
+        let m = self.raft.metrics().borrow().clone();
+        if let Err(fatal) = &m.running_state {
+            return Err(tonic::Status::unavailable(format!(
+                "node {}: the Raft core has stopped: {fatal}",
+                self.node_id
+            )));
+        }
+        if m.current_leader != Some(self.node_id) {
+            return Ok(());
+        }
+        match tokio::time::timeout(READ_BARRIER_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(tonic::Status::unavailable(format!(
+                "node {} cannot confirm its leadership for a consistent read: {e}",
+                self.node_id
+            ))),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "node {} cannot confirm its leadership for a consistent read: no quorum within {READ_BARRIER_TIMEOUT:?}",
+                self.node_id
+            ))),
         }
     }
 }
+
+/// Longest a leader waits for a quorum to confirm its leadership before a read.
+const READ_BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 type SeriesStream = Pin<Box<dyn Stream<Item = Result<SeriesResponse, tonic::Status>> + Send>>;
 
@@ -76,7 +99,12 @@ impl Store for HeadStore {
             shard: self.shard.clone(),
             component: "ingester".into(),
             node_id: self.node_id,
-            leader_id: self.raft.metrics().borrow().current_leader.unwrap_or(0),
+            // A node whose Raft core stopped knows no leader (and must not
+            // keep advertising itself as one).
+            leader_id: {
+                let m = self.raft.metrics().borrow().clone();
+                if m.running_state.is_err() { 0 } else { m.current_leader.unwrap_or(0) }
+            },
             tenants: st.head.tenants(),
         }))
     }
@@ -89,7 +117,7 @@ impl Store for HeadStore {
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
-        self.read_barrier().await;
+        self.read_barrier().await?;
         let use_chunks = r.accept_chunks && !r.skip_samples;
         let (head_chunks, selected) = {
             let st = self.sm.state.read().await;
@@ -207,7 +235,7 @@ impl Store for HeadStore {
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
-        self.read_barrier().await;
+        self.read_barrier().await?;
         let st = self.sm.state.read().await;
         let series = st
             .head

@@ -50,6 +50,23 @@ fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) 
             ),
         ));
     }
+    // Native histograms are not stored yet: never acknowledge them. Each
+    // one counts as a rejected sample and the answer names the series (a
+    // 400 partial failure, as Prometheus answers a partly bad request);
+    // float samples of the same request are still written.
+    for ts in req.timeseries.iter_mut().filter(|ts| !ts.histograms.is_empty()) {
+        let n = ts.histograms.len();
+        outcome.samples_rejected += n as u64;
+        st.metrics.histograms_rejected.inc_by(n as u64);
+        if outcome.errors.len() < 5 {
+            outcome.errors.push(format!(
+                "series {} carries {n} native histogram sample{}, which Strata does not store yet (send classic histograms: _bucket/_sum/_count)",
+                strata_model::series_text(&ts.labels),
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        ts.histograms.clear();
+    }
     req.timeseries.retain(|ts| match strata_model::validate_series(&ts.labels, limits) {
         Ok(()) => true,
         Err(msg) => {
@@ -157,10 +174,11 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
     };
     let mut outcome = AppendOutcome::default();
     let before = req.timeseries.len();
+    let had_histograms = req.timeseries.iter().any(|t| !t.histograms.is_empty());
     if let Err(r) = validate(&st, &mut req, &mut outcome) {
         return r;
     }
-    let unchanged = if req.timeseries.len() == before { raw_v1 } else { None };
+    let unchanged = if req.timeseries.len() == before && !had_histograms { raw_v1 } else { None };
     if let Err(r) = commit(&st, &tenant, &req, unchanged, &mut outcome).await {
         return r;
     }

@@ -175,18 +175,20 @@ fn valid_metric_name(n: &str) -> bool {
         && chars.all(|c| c == '_' || c == ':' || c.is_ascii_alphanumeric())
 }
 
+/// A series' labels as PromQL text for error messages (`name{a="b"}`), cut
+/// after 200 characters.
+pub fn series_text(labels: &[Label]) -> String {
+    let s = Labels::from_proto(labels).to_string();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
 /// Checks one series' labels against the remote write rules and limits.
 /// The message names the series and the problem.
 pub fn validate_series(labels: &[Label], limits: &Limits) -> Result<(), String> {
-    let show = || {
-        let l = Labels::from_proto(labels);
-        let s = l.to_string();
-        if s.len() > 200 {
-            format!("{}…", &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())])
-        } else {
-            s
-        }
-    };
+    let show = || series_text(labels);
     if labels.is_empty() {
         return Err("series has no labels".into());
     }

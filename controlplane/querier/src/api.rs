@@ -415,7 +415,9 @@ async fn evaluate_with(
     let sels = strata_promql::selections_pushed(&expr, start, end, lookback, &|a| {
         remaining.get(&strata_promql::pushdown::key(a)).cloned()
     });
-    let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false));
+    // Raw samples count against --query.max-samples as they stream in.
+    let budget = crate::fanout::SampleBudget::new(engine.options().max_samples);
+    let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false, &budget));
     let (pushed, results) = tokio::time::timeout_at(
         deadline.into(),
         futures::future::join(run_push_down(state, tenant, planned, deadline), futures::future::join_all(fetches)),
@@ -620,6 +622,12 @@ fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError>
     }
 }
 
+/// A slot among `--query.max-concurrency`, waited for until `deadline`
+/// (then Prometheus' 503 "query timed out in query queue").
+async fn admit(state: &QuerierState, deadline: Instant) -> Result<crate::query_queue::Admitted, ApiError> {
+    state.queries.admit(deadline).await.ok_or_else(|| QueryError::Timeout("query queue").into())
+}
+
 fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {
     let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is empty"))?;
     strata_promql::parse(q).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
@@ -639,6 +647,7 @@ pub async fn query(
     };
     let expr = parse_query(&p)?;
     let deadline = Instant::now() + query_timeout(&state, &p)?;
+    let _slot = admit(&state, deadline).await?;
     let r = evaluate(&state, &tenant(&headers), expr, t, t, None, deadline).await;
     state.metrics.observe("query", started.elapsed(), r.is_ok());
     let e = r?;
@@ -683,6 +692,7 @@ pub async fn query_range(
     }
     let expr = parse_query(&p)?;
     let deadline = Instant::now() + query_timeout(&state, &p)?;
+    let _slot = admit(&state, deadline).await?;
     let r = evaluate(&state, &tenant(&headers), expr, start, end, Some(step), deadline).await;
     state.metrics.observe("query_range", started.elapsed(), r.is_ok());
     let e = r?;
@@ -731,7 +741,7 @@ pub async fn series(
     let mut all: std::collections::BTreeSet<Labels> = std::collections::BTreeSet::new();
     let mut warnings = Vec::new();
     for m in &sets {
-        let r = state.stores.select(&tenant, m, start, end, true).await?;
+        let r = state.stores.select(&tenant, m, start, end, true, &crate::fanout::SampleBudget::unlimited()).await?;
         warnings.extend(r.warnings);
         all.extend(r.data.into_iter().map(|s| s.labels));
     }

@@ -46,6 +46,38 @@ pub enum FanoutError {
     Timeout,
 }
 
+/// Samples one query may still load, shared by all its selectors and
+/// shards: the fan-out counts samples as frames arrive and stops reading
+/// (dropping the streams, which cancels them at the sources) once the
+/// query's `--query.max-samples` is spent, instead of fetching everything
+/// and checking afterwards.
+#[derive(Debug)]
+pub struct SampleBudget {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl SampleBudget {
+    pub fn new(limit: usize) -> Arc<SampleBudget> {
+        Arc::new(SampleBudget { limit: limit as u64, used: std::sync::atomic::AtomicU64::new(0) })
+    }
+
+    /// No limit (label and series APIs, which skip samples).
+    pub fn unlimited() -> Arc<SampleBudget> {
+        SampleBudget::new(usize::MAX)
+    }
+
+    /// Takes `n` samples; Err once the limit is passed.
+    pub fn take(&self, n: usize) -> Result<(), FanoutError> {
+        let used = self.used.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed) + n as u64;
+        if used > self.limit { Err(FanoutError::TooManySamples) } else { Ok(()) }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The time range store gateways hold completely, for aggregation push-down.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Coverage {
@@ -306,9 +338,10 @@ impl StoreSet {
         min_t: i64,
         max_t: i64,
         skip_samples: bool,
+        budget: &Arc<SampleBudget>,
     ) -> Result<FanoutResult<Vec<Series>>, FanoutError> {
         let ms = matchers.iter().map(to_proto_matcher).collect();
-        self.select_proto(tenant, ms, min_t, max_t, skip_samples).await
+        self.select_proto(tenant, ms, min_t, max_t, skip_samples, budget).await
     }
 
     /// [`StoreSet::select`] with matchers already in wire form (remote read).
@@ -319,6 +352,7 @@ impl StoreSet {
         min_t: i64,
         max_t: i64,
         skip_samples: bool,
+        budget: &Arc<SampleBudget>,
     ) -> Result<FanoutResult<Vec<Series>>, FanoutError> {
         let req = SeriesRequest {
             tenant: tenant.to_string(),
@@ -331,6 +365,7 @@ impl StoreSet {
         let r = self
             .each_shard(min_t, max_t, |mut c| {
                 let req = req.clone();
+                let budget = budget.clone();
                 async move {
                     let mut stream = c.series(req).await?.into_inner();
                     let mut out = Vec::new();
@@ -345,6 +380,9 @@ impl StoreSet {
                                 Labels::from_sorted_or_sort(s.labels.into_iter().map(|l| (l.name, l.value)).collect());
                             let samples = series_samples(s.samples, &s.chunks, min_t, max_t)
                                 .map_err(|e| tonic::Status::data_loss(e.to_string()))?;
+                            budget.take(samples.len()).map_err(|_| {
+                                tonic::Status::resource_exhausted("the query's sample limit is reached")
+                            })?;
                             out.push((labels, samples, s.chunks.is_empty()));
                         }
                     }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod fanout;
+pub mod query_queue;
 pub mod remote_read;
 
 use std::net::SocketAddr;
@@ -44,6 +45,10 @@ pub struct QuerierConfig {
     pub sql_max_rows: usize,
     /// Let store gateways compute pushable aggregations next to the blocks.
     pub pushdown: bool,
+    /// PromQL evaluations run at once; more wait (`--query.max-concurrency`).
+    pub max_concurrency: usize,
+    /// HTTP timeouts and limits (`--web.*`).
+    pub http: strata_server::HttpServerConfig,
 }
 
 impl Default for QuerierConfig {
@@ -59,6 +64,8 @@ impl Default for QuerierConfig {
             sql_bucket: None,
             sql_max_rows: 10_000,
             pushdown: true,
+            max_concurrency: 20,
+            http: strata_server::HttpServerConfig::default(),
         }
     }
 }
@@ -87,6 +94,9 @@ pub struct Metrics {
     phases: Family<PhaseLabels, Histogram>,
     samples: Histogram,
     pushdowns: Family<ResultLabels, Counter>,
+    queries_waiting: prometheus_client::metrics::gauge::Gauge,
+    /// Requests of the HTTP server by route (`strata_querier_http_*`).
+    pub http: strata_server::HttpMetrics,
 }
 
 impl Metrics {
@@ -120,7 +130,15 @@ impl Metrics {
         for result in ["pushed", "fallback"] {
             let _ = pushdowns.get_or_create(&ResultLabels { result });
         }
-        Metrics { registry, requests, duration, phases, samples, pushdowns }
+        let queries_waiting = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "queries_waiting",
+            "PromQL queries waiting for a slot (--query.max-concurrency)",
+            queries_waiting.clone(),
+        );
+        let http = strata_server::HttpMetrics::new();
+        http.register(&mut registry);
+        Metrics { registry, requests, duration, phases, samples, pushdowns, queries_waiting, http }
     }
 
     /// Records one PromQL query's fetch and evaluation times and samples loaded.
@@ -154,6 +172,8 @@ pub struct QuerierState {
     pub sql: Option<strata_sql::SqlEngine>,
     /// Aggregation push-down to the store gateways is enabled.
     pub pushdown: bool,
+    /// Admission of PromQL evaluations (`--query.max-concurrency`).
+    pub queries: query_queue::QueryQueue,
 }
 
 impl QuerierState {
@@ -182,11 +202,13 @@ impl QuerierState {
             ready: Mutex::new(false),
             sql,
             pushdown: cfg.pushdown,
+            queries: query_queue::QueryQueue::new(cfg.max_concurrency),
         }))
     }
 }
 
 async fn metrics(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {
+    state.metrics.queries_waiting.set(state.queries.waiting());
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
@@ -246,8 +268,9 @@ pub async fn run(
     let state =
         QuerierState::new(&cfg).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     tokio::spawn(refresh_loop(state.clone(), cfg.store_refresh));
+    let http_metrics = state.metrics.http.clone();
     let app = router(state).merge(extra);
     let listener = tokio::net::TcpListener::bind(cfg.web_listen).await?;
     tracing::info!(addr = %cfg.web_listen, endpoints = ?cfg.endpoints, "querier listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    strata_server::serve(listener, app, &cfg.http, Some(&http_metrics), shutdown).await
 }

@@ -15,6 +15,9 @@ use strata_proto::prometheus::{
 
 use crate::QuerierState;
 
+/// Largest decompressed ReadRequest (a few queries of matchers: tiny).
+const MAX_DECOMPRESSED_READ_REQUEST: usize = 4 << 20;
+
 /// Samples per XOR chunk in streamed responses (as Prometheus cuts them).
 const SAMPLES_PER_CHUNK: usize = 120;
 
@@ -52,9 +55,14 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+    // The decompressed size is checked before anything is allocated: a
+    // small body may claim gigabytes.
+    let raw = match strata_proto::remote_write::decompress(&body, MAX_DECOMPRESSED_READ_REQUEST) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("remote read: body is not snappy-compressed: {e}")),
+        Err(e @ strata_proto::remote_write::DecodeError::TooLarge { .. }) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("remote read: {e}"));
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("remote read: {e}")),
     };
     let req = match ReadRequest::decode(raw.as_slice()) {
         Ok(r) => r,
@@ -69,16 +77,31 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
     let streamed =
         req.accepted_response_types.first().is_some_and(|t| *t == read_request::ResponseType::StreamedXorChunks as i32);
     let mut results = Vec::with_capacity(req.queries.len());
+    // Every query of the request together loads at most --query.max-samples,
+    // counted while the series stream in.
+    let budget = crate::fanout::SampleBudget::new(state.engine.options().max_samples);
     for q in &req.queries {
         if q.matchers.is_empty() {
             return error(StatusCode::BAD_REQUEST, "remote read: a query needs at least one matcher".into());
         }
         match state
             .stores
-            .select_proto(&tenant, q.matchers.clone(), q.start_timestamp_ms, q.end_timestamp_ms, false)
+            .select_proto(&tenant, q.matchers.clone(), q.start_timestamp_ms, q.end_timestamp_ms, false, &budget)
             .await
         {
             Ok(r) => results.push(r.data),
+            Err(crate::fanout::FanoutError::TooManySamples) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "remote read: query processing would load too many samples into memory (over {}, --query.max-samples)",
+                        state.engine.options().max_samples
+                    ),
+                );
+            }
+            Err(crate::fanout::FanoutError::BadRequest(m)) => {
+                return error(StatusCode::BAD_REQUEST, format!("remote read: {m}"));
+            }
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("remote read: {e}")),
         }
     }

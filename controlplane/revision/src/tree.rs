@@ -60,13 +60,14 @@ impl TreeRevision {
 }
 
 /// Every path whose change can change the revision of the working tree
-/// containing `dir`: the tracked files that exist, `HEAD`, the branch it
-/// points to and the packed refs. A build script watches these.
+/// containing `dir`: the tracked files that exist, the index (a `git add`
+/// of a new file makes it tracked), `HEAD`, the branch it points to and the
+/// packed refs. A build script watches these.
 pub fn watched_paths(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let root = PathBuf::from(git(dir, &["rev-parse", "--show-toplevel"], None)?);
     let files = git(&root, &["ls-files", "-z"], None)?;
     let mut paths: Vec<PathBuf> = files.split('\0').filter(|f| !f.is_empty()).map(|f| root.join(f)).collect();
-    for git_path in ["HEAD", "packed-refs"] {
+    for git_path in ["index", "HEAD", "packed-refs"] {
         paths.push(PathBuf::from(git(&root, &["rev-parse", "--path-format=absolute", "--git-path", git_path], None)?));
     }
     if let Ok(branch) = git(&root, &["symbolic-ref", "-q", "HEAD"], None) {

@@ -44,6 +44,8 @@ pub struct StoreConfig {
     pub sync_interval: Duration,
     /// Shard name in `Info`: replicas serving the same bucket share it.
     pub shard: String,
+    /// HTTP timeouts and limits (`--web.*`).
+    pub http: strata_server::HttpServerConfig,
 }
 
 impl Default for StoreConfig {
@@ -54,6 +56,7 @@ impl Default for StoreConfig {
             objstore: strata_blocks::BucketConfig::default(),
             sync_interval: Duration::from_secs(30),
             shard: "blocks".into(),
+            http: strata_server::HttpServerConfig::default(),
         }
     }
 }
@@ -75,6 +78,7 @@ struct Metrics {
     sync_errors: Counter,
     series_requests: Counter,
     aggregate_requests: Counter,
+    http: strata_server::HttpMetrics,
 }
 
 /// The gateway: synced blocks, served over the StoreAPI.
@@ -99,8 +103,10 @@ impl Gateway {
             sync_errors: Counter::default(),
             series_requests: Counter::default(),
             aggregate_requests: Counter::default(),
+            http: strata_server::HttpMetrics::new(),
             registry: Registry::default(),
         };
+        m.http.register(&mut registry);
         registry.register("blocks_loaded", "Blocks whose index is loaded", m.blocks.clone());
         registry.register("syncs", "Block list syncs", m.syncs.clone());
         registry.register("sync_errors", "Failed block list syncs or block loads", m.sync_errors.clone());
@@ -432,6 +438,7 @@ pub async fn run(
         tokio::net::TcpListener::bind(cfg.grpc_listen).await.map_err(|e| StoreError::Bind(cfg.grpc_listen, e))?;
     let web_listener =
         tokio::net::TcpListener::bind(cfg.web_listen).await.map_err(|e| StoreError::Bind(cfg.web_listen, e))?;
+    let http_metrics = gw.metrics.http.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/-/ready", get(ready))
@@ -448,7 +455,7 @@ pub async fn run(
             },
         );
     let mut s2 = stop_rx;
-    let web = axum::serve(web_listener, app).with_graceful_shutdown(async move {
+    let web = strata_server::serve(web_listener, app, &cfg.http, Some(&http_metrics), async move {
         let _ = s2.wait_for(|s| *s).await;
     });
     tracing::info!(grpc = %cfg.grpc_listen, web = %cfg.web_listen, objstore = %path, "strata store started");

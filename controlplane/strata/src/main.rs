@@ -60,6 +60,10 @@ struct QuerierArgs {
     /// Most samples one query may load.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     max_samples: usize,
+    /// PromQL queries evaluated at once; more wait in line, and the wait
+    /// counts against their timeout.
+    #[arg(long = "query.max-concurrency", default_value_t = 20)]
+    max_concurrency: usize,
     /// How far back an instant selector looks for the latest sample.
     #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = humantime::parse_duration)]
     lookback_delta: Duration,
@@ -77,6 +81,8 @@ struct QuerierArgs {
     /// Rows one SQL query returns at most.
     #[arg(long = "sql.max-rows", default_value_t = 10_000)]
     sql_max_rows: usize,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
     /// The blocks bucket, for SQL (same flags as the ingesters and stores).
     #[command(flatten)]
     objstore: ObjstoreArgs,
@@ -157,6 +163,8 @@ struct IngesterArgs {
     block_retain: Duration,
     #[command(flatten)]
     objstore: ObjstoreArgs,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -230,6 +238,8 @@ struct StoreArgs {
     /// Shard name reported to queriers (store replicas of one bucket share it).
     #[arg(long = "shard", default_value = "blocks")]
     shard: String,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
 }
 
 #[derive(clap::Args)]
@@ -257,6 +267,8 @@ struct CompactArgs {
     /// Run one pass and exit.
     #[arg(long = "once", default_value_t = false)]
     once: bool,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -290,6 +302,7 @@ fn main() -> anyhow::Result<()> {
                     retain_after_upload: a.block_retain,
                 },
                 objstore: a.objstore.bucket(),
+                http: http_config(a.http)?,
                 ..Default::default()
             };
             anyhow::ensure!(a.block_duration >= Duration::from_secs(1), "--block.duration must be at least 1s");
@@ -303,7 +316,14 @@ fn main() -> anyhow::Result<()> {
                 max_label_value_length: a.max_label_value,
                 max_samples_per_request: a.max_samples,
             };
-            rt.block_on(strata_ingest::run(cfg, shutdown_signal()))?;
+            if let Err(e) = rt.block_on(strata_ingest::run(cfg, shutdown_signal())) {
+                // Exit non-zero promptly (a supervisor restarts the node)
+                // even if a blocking task is stuck on a failing disk.
+                tracing::error!(error = %e, "strata ingester failed");
+                rt.shutdown_timeout(Duration::from_secs(2));
+                eprintln!("Error: {e}");
+                std::process::exit(1);
+            }
         }
         Cmd::Querier(a) => {
             let endpoints: Vec<String> = a
@@ -315,6 +335,7 @@ fn main() -> anyhow::Result<()> {
                 .map(String::from)
                 .collect();
             anyhow::ensure!(!endpoints.is_empty(), "at least one --endpoint is required");
+            anyhow::ensure!(a.max_concurrency >= 1, "--query.max-concurrency must be at least 1");
             let cfg = strata_querier::QuerierConfig {
                 web_listen: a.web_listen,
                 endpoints,
@@ -325,6 +346,8 @@ fn main() -> anyhow::Result<()> {
                 pushdown: a.pushdown,
                 sql_bucket: a.sql_enabled.then(|| a.objstore.bucket()),
                 sql_max_rows: a.sql_max_rows,
+                max_concurrency: a.max_concurrency,
+                http: http_config(a.http)?,
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
@@ -336,6 +359,7 @@ fn main() -> anyhow::Result<()> {
                 objstore: a.objstore.bucket(),
                 sync_interval: a.sync_interval,
                 shard: a.shard,
+                http: http_config(a.http)?,
             };
             rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
         }
@@ -349,12 +373,20 @@ fn main() -> anyhow::Result<()> {
                 retention: a.retention,
                 delete_delay: a.delete_delay,
                 once: a.once,
+                http: http_config(a.http)?,
             };
             rt.block_on(strata_compactor::run(cfg, shutdown_signal()))?;
         }
         Cmd::Demo(a) => rt.block_on(demo::run(a))?,
     }
     Ok(())
+}
+
+/// The `--web.*` server flags, checked.
+fn http_config(a: strata_server::HttpServerArgs) -> anyhow::Result<strata_server::HttpServerConfig> {
+    let cfg = strata_server::HttpServerConfig::from(a);
+    cfg.validate().map_err(|e| anyhow::anyhow!("invalid --{e}"))?;
+    Ok(cfg)
 }
 
 async fn shutdown_signal() {

@@ -222,6 +222,10 @@ pub struct AgentConfig {
     pub self_monitoring: SelfMonitoringConfig,
     /// Labels set (or overridden) on every series, e.g. `environment`, `data_plane_id`.
     pub labels: BTreeMap<String, String>,
+    /// Timeouts and limits of the agent's HTTP servers (OTLP/HTTP, web,
+    /// Prometheus exposition): `read_header_timeout`, `request_timeout`,
+    /// `max_concurrent_requests`.
+    pub http_server: strata_server::HttpServerConfig,
 }
 
 mod humantime_serde {
@@ -251,6 +255,13 @@ impl AgentConfig {
 
     /// Checks cross-field rules; call after flags are applied.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http_server.validate().map_err(|e| {
+            let (setting, problem) = e.split_once(' ').unwrap_or((e.as_str(), ""));
+            invalid(
+                &format!("http_server.{}", setting.trim_start_matches("web.").replace('-', "_")),
+                problem.to_string(),
+            )
+        })?;
         if self.remote_write.endpoints.is_empty() {
             return Err(invalid("remote_write.endpoints", "at least one endpoint is required (--remote-write.url)"));
         }

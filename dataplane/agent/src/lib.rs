@@ -153,6 +153,7 @@ pub async fn run(
             .route("/-/ready", get(|| async { "Ready\n" }))
     };
 
+    let http_metrics = metrics.http.clone();
     let mut stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(receiver::GrpcReceiver::service(pipeline.clone(), cfg.otlp.max_request_bytes))
@@ -163,15 +164,21 @@ pub async fn run(
             },
         );
     let mut stop = stop_rx.clone();
-    let http = axum::serve(http_listener, receiver::http_router(pipeline.clone(), cfg.otlp.max_request_bytes))
-        .with_graceful_shutdown(async move {
+    let http = strata_server::serve(
+        http_listener,
+        receiver::http_router(pipeline.clone(), cfg.otlp.max_request_bytes),
+        &cfg.http_server,
+        Some(&http_metrics),
+        async move {
             let _ = stop.wait_for(|s| *s).await;
-        });
+        },
+    );
     let mut stop = stop_rx.clone();
-    let web = axum::serve(web_listener, web).with_graceful_shutdown(async move {
+    let web = strata_server::serve(web_listener, web, &cfg.http_server, Some(&http_metrics), async move {
         let _ = stop.wait_for(|s| *s).await;
     });
     let mut stop = stop_rx.clone();
+    let http_server = cfg.http_server.clone();
     let exposition_server = async move {
         let (Some(listener), Some(exposition)) = (exposition_listener, exposition) else { return Ok(()) };
         let app = Router::new().route(
@@ -181,11 +188,10 @@ pub async fn run(
                 async move { ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], e.render()) }
             }),
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
+        strata_server::serve(listener, app, &http_server, None, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
     };
     tracing::info!(
         grpc = %cfg.otlp.grpc_address,

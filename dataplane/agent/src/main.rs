@@ -36,6 +36,15 @@ struct Cli {
     /// Address for /metrics, /-/ready and /-/healthy.
     #[arg(long = "web.listen-address", env = "STRATA_AGENT_WEB_LISTEN_ADDRESS")]
     web_listen_address: Option<SocketAddr>,
+    /// Longest a client may take to send request line and headers (all HTTP servers).
+    #[arg(long = "web.read-header-timeout", env = "STRATA_AGENT_WEB_READ_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    web_read_header_timeout: Option<std::time::Duration>,
+    /// Longest an HTTP request may take, body upload included (then 503).
+    #[arg(long = "web.request-timeout", env = "STRATA_AGENT_WEB_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    web_request_timeout: Option<std::time::Duration>,
+    /// HTTP requests served at once per server; more are answered 503 with Retry-After.
+    #[arg(long = "web.max-concurrent-requests", env = "STRATA_AGENT_WEB_MAX_CONCURRENT_REQUESTS")]
+    web_max_concurrent_requests: Option<usize>,
     /// Serve the latest value of every translated series in the Prometheus
     /// text format on this address (conventionally :8889); off by default.
     #[arg(long = "prometheus-exporter.listen-address", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_LISTEN_ADDRESS")]
@@ -116,6 +125,15 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(a) = cli.web_listen_address {
         cfg.web.listen_address = a;
+    }
+    if let Some(d) = cli.web_read_header_timeout {
+        cfg.http_server.read_header_timeout = d;
+    }
+    if let Some(d) = cli.web_request_timeout {
+        cfg.http_server.request_timeout = d;
+    }
+    if let Some(n) = cli.web_max_concurrent_requests {
+        cfg.http_server.max_concurrent_requests = n;
     }
     if let Some(a) = cli.prometheus_exporter_listen_address {
         cfg.prometheus_exporter.listen_address = Some(a);

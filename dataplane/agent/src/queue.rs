@@ -342,6 +342,10 @@ impl DiskQueue {
             }
         }
         fs::rename(&tmp, &path)?;
+        if inner.opts.fsync == FsyncPolicy::Always {
+            // The rename is durable only once the directory is synced.
+            sync_dir(&inner.dir)?;
+        }
         inner.delete_consumed()?;
         Ok(())
     }

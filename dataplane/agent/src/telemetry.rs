@@ -32,6 +32,8 @@ pub struct AgentMetrics {
     pub requests_sent: Family<Labels, Counter>,
     pub send_duration: Family<Labels, Histogram, fn() -> Histogram>,
     pub delta_streams: Gauge<u64, AtomicU64>,
+    /// Requests of the OTLP/HTTP and web servers by route (`strata_agent_http_*`).
+    pub http: strata_server::HttpMetrics,
 }
 
 impl AgentMetrics {
@@ -93,7 +95,10 @@ impl AgentMetrics {
         r.register("send_duration_seconds", "Remote write request latency", send_duration.clone());
         let delta_streams = Gauge::<u64, AtomicU64>::default();
         r.register("delta_streams", "Delta streams being converted to cumulative", delta_streams.clone());
+        let http = strata_server::HttpMetrics::new();
+        http.register(&mut r);
         AgentMetrics {
+            http,
             registry: r,
             otlp_requests,
             datapoints_received,

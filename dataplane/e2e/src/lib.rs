@@ -178,6 +178,11 @@ impl Proc {
         None
     }
 
+    /// The exit status if the process has exited (it is then reaped), else None.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Resident set size in bytes (Linux).
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;

@@ -22,6 +22,8 @@ struct Cli {
     /// Log filter, e.g. info.
     #[arg(long = "log.level", env = "SAMPLE_API_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
         .init();
+    let http = strata_server::HttpServerConfig::from(cli.http.clone());
+    http.validate().map_err(|e| anyhow::anyhow!("invalid --{e}"))?;
     let faults = Faults::from_env().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -40,7 +44,7 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         tracing::info!(address = %cli.listen, ?faults, "sample-api listening");
-        axum::serve(listener, sample_api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        strata_server::serve(listener, sample_api::app(state), &http, None, shutdown_signal()).await?;
         // Flush the last metrics before exiting.
         let p = provider.clone();
         let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;

@@ -1,0 +1,289 @@
+//! A randomized fault schedule with a history checker. Three ingesters and
+//! a querier on 127.0.0.1; three writers send numbered samples to random
+//! nodes, retrying each until it is acknowledged, and record every
+//! acknowledgement; a scheduler meanwhile applies random faults, one at a
+//! time and healed before the next (so a quorum always remains):
+//!
+//! - kill -9 of any node (the leader or a follower), restarted after 0.5–2 s;
+//! - SIGSTOP of any node (a paused leader keeps its term but cannot act)
+//!   for 0.5–3 s, then SIGCONT;
+//! - the object store taken away (its directory replaced by a file) for
+//!   1–4 s while blocks are cut every ten seconds, then restored.
+//!
+//! After healing, the checker reads everything back through each replica's
+//! StoreAPI and through the querier (heads and, through a store gateway,
+//! the uploaded blocks): every acknowledged sample present exactly once, no
+//! value changed, nothing that was never sent, and the replicas identical.
+//!
+//! Sample `n` of a writer carries the value `n` at a timestamp that follows
+//! the wall clock (so blocks are cut as time passes); a retried sample keeps
+//! its timestamp.
+//!
+//! The schedule is reproducible from its seed: `STRATA_FAULT_SEED=<n>`
+//! (printed by every run); `STRATA_FAULTS=<n>` sets the number of faults
+//! (default 20; the soak run in docs/operations.md uses 200).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use controlplane_e2e::*;
+
+/// splitmix64: small, seedable, good enough to pick faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+/// What one writer sent and what was acknowledged.
+#[derive(Default)]
+struct History {
+    /// Every sample number sent (acknowledged or not) and its timestamp.
+    sent: BTreeMap<i64, i64>,
+    acked: BTreeSet<i64>,
+    /// Samples refused with a clear 4xx (e.g. out of bounds after a retry
+    /// outlived the block grace): not acknowledged, may or may not be stored.
+    refused: usize,
+    /// Longest time between two acknowledgements.
+    worst_gap: Duration,
+}
+
+const WRITERS: usize = 3;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_samples_survive_a_random_fault_schedule() {
+    let seed: u64 = std::env::var("STRATA_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    let faults: usize = std::env::var("STRATA_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    eprintln!("fault schedule: seed {seed}, {faults} faults (rerun with STRATA_FAULT_SEED={seed})");
+    let mut rng = Rng(seed);
+
+    let dir = test_dir();
+    // Blocks of ten seconds: the writers' timestamps follow the wall clock,
+    // so blocks are cut and uploaded (or retried) throughout the schedule.
+    let mut cluster = Cluster::start(
+        dir.path(),
+        3,
+        &["--block.duration=10s", "--block.grace=5s", "--block.retain-after-upload=1h", "--raft.snapshot-logs=500"],
+    )
+    .await;
+    let objstore = dir.path().join("objstore");
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.write_url()).collect();
+
+    let histories: Arc<Vec<Mutex<History>>> = Arc::new((0..WRITERS).map(|_| Mutex::new(History::default())).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (urls, histories, stop) = (urls.clone(), histories.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+            let mut target = w % urls.len();
+            let mut n = 0i64;
+            let mut last_t = 0i64;
+            let mut last_ack = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let t = now_ms().max(last_t + 1);
+                last_t = t;
+                histories[w].lock().expect("history").sent.insert(n, t);
+                // Retry this sample until acknowledged (as remote-write
+                // senders do); stop only between samples.
+                loop {
+                    let name = format!("fault_history_{w}");
+                    match write_one(&client, &urls[target], &name, t, n as f64).await {
+                        Ok(204) => {
+                            let mut h = histories[w].lock().expect("history");
+                            h.acked.insert(n);
+                            h.worst_gap = h.worst_gap.max(last_ack.elapsed());
+                            last_ack = Instant::now();
+                            break;
+                        }
+                        Ok(s) if s == 503 || s == 500 || s == 429 => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Ok(400) => {
+                            histories[w].lock().expect("history").refused += 1;
+                            break;
+                        }
+                        Ok(s) => panic!("writer {w}: unexpected status {s} for sample {n}"),
+                        // Refused or timed out (killed or paused node): try another.
+                        Err(_) => target = (target + 1) % urls.len(),
+                    }
+                    if stop.load(Ordering::Relaxed) && last_ack.elapsed() > Duration::from_secs(60) {
+                        panic!("writer {w}: sample {n} not acknowledged for 60 s after healing");
+                    }
+                }
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    let mut applied: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..faults {
+        tokio::time::sleep(rng.millis(200, 1000)).await;
+        let leader = cluster.wait_leader(None, Duration::from_secs(60)).await;
+        let victim = if rng.below(2) == 0 { leader } else { 1 + rng.below(3) };
+        let kind = match rng.below(5) {
+            0 | 1 => "kill",
+            2 | 3 => "pause",
+            _ => "objstore",
+        };
+        *applied.entry(kind).or_default() += 1;
+        match kind {
+            "kill" => {
+                let down = rng.millis(500, 2000);
+                eprintln!("fault {i}: kill -9 node {victim} (leader {leader}) for {down:?}");
+                cluster.node(victim).kill9();
+                tokio::time::sleep(down).await;
+                let log_dir = cluster.dir.clone();
+                cluster.node(victim).start(&log_dir);
+            }
+            "pause" => {
+                let paused = rng.millis(500, 3000);
+                eprintln!("fault {i}: SIGSTOP node {victim} (leader {leader}) for {paused:?}");
+                let pid = cluster.node(victim).proc.as_ref().map(|p| p.pid()).expect("running");
+                signal(pid, "STOP");
+                tokio::time::sleep(paused).await;
+                signal(pid, "CONT");
+            }
+            _ => {
+                let out = rng.millis(1000, 4000);
+                eprintln!("fault {i}: object store away for {out:?}");
+                let away = dir.path().join("objstore-away");
+                let _ = std::fs::rename(&objstore, &away);
+                // Uploads now fail (the bucket directory is a plain file).
+                let _ = std::fs::write(&objstore, b"not a directory");
+                tokio::time::sleep(out).await;
+                let _ = std::fs::remove_file(&objstore);
+                let _ = std::fs::rename(&away, &objstore);
+            }
+        }
+    }
+    let schedule_took = started.elapsed();
+
+    // Heal: every node up, a leader, writers finish their current sample.
+    cluster.wait_leader(None, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer panicked");
+    }
+    cluster.wait_converged(Duration::from_secs(60)).await;
+
+    // The checker. Uploaded blocks stay in an ingester's memory only as a
+    // local cache (not replicated, not in snapshots), so each replica is
+    // checked together with the bucket: a querier over that one replica and
+    // a store gateway must return every writer's complete history; then a
+    // querier over all of them must too.
+    let histories: Vec<History> = Arc::try_unwrap(histories)
+        .ok()
+        .expect("writers done")
+        .into_iter()
+        .map(|m| m.into_inner().expect("lock"))
+        .collect();
+    let store = StoreGateway::start(dir.path(), &objstore, &["--store.sync-interval=1s"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let client = reqwest::Client::new();
+    let mut checked = 0usize;
+    let mut views: Vec<(String, Vec<String>)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (format!("replica {} + store", n.id), vec![n.grpc_addr(), store.grpc_addr()]))
+        .collect();
+    views.push((
+        "all replicas + store".into(),
+        cluster.nodes.iter().map(|n| n.grpc_addr()).chain([store.grpc_addr()]).collect(),
+    ));
+    for (view, endpoints) in &views {
+        let querier = Querier::start(dir.path(), endpoints, &[]).await;
+        for (w, h) in histories.iter().enumerate() {
+            let stored = query_history(&client, &querier.base(), w, h).await;
+            check_history(&format!("writer {w} through {view}"), h, &stored);
+            checked += h.acked.len();
+        }
+    }
+
+    let blocks = objstore_blocks(&objstore);
+    eprintln!(
+        "fault schedule done: seed {seed}; {faults} faults ({applied:?}) in {:.1} s; {} blocks uploaded; \
+         {checked} acknowledged samples checked through 4 views ({} refused with a 400); \
+         worst gap between acknowledgements {:?}",
+        schedule_took.as_secs_f64(),
+        blocks.len(),
+        histories.iter().map(|h| h.refused).sum::<usize>(),
+        histories.iter().map(|h| h.worst_gap).max().unwrap_or_default()
+    );
+    assert!(!blocks.is_empty(), "no block was uploaded during the schedule");
+    drop(store);
+}
+
+/// Every sample of writer `w` through the querier at `base` (a range
+/// vector selector over everything it sent).
+async fn query_history(client: &reqwest::Client, base: &str, w: usize, h: &History) -> Vec<(i64, f64)> {
+    let first = h.sent.values().next().copied().unwrap_or(0);
+    let end = h.sent.values().next_back().copied().unwrap_or(0) + 1;
+    let range = end - first + 1000;
+    let v = instant_query(client, base, "anonymous", &format!("fault_history_{w}[{range}ms]"), end).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    assert_eq!(result.len(), 1, "writer {w}: {v}");
+    assert!(v["warnings"].is_null(), "writer {w}: partial response {v}");
+    result[0]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|p| {
+            let t = (p[0].as_f64().expect("time") * 1000.0).round() as i64;
+            (t, p[1].as_str().and_then(|s| s.parse().ok()).expect("value"))
+        })
+        .collect()
+}
+
+/// Every acknowledged sample present exactly once with its value; nothing
+/// stored that was never sent.
+fn check_history(what: &str, h: &History, stored: &[(i64, f64)]) {
+    let mut seen = BTreeSet::new();
+    for &(t, v) in stored {
+        let n = v as i64;
+        assert_eq!(n as f64, v, "{what}: value {v} at {t}, which no writer sent");
+        assert_eq!(
+            h.sent.get(&n),
+            Some(&t),
+            "{what}: sample {n} at {t} stored, but it was sent at {:?}",
+            h.sent.get(&n)
+        );
+        assert!(seen.insert(n), "{what}: sample {n} stored twice");
+    }
+    let lost: Vec<&i64> = h.acked.iter().filter(|n| !seen.contains(n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: {} acknowledged samples lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}

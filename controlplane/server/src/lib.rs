@@ -1,0 +1,382 @@
+//! The HTTP server every Strata binary runs (ingester, querier, store,
+//! compactor, agent, sample API), written once:
+//!
+//! - a **header-read timeout**: a client that opens a connection and sends
+//!   a partial request line or headers is disconnected after
+//!   `--web.read-header-timeout` (hyper's timeout, which `axum::serve`
+//!   leaves off because it runs hyper without a timer);
+//! - a **request timeout**: a request (body upload included) that has not
+//!   produced its response after `--web.request-timeout` is answered 503;
+//! - a **concurrent-request limit**: past `--web.max-concurrent-requests`
+//!   requests in flight, new ones get 503 with `Retry-After` at once instead
+//!   of queueing without bound (remote-write senders and Strata's agent
+//!   retry them);
+//! - **graceful shutdown**: on shutdown the listener closes, idle
+//!   connections are closed, requests in flight finish (up to the request
+//!   timeout) and then the server returns.
+//!
+//! - **request metrics** by route ([`HttpMetrics`], registered into the
+//!   component's own registry): requests by handler and status code,
+//!   latency, requests in flight, requests refused by the limits.
+//!
+//! Health (`/-/healthy`, `/-/ready`) and `/metrics` stay with each
+//! component, which knows what they mean for it.
+
+mod metrics;
+
+pub use metrics::HttpMetrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// Limits and timeouts of one HTTP server.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpServerConfig {
+    /// Longest a client may take to send a request's line and headers.
+    #[serde(with = "duration_text")]
+    pub read_header_timeout: Duration,
+    /// Longest a request may take from its headers to its response
+    /// (reading the body included).
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+    /// Requests served at once; more get 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        HttpServerConfig {
+            read_header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(300),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// The same settings as command-line flags (flatten into a subcommand).
+#[derive(clap::Args, Clone, Debug)]
+pub struct HttpServerArgs {
+    /// Longest a client may take to send a request line and headers; slower
+    /// connections are closed.
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub read_header_timeout: Duration,
+    /// Longest an HTTP request may take, body upload included; past it the
+    /// request is answered 503.
+    #[arg(long = "web.request-timeout", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// HTTP requests served at once; more are answered 503 with Retry-After.
+    #[arg(long = "web.max-concurrent-requests", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+}
+
+impl From<HttpServerArgs> for HttpServerConfig {
+    fn from(a: HttpServerArgs) -> Self {
+        HttpServerConfig {
+            read_header_timeout: a.read_header_timeout,
+            request_timeout: a.request_timeout,
+            max_concurrent_requests: a.max_concurrent_requests,
+        }
+    }
+}
+
+impl HttpServerConfig {
+    /// Checks the values; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.read_header_timeout.is_zero() {
+            return Err("web.read-header-timeout must be greater than 0".into());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("web.request-timeout must be greater than 0".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("web.max-concurrent-requests must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+struct Limits {
+    in_flight: Arc<Semaphore>,
+    max: usize,
+    timeout: Duration,
+}
+
+/// `router` with the request timeout and the concurrent-request limit.
+pub fn with_limits(router: Router, cfg: &HttpServerConfig) -> Router {
+    let limits = Arc::new(Limits {
+        in_flight: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
+        max: cfg.max_concurrent_requests,
+        timeout: cfg.request_timeout,
+    });
+    router.layer(axum::middleware::from_fn_with_state(limits, limit_request))
+}
+
+async fn limit_request(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+    let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many requests in flight (limit {}, --web.max-concurrent-requests): retry later\n", limits.max),
+        )
+            .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let resp = match tokio::time::timeout(limits.timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "request not answered within {} (--web.request-timeout)\n",
+                humantime::format_duration(limits.timeout)
+            ),
+        )
+            .into_response(),
+    };
+    drop(permit);
+    resp
+}
+
+/// Serves `router` (with [`with_limits`]) on `listener` until `shutdown`
+/// resolves, then closes the listener and idle connections and waits for
+/// requests in flight (at most the request timeout).
+/// With `metrics`, every request is counted by route, those refused by the
+/// limits included.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cfg: &HttpServerConfig,
+    metrics: Option<&HttpMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = with_limits(router, cfg);
+    let app = match metrics {
+        Some(m) => m.instrument(app),
+        None => app,
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(cfg.read_header_timeout).keep_alive(true);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a sender; when all are gone, all are done.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the
+                    // connections already open, try again shortly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            app.clone().oneshot(req.map(Body::new))
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let mut stop = stop_rx.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    // Requests in flight finish within the request timeout (plus the time
+    // to write their response); do not wait longer for a stuck client.
+    let drain = cfg.request_timeout + Duration::from_secs(5);
+    if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
+        tracing::warn!("HTTP connections still open after the drain time; stopping anyway");
+    }
+    Ok(())
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(router: Router, cfg: HttpServerConfig) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        start_with(router, cfg, None).await
+    }
+
+    async fn start_with(
+        router: Router,
+        cfg: HttpServerConfig,
+        metrics: Option<HttpMetrics>,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            serve(listener, router, &cfg, metrics.as_ref(), async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        (addr, tx)
+    }
+
+    async fn request(addr: std::net::SocketAddr, raw: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(raw.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+        let cfg = HttpServerConfig { read_header_timeout: Duration::from_millis(300), ..Default::default() };
+        let (addr, _stop) = start(Router::new().route("/", get(|| async { "hi" })), cfg).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"POST /api/v1/write HTT").await.expect("write");
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection still open after 5 s");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250), "closed after {took:?}, before the timeout");
+        // A normal request on a new connection is still served.
+        let ok = request(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("hi"), "{ok}");
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_limit_get_503_with_retry_after() {
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::channel::<()>(4);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let r = release.clone();
+        let router = Router::new().route(
+            "/slow",
+            get(move || {
+                let (entered, release) = (entered_tx.clone(), r.clone());
+                async move {
+                    let _ = entered.send(()).await;
+                    release.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let cfg = HttpServerConfig { max_concurrent_requests: 1, ..Default::default() };
+        let metrics = HttpMetrics::new();
+        let (addr, _stop) = start_with(router, cfg, Some(metrics.clone())).await;
+        let first = tokio::spawn(request(addr, "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+        entered_rx.recv().await.expect("first request running");
+        let second = request(addr, "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+        assert!(second.to_ascii_lowercase().contains("retry-after: 1"), "{second}");
+        assert!(second.contains("--web.max-concurrent-requests"), "{second}");
+        release.notify_one();
+        let first = first.await.expect("first");
+        assert!(first.starts_with("HTTP/1.1 200") && first.ends_with("done"), "{first}");
+        // Both counted under the route, the refused one with its 503.
+        assert_eq!(metrics.count("/slow", 200), 1);
+        assert_eq!(metrics.count("/slow", 503), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_timeout_gets_503_naming_the_flag() {
+        let router = Router::new().route(
+            "/stuck",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "late"
+            }),
+        );
+        let cfg = HttpServerConfig { request_timeout: Duration::from_millis(200), ..Default::default() };
+        let (addr, _stop) = start(router, cfg).await;
+        let r = request(addr, "GET /stuck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503") && r.contains("--web.request-timeout"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_a_request_in_flight_finish() {
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let router = Router::new().route(
+            "/work",
+            get(move || {
+                let entered = entered_tx.clone();
+                async move {
+                    let _ = entered.send(()).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "finished"
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(listener, router, &HttpServerConfig::default(), None, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let req = tokio::spawn(request(addr, "GET /work HTTP/1.1\r\nHost: x\r\n\r\n"));
+        entered_rx.recv().await.expect("request running");
+        let _ = tx.send(());
+        let r = req.await.expect("request");
+        assert!(r.starts_with("HTTP/1.1 200") && r.contains("finished"), "{r}");
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stopped").expect("join").expect("ok");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener still open");
+    }
+
+    #[test]
+    fn config_from_yaml_and_validation() {
+        let c: HttpServerConfig =
+            serde_yaml_like("read_header_timeout: 2s\nmax_concurrent_requests: 8").expect("parse");
+        assert_eq!(c.read_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_concurrent_requests, 8);
+        assert_eq!(c.request_timeout, HttpServerConfig::default().request_timeout);
+        let bad = HttpServerConfig { max_concurrent_requests: 0, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("web.max-concurrent-requests"));
+    }
+
+    fn serde_yaml_like(text: &str) -> Result<HttpServerConfig, String> {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+}
