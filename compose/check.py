@@ -3,7 +3,8 @@
 compose/docker-compose.yml runs, with the command CI runs:
 
 * the Dockerfile's build stage runs `make binaries` (the Makefile target
-  `make test` runs as `binaries-dev` before the tests, and `make demo` as is);
+  `make demo` runs; its packages exist and have binaries, which `make test`
+  builds with the rest of the workspace);
 * every binary it copies into the runtime image is one `make binaries`
   builds (a `-p` package of that target);
 * every service that runs the Strata image starts one of the binaries the
@@ -12,6 +13,7 @@ compose/docker-compose.yml runs, with the command CI runs:
 Usage: python3 compose/check.py [resolved-compose.yml]  (default: runs
 `docker-compose config` on compose/docker-compose.yml, every profile).
 """
+import json
 import re
 import subprocess
 import sys
@@ -32,12 +34,30 @@ def make_binaries_packages() -> set[str]:
     m = re.search(r"^binaries:\n\t(.+)$", makefile, re.M)
     if not m:
         fail("Makefile has no `binaries` target")
-    # `make test` runs `unit`, which builds `binaries-dev` before the tests.
-    if not re.search(r"^test:.*\bunit\b", makefile, re.M) or not re.search(
-        r"^unit:.*\bbinaries-dev\b", makefile, re.M
+    # `make test` runs `unit`, which builds every binary of the workspace
+    # (test-build) before the tests.
+    build = re.search(r"^test-build:\n\t(.+)$", makefile, re.M)
+    if (
+        not re.search(r"^test:.*\bunit\b", makefile, re.M)
+        or not re.search(r"^unit:.*\btest-build\b", makefile, re.M)
+        or not build
+        or "--workspace" not in build.group(1)
+        or "--bins" not in build.group(1)
     ):
-        fail("`make test` no longer builds `binaries-dev` (test -> unit -> binaries-dev)")
-    return set(re.findall(r"-p\s+(\S+)", m.group(1)))
+        fail("`make test` no longer builds every binary before the tests (test -> unit -> test-build)")
+    packages = set(re.findall(r"-p\s+(\S+)", m.group(1)))
+    # Each package `make binaries` names exists in the workspace and has a binary.
+    meta = json.loads(
+        subprocess.run(
+            ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout
+    )
+    with_bins = {p["name"] for p in meta["packages"] if any("bin" in t["kind"] for t in p["targets"])}
+    missing = sorted(packages - with_bins)
+    if missing:
+        fail(f"`make binaries` names packages without a binary in the workspace: {missing}")
+    return packages
 
 
 def dockerfile_binaries() -> set[str]:

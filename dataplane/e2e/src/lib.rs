@@ -24,7 +24,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} not built; run `make binaries-dev` (`make test` builds the binaries before the tests)",
+        "{} not built; run `make test-build` (`make test` builds the binaries before the tests)",
         p.display()
     );
     if let Some(tree) = working_tree() {
@@ -66,7 +66,7 @@ pub fn check_revision(program: &Path, tree: &str) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run {} --version: {e}", program.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let fix = "run `make binaries-dev` (`make test` builds the binaries before running the tests)";
+    let fix = "run `make test-build` (`make test` builds the binaries before running the tests)";
     match TreeRevision::parse_tree(&text) {
         Some(built) if built == tree => Ok(()),
         Some(_) => Err(format!(

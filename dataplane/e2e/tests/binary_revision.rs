@@ -56,7 +56,7 @@ fn a_binary_built_from_another_revision_is_refused() {
     assert!(text.contains(std::str::from_utf8(&other).expect("hex")), "{text}");
 
     let err = check_revision(&copy, &tree.tree).expect_err("another revision must be refused");
-    assert!(err.contains("built from other sources") && err.contains("make binaries-dev"), "{err}");
+    assert!(err.contains("built from other sources") && err.contains("make test-build"), "{err}");
     // The unpatched binary passes the same check.
     check_revision(&real, &tree.tree).expect("the real binary");
 
@@ -65,7 +65,7 @@ fn a_binary_built_from_another_revision_is_refused() {
     std::fs::write(&stub, "#!/bin/sh\necho 'strata 0.1.0'\n").expect("write stub");
     set_executable(&stub);
     let err = check_revision(&stub, &tree.tree).expect_err("no revision must be refused");
-    assert!(err.contains("does not report the revision") && err.contains("make binaries-dev"), "{err}");
+    assert!(err.contains("does not report the revision") && err.contains("make test-build"), "{err}");
 }
 
 fn set_executable(p: &Path) {
