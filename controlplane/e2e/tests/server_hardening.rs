@@ -294,31 +294,21 @@ async fn reads_stop_at_the_sample_limit_with_a_clear_422() {
     let querier = Querier::start(dir.path(), &[node.grpc_addr()], &["--query.max-samples=1000"]).await;
     let base = querier.base();
 
+    let range = |q: &'static str| {
+        c.get(format!("{base}/api/v1/query_range"))
+            .query(&[
+                ("query", q.to_string()),
+                ("start", (t0 / 1000).to_string()),
+                ("end", (now / 1000).to_string()),
+                ("step", "30".into()),
+            ])
+            .send()
+    };
     // Within the limit: one series answers.
-    let r = c
-        .get(format!("{base}/api/v1/query_range"))
-        .query(&[
-            ("query", r#"big{i="03"}"#),
-            ("start", &(t0 / 1000).to_string()),
-            ("end", &(now / 1000).to_string()),
-            ("step", "30"),
-        ])
-        .send()
-        .await
-        .expect("query_range");
+    let r = range(r#"big{i="03"}"#).await.expect("query_range");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     // Everything: Prometheus' 422 with errorType execution.
-    let r = c
-        .get(format!("{base}/api/v1/query_range"))
-        .query(&[
-            ("query", r#"{__name__=~".+"}"#),
-            ("start", &(t0 / 1000).to_string()),
-            ("end", &(now / 1000).to_string()),
-            ("step", "30"),
-        ])
-        .send()
-        .await
-        .expect("query_range");
+    let r = range(r#"{__name__=~".+"}"#).await.expect("query_range");
     assert_eq!(r.status(), 422);
     let v: serde_json::Value = r.json().await.expect("json");
     assert_eq!(v["errorType"], "execution", "{v}");
