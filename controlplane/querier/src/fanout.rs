@@ -72,10 +72,6 @@ impl SampleBudget {
         let used = self.used.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed) + n as u64;
         if used > self.limit { Err(FanoutError::TooManySamples) } else { Ok(()) }
     }
-
-    pub fn used(&self) -> u64 {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// The time range store gateways hold completely, for aggregation push-down.

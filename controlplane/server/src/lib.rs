@@ -115,7 +115,7 @@ struct Limits {
 }
 
 /// `router` with the request timeout and the concurrent-request limit.
-pub fn with_limits(router: Router, cfg: &HttpServerConfig) -> Router {
+fn with_limits(router: Router, cfg: &HttpServerConfig) -> Router {
     let limits = Arc::new(Limits {
         in_flight: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
         max: cfg.max_concurrent_requests,
