@@ -19,9 +19,13 @@
 
 mod bucket;
 mod lifecycle;
+mod local_block;
 
 pub use bucket::{BucketConfig, S3Config};
 pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_marks, mark_for_deletion};
+pub use local_block::{
+    LocalBlock, UploadOptions, UploadStats, upload_local_block, write_local_block, write_local_files,
+};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -58,6 +62,10 @@ pub enum BlockError {
     Invalid(String),
     #[error("object store configuration: {0}")]
     Config(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 /// A series and its samples (time order).
@@ -151,13 +159,40 @@ fn write_parquet(batch: &RecordBatch, series_file: bool) -> Result<Vec<u8>, Bloc
     Ok(buf)
 }
 
+/// A series as blocks are encoded from: [`SeriesData`] or a head's
+/// `(labels, samples)` pair.
+pub trait BlockSeries {
+    fn labels(&self) -> &Labels;
+    fn samples(&self) -> &[(i64, f64)];
+}
+
+impl BlockSeries for SeriesData {
+    fn labels(&self) -> &Labels {
+        &self.labels
+    }
+    fn samples(&self) -> &[(i64, f64)] {
+        &self.samples
+    }
+}
+
+impl BlockSeries for (Labels, Vec<(i64, f64)>) {
+    fn labels(&self) -> &Labels {
+        &self.0
+    }
+    fn samples(&self) -> &[(i64, f64)] {
+        &self.1
+    }
+}
+
 /// Encodes series (any order) into `(series.parquet, samples.parquet, stats)`.
-pub fn encode_block(series: &[SeriesData]) -> Result<(Vec<u8>, Vec<u8>, BlockStats), BlockError> {
-    let mut order: Vec<&SeriesData> = series.iter().collect();
-    let key = |s: &SeriesData| (s.labels.get(METRIC_NAME).unwrap_or("").to_string(), s.labels.clone());
-    order.sort_by_key(|s| key(s));
+pub fn encode_block<S: BlockSeries>(series: &[S]) -> Result<(Vec<u8>, Vec<u8>, BlockStats), BlockError> {
+    let mut order: Vec<&S> = series.iter().collect();
+    fn name<S: BlockSeries>(s: &S) -> &str {
+        s.labels().get(METRIC_NAME).unwrap_or("")
+    }
+    order.sort_by(|a, b| name(*a).cmp(name(*b)).then_with(|| a.labels().cmp(b.labels())));
     let names: BTreeSet<&str> =
-        order.iter().flat_map(|s| s.labels.iter().map(|(n, _)| n)).filter(|n| *n != METRIC_NAME).collect();
+        order.iter().flat_map(|s| s.labels().iter().map(|(n, _)| n)).filter(|n| *n != METRIC_NAME).collect();
 
     let refs: Vec<u32> = (0..order.len() as u32).collect();
     let mut fields = vec![
@@ -167,21 +202,24 @@ pub fn encode_block(series: &[SeriesData]) -> Result<(Vec<u8>, Vec<u8>, BlockSta
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from(refs.clone())),
-        Arc::new(UInt32Array::from(order.iter().map(|s| s.samples.len() as u32).collect::<Vec<_>>())),
+        Arc::new(UInt32Array::from(order.iter().map(|s| s.samples().len() as u32).collect::<Vec<_>>())),
         Arc::new(
-            order.iter().map(|s| Some(s.labels.get(METRIC_NAME).unwrap_or(""))).collect::<DictionaryArray<Int32Type>>(),
+            order
+                .iter()
+                .map(|s| Some(s.labels().get(METRIC_NAME).unwrap_or("")))
+                .collect::<DictionaryArray<Int32Type>>(),
         ),
     ];
     for n in &names {
         fields.push(Field::new(format!("l_{n}"), dict_type(), true));
-        columns.push(Arc::new(order.iter().map(|s| s.labels.get(n)).collect::<DictionaryArray<Int32Type>>()));
+        columns.push(Arc::new(order.iter().map(|s| s.labels().get(n)).collect::<DictionaryArray<Int32Type>>()));
     }
     let series_batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
 
-    let total: usize = order.iter().map(|s| s.samples.len()).sum();
+    let total: usize = order.iter().map(|s| s.samples().len()).sum();
     let (mut r, mut t, mut v) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
     for (i, s) in order.iter().enumerate() {
-        for (ts, val) in &s.samples {
+        for (ts, val) in s.samples() {
             r.push(i as u32);
             t.push(*ts);
             v.push(*val);
@@ -221,18 +259,37 @@ pub async fn upload_block_as(
     tenant: &str,
     shard: &str,
     id: &str,
-    (min_t, max_t): (i64, i64),
+    range: (i64, i64),
     compaction: Compaction,
     series: &[SeriesData],
 ) -> Result<BlockMeta, BlockError> {
-    let (series_pq, samples_pq, stats) = encode_block(series)?;
+    let (meta, files) = encode_block_files(tenant, shard, id, range, compaction, series)?;
     let dir = format!("{tenant}/{id}");
-    let mut files = Vec::new();
-    for (name, data) in [("series.parquet", series_pq), ("samples.parquet", samples_pq)] {
-        let path = format!("{dir}/{name}");
-        files.push(FileInfo { path: name.to_string(), size: data.len() as u64 });
-        store.put(&Path::from(path), Bytes::from(data).into()).await?;
+    for (name, data) in files {
+        store.put(&Path::from(format!("{dir}/{name}")), Bytes::from(data).into()).await?;
     }
+    store.put(&Path::from(format!("{dir}/meta.json")), Bytes::from(serde_json::to_vec_pretty(&meta)?).into()).await?;
+    Ok(meta)
+}
+
+/// A block's two Parquet files, `(name, bytes)`, in upload order.
+pub type BlockFiles = [(&'static str, Vec<u8>); 2];
+
+/// Encodes a block: its `meta.json` and the two Parquet files (name, bytes)
+/// in upload order (`meta.json` goes last, after both).
+pub fn encode_block_files<S: BlockSeries>(
+    tenant: &str,
+    shard: &str,
+    id: &str,
+    (min_t, max_t): (i64, i64),
+    compaction: Compaction,
+    series: &[S],
+) -> Result<(BlockMeta, BlockFiles), BlockError> {
+    let (series_pq, samples_pq, stats) = encode_block(series)?;
+    let files = vec![
+        FileInfo { path: "series.parquet".into(), size: series_pq.len() as u64 },
+        FileInfo { path: "samples.parquet".into(), size: samples_pq.len() as u64 },
+    ];
     let meta = BlockMeta {
         ulid: id.to_string(),
         min_time: min_t,
@@ -248,8 +305,7 @@ pub async fn upload_block_as(
             files,
         },
     };
-    store.put(&Path::from(format!("{dir}/meta.json")), Bytes::from(serde_json::to_vec_pretty(&meta)?).into()).await?;
-    Ok(meta)
+    Ok((meta, [("series.parquet", series_pq), ("samples.parquet", samples_pq)]))
 }
 
 fn batches(data: Bytes) -> Result<Vec<RecordBatch>, BlockError> {
@@ -421,10 +477,16 @@ pub async fn list_blocks(store: &dyn ObjectStore) -> Result<Vec<BlockMeta>, Bloc
 impl BlockIndex {
     /// Loads the series file of a block.
     pub async fn load(store: &dyn ObjectStore, meta: BlockMeta) -> Result<BlockIndex, BlockError> {
-        let dir = format!("{}/{}", meta.strata.tenant, meta.ulid);
+        let path = Path::from(format!("{}/{}/series.parquet", meta.strata.tenant, meta.ulid));
+        let bytes = store.get(&path).await?.bytes().await?;
+        BlockIndex::from_series_file(meta, bytes)
+    }
+
+    /// Builds the index from the bytes of the block's `series.parquet`.
+    pub fn from_series_file(meta: BlockMeta, series_parquet: Bytes) -> Result<BlockIndex, BlockError> {
         let mut labels = Vec::new();
         let mut counts: Vec<u32> = Vec::new();
-        for b in batches(store.get(&Path::from(format!("{dir}/series.parquet"))).await?.bytes().await?)? {
+        for b in batches(series_parquet)? {
             let n = u32_column(&b, "num_samples")?;
             counts.extend(n.values().iter().copied());
             labels.extend(batch_labels(&b)?);

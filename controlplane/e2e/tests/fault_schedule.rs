@@ -89,7 +89,13 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
     let mut cluster = Cluster::start(
         dir.path(),
         3,
-        &["--block.duration=10s", "--block.grace=5s", "--block.retain-after-upload=1h", "--raft.snapshot-logs=500"],
+        &[
+            "--block.duration=10s",
+            "--block.grace=5s",
+            "--block.retain-after-upload=1h",
+            "--block.upload-backoff-max=2s",
+            "--raft.snapshot-logs=500",
+        ],
     )
     .await;
     let objstore = dir.path().join("objstore");

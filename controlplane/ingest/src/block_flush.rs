@@ -10,16 +10,25 @@
 //! which replicas keep the data only for `retain_after_upload` (until the
 //! store gateways list the block). A new leader re-uploads any pending block
 //! with identical content.
+//!
+//! Every replica spills each cut block to local disk in its final Parquet
+//! form first (encoded once; only its series index stays in memory), and the
+//! leader uploads those files — large ones in parts — retrying a failed
+//! block with exponential backoff and jitter. So an object-store outage
+//! costs disk, not memory; the write path refuses writes (503) once the
+//! pending bytes reach `--ingest.max-pending-bytes`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
-use strata_blocks::SeriesData;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use strata_blocks::{SeriesData, UploadOptions};
 
 use crate::raft_types::{NodeId, Raft, Request};
-use crate::state_machine::{FrozenBlock, StateMachine};
+use crate::state_machine::{FrozenBlock, FrozenData, StateMachine};
 
 /// Block settings of an ingester.
 #[derive(Debug, Clone)]
@@ -33,6 +42,10 @@ pub struct BlockConfig {
     pub idle_flush: Duration,
     /// How long replicas keep an uploaded block's data in memory.
     pub retain_after_upload: Duration,
+    /// Part size, timeouts of uploads.
+    pub upload: UploadOptions,
+    /// Longest wait between two attempts to upload a block.
+    pub upload_backoff_max: Duration,
 }
 
 impl Default for BlockConfig {
@@ -42,6 +55,8 @@ impl Default for BlockConfig {
             grace: Duration::from_secs(3600),
             idle_flush: Duration::from_secs(3600),
             retain_after_upload: Duration::from_secs(300),
+            upload: UploadOptions::default(),
+            upload_backoff_max: Duration::from_secs(120),
         }
     }
 }
@@ -56,6 +71,44 @@ pub enum FlushError {
     Upload(String, String),
 }
 
+/// Counters of spilling and uploading (`strata_ingester_block_*`).
+#[derive(Clone, Default)]
+pub struct FlushMetrics {
+    pub spilled: Counter,
+    pub spill_failures: Counter,
+    pub upload_attempts: Counter,
+    pub upload_failures: Counter,
+    pub upload_bytes: Counter,
+}
+
+impl FlushMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("block_spills", "Cut blocks written to local disk", self.spilled.clone());
+        r.register(
+            "block_spill_failures",
+            "Failed attempts to write a cut block to local disk (it stays in memory)",
+            self.spill_failures.clone(),
+        );
+        r.register("block_upload_attempts", "Attempts to upload a block", self.upload_attempts.clone());
+        r.register("block_upload_failures", "Failed attempts to upload a block", self.upload_failures.clone());
+        r.register("block_upload_bytes", "Bytes of blocks uploaded", self.upload_bytes.clone());
+    }
+}
+
+/// Retry schedule of one block's upload.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    next: Instant,
+}
+
+/// The delay after `failures` failed attempts: 1 s doubling up to `max`,
+/// times a random factor in [0.5, 1.5) so replicas and blocks spread out.
+fn backoff_delay(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_secs(1).saturating_mul(1u32 << failures.min(20)).min(max);
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
 /// The leader's block cutter and uploader.
 pub struct BlockFlusher {
     pub cfg: BlockConfig,
@@ -67,6 +120,8 @@ pub struct BlockFlusher {
     /// One upload pass at a time.
     upload_lock: tokio::sync::Mutex<()>,
     pub upload_errors: std::sync::atomic::AtomicU64,
+    pub metrics: FlushMetrics,
+    backoff: std::sync::Mutex<HashMap<String, Backoff>>,
 }
 
 impl BlockFlusher {
@@ -87,6 +142,8 @@ impl BlockFlusher {
             store,
             upload_lock: tokio::sync::Mutex::new(()),
             upload_errors: 0.into(),
+            metrics: FlushMetrics::default(),
+            backoff: Default::default(),
         })
     }
 
@@ -98,26 +155,122 @@ impl BlockFlusher {
         self.raft.client_write(req).await.map(|_| ()).map_err(|e| FlushError::Raft(e.to_string()))
     }
 
-    /// Uploads every pending block, then proposes `BlockUploaded` for each.
+    /// Spills every pending block still in memory to local disk (every
+    /// replica does). A block that cannot be written stays in memory.
+    pub async fn spill_pending(&self) {
+        for r in self.sm.spill_pending().await {
+            match r {
+                Ok((id, bytes)) => {
+                    tracing::info!(%id, bytes, "spilled block to disk");
+                    self.metrics.spilled.inc();
+                }
+                Err((id, e)) => {
+                    self.metrics.spill_failures.inc();
+                    tracing::warn!(%id, error = %e, "spilling a block to disk failed; it stays in memory");
+                }
+            }
+        }
+    }
+
+    /// Removes spilled block files nothing refers to any more (uploaded and
+    /// past retention, and not in the snapshot on disk).
+    pub async fn remove_unreferenced(&self) {
+        // List first, then read what is referenced: a block a snapshot
+        // install writes meanwhile (under the state lock) is either not
+        // listed or already referenced.
+        let root = self.sm.spill_root();
+        let mut found = Vec::new();
+        if let Ok(tenants) = std::fs::read_dir(&root) {
+            for t in tenants.flatten() {
+                let Ok(blocks) = std::fs::read_dir(t.path()) else { continue };
+                found.extend(blocks.flatten().map(|b| (b.file_name().to_string_lossy().to_string(), b.path())));
+            }
+        }
+        let mut keep: BTreeSet<String> = {
+            let st = self.sm.state.read().await;
+            st.blocks.pending.keys().chain(st.blocks.retained.iter().map(|(b, _)| &b.id)).cloned().collect()
+        };
+        keep.extend(self.sm.snapshot_refs());
+        for (name, path) in found {
+            // `.<id>.tmp`: an interrupted write (the spiller runs in this task).
+            if keep.contains(&name) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing a spilled block failed"),
+            }
+        }
+    }
+
+    /// Uploads every pending block whose retry time has come, then proposes
+    /// `BlockUploaded` for each. Spilled blocks go up from their files; a
+    /// block that could not be spilled, from memory.
     pub async fn upload_pending(&self) -> Result<Vec<String>, FlushError> {
+        self.upload(false).await
+    }
+
+    async fn upload(&self, ignore_backoff: bool) -> Result<Vec<String>, FlushError> {
         let _g = self.upload_lock.lock().await;
         let pending: Vec<FrozenBlock> = self.sm.state.read().await.blocks.pending.values().cloned().collect();
         let mut done = Vec::new();
         let mut first_err = None;
+        let now = Instant::now();
         for b in pending {
-            let series: Vec<SeriesData> =
-                b.series.iter().map(|(l, s)| SeriesData { labels: l.clone(), samples: s.clone() }).collect();
-            match strata_blocks::upload_block(self.store.as_ref(), &b.tenant, &self.shard, b.min_t, b.before, &series)
-                .await
-            {
-                Ok(meta) => {
-                    tracing::info!(id = %meta.ulid, samples = meta.stats.num_samples, series = meta.stats.num_series, "uploaded block");
+            let due = self.backoff.lock().map(|m| m.get(&b.id).is_none_or(|x| x.next <= now)).unwrap_or(true);
+            if !due && !ignore_backoff {
+                first_err.get_or_insert(FlushError::Upload(b.id.clone(), "waiting to retry".into()));
+                continue;
+            }
+            self.metrics.upload_attempts.inc();
+            let result = match &b.data {
+                FrozenData::Spilled(sb) => {
+                    strata_blocks::upload_local_block(self.store.as_ref(), &sb.local, &self.cfg.upload)
+                        .await
+                        .map(|stats| stats.bytes)
+                }
+                FrozenData::Memory(series) => {
+                    let series: Vec<SeriesData> =
+                        series.iter().map(|(l, s)| SeriesData { labels: l.clone(), samples: s.clone() }).collect();
+                    let upload = strata_blocks::upload_block(
+                        self.store.as_ref(),
+                        &b.tenant,
+                        &self.shard,
+                        b.min_t,
+                        b.before,
+                        &series,
+                    );
+                    match tokio::time::timeout(self.cfg.upload.request_timeout(b.bytes() as usize) * 3, upload).await {
+                        Ok(r) => r.map(|m| m.strata.files.iter().map(|f| f.size).sum()),
+                        Err(_) => Err(strata_blocks::BlockError::Timeout(format!("uploading block {}", b.id))),
+                    }
+                }
+            };
+            match result {
+                Ok(bytes) => {
+                    self.metrics.upload_bytes.inc_by(bytes);
+                    if let Ok(mut m) = self.backoff.lock() {
+                        m.remove(&b.id);
+                    }
+                    tracing::info!(id = %b.id, bytes, "uploaded block");
                     self.propose(Request::BlockUploaded { id: b.id.clone() }).await?;
                     done.push(b.id);
                 }
                 Err(e) => {
                     // Keep going: one tenant's failure must not hold back the others.
                     self.upload_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.upload_failures.inc();
+                    let wait = if let Ok(mut m) = self.backoff.lock() {
+                        let x = m.entry(b.id.clone()).or_insert(Backoff { failures: 0, next: now });
+                        let wait = backoff_delay(x.failures, self.cfg.upload_backoff_max);
+                        x.failures += 1;
+                        x.next = Instant::now() + wait;
+                        wait
+                    } else {
+                        Duration::ZERO
+                    };
+                    tracing::warn!(id = %b.id, error = %e, retry_in = ?wait, "block upload failed");
                     first_err.get_or_insert(FlushError::Upload(b.id.clone(), e.to_string()));
                 }
             }
@@ -139,7 +292,9 @@ impl BlockFlusher {
                 self.propose(Request::CutBlock { tenant: r.tenant, before: r.max_t.saturating_add(1) }).await?;
             }
         }
-        self.upload_pending().await
+        self.spill_pending().await;
+        // An operator's flush retries now, whatever the backoff says.
+        self.upload(true).await
     }
 
     /// Decides which cuts are due now; `idle` tracks (newest sample, since when) per tenant.
@@ -187,17 +342,40 @@ impl BlockFlusher {
                 let mut st = self.sm.state.write().await;
                 st.blocks.retained.retain(|(_, at)| at.elapsed() < retain);
             }
-            if !self.is_leader() {
+            let leader = self.is_leader();
+            if leader {
+                for (tenant, before) in self.due_cuts(&mut idle).await {
+                    if let Err(e) = self.propose(Request::CutBlock { tenant: tenant.clone(), before }).await {
+                        tracing::warn!(%tenant, error = %e, "proposing a block cut failed");
+                    }
+                }
+            } else {
                 idle.clear();
+            }
+            // Right after cutting (followers: within a tick of applying the cut).
+            self.spill_pending().await;
+            self.remove_unreferenced().await;
+            if !leader {
                 continue;
             }
-            for (tenant, before) in self.due_cuts(&mut idle).await {
-                if let Err(e) = self.propose(Request::CutBlock { tenant: tenant.clone(), before }).await {
-                    tracing::warn!(%tenant, error = %e, "proposing a block cut failed");
-                }
-            }
-            if let Err(e) = self.upload_pending().await {
-                tracing::warn!(error = %e, "block upload failed; retrying");
+            // Failures are logged per block, with their retry time.
+            let _ = self.upload_pending().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let max = Duration::from_secs(60);
+        for failures in 0..30 {
+            let base = Duration::from_secs(1 << failures.min(6)).min(max);
+            for _ in 0..20 {
+                let d = backoff_delay(failures, max);
+                assert!(d >= base.mul_f64(0.5) && d < base.mul_f64(1.5), "{failures}: {d:?}");
             }
         }
     }

@@ -56,6 +56,8 @@ pub struct IngesterConfig {
     pub objstore: strata_blocks::BucketConfig,
     /// HTTP timeouts and limits (`--web.*`).
     pub http: strata_server::HttpServerConfig,
+    /// Bytes of cut blocks waiting for upload past which writes get 503.
+    pub max_pending_bytes: u64,
 }
 
 impl Default for IngesterConfig {
@@ -76,6 +78,7 @@ impl Default for IngesterConfig {
             blocks: BlockConfig::default(),
             objstore: strata_blocks::BucketConfig::default(),
             http: strata_server::HttpServerConfig::default(),
+            max_pending_bytes: 1 << 30,
         }
     }
 }
@@ -100,6 +103,9 @@ pub struct IngesterMetrics {
     pub samples_rejected: Counter,
     pub histograms_rejected: Counter,
     pub write_errors: Counter,
+    pub writes_throttled: Counter,
+    pending_bytes: Gauge,
+    pending_limit: Gauge,
     term: Gauge,
     last_log: Gauge,
     applied: Gauge,
@@ -115,13 +121,16 @@ pub struct IngesterMetrics {
 }
 
 impl IngesterMetrics {
-    fn new() -> Self {
+    fn new(flush: &crate::block_flush::FlushMetrics) -> Self {
         let mut r = Registry::with_prefix("strata_ingester");
         let m = IngesterMetrics {
             samples_written: Counter::default(),
             samples_rejected: Counter::default(),
             histograms_rejected: Counter::default(),
             write_errors: Counter::default(),
+            writes_throttled: Counter::default(),
+            pending_bytes: Gauge::default(),
+            pending_limit: Gauge::default(),
             term: Gauge::default(),
             last_log: Gauge::default(),
             applied: Gauge::default(),
@@ -136,6 +145,7 @@ impl IngesterMetrics {
             registry: Registry::default(),
         };
         m.http.register(&mut r);
+        flush.register(&mut r);
         r.register(
             "samples_written",
             "Samples written to the head through this node's write endpoints",
@@ -166,6 +176,21 @@ impl IngesterMetrics {
         r.register("blocks_uploaded", "Blocks confirmed uploaded since start", m.blocks_uploaded.clone());
         r.register("blocks_pending", "Blocks cut but not yet uploaded", m.blocks_pending.clone());
         r.register("block_upload_errors", "Failed block uploads by this node", m.block_upload_errors.clone());
+        r.register(
+            "writes_throttled",
+            "Write requests refused with 503 because too many cut blocks wait for their upload",
+            m.writes_throttled.clone(),
+        );
+        r.register(
+            "pending_bytes",
+            "Bytes of cut blocks waiting for their upload (spilled to disk or in memory)",
+            m.pending_bytes.clone(),
+        );
+        r.register(
+            "pending_limit_bytes",
+            "--ingest.max-pending-bytes: writes get 503 past it",
+            m.pending_limit.clone(),
+        );
         IngesterMetrics { registry: r, ..m }
     }
 }
@@ -272,6 +297,8 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         st.metrics.blocks_uploaded.set(sm.blocks.uploaded_total as i64);
         st.metrics.blocks_pending.set(sm.blocks.pending.len() as i64);
     }
+    st.metrics.pending_bytes.set(st.sm.pending_bytes() as i64);
+    st.metrics.pending_limit.set(st.cfg.max_pending_bytes as i64);
     st.metrics.block_upload_errors.set(st.flusher.upload_errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry);
@@ -338,13 +365,14 @@ pub async fn run(
         source,
     })?;
 
+    let ingester_metrics = IngesterMetrics::new(&flusher.metrics);
     let state = Arc::new(AppState {
         cfg: cfg.clone(),
         flusher,
         raft: raft.clone(),
         sm: sm.clone(),
         proposer: proposer.clone(),
-        metrics: IngesterMetrics::new(),
+        metrics: ingester_metrics,
         translator: Mutex::new(crate::write::translator()),
     });
     let http_metrics = state.metrics.http.clone();

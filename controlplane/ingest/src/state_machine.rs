@@ -2,6 +2,12 @@
 //! entries in the same order and so holds the same head. Snapshots are the
 //! serialized head plus the last applied log id and membership; they are
 //! also written to disk so a restart replays only the log after them.
+//!
+//! Cut blocks wait for their upload in `pending` (replicated state). Each
+//! replica spills them to `<state>/pending-blocks/<tenant>/<id>/` in their
+//! final Parquet form (the block flusher does, outside apply), after which
+//! only their series index stays in memory. The snapshot on disk refers to
+//! spilled blocks by id; the snapshot sent to a follower carries their files.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -23,14 +29,53 @@ use crate::raft_types::{Entry, LogId, NodeId, Request, Response, StorageError, T
 
 /// A block cut from the head: frozen data waiting for (or kept briefly
 /// after) its upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct FrozenBlock {
     pub id: String,
     pub tenant: String,
     /// Oldest sample; the block covers `[min_t, before)`.
     pub min_t: i64,
     pub before: i64,
-    pub series: SeriesSamples,
+    pub data: FrozenData,
+}
+
+/// Where a frozen block's samples are.
+#[derive(Debug, Clone)]
+pub enum FrozenData {
+    /// In memory, as cut (until the flusher spills it).
+    Memory(Arc<SeriesSamples>),
+    /// On local disk, encoded as it will be uploaded.
+    Spilled(Arc<SpilledBlock>),
+}
+
+/// A block spilled to local disk, with its series index in memory.
+#[derive(Debug)]
+pub struct SpilledBlock {
+    pub local: strata_blocks::LocalBlock,
+    pub index: strata_blocks::BlockIndex,
+}
+
+impl SpilledBlock {
+    /// Opens a spilled block (checking its files) and loads its index.
+    pub fn open(root: &std::path::Path, tenant: &str, id: &str) -> Result<SpilledBlock, strata_blocks::BlockError> {
+        let local = strata_blocks::LocalBlock::open(root, tenant, id)?;
+        let index = local.index()?;
+        Ok(SpilledBlock { local, index })
+    }
+}
+
+impl FrozenBlock {
+    /// Bytes the block takes: its files once spilled, else an estimate of
+    /// its memory (16 bytes a sample plus the label text).
+    pub fn bytes(&self) -> u64 {
+        match &self.data {
+            FrozenData::Spilled(b) => b.local.bytes,
+            FrozenData::Memory(series) => series
+                .iter()
+                .map(|(l, s)| 16 * s.len() as u64 + l.iter().map(|(n, v)| (n.len() + v.len() + 16) as u64).sum::<u64>())
+                .sum(),
+        }
+    }
 }
 
 /// Blocks cut from the head. `pending` is replicated state (in snapshots);
@@ -42,6 +87,22 @@ pub struct BlockBook {
     pub retained: Vec<(FrozenBlock, std::time::Instant)>,
     pub cut_total: u64,
     pub uploaded_total: u64,
+    /// Pending blocks this replica failed to spill (local; they stay in memory).
+    pub spill_failed: std::collections::BTreeSet<String>,
+}
+
+impl BlockBook {
+    /// Bytes held for pending blocks: the files of spilled ones, and the
+    /// memory of those that could not be spilled. A block just cut (not yet
+    /// spilled: the flusher spills right after cutting) counts once spilled;
+    /// until then it is the head memory it was a moment before.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending
+            .values()
+            .filter(|b| matches!(b.data, FrozenData::Spilled(_)) || self.spill_failed.contains(&b.id))
+            .map(FrozenBlock::bytes)
+            .sum()
+    }
 }
 
 /// State shared with readers (StoreAPI, status).
@@ -58,18 +119,64 @@ struct SnapshotFile {
     data: Vec<u8>,
 }
 
+/// A pending block in a snapshot.
+#[derive(Serialize, Deserialize)]
+enum PendingWire {
+    /// Not spilled yet: the samples themselves.
+    Memory { id: String, tenant: String, min_t: i64, before: i64, series: SeriesSamples },
+    /// In the local snapshot file: spilled, its files are in the spill directory.
+    OnDisk { id: String, tenant: String, min_t: i64, before: i64 },
+    /// In a snapshot sent to another node: the spilled block's files.
+    Files { id: String, tenant: String, min_t: i64, before: i64, files: Vec<(String, Vec<u8>)> },
+}
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     last_applied: Option<LogId>,
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     head: Vec<u8>,
-    pending_blocks: Vec<FrozenBlock>,
+    pending: Vec<PendingWire>,
 }
+
+/// Prefix of snapshot bodies since spilled blocks (older ones are read too).
+const BODY_MAGIC: &[u8] = b"strata-sm-v3\n";
+
+fn encode_body(body: &SnapshotBody) -> Result<Vec<u8>, bincode::Error> {
+    let mut out = BODY_MAGIC.to_vec();
+    bincode::serialize_into(&mut out, body)?;
+    Ok(out)
+}
+
+/// Pending blocks of snapshots written before blocks were spilled.
+#[derive(Deserialize)]
+struct FrozenBlockV2 {
+    id: String,
+    tenant: String,
+    min_t: i64,
+    before: i64,
+    series: SeriesSamples,
+}
+
+#[derive(Deserialize)]
+struct SnapshotBodyV2 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    head: Vec<u8>,
+    pending_blocks: Vec<FrozenBlockV2>,
+}
+
+/// Directory (under the state directory) of spilled pending blocks.
+const SPILL_DIR: &str = "pending-blocks";
 
 #[derive(Clone)]
 pub struct StateMachine {
     pub state: Arc<RwLock<SmState>>,
     dir: PathBuf,
+    /// Ids of the spilled blocks the snapshot on disk refers to (their files
+    /// must stay until a newer snapshot no longer does).
+    snapshot_refs: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// [`BlockBook::pending_bytes`], kept current for the write path.
+    pending_bytes: Arc<std::sync::atomic::AtomicU64>,
     snapshot_idx: Arc<std::sync::atomic::AtomicU64>,
     /// Shard name: part of every block id.
     shard: String,
@@ -84,25 +191,109 @@ struct SnapshotBodyV1 {
 }
 
 fn decode_body(data: &[u8]) -> Result<SnapshotBody, bincode::Error> {
-    bincode::deserialize::<SnapshotBody>(data).or_else(|e| {
-        let v1: SnapshotBodyV1 = bincode::deserialize(data).map_err(|_| e)?;
-        Ok(SnapshotBody {
-            last_applied: v1.last_applied,
-            membership: v1.membership,
-            head: v1.head,
-            pending_blocks: vec![],
+    if let Some(rest) = data.strip_prefix(BODY_MAGIC) {
+        return bincode::deserialize::<SnapshotBody>(rest);
+    }
+    bincode::deserialize::<SnapshotBodyV2>(data)
+        .map(|v2| SnapshotBody {
+            last_applied: v2.last_applied,
+            membership: v2.membership,
+            head: v2.head,
+            pending: v2
+                .pending_blocks
+                .into_iter()
+                .map(|b| PendingWire::Memory {
+                    id: b.id,
+                    tenant: b.tenant,
+                    min_t: b.min_t,
+                    before: b.before,
+                    series: b.series,
+                })
+                .collect(),
         })
-    })
+        .or_else(|e| {
+            let v1: SnapshotBodyV1 = bincode::deserialize(data).map_err(|_| e)?;
+            Ok(SnapshotBody {
+                last_applied: v1.last_applied,
+                membership: v1.membership,
+                head: v1.head,
+                pending: vec![],
+            })
+        })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    #[error("snapshot: {0}")]
+    Decode(#[from] bincode::Error),
+    #[error(
+        "pending block {id}: {source} (this replica's copy is damaged: remove its data directory to resync it from the others)"
+    )]
+    Block { id: String, source: strata_blocks::BlockError },
 }
 
 impl SmState {
-    fn restore_body(&mut self, body: SnapshotBody) -> Result<(), bincode::Error> {
+    /// Restores a snapshot body; spilled blocks are opened from (or, when
+    /// the body carries their files, written to) `spill_root`.
+    fn restore_body(&mut self, body: SnapshotBody, spill_root: &std::path::Path) -> Result<(), RestoreError> {
+        let mut pending = BTreeMap::new();
+        for w in body.pending {
+            let block_err = |id: &str| {
+                let id = id.to_string();
+                move |source| RestoreError::Block { id, source }
+            };
+            let b = match w {
+                PendingWire::Memory { id, tenant, min_t, before, series } => {
+                    FrozenBlock { id, tenant, min_t, before, data: FrozenData::Memory(Arc::new(series)) }
+                }
+                PendingWire::OnDisk { id, tenant, min_t, before } => {
+                    let sb = SpilledBlock::open(spill_root, &tenant, &id).map_err(block_err(&id))?;
+                    FrozenBlock { id, tenant, min_t, before, data: FrozenData::Spilled(Arc::new(sb)) }
+                }
+                PendingWire::Files { id, tenant, min_t, before, files } => {
+                    strata_blocks::write_local_files(spill_root, &tenant, &id, &files).map_err(block_err(&id))?;
+                    let sb = SpilledBlock::open(spill_root, &tenant, &id).map_err(block_err(&id))?;
+                    FrozenBlock { id, tenant, min_t, before, data: FrozenData::Spilled(Arc::new(sb)) }
+                }
+            };
+            pending.insert(b.id.clone(), b);
+        }
         self.head.restore(&body.head)?;
         self.last_applied = body.last_applied;
         self.membership = body.membership;
-        self.blocks.pending = body.pending_blocks.into_iter().map(|b| (b.id.clone(), b)).collect();
+        self.blocks.pending = pending;
         Ok(())
     }
+
+    /// The snapshot body of this state: spilled blocks by reference.
+    fn body(&self, head: Vec<u8>) -> SnapshotBody {
+        let pending = self
+            .blocks
+            .pending
+            .values()
+            .map(|b| {
+                let (id, tenant, min_t, before) = (b.id.clone(), b.tenant.clone(), b.min_t, b.before);
+                match &b.data {
+                    FrozenData::Memory(series) => {
+                        PendingWire::Memory { id, tenant, min_t, before, series: series.as_ref().clone() }
+                    }
+                    FrozenData::Spilled(_) => PendingWire::OnDisk { id, tenant, min_t, before },
+                }
+            })
+            .collect();
+        SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), head, pending }
+    }
+}
+
+/// Ids of the blocks a body refers to on disk.
+fn on_disk_ids(body: &SnapshotBody) -> std::collections::BTreeSet<String> {
+    body.pending
+        .iter()
+        .filter_map(|w| match w {
+            PendingWire::OnDisk { id, .. } | PendingWire::Files { id, .. } => Some(id.clone()),
+            PendingWire::Memory { .. } => None,
+        })
+        .collect()
 }
 
 fn sm_err(verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -119,19 +310,99 @@ impl StateMachine {
             membership: StoredMembership::default(),
             blocks: BlockBook::default(),
         };
+        let spill_root = dir.join(SPILL_DIR);
+        let mut refs = std::collections::BTreeSet::new();
         if let Ok(bytes) = std::fs::read(dir.join("snapshot.bin")) {
-            let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-            let file: SnapshotFile = bincode::deserialize(&bytes).map_err(invalid)?;
-            let body = decode_body(&file.data).map_err(invalid)?;
-            state.restore_body(body).map_err(invalid)?;
+            let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+            let body = decode_body(&file.data).map_err(|e| invalid(e.to_string()))?;
+            refs = on_disk_ids(&body);
+            state.restore_body(body, &spill_root).map_err(|e| invalid(e.to_string()))?;
             tracing::info!(last_applied = ?state.last_applied, "restored head from snapshot");
         }
+        let pending_bytes = state.blocks.pending_bytes();
         Ok(StateMachine {
             state: Arc::new(RwLock::new(state)),
             dir,
+            snapshot_refs: Arc::new(std::sync::Mutex::new(refs)),
+            pending_bytes: Arc::new(pending_bytes.into()),
             snapshot_idx: Arc::new(0.into()),
             shard: shard.to_string(),
         })
+    }
+
+    /// Where pending blocks are spilled (`<tenant>/<id>/` under it).
+    pub fn spill_root(&self) -> PathBuf {
+        self.dir.join(SPILL_DIR)
+    }
+
+    /// Bytes of the pending blocks (cut, not uploaded).
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Recounts the pending bytes after `st.blocks.pending` changed.
+    pub fn recount_pending(&self, st: &SmState) {
+        self.pending_bytes.store(st.blocks.pending_bytes(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes every pending block still in memory to the spill directory
+    /// and keeps only its index in memory. Per block: `(id, bytes)` or
+    /// `(id, error)` (that block stays in memory).
+    pub async fn spill_pending(&self) -> Vec<Result<(String, u64), (String, String)>> {
+        let todo: Vec<(FrozenBlock, Arc<SeriesSamples>)> = {
+            let st = self.state.read().await;
+            st.blocks
+                .pending
+                .values()
+                .filter_map(|b| match &b.data {
+                    FrozenData::Memory(s) => Some((b.clone(), s.clone())),
+                    FrozenData::Spilled(_) => None,
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (b, series) in todo {
+            let (root, shard) = (self.spill_root(), self.shard.clone());
+            let (tenant, id, range) = (b.tenant.clone(), b.id.clone(), (b.min_t, b.before));
+            // Encoding and fsyncs run outside the state lock.
+            let written = tokio::task::spawn_blocking(move || {
+                strata_blocks::write_local_block(&root, &tenant, &shard, &id, range, series.as_slice())?;
+                SpilledBlock::open(&root, &tenant, &id)
+            })
+            .await;
+            match written {
+                Ok(Ok(spilled)) => {
+                    let bytes = spilled.local.bytes;
+                    let mut st = self.state.write().await;
+                    if let Some(p) = st.blocks.pending.get_mut(&b.id) {
+                        p.data = FrozenData::Spilled(Arc::new(spilled));
+                    }
+                    st.blocks.spill_failed.remove(&b.id);
+                    self.recount_pending(&st);
+                    out.push(Ok((b.id.clone(), bytes)));
+                }
+                Ok(Err(e)) => out.push(Err((b.id.clone(), e.to_string()))),
+                Err(e) => out.push(Err((b.id.clone(), e.to_string()))),
+            }
+            if matches!(out.last(), Some(Err(_))) {
+                let mut st = self.state.write().await;
+                st.blocks.spill_failed.insert(b.id.clone());
+                self.recount_pending(&st);
+            }
+        }
+        out
+    }
+
+    /// Spilled blocks the snapshot on disk refers to.
+    pub fn snapshot_refs(&self) -> std::collections::BTreeSet<String> {
+        self.snapshot_refs.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    fn set_snapshot_refs(&self, refs: std::collections::BTreeSet<String>) {
+        if let Ok(mut g) = self.snapshot_refs.lock() {
+            *g = refs;
+        }
     }
 
     fn save_snapshot_file(&self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, data: &[u8]) -> std::io::Result<()> {
@@ -147,6 +418,33 @@ impl StateMachine {
         std::fs::rename(&tmp, self.dir.join("snapshot.bin"))?;
         // The rename itself is durable only once the directory is synced.
         std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl StateMachine {
+    /// A snapshot body as sent to another node: spilled blocks replaced by
+    /// their files.
+    fn portable(&self, data: Vec<u8>) -> Result<Vec<u8>, String> {
+        let mut body = decode_body(&data).map_err(|e| e.to_string())?;
+        if !body.pending.iter().any(|w| matches!(w, PendingWire::OnDisk { .. })) {
+            return Ok(data);
+        }
+        let root = self.spill_root();
+        for w in body.pending.iter_mut() {
+            if let PendingWire::OnDisk { id, tenant, min_t, before } = w {
+                let files = strata_blocks::LocalBlock::open(&root, tenant, id)
+                    .and_then(|b| b.read_files())
+                    .map_err(|e| format!("spilled block {id}: {e}"))?;
+                *w = PendingWire::Files {
+                    id: std::mem::take(id),
+                    tenant: std::mem::take(tenant),
+                    min_t: *min_t,
+                    before: *before,
+                    files,
+                };
+            }
+        }
+        encode_body(&body).map_err(|e| e.to_string())
     }
 }
 
@@ -169,13 +467,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (data, last_applied, membership) = {
             let st = self.state.read().await;
             let head = tokio::task::block_in_place(|| st.head.snapshot()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let body = SnapshotBody {
-                last_applied: st.last_applied,
-                membership: st.membership.clone(),
-                head,
-                pending_blocks: st.blocks.pending.values().cloned().collect(),
-            };
-            (bincode::serialize(&body).map_err(|e| sm_err(ErrorVerb::Read, e))?, st.last_applied, st.membership.clone())
+            let body = st.body(head);
+            // The new file will refer to these; the old one to the previous
+            // set: keep both until the rename (a crash in between leaves either).
+            let mut refs = self.snapshot_refs();
+            refs.extend(on_disk_ids(&body));
+            self.set_snapshot_refs(refs);
+            (encode_body(&body).map_err(|e| sm_err(ErrorVerb::Read, e))?, st.last_applied, st.membership.clone())
         };
         let idx = self.snapshot_idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
@@ -185,6 +483,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         tokio::task::block_in_place(|| self.save_snapshot_file(&meta, &data))
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        if let Ok(body) = decode_body(&data) {
+            self.set_snapshot_refs(on_disk_ids(&body));
+        }
         tracing::info!(bytes = data.len(), last = ?last_applied, "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -207,6 +508,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut st = self.state.write().await;
         let mut out = Vec::new();
+        let mut blocks_changed = false;
         for e in entries {
             st.last_applied = Some(e.log_id);
             match e.payload {
@@ -249,15 +551,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let id = strata_blocks::block_id(&shard, &tenant, min_t, before);
                         st.blocks.cut_total += 1;
                         tracing::info!(%id, %tenant, min_t, before, series = series.len(), "cut block");
-                        st.blocks.pending.insert(id.clone(), FrozenBlock { id, tenant, min_t, before, series });
+                        let data = FrozenData::Memory(Arc::new(series));
+                        st.blocks.pending.insert(id.clone(), FrozenBlock { id, tenant, min_t, before, data });
                     });
+                    blocks_changed = true;
                     out.push(Response::default());
                 }
                 EntryPayload::Normal(Request::BlockUploaded { id }) => {
                     if let Some(b) = st.blocks.pending.remove(&id) {
+                        st.blocks.spill_failed.remove(&id);
                         st.blocks.uploaded_total += 1;
                         st.blocks.retained.push((b, std::time::Instant::now()));
                     }
+                    blocks_changed = true;
                     out.push(Response::default());
                 }
                 EntryPayload::Membership(m) => {
@@ -265,6 +571,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     out.push(Response::default());
                 }
             }
+        }
+        if blocks_changed {
+            self.recount_pending(&st);
         }
         Ok(out)
     }
@@ -284,14 +593,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let body = decode_body(&data).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        {
+        let refs = on_disk_ids(&body);
+        let local = {
             let mut st = self.state.write().await;
-            tokio::task::block_in_place(|| st.restore_body(body)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let root = self.spill_root();
+            tokio::task::block_in_place(|| st.restore_body(body, &root)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
-        }
-        tokio::task::block_in_place(|| self.save_snapshot_file(meta, &data))
+            self.recount_pending(&st);
+            // Kept on disk with references to the block files just written.
+            let head = tokio::task::block_in_place(|| st.head.snapshot()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            encode_body(&st.body(head)).map_err(|e| sm_err(ErrorVerb::Write, e))?
+        };
+        let mut all = self.snapshot_refs();
+        all.extend(refs.iter().cloned());
+        self.set_snapshot_refs(all);
+        tokio::task::block_in_place(|| self.save_snapshot_file(meta, &local))
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.set_snapshot_refs(refs);
         tracing::info!(last = ?meta.last_log_id, bytes = data.len(), "installed snapshot from leader");
         Ok(())
     }
@@ -300,10 +619,156 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         match std::fs::read(self.dir.join("snapshot.bin")) {
             Ok(bytes) => {
                 let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+                let data =
+                    tokio::task::block_in_place(|| self.portable(file.data)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+                Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(data)) }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(sm_err(ErrorVerb::Read, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::prometheus::{Label, Sample, TimeSeries};
+
+    fn entry(index: u64, req: Request) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(req),
+        }
+    }
+
+    fn write(t0: i64, series: usize, samples: usize) -> Request {
+        let req = WriteRequest {
+            timeseries: (0..series)
+                .map(|i| TimeSeries {
+                    labels: vec![
+                        Label { name: "__name__".into(), value: "m".into() },
+                        Label { name: "i".into(), value: format!("{i:03}") },
+                    ],
+                    samples: (0..samples as i64)
+                        .map(|k| Sample { timestamp: t0 + k * 1000, value: (k * 7 + i as i64) as f64 })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Request::Write { items: vec![("t1".into(), req.encode_to_vec())] }
+    }
+
+    async fn spilled_samples(sm: &StateMachine) -> Vec<(strata_model::Labels, Vec<(i64, f64)>)> {
+        let st = sm.state.read().await;
+        let mut out = Vec::new();
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(sm.spill_root()).unwrap());
+        for b in st.blocks.pending.values() {
+            let FrozenData::Spilled(sb) = &b.data else { panic!("block {} is not spilled", b.id) };
+            let refs: Vec<u32> = (0..sb.index.labels.len() as u32).collect();
+            let samples = sb.index.read_samples(store.clone(), &refs, i64::MIN, i64::MAX).await.unwrap();
+            out.extend(sb.index.labels.iter().cloned().zip(samples));
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spilled_blocks_survive_snapshot_install_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 600_000;
+        let mut a = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").unwrap();
+        a.apply(vec![
+            entry(1, write(t0, 20, 300)),
+            entry(2, Request::CutBlock { tenant: "t1".into(), before: t0 + 300_000 }),
+        ])
+        .await
+        .unwrap();
+        // Just cut, not spilled: still counted as the head memory it was.
+        assert_eq!(a.pending_bytes(), 0);
+        let memory_bytes = a.state.read().await.blocks.pending.values().map(FrozenBlock::bytes).sum::<u64>();
+        assert!(memory_bytes > 20 * 300 * 16, "{memory_bytes}");
+        let want: Vec<(strata_model::Labels, Vec<(i64, f64)>)> = {
+            let st = a.state.read().await;
+            let b = st.blocks.pending.values().next().unwrap();
+            let FrozenData::Memory(s) = &b.data else { panic!("cut blocks start in memory") };
+            let mut v = s.as_ref().clone();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
+        };
+        assert_eq!(want.len(), 20);
+
+        let results = a.spill_pending().await;
+        assert_eq!(results.len(), 1);
+        let (_, spilled_bytes) = results[0].clone().unwrap();
+        assert_eq!(a.pending_bytes(), spilled_bytes);
+        assert!(spilled_bytes < memory_bytes / 4, "spilled {spilled_bytes} vs memory {memory_bytes}");
+        assert_eq!(spilled_samples(&a).await, want);
+
+        // The snapshot on disk refers to the block; the one sent to a follower carries its files.
+        let mut builder = a.get_snapshot_builder().await;
+        builder.build_snapshot().await.unwrap();
+        let local = std::fs::read(dir.path().join("a/snapshot.bin")).unwrap();
+        assert!(local.len() < spilled_bytes as usize, "local snapshot {} bytes holds the block", local.len());
+        let sent = a.get_current_snapshot().await.unwrap().unwrap();
+        let data = sent.snapshot.into_inner();
+        assert!(data.len() > spilled_bytes as usize, "sent snapshot {} bytes lacks the block", data.len());
+
+        let mut b = StateMachine::open(dir.path().join("b"), HeadConfig::default(), "shard-0").unwrap();
+        b.install_snapshot(&sent.meta, Box::new(Cursor::new(data))).await.unwrap();
+        assert_eq!(b.pending_bytes(), spilled_bytes);
+        assert_eq!(spilled_samples(&b).await, want);
+        drop(b);
+        let b = StateMachine::open(dir.path().join("b"), HeadConfig::default(), "shard-0").unwrap();
+        assert_eq!(spilled_samples(&b).await, want, "after a restart");
+        assert_eq!(b.snapshot_refs().len(), 1);
+
+        // A replica whose spilled files are gone refuses to start, naming the block.
+        drop(a);
+        std::fs::remove_dir_all(dir.path().join("a").join(SPILL_DIR)).unwrap();
+        let err = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").err().unwrap().to_string();
+        assert!(err.contains("pending block b-") && err.contains("resync"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_from_before_spilling_still_restore() {
+        #[derive(Serialize)]
+        struct OldBlock {
+            id: String,
+            tenant: String,
+            min_t: i64,
+            before: i64,
+            series: SeriesSamples,
+        }
+        #[derive(Serialize)]
+        struct OldBody {
+            last_applied: Option<LogId>,
+            membership: StoredMembership<NodeId, openraft::BasicNode>,
+            head: Vec<u8>,
+            pending_blocks: Vec<OldBlock>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let labels = strata_model::Labels::from_pairs(vec![("__name__".into(), "m".into())]);
+        let body = OldBody {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            head: Head::new(HeadConfig::default()).snapshot().unwrap(),
+            pending_blocks: vec![OldBlock {
+                id: "b-old".into(),
+                tenant: "t1".into(),
+                min_t: 1,
+                before: 3,
+                series: vec![(labels, vec![(1, 1.0), (2, 2.0)])],
+            }],
+        };
+        let file = SnapshotFile { meta: SnapshotMeta::default(), data: bincode::serialize(&body).unwrap() };
+        std::fs::create_dir_all(dir.path().join("s")).unwrap();
+        std::fs::write(dir.path().join("s/snapshot.bin"), bincode::serialize(&file).unwrap()).unwrap();
+        let sm = StateMachine::open(dir.path().join("s"), HeadConfig::default(), "shard-0").unwrap();
+        let st = sm.state.read().await;
+        let FrozenData::Memory(s) = &st.blocks.pending["b-old"].data else { panic!("old blocks load into memory") };
+        assert_eq!(s[0].1, vec![(1, 1.0), (2, 2.0)]);
     }
 }

@@ -13,7 +13,7 @@ use strata_proto::store::{
 };
 
 use crate::raft_types::Raft;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{FrozenData, StateMachine};
 
 pub struct HeadStore {
     pub sm: StateMachine,
@@ -31,6 +31,15 @@ fn tenant(t: &str) -> &str {
 }
 
 impl HeadStore {
+    /// The spill directory as an object store (the block reader's interface).
+    fn spill_store(&self) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, tonic::Status> {
+        let root = self.sm.spill_root();
+        std::fs::create_dir_all(&root)
+            .and_then(|_| object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other))
+            .map(|fs| std::sync::Arc::new(fs) as std::sync::Arc<dyn object_store::ObjectStore>)
+            .map_err(|e| tonic::Status::internal(format!("spill directory {}: {e}", root.display())))
+    }
+
     /// On the leader, confirm leadership with a quorum before reading so
     /// a write acknowledged before this read is visible (linearizable
     /// read). A leader that cannot (it lost its quorum, or its Raft core
@@ -119,7 +128,7 @@ impl Store for HeadStore {
         }
         self.read_barrier().await?;
         let use_chunks = r.accept_chunks && !r.skip_samples;
-        let (head_chunks, selected) = {
+        let (head_chunks, mut sel, spilled) = {
             let st = self.sm.state.read().await;
             let t = tenant(&r.tenant);
             let (head_chunks, mut sel) = if use_chunks {
@@ -127,10 +136,19 @@ impl Store for HeadStore {
             } else {
                 (Vec::new(), st.head.select(t, &ms, r.min_time, r.max_time, r.skip_samples))
             };
-            // Cut blocks not yet uploaded (or recently uploaded) are still served from memory.
+            // Cut blocks not yet uploaded (or recently uploaded) are served
+            // from memory, or from their files once spilled to disk.
+            let mut spilled = Vec::new();
             let frozen = st.blocks.pending.values().chain(st.blocks.retained.iter().map(|(b, _)| b));
             for b in frozen.filter(|b| b.tenant == t && b.min_t <= r.max_time && b.before > r.min_time) {
-                for (labels, samples) in &b.series {
+                let series = match &b.data {
+                    FrozenData::Memory(series) => series,
+                    FrozenData::Spilled(sb) => {
+                        spilled.push(sb.clone());
+                        continue;
+                    }
+                };
+                for (labels, samples) in series.iter() {
                     if !ms.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or(""))) {
                         continue;
                     }
@@ -142,8 +160,32 @@ impl Store for HeadStore {
                     sel.push((labels.clone(), if r.skip_samples { Vec::new() } else { part }));
                 }
             }
-            (head_chunks, merge_by_labels(sel))
+            (head_chunks, sel, spilled)
         };
+        let store = self.spill_store()?;
+        for sb in spilled {
+            let refs: Vec<u32> = (0..sb.index.labels.len() as u32)
+                .filter(|&i| {
+                    let l = &sb.index.labels[i as usize];
+                    ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+                })
+                .collect();
+            if r.skip_samples {
+                sel.extend(refs.iter().map(|&i| (sb.index.labels[i as usize].clone(), Vec::new())));
+                continue;
+            }
+            let samples =
+                sb.index.read_samples(store.clone(), &refs, r.min_time, r.max_time).await.map_err(|e| {
+                    tonic::Status::internal(format!("reading spilled block {}: {e}", sb.local.meta.ulid))
+                })?;
+            for (i, s) in refs.iter().zip(samples) {
+                if !s.is_empty() {
+                    let labels = sb.index.labels[*i as usize].clone();
+                    sel.push((labels, s));
+                }
+            }
+        }
+        let selected = merge_by_labels(sel);
         // Head data as XOR chunks (no decoding here, ~1–2 bytes/sample on the
         // wire); frozen blocks as samples. The querier merges by labels.
         let mut series: Vec<Series> = head_chunks

@@ -95,6 +95,7 @@ async fn commit(
     if req.timeseries.iter().all(|t| t.samples.is_empty() && t.exemplars.is_empty()) && req.metadata.is_empty() {
         return Ok(());
     }
+    check_pending(st)?;
     match st.proposer.propose(tenant, encoded.unwrap_or_else(|| Payload::Raw(req.encode_to_vec()))).await {
         Ok(o) => {
             outcome.merge(o);
@@ -105,6 +106,26 @@ async fn commit(
             Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("write not committed: {e}")))
         }
     }
+}
+
+/// Backpressure: past `--ingest.max-pending-bytes` of cut blocks waiting
+/// for their upload, writes are refused with 503 and `Retry-After` (remote
+/// write senders and Strata's agent retry; nothing is acknowledged).
+fn check_pending(st: &AppState) -> Result<(), Response> {
+    let (pending, limit) = (st.sm.pending_bytes(), st.cfg.max_pending_bytes);
+    if pending < limit {
+        return Ok(());
+    }
+    st.metrics.writes_throttled.inc();
+    let mut resp = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "write refused: {pending} bytes of cut blocks wait for their upload to object storage \
+             (limit --ingest.max-pending-bytes={limit}); uploads are failing or slow, retry later"
+        ),
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    Err(resp)
 }
 
 fn written_headers(resp: &mut Response, o: &AppendOutcome) {

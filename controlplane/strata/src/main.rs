@@ -161,6 +161,15 @@ struct IngesterArgs {
     /// How long an uploaded block stays in memory (until store gateways have synced it).
     #[arg(long = "block.retain-after-upload", default_value = "5m", value_parser = humantime::parse_duration)]
     block_retain: Duration,
+    /// Bytes of cut blocks waiting for their upload (spilled to local disk) past which writes get 503 + Retry-After.
+    #[arg(long = "ingest.max-pending-bytes", default_value_t = 1 << 30)]
+    max_pending_bytes: u64,
+    /// Block files larger than this are uploaded in parts of this size (S3: at least 5 MiB).
+    #[arg(long = "block.upload-part-size", default_value_t = 16 << 20)]
+    upload_part_size: usize,
+    /// Longest wait between two attempts to upload a block (the wait doubles from 1s, with jitter).
+    #[arg(long = "block.upload-backoff-max", default_value = "2m", value_parser = humantime::parse_duration)]
+    upload_backoff_max: Duration,
     #[command(flatten)]
     objstore: ObjstoreArgs,
     #[command(flatten)]
@@ -300,12 +309,17 @@ fn main() -> anyhow::Result<()> {
                     grace: a.block_grace.unwrap_or(a.block_duration / 2),
                     idle_flush: a.block_idle_flush.unwrap_or(a.block_duration),
                     retain_after_upload: a.block_retain,
+                    upload: strata_blocks::UploadOptions { part_size: a.upload_part_size, ..Default::default() },
+                    upload_backoff_max: a.upload_backoff_max,
                 },
                 objstore: a.objstore.bucket(),
                 http: http_config(a.http)?,
+                max_pending_bytes: a.max_pending_bytes,
                 ..Default::default()
             };
             anyhow::ensure!(a.block_duration >= Duration::from_secs(1), "--block.duration must be at least 1s");
+            anyhow::ensure!(a.upload_part_size >= 1024, "--block.upload-part-size must be at least 1024 bytes");
+            anyhow::ensure!(a.max_pending_bytes > 0, "--ingest.max-pending-bytes must be positive");
             cfg.head.ooo_window_ms = a.ooo_window.as_millis() as i64;
             cfg.head.appendable_window_ms = a.appendable_window.as_millis() as i64;
             cfg.head.max_exemplars = a.max_exemplars;
