@@ -151,6 +151,116 @@ impl Cluster {
     }
 }
 
+/// Network partitions on loopback. Each ingester's peers reach it through a
+/// TCP proxy (the addresses in `--raft.peers`, so in the Raft membership),
+/// and each ingester connects out from its own loopback address
+/// (`--raft.source-address=127.0.0.<10+id>`), so a proxy knows which node
+/// a connection comes from. Isolating a node closes every connection to
+/// and from it (and refuses new ones) until healed: Raft, forwarded writes
+/// and snapshots alike. Clients (writers, queriers) use the nodes' own
+/// ports and are not affected.
+pub struct Partitions {
+    isolated: tokio::sync::watch::Sender<BTreeSet<u64>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The loopback address node `id` connects to its peers from.
+pub fn peer_source_ip(id: u64) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, 10 + id as u8)
+}
+
+impl Partitions {
+    /// Cuts node `id` off from its peers.
+    pub fn isolate(&self, id: u64) {
+        self.isolated.send_modify(|s| {
+            s.insert(id);
+        });
+    }
+
+    /// Reconnects every node.
+    pub fn heal(&self) {
+        self.isolated.send_modify(|s| s.clear());
+    }
+
+    async fn proxy(
+        listener: tokio::net::TcpListener,
+        node: u64,
+        target: u16,
+        isolated: tokio::sync::watch::Receiver<BTreeSet<u64>>,
+    ) {
+        loop {
+            let Ok((mut inbound, peer)) = listener.accept().await else { continue };
+            let from = match peer.ip() {
+                std::net::IpAddr::V4(ip) if ip.octets()[3] > 10 => Some(ip.octets()[3] as u64 - 10),
+                _ => None,
+            };
+            let blocked = move |set: &BTreeSet<u64>| set.contains(&node) || from.is_some_and(|f| set.contains(&f));
+            if blocked(&isolated.borrow()) {
+                continue;
+            }
+            let mut rx = isolated.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                let cut = async {
+                    loop {
+                        if rx.changed().await.is_err() || blocked(&rx.borrow()) {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut => {}
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Partitions {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// A cluster whose nodes can be partitioned from each other (see [`Partitions`]).
+    pub async fn start_partitionable(dir: &Path, voters: u64, extra: &[&str]) -> (Cluster, Partitions) {
+        let (isolated, rx) = tokio::sync::watch::channel(BTreeSet::new());
+        let mut tasks = Vec::new();
+        let mut nodes = Vec::new();
+        let mut peers = Vec::new();
+        for id in 1..=voters {
+            let (grpc, web) = (free_port(), free_port());
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind proxy");
+            let proxy_port = listener.local_addr().expect("proxy address").port();
+            tasks.push(tokio::spawn(Partitions::proxy(listener, id, grpc, rx.clone())));
+            peers.push(format!("{id}=127.0.0.1:{proxy_port}"));
+            let mut node_extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            node_extra.push(format!("--raft.source-address={}", peer_source_ip(id)));
+            nodes.push(Node {
+                id,
+                grpc,
+                web,
+                dir: dir.join(format!("node-{id}")),
+                proc: None,
+                extra: node_extra,
+                peers: String::new(),
+            });
+        }
+        let peers = peers.join(",");
+        for n in &mut nodes {
+            n.peers = peers.clone();
+            n.start(dir);
+        }
+        let c = Cluster { nodes, dir: dir.to_path_buf() };
+        c.wait_leader(None, Duration::from_secs(30)).await;
+        (c, Partitions { isolated, tasks })
+    }
+}
+
 /// All samples of series matching `__name__=name` on one node, keyed by series labels.
 pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut client = StoreClient::connect(format!("http://{grpc_addr}")).await.expect("connect StoreAPI");

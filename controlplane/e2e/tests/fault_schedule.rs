@@ -8,7 +8,10 @@
 //! - SIGSTOP of any node (a paused leader keeps its term but cannot act)
 //!   for 0.5–3 s, then SIGCONT;
 //! - the object store taken away (its directory replaced by a file) for
-//!   1–4 s while blocks are cut every ten seconds, then restored.
+//!   1–4 s while blocks are cut every ten seconds, then restored;
+//! - a network partition of one node from its peers for 1–4 s (a TCP proxy
+//!   in front of each node's gRPC port, see `Partitions`); a partitioned
+//!   leader must stop claiming leadership within 3 s.
 //!
 //! After healing, the checker reads everything back through each replica's
 //! StoreAPI and through the querier (heads and, through a store gateway,
@@ -86,7 +89,7 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
     let dir = test_dir();
     // Blocks of ten seconds: the writers' timestamps follow the wall clock,
     // so blocks are cut and uploaded (or retried) throughout the schedule.
-    let mut cluster = Cluster::start(
+    let (mut cluster, partitions) = Cluster::start_partitionable(
         dir.path(),
         3,
         &[
@@ -150,13 +153,15 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
 
     let started = Instant::now();
     let mut applied: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut worst_step_down = Duration::ZERO;
     for i in 0..faults {
         tokio::time::sleep(rng.millis(200, 1000)).await;
         let leader = cluster.wait_leader(None, Duration::from_secs(60)).await;
         let victim = if rng.below(2) == 0 { leader } else { 1 + rng.below(3) };
-        let kind = match rng.below(5) {
+        let kind = match rng.below(6) {
             0 | 1 => "kill",
             2 | 3 => "pause",
+            4 => "partition",
             _ => "objstore",
         };
         *applied.entry(kind).or_default() += 1;
@@ -176,6 +181,32 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
                 signal(pid, "STOP");
                 tokio::time::sleep(paused).await;
                 signal(pid, "CONT");
+            }
+            "partition" => {
+                let cut = rng.millis(1000, 4000);
+                eprintln!("fault {i}: partition node {victim} (leader {leader}) for {cut:?}");
+                let started = Instant::now();
+                partitions.isolate(victim);
+                if victim == leader {
+                    // The ex-leader stops claiming leadership once no quorum
+                    // has acknowledged it for the election timeout (600 ms).
+                    let node = &cluster.nodes[(victim - 1) as usize];
+                    loop {
+                        let claims = node.status().await.and_then(|s| s["leader_id"].as_u64()) == Some(victim);
+                        if !claims {
+                            let took = started.elapsed();
+                            worst_step_down = worst_step_down.max(took);
+                            break;
+                        }
+                        assert!(
+                            started.elapsed() < Duration::from_secs(3),
+                            "fault {i}: partitioned leader {victim} still claims leadership after 3 s"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                tokio::time::sleep(cut.saturating_sub(started.elapsed())).await;
+                partitions.heal();
             }
             _ => {
                 let out = rng.millis(1000, 4000);
@@ -238,7 +269,8 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
     eprintln!(
         "fault schedule done: seed {seed}; {faults} faults ({applied:?}) in {:.1} s; {} blocks uploaded; \
          {checked} acknowledged samples checked through 4 views ({} refused with a 400); \
-         worst gap between acknowledgements {:?}",
+         worst gap between acknowledgements {:?}; a partitioned leader stopped claiming leadership within \
+         {worst_step_down:?}",
         schedule_took.as_secs_f64(),
         blocks.len(),
         histories.iter().map(|h| h.refused).sum::<usize>(),

@@ -22,8 +22,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::proposer::Proposer;
 use crate::raft_types::{NodeId, Raft, TypeConfig};
 
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+/// A lazily connecting channel to a peer; `source` pins the local address
+/// of the connection (`--raft.source-address`).
+pub fn channel(addr: &str, source: Option<std::net::IpAddr>) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .local_address(source)
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -32,7 +35,10 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 
 /// Creates clients for peers.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// Local address of connections to peers (default: the OS chooses).
+    pub source: Option<std::net::IpAddr>,
+}
 
 pub struct PeerClient {
     target: NodeId,
@@ -44,7 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = channel(&node.addr)
+        let client = channel(&node.addr, self.source)
             .ok()
             .map(|c| RaftClient::new(c).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30));
         PeerClient { target, client, addr: node.addr.clone() }

@@ -82,16 +82,25 @@ pub struct Proposer {
     tx: mpsc::Sender<Item>,
     clients: Mutex<HashMap<String, RaftClient<Channel>>>,
     deadline: Duration,
+    source: Option<std::net::IpAddr>,
 }
 
 const MAX_ITEMS: usize = 256;
 const MAX_BYTES: usize = 16 << 20;
 
 impl Proposer {
-    pub fn start(raft: Raft, node_id: NodeId) -> Arc<Self> {
+    /// `source`: local address of forwarded writes' connections (`--raft.source-address`).
+    pub fn start(raft: Raft, node_id: NodeId, source: Option<std::net::IpAddr>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(batch_loop(raft.clone(), rx));
-        Arc::new(Proposer { raft, node_id, tx, clients: Mutex::new(HashMap::new()), deadline: Duration::from_secs(15) })
+        Arc::new(Proposer {
+            raft,
+            node_id,
+            tx,
+            clients: Mutex::new(HashMap::new()),
+            deadline: Duration::from_secs(15),
+            source,
+        })
     }
 
     /// Proposes on this node (must be the leader), group-committed with concurrent writes.
@@ -117,7 +126,8 @@ impl Proposer {
             match c.get(addr) {
                 Some(cl) => cl.clone(),
                 None => {
-                    let ch = crate::network::channel(addr).map_err(|e| ProposeError::Forward(e.to_string()))?;
+                    let ch =
+                        crate::network::channel(addr, self.source).map_err(|e| ProposeError::Forward(e.to_string()))?;
                     let cl = RaftClient::new(ch).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30);
                     c.insert(addr.to_string(), cl.clone());
                     cl

@@ -114,9 +114,45 @@ mod write_items {
     }
 }
 
+/// The leader this node vouches for: none when its Raft core has stopped,
+/// and not itself when it leads but no majority has acknowledged it for
+/// `lease` (the election timeout: by then the others may have elected a
+/// new leader; openraft 0.9 keeps such a leader in place until it hears a
+/// higher term).
+pub fn acting_leader(
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    lease: std::time::Duration,
+) -> Option<NodeId> {
+    if m.running_state.is_err() {
+        return None;
+    }
+    let leader = m.current_leader?;
+    if leader == m.id && m.millis_since_quorum_ack.is_some_and(|ms| ms > lease.as_millis() as u64) {
+        return None;
+    }
+    Some(leader)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_without_quorum_acknowledgements_stops_claiming_leadership() {
+        let lease = std::time::Duration::from_millis(600);
+        let mut m = openraft::RaftMetrics::<NodeId, openraft::BasicNode>::new_initial(1);
+        assert_eq!(acting_leader(&m, lease), None, "no leader known");
+        m.current_leader = Some(1);
+        m.millis_since_quorum_ack = Some(100);
+        assert_eq!(acting_leader(&m, lease), Some(1));
+        m.millis_since_quorum_ack = Some(601);
+        assert_eq!(acting_leader(&m, lease), None, "partitioned leader");
+        // A follower reports the leader it follows, whatever its own acks.
+        m.current_leader = Some(2);
+        assert_eq!(acting_leader(&m, lease), Some(2));
+        m.running_state = Err(openraft::error::Fatal::Panicked);
+        assert_eq!(acting_leader(&m, lease), None, "stopped core");
+    }
 
     /// The layout `Request` had before `write_items`: a plain derive.
     #[derive(Serialize, Deserialize)]

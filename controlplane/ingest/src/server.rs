@@ -51,6 +51,8 @@ pub struct IngesterConfig {
     pub keep_logs: u64,
     pub heartbeat: Duration,
     pub election_timeout: Duration,
+    /// Local address of connections to peers (`--raft.source-address`).
+    pub raft_source: Option<std::net::IpAddr>,
     pub blocks: BlockConfig,
     /// Object storage for blocks (local directory or S3 bucket).
     pub objstore: strata_blocks::BucketConfig,
@@ -75,6 +77,7 @@ impl Default for IngesterConfig {
             keep_logs: 1000,
             heartbeat: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),
+            raft_source: None,
             blocks: BlockConfig::default(),
             objstore: strata_blocks::BucketConfig::default(),
             http: strata_server::HttpServerConfig::default(),
@@ -238,7 +241,9 @@ async fn raft_status(State(st): State<Arc<AppState>>) -> Response {
     let (series, samples) = st.sm.state.read().await.head.stats();
     Json(json!({
         "node_id": m.id,
-        "leader_id": m.current_leader,
+        // A leader cut off from its quorum stops naming itself (see `acting_leader`).
+        "leader_id": crate::raft_types::acting_leader(&m, st.cfg.election_timeout),
+        "millis_since_quorum_ack": m.millis_since_quorum_ack,
         "term": m.current_term,
         "role": role,
         "last_log_index": m.last_log_index,
@@ -287,7 +292,9 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     st.metrics.term.set(m.current_term as i64);
     st.metrics.last_log.set(m.last_log_index.unwrap_or(0) as i64);
     st.metrics.applied.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
-    st.metrics.is_leader.set((m.current_leader == Some(st.cfg.node_id)) as i64);
+    st.metrics
+        .is_leader
+        .set((crate::raft_types::acting_leader(&m, st.cfg.election_timeout) == Some(st.cfg.node_id)) as i64);
     {
         let sm = st.sm.state.read().await;
         let (series, samples) = sm.head.stats();
@@ -325,6 +332,18 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the Raft core has stopped: {fatal}\n"))
             .into_response();
     }
+    if m.current_leader == Some(st.cfg.node_id)
+        && crate::raft_types::acting_leader(&m, st.cfg.election_timeout).is_none()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: leader without a quorum (no acknowledgement from a majority for {} ms)\n",
+                m.millis_since_quorum_ack.unwrap_or(0)
+            ),
+        )
+            .into_response();
+    }
     if m.current_leader.is_some() {
         (StatusCode::OK, "Ready\n").into_response()
     } else {
@@ -346,10 +365,10 @@ pub async fn run(
         .map_err(storage(cfg.storage_path.join("state")))?;
     let objstore = cfg.objstore.open().map_err(|e| IngestError::Config(e.to_string()))?;
     tracing::info!(bucket = %cfg.objstore.describe(), "block storage");
-    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network, log, sm.clone())
+    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network { source: cfg.raft_source }, log, sm.clone())
         .await
         .map_err(|e| IngestError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), cfg.node_id);
+    let proposer = Proposer::start(raft.clone(), cfg.node_id, cfg.raft_source);
     let flusher =
         BlockFlusher::new(cfg.blocks.clone(), raft.clone(), sm.clone(), cfg.node_id, cfg.shard.clone(), objstore);
     tokio::spawn(flusher.clone().run());
@@ -406,6 +425,7 @@ pub async fn run(
                 raft: raft.clone(),
                 node_id: cfg.node_id,
                 shard: cfg.shard.clone(),
+                lease: cfg.election_timeout,
             })
             .max_encoding_message_size(256 << 20),
         )

@@ -20,6 +20,9 @@ pub struct HeadStore {
     pub raft: Raft,
     pub node_id: u64,
     pub shard: String,
+    /// A leader without a quorum acknowledgement for this long stops
+    /// claiming leadership (the election timeout).
+    pub lease: std::time::Duration,
 }
 
 fn matchers(ms: &[strata_proto::prometheus::LabelMatcher]) -> Result<Vec<Matcher>, tonic::Status> {
@@ -108,12 +111,9 @@ impl Store for HeadStore {
             shard: self.shard.clone(),
             component: "ingester".into(),
             node_id: self.node_id,
-            // A node whose Raft core stopped knows no leader (and must not
-            // keep advertising itself as one).
-            leader_id: {
-                let m = self.raft.metrics().borrow().clone();
-                if m.running_state.is_err() { 0 } else { m.current_leader.unwrap_or(0) }
-            },
+            // A node whose Raft core stopped knows no leader, and a leader
+            // cut off from its quorum does not advertise itself as one.
+            leader_id: crate::raft_types::acting_leader(&self.raft.metrics().borrow(), self.lease).unwrap_or(0),
             tenants: st.head.tenants(),
         }))
     }

@@ -102,6 +102,9 @@ struct IngesterArgs {
     /// A follower without heartbeats for this long (randomised up to 2×) starts an election.
     #[arg(long = "raft.election-timeout", default_value = "1s", value_parser = humantime::parse_duration)]
     election_timeout: Duration,
+    /// Local address of this node's connections to its peers (Raft, forwarded writes); default: chosen by the OS.
+    #[arg(long = "raft.source-address")]
+    raft_source: Option<std::net::IpAddr>,
     /// Snapshot the head and purge the log after this many entries.
     #[arg(long = "raft.snapshot-logs", default_value_t = 20_000)]
     snapshot_logs: u64,
@@ -304,6 +307,7 @@ fn main() -> anyhow::Result<()> {
                 keep_logs: a.keep_logs,
                 heartbeat: a.heartbeat,
                 election_timeout: a.election_timeout,
+                raft_source: a.raft_source,
                 blocks: strata_ingest::BlockConfig {
                     duration: a.block_duration,
                     grace: a.block_grace.unwrap_or(a.block_duration / 2),
