@@ -263,7 +263,10 @@ impl Cluster {
 
 /// All samples of series matching `__name__=name` on one node, keyed by series labels.
 pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
-    let mut client = StoreClient::connect(format!("http://{grpc_addr}")).await.expect("connect StoreAPI");
+    let mut client = StoreClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .expect("connect StoreAPI")
+        .max_decoding_message_size(256 << 20);
     let req = SeriesRequest {
         tenant: tenant.into(),
         min_time: i64::MIN,
@@ -337,6 +340,10 @@ impl StoreGateway {
 
     pub fn grpc_addr(&self) -> String {
         format!("127.0.0.1:{}", self.grpc)
+    }
+
+    pub fn web_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.web)
     }
 }
 

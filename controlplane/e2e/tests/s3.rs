@@ -4,6 +4,10 @@
 //! outage loses nothing: the flush fails cleanly, the data stays queryable,
 //! and the upload goes through once the server is back.
 //!
+//! A block larger than `--block.upload-part-size` goes up as an S3
+//! multipart upload (moto enforces S3's 5 MiB minimum part size) and reads
+//! back identically through a store gateway.
+//!
 //! The same suite runs against moto's server (always; `.ci/run` installs it)
 //! and against MinIO in a container started with testcontainers wherever a
 //! Docker engine runs (skipped without one; `STRATA_REQUIRE_MINIO=1` makes
@@ -30,6 +34,79 @@ async fn blocks_round_trip_through_minio_in_a_container() {
     let dir = test_dir();
     let Some(mut s3) = S3Server::start_minio().await else { return };
     round_trip_suite(dir.path(), &mut s3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_block_goes_up_in_parts() {
+    const PART: u64 = 5 << 20;
+    let dir = test_dir();
+    let Some(s3) = S3Server::start(dir.path()).await else { return };
+    s3.create_bucket(BUCKET).await;
+    let bucket_args = s3.objstore_args(BUCKET, PREFIX);
+    let part = format!("--block.upload-part-size={PART}");
+    let mut extra: Vec<&str> = vec!["--block.duration=2h", "--block.retain-after-upload=1s", &part];
+    extra.extend(bucket_args.iter().map(String::as_str));
+    let cluster = Cluster::start(dir.path(), 1, &extra).await;
+    let client = reqwest::Client::new();
+
+    // 100 series × 8000 samples of values that do not compress: samples.parquet > 5 MiB.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let t0 = now - 45 * 60_000;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut written: SeriesData = Vec::new();
+    for s in 0..100 {
+        let samples = (0..8000i64)
+            .map(|k| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (t0 + k * 300, (x >> 11) as f64 / (1u64 << 20) as f64)
+            })
+            .collect();
+        written.push((labels(&[("__name__", "large_block"), ("s", &format!("{s:03}"))]), samples));
+    }
+    for chunk in written.chunks(10) {
+        write_series(&client, &cluster.nodes[0].write_url(), &chunk.to_vec()).await;
+    }
+    let (s, v) = cluster.nodes[0].flush(&client).await;
+    assert_eq!(s, 200, "{v}");
+
+    let keys = s3.keys(BUCKET, "").await;
+    let meta_key = keys.iter().find(|k| k.ends_with("meta.json")).expect("meta.json uploaded");
+    let meta: Value = serde_json::from_slice(&s3.get(BUCKET, meta_key).await).expect("meta.json");
+    assert_eq!(meta["stats"]["numSamples"], 800_000);
+    let size = |name: &str| {
+        meta["strata"]["files"].as_array().unwrap().iter().find(|f| f["path"] == name).unwrap()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    let samples_size = size("samples.parquet");
+    assert!(samples_size > PART, "samples.parquet is {samples_size} bytes: not large enough for parts");
+    let samples_key = keys.iter().find(|k| k.ends_with("samples.parquet")).unwrap();
+    assert_eq!(s3.get(BUCKET, samples_key).await.len() as u64, samples_size);
+    // series.parquet and meta.json: one PUT each; samples.parquet: create,
+    // one request per part, complete.
+    let parts = samples_size.div_ceil(PART);
+    let requests =
+        metric_value(&client, &cluster.nodes[0].web_url("/metrics"), "strata_ingester_block_upload_requests_total")
+            .await;
+    assert_eq!(requests as u64, 2 + 2 + parts, "requests of the upload ({parts} parts)");
+
+    // A store gateway reads the block back from S3: every sample, bit for bit.
+    let mut store_args: Vec<&str> = vec!["--store.sync-interval=500ms"];
+    store_args.extend(bucket_args.iter().map(String::as_str));
+    let store = StoreGateway::start(dir.path(), &dir.path().join("unused"), &store_args).await;
+    let got = wait_for(Duration::from_secs(30), "the store gateway to serve the block", || async {
+        let got = read_series(&store.grpc_addr(), "anonymous", "large_block").await;
+        (got.len() == 100).then_some(got)
+    })
+    .await;
+    for (l, samples) in &written {
+        let key = format!("__name__=large_block,s={}", l[1].1);
+        let g = got.get(&key).unwrap_or_else(|| panic!("{key} missing; have {:?}", got.keys().next()));
+        assert_eq!(g, samples, "{key}");
+    }
+    drop(cluster);
 }
 
 async fn round_trip_suite(dir: &Path, s3: &mut S3Server) {

@@ -79,6 +79,7 @@ pub struct FlushMetrics {
     pub upload_attempts: Counter,
     pub upload_failures: Counter,
     pub upload_bytes: Counter,
+    pub upload_requests: Counter,
 }
 
 impl FlushMetrics {
@@ -92,6 +93,11 @@ impl FlushMetrics {
         r.register("block_upload_attempts", "Attempts to upload a block", self.upload_attempts.clone());
         r.register("block_upload_failures", "Failed attempts to upload a block", self.upload_failures.clone());
         r.register("block_upload_bytes", "Bytes of blocks uploaded", self.upload_bytes.clone());
+        r.register(
+            "block_upload_requests",
+            "Requests of successful block uploads (PUTs, and multipart create, parts, complete)",
+            self.upload_requests.clone(),
+        );
     }
 }
 
@@ -226,9 +232,12 @@ impl BlockFlusher {
             self.metrics.upload_attempts.inc();
             let result = match &b.data {
                 FrozenData::Spilled(sb) => {
-                    strata_blocks::upload_local_block(self.store.as_ref(), &sb.local, &self.cfg.upload)
-                        .await
-                        .map(|stats| stats.bytes)
+                    strata_blocks::upload_local_block(self.store.as_ref(), &sb.local, &self.cfg.upload).await.map(
+                        |stats| {
+                            self.metrics.upload_requests.inc_by(stats.requests);
+                            stats.bytes
+                        },
+                    )
                 }
                 FrozenData::Memory(series) => {
                     let series: Vec<SeriesData> =
@@ -242,7 +251,11 @@ impl BlockFlusher {
                         &series,
                     );
                     match tokio::time::timeout(self.cfg.upload.request_timeout(b.bytes() as usize) * 3, upload).await {
-                        Ok(r) => r.map(|m| m.strata.files.iter().map(|f| f.size).sum()),
+                        Ok(r) => r.map(|m| {
+                            // series.parquet, samples.parquet, meta.json
+                            self.metrics.upload_requests.inc_by(3);
+                            m.strata.files.iter().map(|f| f.size).sum()
+                        }),
                         Err(_) => Err(strata_blocks::BlockError::Timeout(format!("uploading block {}", b.id))),
                     }
                 }

@@ -273,17 +273,31 @@ fn raft_error(e: impl std::fmt::Display) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "error", "error": e.to_string()}))).into_response()
 }
 
+/// Errors of the membership API: the caller's mistakes are 400, a request
+/// sent to a follower 421 (naming the leader), the rest 503.
+fn membership_error(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+) -> Response {
+    use openraft::error::{ClientWriteError, RaftError};
+    let status = match &e {
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(_)) => StatusCode::BAD_REQUEST,
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => StatusCode::MISDIRECTED_REQUEST,
+        RaftError::Fatal(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(json!({"status": "error", "error": e.to_string()}))).into_response()
+}
+
 async fn add_learner(State(st): State<Arc<AppState>>, Json(r): Json<LearnerReq>) -> Response {
     match st.raft.add_learner(r.node_id, BasicNode::new(r.addr), true).await {
         Ok(resp) => Json(json!({"status": "success", "log_index": resp.log_id.index})).into_response(),
-        Err(e) => raft_error(e),
+        Err(e) => membership_error(e),
     }
 }
 
 async fn change_membership(State(st): State<Arc<AppState>>, Json(r): Json<MembershipReq>) -> Response {
     match st.raft.change_membership(r.members, false).await {
         Ok(resp) => Json(json!({"status": "success", "log_index": resp.log_id.index})).into_response(),
-        Err(e) => raft_error(e),
+        Err(e) => membership_error(e),
     }
 }
 

@@ -149,9 +149,20 @@ async fn limit_request(State(limits): State<Arc<Limits>>, req: Request, next: Ne
     resp
 }
 
+/// Unknown paths: 404 naming the path (axum's default body is empty).
+async fn not_found(uri: axum::http::Uri) -> (axum::http::StatusCode, String) {
+    (axum::http::StatusCode::NOT_FOUND, format!("no such endpoint: {}\n", uri.path()))
+}
+
+/// Known path, wrong method: 405 naming both.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> (axum::http::StatusCode, String) {
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on {}\n", uri.path()))
+}
+
 /// Serves `router` (with [`with_limits`]) on `listener` until `shutdown`
 /// resolves, then closes the listener and idle connections and waits for
-/// requests in flight (at most the request timeout).
+/// requests in flight (at most the request timeout). Unknown paths and
+/// methods are answered 404/405 naming them.
 /// With `metrics`, every request is counted by route, those refused by the
 /// limits included.
 pub async fn serve(
@@ -161,6 +172,7 @@ pub async fn serve(
     metrics: Option<&HttpMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed);
     let app = with_limits(router, cfg);
     let app = match metrics {
         Some(m) => m.instrument(app),
