@@ -14,12 +14,19 @@ fn storage() -> &'static MemoryStorage {
     static S: OnceLock<MemoryStorage> = OnceLock::new();
     S.get_or_init(|| {
         let mut s = MemoryStorage::new();
-        for (name, env, le) in [("up", "a", ""), ("up", "b", ""), ("req_total", "a", ""), ("lat_bucket", "a", "0.1"), ("lat_bucket", "a", "+Inf")] {
+        for (name, env, le) in [
+            ("up", "a", ""),
+            ("up", "b", ""),
+            ("req_total", "a", ""),
+            ("lat_bucket", "a", "0.1"),
+            ("lat_bucket", "a", "+Inf"),
+        ] {
             let mut l = vec![("__name__".to_string(), name.to_string()), ("env".to_string(), env.to_string())];
             if !le.is_empty() {
                 l.push(("le".to_string(), le.to_string()));
             }
-            let samples = (0..40).map(|k| (k * 15_000, (k * 3 % 7) as f64 + if le == "+Inf" { 10.0 } else { 0.0 })).collect();
+            let samples =
+                (0..40).map(|k| (k * 15_000, (k * 3 % 7) as f64 + if le == "+Inf" { 10.0 } else { 0.0 })).collect();
             s.add(Series::floats(Labels::new(l), samples));
         }
         // Native histograms: exponential (growing, with a reset) and custom buckets.
