@@ -83,6 +83,18 @@ pub fn write_local_block<S: BlockSeries>(
 ) -> Result<LocalBlock, BlockError> {
     let compaction = Compaction { level: 1, sources: vec![id.to_string()] };
     let (meta, files) = encode_block_files(tenant, shard, id, range, compaction, series)?;
+    let meta_json = serde_json::to_vec_pretty(&meta)?;
+    let files: Vec<(&str, &[u8])> =
+        files.iter().map(|(n, d)| (*n, d.as_slice())).chain([("meta.json", meta_json.as_slice())]).collect();
+    let dir = write_block_dir(root, tenant, id, &files)?;
+    let bytes = files.iter().map(|(_, d)| d.len() as u64).sum();
+    Ok(LocalBlock { meta, dir, bytes })
+}
+
+/// Writes `files` as `<root>/<tenant>/<id>/`, atomically: each file written
+/// and synced in `.<id>.tmp`, which is synced and renamed into place
+/// (replacing an older copy), then the parent synced.
+fn write_block_dir(root: &FsPath, tenant: &str, id: &str, files: &[(&str, &[u8])]) -> Result<PathBuf, BlockError> {
     let parent = root.join(tenant);
     std::fs::create_dir_all(&parent).map_err(|e| io_err(&parent, e))?;
     let tmp = parent.join(format!(".{id}.tmp"));
@@ -90,14 +102,9 @@ pub fn write_local_block<S: BlockSeries>(
         std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
     }
     std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, e))?;
-    let mut bytes = 0u64;
-    for (name, data) in &files {
+    for (name, data) in files {
         write_synced(&tmp.join(name), data)?;
-        bytes += data.len() as u64;
     }
-    let meta_json = serde_json::to_vec_pretty(&meta)?;
-    write_synced(&tmp.join("meta.json"), &meta_json)?;
-    bytes += meta_json.len() as u64;
     sync_dir(&tmp)?;
     let dir = parent.join(id);
     if dir.exists() {
@@ -105,7 +112,7 @@ pub fn write_local_block<S: BlockSeries>(
     }
     std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
     sync_dir(&parent)?;
-    Ok(LocalBlock { meta, dir, bytes })
+    Ok(dir)
 }
 
 impl LocalBlock {
@@ -160,26 +167,11 @@ pub fn write_local_files(
     id: &str,
     files: &[(String, Vec<u8>)],
 ) -> Result<LocalBlock, BlockError> {
-    let parent = root.join(tenant);
-    std::fs::create_dir_all(&parent).map_err(|e| io_err(&parent, e))?;
-    let tmp = parent.join(format!(".{id}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    if let Some((name, _)) = files.iter().find(|(n, _)| n.contains('/') || n.starts_with('.')) {
+        return Err(BlockError::Invalid(format!("file name {name:?} in block {id}")));
     }
-    std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, e))?;
-    for (name, data) in files {
-        if name.contains('/') || name.starts_with('.') {
-            return Err(BlockError::Invalid(format!("file name {name:?} in block {id}")));
-        }
-        write_synced(&tmp.join(name), data)?;
-    }
-    sync_dir(&tmp)?;
-    let dir = parent.join(id);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
-    sync_dir(&parent)?;
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    write_block_dir(root, tenant, id, &files)?;
     LocalBlock::open(root, tenant, id)
 }
 

@@ -13,7 +13,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use controlplane_e2e::*;
 
@@ -38,10 +38,6 @@ fn free_offset() -> u16 {
         .map(|k| 11_000 + 500 * ((start + k) % 20))
         .find(|&o| all_free(o))
         .expect("no free port range for the demo")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 const INCIDENT_AFTER_S: i64 = 60;

@@ -33,27 +33,6 @@ use std::time::{Duration, Instant};
 
 use controlplane_e2e::*;
 
-/// splitmix64: small, seedable, good enough to pick faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-}
-
 /// What one writer sent and what was acknowledged.
 #[derive(Default)]
 struct History {
@@ -69,10 +48,6 @@ struct History {
 
 const WRITERS: usize = 3;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 fn signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
@@ -84,7 +59,7 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
     });
     let faults: usize = std::env::var("STRATA_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     eprintln!("fault schedule: seed {seed}, {faults} faults (rerun with STRATA_FAULT_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng(seed);
 
     let dir = test_dir();
     // Blocks of ten seconds: the writers' timestamps follow the wall clock,

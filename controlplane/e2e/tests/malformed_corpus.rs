@@ -19,53 +19,32 @@ use strata_proto::prometheus::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// A mutation of `base`: flipped bytes, truncation, garbage appended or
 /// prepended, random bytes, or nothing at all.
-fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+fn mutate(rng: &mut SeededRng, base: &[u8]) -> Vec<u8> {
     let mut b = base.to_vec();
-    match rng.below(7) {
+    match rng.index(7) {
         0 => {
-            for _ in 0..1 + rng.below(8) {
+            for _ in 0..1 + rng.index(8) {
                 if !b.is_empty() {
-                    let i = rng.below(b.len());
-                    b[i] ^= 1 << rng.below(8);
+                    let i = rng.index(b.len());
+                    b[i] ^= 1 << rng.index(8);
                 }
             }
         }
-        1 => b.truncate(rng.below(b.len().max(1))),
+        1 => b.truncate(rng.index(b.len().max(1))),
         2 => {
-            let n = 1 + rng.below(64);
+            let n = 1 + rng.index(64);
             b.extend(rng.bytes(n));
         }
         3 => {
-            let n = 1 + rng.below(16);
+            let n = 1 + rng.index(16);
             let mut g = rng.bytes(n);
             g.extend(b);
             b = g;
         }
         4 => {
-            let n = rng.below(4096);
+            let n = rng.index(4096);
             b = rng.bytes(n);
         }
         5 => b.clear(),
@@ -207,7 +186,7 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     });
     eprintln!("malformed corpus: seed {seed} (replay with STRATA_CORPUS_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng(seed);
     let dir = test_dir();
     let mut cluster = Cluster::start(dir.path(), 1, &[]).await;
     let objstore = dir.path().join("objstore");
@@ -260,7 +239,7 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
         // Remote write: broken protobuf inside valid snappy, broken snappy,
         // wrong headers, bad tenants.
         for _ in 0..20 {
-            let body = match rng.below(3) {
+            let body = match rng.index(3) {
                 0 => snappy(&mutate(&mut rng, &rw_raw)),
                 1 => mutate(&mut rng, &snappy(&rw_raw)),
                 _ => snappy(&rw_raw),
@@ -281,14 +260,14 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
             ("agent OTLP", format!("{agent_otlp}/v1/metrics")),
         ] {
             for _ in 0..10 {
-                let (ct, body) = if rng.below(2) == 0 {
+                let (ct, body) = if rng.index(2) == 0 {
                     ("application/json", mutate(&mut rng, OTLP_JSON.as_bytes()))
                 } else {
                     ("application/x-protobuf", mutate(&mut rng, &rw_raw))
                 };
-                let ct = if rng.below(5) == 0 { "text/html".to_string() } else { ct.to_string() };
+                let ct = if rng.index(5) == 0 { "text/html".to_string() } else { ct.to_string() };
                 let mut h = vec![("Content-Type", ct)];
-                if rng.below(4) == 0 {
+                if rng.index(4) == 0 {
                     h.push(("Content-Encoding", "gzip".into()));
                 }
                 cases.push(post(who, url.clone(), h, body));
@@ -300,7 +279,7 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
                 ("/api/v1/admin/raft/membership", r#"{"members":[1]}"#),
                 ("/api/v1/admin/raft/learner", r#"{"node_id":7,"addr":"127.0.0.1:1"}"#),
             ]);
-            let body = match rng.below(4) {
+            let body = match rng.index(4) {
                 0 => br#"{"members":[]}"#.to_vec(),
                 1 => br#"{"members":[42]}"#.to_vec(),
                 2 => vec![b'{'; 100_000],
@@ -336,11 +315,11 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
             ]);
             let mut pairs: Vec<(String, String)> = Vec::new();
             for p in params {
-                if rng.below(4) != 0 {
+                if rng.index(4) != 0 {
                     pairs.push((p.to_string(), rng.pick(BAD_PARAMS).to_string()));
                 }
             }
-            if path == "/api/v1/query_range" && rng.below(3) == 0 {
+            if path == "/api/v1/query_range" && rng.index(3) == 0 {
                 pairs = vec![
                     ("query".into(), "up".into()),
                     ("start".into(), "0".into()),
@@ -349,7 +328,7 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
                 ];
             }
             let url = reqwest::Url::parse_with_params(&format!("{q}{path}"), &pairs).expect("url");
-            let method = if rng.below(3) == 0 { reqwest::Method::POST } else { reqwest::Method::GET };
+            let method = if rng.index(3) == 0 { reqwest::Method::POST } else { reqwest::Method::GET };
             cases.push(Case {
                 what: format!("querier {method} {path}"),
                 method,
@@ -360,7 +339,7 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
         }
         // Remote read and SQL.
         for _ in 0..6 {
-            let body = match rng.below(3) {
+            let body = match rng.index(3) {
                 0 => snappy(&mutate(&mut rng, &read_raw)),
                 1 => mutate(&mut rng, &snappy(&read_raw)),
                 _ => vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0],
@@ -444,8 +423,8 @@ async fn a_malformed_corpus_gets_clear_4xx_and_crashes_nothing() {
             .map(|u| reqwest::Url::parse(u).expect("url").port().expect("port"))
             .collect();
         for &port in &ports {
-            let n = 1 + rng.below(2000);
-            let bytes = match rng.below(5) {
+            let n = 1 + rng.index(2000);
+            let bytes = match rng.index(5) {
                 0 => rng.bytes(n),
                 1 => b"GET / HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n".to_vec(),
                 2 => format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000)).into_bytes(),

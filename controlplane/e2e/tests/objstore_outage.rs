@@ -25,10 +25,6 @@ const RSS_GROWTH_WHILE_THROTTLED: u64 = 48 << 20;
 /// Ingester RSS ceiling during the whole outage (debug build).
 const RSS_CEILING: u64 = 400 << 20;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// The value of writer sample `n` in series `s`: distinct, badly compressible.
 fn value(n: i64, s: usize) -> f64 {
     ((n * 1_000_003 + s as i64 * 7919) % 1_000_000_007) as f64 / 3.0
