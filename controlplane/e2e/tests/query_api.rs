@@ -482,6 +482,8 @@ async fn api_shapes_and_errors() {
             "invalid regular expression",
         ),
         ("series", vec![], 400, "bad_data", "no match[] parameter provided"),
+        ("query", vec![("query", "up".into()), ("timeout", "0".into())], 400, "bad_data", "not a positive duration"),
+        ("query", vec![("query", "up".into()), ("timeout", "-1s".into())], 400, "bad_data", "\"timeout\""),
     ];
     for (path, params, status, kind, msg) in cases {
         let (s, v) = get_json(&client, &format!("{base}/api/v1/{path}"), &params).await;

@@ -617,7 +617,14 @@ async fn run_push_down(
 fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError> {
     let max = state.engine.options().timeout;
     match p.get("timeout") {
-        Some(t) => Ok(Duration::from_millis(parse_duration("timeout", t)?.max(0) as u64).min(max)),
+        Some(t) => match parse_duration("timeout", t)? {
+            // Prometheus would start such a query with its deadline already
+            // past and answer 503; a timeout that cannot be met is bad input.
+            ms if ms <= 0 => {
+                Err(ApiError::bad_data(format!("invalid parameter \"timeout\": {t:?} is not a positive duration")))
+            }
+            ms => Ok(Duration::from_millis(ms as u64).min(max)),
+        },
         None => Ok(max),
     }
 }
