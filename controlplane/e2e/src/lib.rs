@@ -318,6 +318,7 @@ pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<
         }],
         skip_samples: false,
         accept_chunks: false,
+        max_samples: 0,
     };
     let mut stream = client.series(req).await.expect("Series").into_inner();
     let mut out = BTreeMap::new();

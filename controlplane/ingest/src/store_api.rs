@@ -163,6 +163,27 @@ impl Store for HeadStore {
             (head_chunks, sel, spilled)
         };
         let store = self.spill_store()?;
+        // The caller's sample limit: what is already selected from memory
+        // (chunks count their samples in their first two bytes), plus the
+        // rows of the spilled blocks' matching series, before reading them.
+        let mut loaded: u64 = head_chunks
+            .iter()
+            .flat_map(|(_, cs)| {
+                cs.iter().map(|(_, _, data)| data.get(..2).map_or(0, |n| u16::from_be_bytes([n[0], n[1]])))
+            })
+            .map(u64::from)
+            .sum::<u64>()
+            + sel.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
+        let over = |loaded: u64| r.max_samples > 0 && !r.skip_samples && loaded > r.max_samples;
+        let too_many = || {
+            tonic::Status::resource_exhausted(format!(
+                "query processing would load too many samples into memory in query execution (ingester: over {}, the querier's --query.max-samples)",
+                r.max_samples
+            ))
+        };
+        if over(loaded) {
+            return Err(too_many());
+        }
         for sb in spilled {
             let refs: Vec<u32> = (0..sb.index.labels.len() as u32)
                 .filter(|&i| {
@@ -170,6 +191,14 @@ impl Store for HeadStore {
                     ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or("")))
                 })
                 .collect();
+            let inside = sb.local.meta.min_time >= r.min_time && sb.local.meta.max_time <= r.max_time;
+            if !r.skip_samples && inside {
+                // Every row of a block inside the range is loaded.
+                let rows = &sb.index.row_start;
+                if over(loaded + refs.iter().map(|&i| rows[i as usize + 1] - rows[i as usize]).sum::<u64>()) {
+                    return Err(too_many());
+                }
+            }
             if r.skip_samples {
                 sel.extend(refs.iter().map(|&i| (sb.index.labels[i as usize].clone(), Vec::new())));
                 continue;
@@ -178,6 +207,10 @@ impl Store for HeadStore {
                 sb.index.read_samples(store.clone(), &refs, r.min_time, r.max_time).await.map_err(|e| {
                     tonic::Status::internal(format!("reading spilled block {}: {e}", sb.local.meta.ulid))
                 })?;
+            loaded += samples.iter().map(|s| s.len() as u64).sum::<u64>();
+            if over(loaded) {
+                return Err(too_many());
+            }
             for (i, s) in refs.iter().zip(samples) {
                 if !s.is_empty() {
                     let labels = sb.index.labels[*i as usize].clone();

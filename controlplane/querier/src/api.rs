@@ -54,6 +54,7 @@ impl From<FanoutError> for ApiError {
             FanoutError::BadRequest(m) => ApiError::bad_data(m),
             FanoutError::TooManySamples => QueryError::TooManySamples("query execution").into(),
             FanoutError::Timeout => QueryError::Timeout("query execution").into(),
+            FanoutError::SourceLimit(m) => QueryError::Execution(m).into(),
             other => {
                 ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "unavailable", message: other.to_string() }
             }
@@ -600,7 +601,9 @@ async fn run_push_down(
                     infos,
                 });
             }
-            Err(e @ (FanoutError::TooManySamples | FanoutError::Timeout)) => return Err(e.into()),
+            Err(e @ (FanoutError::TooManySamples | FanoutError::Timeout | FanoutError::SourceLimit(_))) => {
+                return Err(e.into());
+            }
             Err(e) => {
                 tracing::warn!(aggregation = %p.text, error = %e, "aggregation push-down failed; reading raw samples");
                 state.metrics.observe_pushdown(false);

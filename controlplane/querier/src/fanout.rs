@@ -44,6 +44,10 @@ pub enum FanoutError {
     TooManySamples,
     #[error("a source ran out of the query's time")]
     Timeout,
+    /// A source refused at one of its own limits (series, bytes); the
+    /// message names it.
+    #[error("{0}")]
+    SourceLimit(String),
 }
 
 /// Samples one query may still load, shared by all its selectors and
@@ -71,6 +75,15 @@ impl SampleBudget {
     pub fn take(&self, n: usize) -> Result<(), FanoutError> {
         let used = self.used.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed) + n as u64;
         if used > self.limit { Err(FanoutError::TooManySamples) } else { Ok(()) }
+    }
+
+    /// Samples still allowed, for the sources (0: no limit).
+    pub fn remaining(&self) -> u64 {
+        if self.limit == u64::MAX {
+            return 0;
+        }
+        // At least 1: 0 would mean "no limit" on the wire.
+        self.limit.saturating_sub(self.used.load(std::sync::atomic::Ordering::Relaxed)).max(1)
     }
 }
 
@@ -218,7 +231,10 @@ impl StoreSet {
                             return Err(FanoutError::BadRequest(st.message().to_string()));
                         }
                         Ok(Err(st)) if st.code() == tonic::Code::ResourceExhausted => {
-                            return Err(FanoutError::TooManySamples);
+                            if st.message().contains("too many samples") {
+                                return Err(FanoutError::TooManySamples);
+                            }
+                            return Err(FanoutError::SourceLimit(format!("store {}: {}", s.addr, st.message())));
                         }
                         Ok(Err(st)) if st.code() == tonic::Code::DeadlineExceeded => {
                             return Err(FanoutError::Timeout);
@@ -357,6 +373,7 @@ impl StoreSet {
             matchers,
             skip_samples,
             accept_chunks: true,
+            max_samples: if skip_samples { 0 } else { budget.remaining() },
         };
         let r = self
             .each_shard(min_t, max_t, |mut c| {
@@ -377,7 +394,9 @@ impl StoreSet {
                             let samples = series_samples(s.samples, &s.chunks, min_t, max_t)
                                 .map_err(|e| tonic::Status::data_loss(e.to_string()))?;
                             budget.take(samples.len()).map_err(|_| {
-                                tonic::Status::resource_exhausted("the query's sample limit is reached")
+                                tonic::Status::resource_exhausted(
+                                    "too many samples: the query's sample limit is reached",
+                                )
                             })?;
                             out.push((labels, samples, s.chunks.is_empty()));
                         }

@@ -99,6 +99,9 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
                     ),
                 );
             }
+            Err(crate::fanout::FanoutError::SourceLimit(m)) => {
+                return error(StatusCode::UNPROCESSABLE_ENTITY, format!("remote read: {m}"));
+            }
             Err(crate::fanout::FanoutError::BadRequest(m)) => {
                 return error(StatusCode::BAD_REQUEST, format!("remote read: {m}"));
             }

@@ -46,6 +46,8 @@ pub struct StoreConfig {
     pub shard: String,
     /// HTTP timeouts and limits (`--web.*`).
     pub http: strata_server::HttpServerConfig,
+    /// Per-call limits of StoreAPI `Series`.
+    pub limits: SeriesLimits,
 }
 
 impl Default for StoreConfig {
@@ -57,6 +59,7 @@ impl Default for StoreConfig {
             sync_interval: Duration::from_secs(30),
             shard: "blocks".into(),
             http: strata_server::HttpServerConfig::default(),
+            limits: SeriesLimits::default(),
         }
     }
 }
@@ -78,6 +81,7 @@ struct Metrics {
     sync_errors: Counter,
     series_requests: Counter,
     aggregate_requests: Counter,
+    limit_hits: Counter,
     http: strata_server::HttpMetrics,
 }
 
@@ -86,6 +90,7 @@ pub struct Gateway {
     store: Arc<dyn ObjectStore>,
     blocks: RwLock<BTreeMap<String, Arc<BlockIndex>>>,
     shard: String,
+    limits: SeriesLimits,
     metrics: Metrics,
     synced: std::sync::atomic::AtomicBool,
 }
@@ -95,7 +100,7 @@ fn to_status(e: impl std::fmt::Display) -> tonic::Status {
 }
 
 impl Gateway {
-    pub fn new(store: Arc<dyn ObjectStore>, shard: &str) -> Arc<Gateway> {
+    pub fn new(store: Arc<dyn ObjectStore>, shard: &str, limits: SeriesLimits) -> Arc<Gateway> {
         let mut registry = Registry::with_prefix("strata_store");
         let m = Metrics {
             blocks: Gauge::default(),
@@ -103,6 +108,7 @@ impl Gateway {
             sync_errors: Counter::default(),
             series_requests: Counter::default(),
             aggregate_requests: Counter::default(),
+            limit_hits: Counter::default(),
             http: strata_server::HttpMetrics::new(),
             registry: Registry::default(),
         };
@@ -116,10 +122,16 @@ impl Gateway {
             "StoreAPI Aggregate calls (aggregation push-down)",
             m.aggregate_requests.clone(),
         );
+        registry.register(
+            "series_limit_hits",
+            "Series calls refused or stopped at a --store.max-*-per-query limit or the caller's sample limit",
+            m.limit_hits.clone(),
+        );
         Arc::new(Gateway {
             store,
             blocks: RwLock::new(BTreeMap::new()),
             shard: shard.to_string(),
+            limits,
             metrics: Metrics { registry, ..m },
             synced: false.into(),
         })
@@ -225,6 +237,211 @@ fn xor_chunks(samples: &[(i64, f64)]) -> Vec<Chunk> {
         .collect()
 }
 
+/// Per-call limits of `Series` (`--store.max-*-per-query`; 0: none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesLimits {
+    /// Series one call may match.
+    pub max_series: usize,
+    /// Samples one call may load; the caller's own `max_samples`, when
+    /// lower, wins.
+    pub max_samples: u64,
+    /// Bytes one call may send: encoded chunk bytes, or 16 per raw sample.
+    pub max_bytes: u64,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        SeriesLimits { max_series: 1_000_000, max_samples: 0, max_bytes: 1 << 30 }
+    }
+}
+
+/// Prometheus' wording, which the querier turns into its 422.
+const TOO_MANY_SAMPLES: &str = "query processing would load too many samples into memory in query execution";
+
+fn too_many_samples(limit: u64, flag: &str) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!("{TOO_MANY_SAMPLES} (store gateway: over {limit}, {flag})"))
+}
+
+/// Rows (= samples) decoded per batch: the unit of memory of one call.
+const ROWS_PER_BATCH: u64 = 256 * 1024;
+
+/// The series one `Series` call returns, in label order, each with the
+/// (block, series ref) pairs holding it. Built from the in-memory indexes
+/// alone, so the series limit and an early sample-limit refusal cost no
+/// object-store reads.
+struct SeriesPlan {
+    series: Vec<(Labels, Vec<(usize, u32)>)>,
+    sample_limit: u64,
+}
+
+impl SeriesPlan {
+    fn new(
+        blocks: &[Arc<BlockIndex>],
+        ms: &[Matcher],
+        r: &SeriesRequest,
+        limits: &SeriesLimits,
+    ) -> Result<SeriesPlan, tonic::Status> {
+        let mut by_labels: BTreeMap<&Labels, Vec<(usize, u32)>> = BTreeMap::new();
+        for (bi, b) in blocks.iter().enumerate() {
+            for i in matching_refs(b, ms) {
+                by_labels.entry(&b.labels[i as usize]).or_default().push((bi, i));
+            }
+        }
+        if limits.max_series > 0 && by_labels.len() > limits.max_series {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "store gateway: the query matches {} series, over the limit of {} (--store.max-series-per-query)",
+                by_labels.len(),
+                limits.max_series
+            )));
+        }
+        let sample_limit = match (r.max_samples, limits.max_samples) {
+            (0, l) | (l, 0) => l,
+            (a, b) => a.min(b),
+        };
+        if sample_limit > 0 && !r.skip_samples {
+            // Samples of blocks lying wholly inside the range are all
+            // loaded: a lower bound known before reading anything.
+            let inside: u64 = by_labels
+                .values()
+                .flatten()
+                .filter(|(bi, _)| blocks[*bi].meta.min_time >= r.min_time && blocks[*bi].meta.max_time <= r.max_time)
+                .map(|&(bi, i)| blocks[bi].row_start[i as usize + 1] - blocks[bi].row_start[i as usize])
+                .sum();
+            if inside > sample_limit {
+                return Err(too_many_samples(sample_limit, limit_flag(r, limits)));
+            }
+        }
+        let series = by_labels.into_iter().map(|(l, refs)| (l.clone(), refs)).collect();
+        Ok(SeriesPlan { series, sample_limit })
+    }
+
+    async fn stream(
+        self,
+        store: Arc<dyn ObjectStore>,
+        blocks: Vec<Arc<BlockIndex>>,
+        r: &SeriesRequest,
+        limits: SeriesLimits,
+        tx: &tokio::sync::mpsc::Sender<Result<SeriesResponse, tonic::Status>>,
+    ) -> Result<(), tonic::Status> {
+        let (mut samples_sent, mut bytes_sent) = (0u64, 0u64);
+        let mut rest = self.series.into_iter().peekable();
+        while rest.peek().is_some() {
+            // The next batch: up to SERIES_PER_BATCH series and about
+            // ROWS_PER_BATCH rows (at least one series).
+            let mut batch = Vec::new();
+            let mut rows = 0u64;
+            while let Some((_, refs)) = rest.peek() {
+                let n: u64 = refs
+                    .iter()
+                    .map(|&(bi, i)| blocks[bi].row_start[i as usize + 1] - blocks[bi].row_start[i as usize])
+                    .sum();
+                if !batch.is_empty() && (batch.len() == SERIES_PER_BATCH || rows + n > ROWS_PER_BATCH) {
+                    break;
+                }
+                rows += n;
+                batch.extend(rest.next());
+            }
+            let parts = if r.skip_samples {
+                vec![Vec::new(); batch.len()]
+            } else {
+                read_batch(&store, &blocks, &batch, r.min_time, r.max_time).await?
+            };
+            let mut out = Vec::with_capacity(batch.len());
+            for ((labels, _), parts) in batch.into_iter().zip(parts) {
+                if !r.skip_samples && parts.iter().all(|p| p.is_empty()) {
+                    continue; // matched, but no sample in the range
+                }
+                // XOR chunks when the caller decodes them: ~1–2 bytes per
+                // sample on the wire instead of ~18. Chunks are cut per
+                // block (the caller merges overlapping chunks, e.g. of
+                // redundant blocks).
+                let (samples, chunks) = if r.accept_chunks {
+                    (vec![], parts.iter().flat_map(|p| xor_chunks(&sorted_unique(p))).collect::<Vec<_>>())
+                } else {
+                    let mut samples = parts.concat();
+                    samples.sort_by_key(|x| x.0);
+                    samples.dedup_by_key(|x| x.0);
+                    (samples, vec![])
+                };
+                samples_sent += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+                if self.sample_limit > 0 && samples_sent > self.sample_limit {
+                    return Err(too_many_samples(self.sample_limit, limit_flag(r, &limits)));
+                }
+                bytes_sent += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>() + 16 * samples.len() as u64;
+                if limits.max_bytes > 0 && bytes_sent > limits.max_bytes {
+                    return Err(tonic::Status::resource_exhausted(format!(
+                        "store gateway: the query would fetch more than {} bytes of chunks (--store.max-bytes-per-query)",
+                        limits.max_bytes
+                    )));
+                }
+                out.push(Series {
+                    labels: labels.to_proto(),
+                    samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
+                    chunks,
+                });
+            }
+            if !out.is_empty() && tx.send(Ok(SeriesResponse { series: out, warnings: vec![] })).await.is_err() {
+                return Ok(()); // the caller went away: stop reading
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which limit a sample refusal names.
+fn limit_flag(r: &SeriesRequest, limits: &SeriesLimits) -> &'static str {
+    if limits.max_samples > 0 && (r.max_samples == 0 || limits.max_samples < r.max_samples) {
+        "--store.max-samples-per-query"
+    } else {
+        "the querier's --query.max-samples"
+    }
+}
+
+/// Samples of each series of `batch`, one part per block in block order.
+/// Blocks are read concurrently (Parquet decoding is the costly part).
+async fn read_batch(
+    store: &Arc<dyn ObjectStore>,
+    blocks: &[Arc<BlockIndex>],
+    batch: &[(Labels, Vec<(usize, u32)>)],
+    min_t: i64,
+    max_t: i64,
+) -> Result<Vec<Vec<Vec<(i64, f64)>>>, tonic::Status> {
+    // Per block: the refs to read (ascending, as the row selection needs)
+    // and, for each, the series' slot in the batch.
+    let mut per_block: BTreeMap<usize, Vec<(u32, usize)>> = BTreeMap::new();
+    for (slot, (_, refs)) in batch.iter().enumerate() {
+        for &(bi, i) in refs {
+            per_block.entry(bi).or_default().push((i, slot));
+        }
+    }
+    let reads = per_block.into_iter().map(|(bi, mut wanted)| {
+        wanted.sort_unstable();
+        let (b, store) = (blocks[bi].clone(), store.clone());
+        tokio::spawn(async move {
+            let refs: Vec<u32> = wanted.iter().map(|w| w.0).collect();
+            let samples = b.read_samples(store, &refs, min_t, max_t).await?;
+            Ok::<_, strata_blocks::BlockError>((bi, wanted, samples))
+        })
+    });
+    let mut done = Vec::new();
+    let mut reads = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+    while let Some(res) = reads.next().await {
+        done.push(res.map_err(to_status)?.map_err(to_status)?);
+    }
+    // Block order (blocks are sorted by time), so each series' parts come
+    // in time order.
+    done.sort_by_key(|d| d.0);
+    let mut out: Vec<Vec<Vec<(i64, f64)>>> = vec![Vec::new(); batch.len()];
+    for (_, wanted, samples) in done {
+        for ((_, slot), s) in wanted.into_iter().zip(samples) {
+            if !s.is_empty() {
+                out[slot].push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The StoreAPI service of a gateway.
 #[derive(Clone)]
 pub struct GatewayService(pub Arc<Gateway>);
@@ -258,76 +475,22 @@ impl Store for GatewayService {
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
-        let blocks = self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await;
-        // Per series, its samples from each block in time order.
-        let mut merged: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
-        if r.skip_samples {
-            for b in &blocks {
-                for i in matching_refs(b, &ms) {
-                    merged.entry(b.labels[i as usize].clone()).or_default();
-                }
-            }
-        } else {
-            // Blocks are read concurrently (Parquet decoding is the costly
-            // part), then merged per series in time order.
-            let ms = Arc::new(ms);
-            let reads = blocks.into_iter().map(|b| {
-                let (ms, store) = (ms.clone(), self.0.store.clone());
-                let (min_t, max_t) = (r.min_time, r.max_time);
-                tokio::spawn(async move {
-                    let refs = matching_refs(&b, &ms);
-                    if refs.is_empty() {
-                        return Ok((b, refs, Vec::new()));
-                    }
-                    let samples = b.read_samples(store, &refs, min_t, max_t).await?;
-                    Ok::<_, strata_blocks::BlockError>((b, refs, samples))
-                })
-            });
-            let mut done = Vec::new();
-            let mut reads = futures::stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
-            while let Some(res) = reads.next().await {
-                let (b, refs, samples) = res.map_err(|e| tonic::Status::internal(e.to_string()))?.map_err(to_status)?;
-                done.push((b, refs, samples));
-            }
-            done.sort_by_key(|(b, _, _)| (b.meta.min_time, b.meta.max_time));
-            for (b, refs, samples) in done {
-                for (&i, s) in refs.iter().zip(samples) {
-                    if !s.is_empty() {
-                        merged.entry(b.labels[i as usize].clone()).or_default().push(s);
-                    }
-                }
-            }
-        }
-        // Encode and send batch by batch from a task, so the caller decodes
-        // one batch while the next is encoded.
-        let accept_chunks = r.accept_chunks;
+        let mut blocks = self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await;
+        blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
+        let plan = SeriesPlan::new(&blocks, &ms, &r, &self.0.limits).inspect_err(|_| {
+            self.0.metrics.limit_hits.inc();
+        })?;
+        // Read, encode and send batch by batch from a task: at most one
+        // batch of samples is decoded at a time, and the bounded channel
+        // makes a slow caller slow the reading down instead of piling up.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let (store, limits, metrics) = (self.0.store.clone(), self.0.limits, self.0.metrics.limit_hits.clone());
         tokio::spawn(async move {
-            let mut cur = Vec::new();
-            let total = merged.len();
-            for (n, (labels, parts)) in merged.into_iter().enumerate() {
-                // XOR chunks when the caller decodes them: ~1–2 bytes per sample
-                // on the wire instead of ~18. Chunks are cut per block (the
-                // caller merges overlapping chunks, e.g. of redundant blocks).
-                let (samples, chunks) = if accept_chunks {
-                    (vec![], parts.iter().flat_map(|p| xor_chunks(&sorted_unique(p))).collect())
-                } else {
-                    let mut samples = parts.concat();
-                    samples.sort_by_key(|x| x.0);
-                    samples.dedup_by_key(|x| x.0);
-                    (samples, vec![])
-                };
-                cur.push(Series {
-                    labels: labels.to_proto(),
-                    samples: samples.into_iter().map(|(t, v)| Sample { timestamp: t, value: v }).collect(),
-                    chunks,
-                });
-                if cur.len() == SERIES_PER_BATCH || n + 1 == total {
-                    let batch = SeriesResponse { series: std::mem::take(&mut cur), warnings: vec![] };
-                    if tx.send(Ok(batch)).await.is_err() {
-                        return; // the caller went away
-                    }
+            if let Err(e) = plan.stream(store, blocks, &r, limits, &tx).await {
+                if e.code() == tonic::Code::ResourceExhausted {
+                    metrics.inc();
                 }
+                let _ = tx.send(Err(e)).await;
             }
         });
         Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -423,7 +586,7 @@ pub async fn run(
     let path = cfg.objstore.describe();
     let store: Arc<dyn ObjectStore> =
         cfg.objstore.open().map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?;
-    let gw = Gateway::new(store, &cfg.shard);
+    let gw = Gateway::new(store, &cfg.shard, cfg.limits);
     let sync_gw = gw.clone();
     let every = cfg.sync_interval;
     tokio::spawn(async move {
@@ -492,7 +655,7 @@ mod tests {
         strata_blocks::upload_block(store.as_ref(), "anonymous", "s0", 10_000, 20_000, &[mk("a", 10_000)])
             .await
             .unwrap();
-        let gw = Gateway::new(store, "blocks");
+        let gw = Gateway::new(store, "blocks", SeriesLimits::default());
         assert_eq!(gw.sync().await.unwrap(), 2);
         assert_eq!(gw.sync().await.unwrap(), 0, "a second sync loads nothing new");
         let svc = GatewayService(gw);
@@ -506,6 +669,7 @@ mod tests {
             matchers: vec![Matcher::new("job", MatchOp::Equal, "a").unwrap().to_proto()],
             skip_samples: false,
             accept_chunks,
+            max_samples: 0,
         };
         use futures::StreamExt;
         let mut stream = svc.series(tonic::Request::new(req(false))).await.unwrap().into_inner();
@@ -561,5 +725,113 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(ln.names, vec!["__name__", "job"]);
+    }
+
+    /// `n` series `big{i=...}` with `per_block` samples in each of `blocks`
+    /// adjacent 1,000,000 ms blocks.
+    async fn big_bucket(n: usize, per_block: i64, blocks: i64) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let step = 1_000_000 / per_block;
+        for b in 0..blocks {
+            let series: Vec<SeriesData> = (0..n)
+                .map(|i| SeriesData {
+                    labels: Labels::from_pairs(vec![
+                        ("__name__".into(), "big".into()),
+                        ("i".into(), format!("{i:05}")),
+                    ]),
+                    samples: (0..per_block).map(|k| (b * 1_000_000 + k * step, (i as i64 * k) as f64)).collect(),
+                })
+                .collect();
+            strata_blocks::upload_block(store.as_ref(), "anonymous", "s0", b * 1_000_000, (b + 1) * 1_000_000, &series)
+                .await
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn everything(min_time: i64, max_time: i64, max_samples: u64) -> SeriesRequest {
+        SeriesRequest {
+            tenant: String::new(),
+            min_time,
+            max_time,
+            matchers: vec![Matcher::new("__name__", MatchOp::Equal, "big").unwrap().to_proto()],
+            skip_samples: false,
+            accept_chunks: true,
+            max_samples,
+        }
+    }
+
+    #[tokio::test]
+    async fn series_stream_in_bounded_batches_and_stop_at_their_limits() {
+        use futures::StreamExt;
+        // 600 series x 3 blocks x 200 samples = 360,000 samples: more than
+        // one batch of rows, and more series than one frame.
+        let (_dir, store) = big_bucket(600, 200, 3).await;
+        let gw = Gateway::new(store.clone(), "blocks", SeriesLimits::default());
+        gw.sync().await.unwrap();
+        let svc = GatewayService(gw);
+        let mut stream = svc.series(tonic::Request::new(everything(0, 3_000_000, 0))).await.unwrap().into_inner();
+        let (mut frames, mut total, mut names) = (0, 0usize, Vec::new());
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            frames += 1;
+            let mut rows = 0;
+            for s in &batch.series {
+                let decoded: Vec<(i64, f64)> =
+                    s.chunks.iter().flat_map(|c| strata_head::chunk::decode(&c.data).unwrap()).collect();
+                assert_eq!(decoded.len(), 600, "{:?}", s.labels);
+                assert!(decoded.windows(2).all(|w| w[0].0 < w[1].0), "time order across blocks");
+                let i: i64 = s.labels[1].value.parse().unwrap();
+                assert!(decoded.iter().all(|&(t, v)| v == (i * ((t % 1_000_000) / 5_000)) as f64));
+                rows += decoded.len() as u64;
+                names.push(s.labels[1].value.clone());
+            }
+            assert!(batch.series.len() <= SERIES_PER_BATCH && rows <= ROWS_PER_BATCH, "frame of {rows} rows");
+            total += batch.series.len();
+        }
+        assert_eq!(total, 600);
+        assert!(frames >= 2, "{frames} frames");
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "label order");
+
+        // The caller's sample limit, decided from the index alone when the
+        // blocks lie inside the range: refused before any frame.
+        let e = svc.series(tonic::Request::new(everything(0, 3_000_000, 100_000))).await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(e.message().contains("too many samples") && e.message().contains("--query.max-samples"), "{e}");
+        // A range cutting the outer blocks (inside: 120,000 of 240,000
+        // samples): counted while reading, the stream
+        // ends with the error after the frames within the limit.
+        let mut stream =
+            svc.series(tonic::Request::new(everything(500_000, 2_499_999, 200_000))).await.unwrap().into_inner();
+        let (mut sent, mut err) = (0usize, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(b) => sent += b.series.iter().flat_map(|s| &s.chunks).map(|c| c.data.len()).sum::<usize>(),
+                Err(e) => err = Some(e),
+            }
+        }
+        let err = err.expect("the stream ends with the limit's error");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(sent > 0, "frames within the limit come first");
+
+        // The gateway's own limits, each named.
+        for (limits, flag) in [
+            (SeriesLimits { max_series: 100, ..SeriesLimits::default() }, "--store.max-series-per-query"),
+            (SeriesLimits { max_samples: 1_000, ..SeriesLimits::default() }, "--store.max-samples-per-query"),
+            (SeriesLimits { max_bytes: 10_000, ..SeriesLimits::default() }, "--store.max-bytes-per-query"),
+        ] {
+            let gw = Gateway::new(store.clone(), "blocks", limits);
+            gw.sync().await.unwrap();
+            let svc = GatewayService(gw.clone());
+            let err = match svc.series(tonic::Request::new(everything(0, 3_000_000, 0))).await {
+                Err(e) => e,
+                Ok(s) => Box::pin(s.into_inner().filter_map(|r| async { r.err() })).next().await.expect("an error"),
+            };
+            assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{flag}");
+            assert!(err.message().contains(flag), "{flag}: {err}");
+            assert_eq!(gw.metrics.limit_hits.get(), 1, "{flag}");
+        }
     }
 }

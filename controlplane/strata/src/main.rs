@@ -250,6 +250,15 @@ struct StoreArgs {
     /// Shard name reported to queriers (store replicas of one bucket share it).
     #[arg(long = "shard", default_value = "blocks")]
     shard: String,
+    /// Series one StoreAPI Series call may match before it is refused (0: no limit).
+    #[arg(long = "store.max-series-per-query", default_value_t = 1_000_000)]
+    max_series: usize,
+    /// Samples one Series call may load (0: only the querier's --query.max-samples, sent with each call).
+    #[arg(long = "store.max-samples-per-query", default_value_t = 0)]
+    max_samples: u64,
+    /// Bytes one Series call may send (encoded chunks, 16 per raw sample; 0: no limit).
+    #[arg(long = "store.max-bytes-per-query", default_value_t = 1 << 30)]
+    max_bytes: u64,
     #[command(flatten)]
     http: strata_server::HttpServerArgs,
 }
@@ -378,6 +387,11 @@ fn main() -> anyhow::Result<()> {
                 sync_interval: a.sync_interval,
                 shard: a.shard,
                 http: http_config(a.http)?,
+                limits: strata_store::SeriesLimits {
+                    max_series: a.max_series,
+                    max_samples: a.max_samples,
+                    max_bytes: a.max_bytes,
+                },
             };
             rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
         }
