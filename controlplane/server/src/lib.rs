@@ -11,6 +11,12 @@
 //!   requests in flight, new ones get 503 with `Retry-After` at once instead
 //!   of queueing without bound (remote-write senders and Strata's agent
 //!   retry them);
+//! - an **in-flight request bytes limit**: the bodies of the requests being
+//!   served together may hold at most `--web.max-inflight-request-bytes`;
+//!   a request whose `Content-Length` does not fit now gets 503 with
+//!   `Retry-After` before its body is read (413 if it could never fit), and
+//!   a body without a length is counted as it arrives and cut off at the
+//!   limit;
 //! - **graceful shutdown**: on shutdown the listener closes, idle
 //!   connections are closed, requests in flight finish (up to the request
 //!   timeout) and then the server returns.
@@ -54,6 +60,9 @@ pub struct HttpServerConfig {
     pub request_timeout: Duration,
     /// Requests served at once; more get 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
+    /// Body bytes of the requests served at once; more get 503 with
+    /// `Retry-After`.
+    pub max_inflight_request_bytes: u64,
 }
 
 impl Default for HttpServerConfig {
@@ -62,6 +71,7 @@ impl Default for HttpServerConfig {
             read_header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             max_concurrent_requests: 1024,
+            max_inflight_request_bytes: 256 << 20,
         }
     }
 }
@@ -80,6 +90,11 @@ pub struct HttpServerArgs {
     /// HTTP requests served at once; more are answered 503 with Retry-After.
     #[arg(long = "web.max-concurrent-requests", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
+    /// Request body bytes held by the requests in flight together; a request
+    /// that does not fit is answered 503 with Retry-After (413 if larger than
+    /// the whole limit).
+    #[arg(long = "web.max-inflight-request-bytes", default_value_t = 256 << 20)]
+    pub max_inflight_request_bytes: u64,
 }
 
 impl From<HttpServerArgs> for HttpServerConfig {
@@ -88,6 +103,7 @@ impl From<HttpServerArgs> for HttpServerConfig {
             read_header_timeout: a.read_header_timeout,
             request_timeout: a.request_timeout,
             max_concurrent_requests: a.max_concurrent_requests,
+            max_inflight_request_bytes: a.max_inflight_request_bytes,
         }
     }
 }
@@ -104,6 +120,9 @@ impl HttpServerConfig {
         if self.max_concurrent_requests == 0 {
             return Err("web.max-concurrent-requests must be at least 1".into());
         }
+        if self.max_inflight_request_bytes == 0 {
+            return Err("web.max-inflight-request-bytes must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -112,6 +131,62 @@ struct Limits {
     in_flight: Arc<Semaphore>,
     max: usize,
     timeout: Duration,
+    body_bytes: Arc<BodyBytes>,
+}
+
+/// Body bytes held by the requests in flight, against their limit.
+struct BodyBytes {
+    used: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl BodyBytes {
+    /// Reserves `n` more bytes, released when the reservation drops; false
+    /// if they do not fit now.
+    fn reserve(&self, into: &BodyReservation, n: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let fits = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(n).filter(|&t| t <= self.max))
+            .is_ok();
+        if fits {
+            into.n.fetch_add(n, Ordering::AcqRel);
+        }
+        fits
+    }
+}
+
+/// One request's bytes, released when the request is done with them (its
+/// response produced and its body dropped).
+struct BodyReservation {
+    bytes: Arc<BodyBytes>,
+    n: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.bytes.used.fetch_sub(self.n.load(Ordering::Acquire), Ordering::AcqRel);
+    }
+}
+
+fn over_inflight_bytes(max: u64) -> String {
+    format!("request bodies in flight would exceed {max} bytes (--web.max-inflight-request-bytes): retry later\n")
+}
+
+/// A body without `Content-Length`, reserving its bytes as frames arrive
+/// and failing at the limit.
+fn counted_body(body: Body, reservation: Arc<BodyReservation>) -> Body {
+    use futures::StreamExt;
+    Body::from_stream(body.into_data_stream().map(move |frame| {
+        let data = frame?;
+        let bytes = &reservation.bytes;
+        if bytes.reserve(&reservation, data.len() as u64) {
+            Ok(data)
+        } else {
+            Err(axum::Error::new(over_inflight_bytes(bytes.max).trim_end().to_string()))
+        }
+    }))
 }
 
 /// `router` with the request timeout and the concurrent-request limit.
@@ -120,6 +195,7 @@ fn with_limits(router: Router, cfg: &HttpServerConfig) -> Router {
         in_flight: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
         max: cfg.max_concurrent_requests,
         timeout: cfg.request_timeout,
+        body_bytes: Arc::new(BodyBytes { used: 0.into(), max: cfg.max_inflight_request_bytes }),
     });
     router.layer(axum::middleware::from_fn_with_state(limits, limit_request))
 }
@@ -134,6 +210,36 @@ async fn limit_request(State(limits): State<Arc<Limits>>, req: Request, next: Ne
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
+    // The body's bytes: reserved at once from Content-Length, or counted as
+    // they arrive.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let max_bytes = limits.body_bytes.max;
+    let reservation = Arc::new(BodyReservation { bytes: limits.body_bytes.clone(), n: 0.into() });
+    let req = match declared {
+        Some(n) if n > max_bytes => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body of {n} bytes is larger than --web.max-inflight-request-bytes ({max_bytes})\n"),
+            )
+                .into_response();
+        }
+        Some(n) => {
+            if !limits.body_bytes.reserve(&reservation, n) {
+                let mut r = (StatusCode::SERVICE_UNAVAILABLE, over_inflight_bytes(max_bytes)).into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            req
+        }
+        None => {
+            let counted = reservation.clone();
+            req.map(|b| counted_body(b, counted))
+        }
+    };
     let resp = match tokio::time::timeout(limits.timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => (
@@ -145,7 +251,7 @@ async fn limit_request(State(limits): State<Arc<Limits>>, req: Request, next: Ne
         )
             .into_response(),
     };
-    drop(permit);
+    drop((permit, reservation));
     resp
 }
 
@@ -328,6 +434,66 @@ mod tests {
         // Both counted under the route, the refused one with its 503.
         assert_eq!(metrics.count("/slow", 200), 1);
         assert_eq!(metrics.count("/slow", 503), 1);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_in_flight_are_bounded_in_bytes() {
+        use axum::routing::post;
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::channel::<usize>(4);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let r = release.clone();
+        let router = Router::new().route(
+            "/write",
+            post(move |body: axum::body::Bytes| {
+                let (entered, release) = (entered_tx.clone(), r.clone());
+                async move {
+                    if body.len() == 800 {
+                        let _ = entered.send(body.len()).await;
+                        release.notified().await;
+                    }
+                    format!("got {}", body.len())
+                }
+            }),
+        );
+        let cfg = HttpServerConfig { max_inflight_request_bytes: 1000, ..Default::default() };
+        let (addr, _stop) = start(router, cfg).await;
+        let post_of = |n: usize| {
+            format!(
+                "POST /write HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n{}",
+                "a".repeat(n)
+            )
+        };
+        // 800 bytes held by a request in flight.
+        let first = tokio::spawn(request(addr, post_of(800).leak()));
+        assert_eq!(entered_rx.recv().await, Some(800));
+        // 300 more do not fit now: 503 with Retry-After, before the body is read.
+        let r = request(addr, &post_of(300)).await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+        assert!(r.contains("--web.max-inflight-request-bytes"), "{r}");
+        // 200 do.
+        let r = request(addr, &post_of(200)).await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("got 200"), "{r}");
+        // More than the whole limit can never fit: 413.
+        let r = request(addr, &post_of(2000)).await;
+        assert!(r.starts_with("HTTP/1.1 413") && r.contains("--web.max-inflight-request-bytes"), "{r}");
+        // A chunked body (no length) is counted as it arrives: 300 bytes
+        // do not fit beside the 800 and the request fails naming the limit.
+        let chunked = format!(
+            "POST /write HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n{}\r\n0\r\n\r\n",
+            "b".repeat(300)
+        );
+        let r = request(addr, &chunked).await;
+        assert!(!r.starts_with("HTTP/1.1 2"), "{r}");
+        assert!(r.contains("--web.max-inflight-request-bytes"), "{r}");
+        // Released with the first request's response.
+        release.notify_one();
+        let first = first.await.expect("first");
+        assert!(first.ends_with("got 800"), "{first}");
+        let r = request(addr, &chunked).await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("got 300"), "{r}");
+        let r = request(addr, &post_of(300)).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     }
 
     #[tokio::test]

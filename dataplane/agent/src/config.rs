@@ -224,7 +224,7 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Timeouts and limits of the agent's HTTP servers (OTLP/HTTP, web,
     /// Prometheus exposition): `read_header_timeout`, `request_timeout`,
-    /// `max_concurrent_requests`.
+    /// `max_concurrent_requests`, `max_inflight_request_bytes`.
     pub http_server: strata_server::HttpServerConfig,
 }
 

@@ -45,6 +45,10 @@ struct Cli {
     /// HTTP requests served at once per server; more are answered 503 with Retry-After.
     #[arg(long = "web.max-concurrent-requests", env = "STRATA_AGENT_WEB_MAX_CONCURRENT_REQUESTS")]
     web_max_concurrent_requests: Option<usize>,
+    /// Request body bytes in flight per server; a request that does not fit
+    /// is answered 503 with Retry-After (413 if larger than the whole limit).
+    #[arg(long = "web.max-inflight-request-bytes", env = "STRATA_AGENT_WEB_MAX_INFLIGHT_REQUEST_BYTES")]
+    web_max_inflight_request_bytes: Option<u64>,
     /// Serve the latest value of every translated series in the Prometheus
     /// text format on this address (conventionally :8889); off by default.
     #[arg(long = "prometheus-exporter.listen-address", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_LISTEN_ADDRESS")]
@@ -134,6 +138,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(n) = cli.web_max_concurrent_requests {
         cfg.http_server.max_concurrent_requests = n;
+    }
+    if let Some(n) = cli.web_max_inflight_request_bytes {
+        cfg.http_server.max_inflight_request_bytes = n;
     }
     if let Some(a) = cli.prometheus_exporter_listen_address {
         cfg.prometheus_exporter.listen_address = Some(a);
