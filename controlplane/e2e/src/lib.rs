@@ -301,6 +301,46 @@ impl Cluster {
     }
 }
 
+/// A tmpfs of `bytes` mounted on `dir` (unmounted on drop); None where
+/// mounting is not permitted.
+pub struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, bytes: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+
+    /// Fills the disk, leaving about `leave` bytes free.
+    pub fn fill(&self, leave: u64) {
+        let free = free_bytes(&self.0);
+        let filler = vec![0u8; free.saturating_sub(leave) as usize];
+        std::fs::write(self.0.join("filler"), filler).expect("fill");
+    }
+
+    pub fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Bytes free on the filesystem holding `p` (`df`).
+pub fn free_bytes(p: &Path) -> u64 {
+    let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(p).output().expect("df");
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df output")
+}
+
 /// All samples of series matching `__name__=name` on one node, keyed by series labels.
 pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut client = StoreClient::connect(format!("http://{grpc_addr}"))

@@ -11,7 +11,10 @@
 //!   1–4 s while blocks are cut every ten seconds, then restored;
 //! - a network partition of one node from its peers for 1–4 s (a TCP proxy
 //!   in front of each node's gRPC port, see `Partitions`); a partitioned
-//!   leader must stop claiming leadership within 3 s.
+//!   leader must stop claiming leadership within 3 s;
+//! - the disk of one node filled (each node's directory is a small tmpfs):
+//!   it must stop and exit non-zero within 30 s, then space returns and the
+//!   node is restarted.
 //!
 //! After healing, the checker reads everything back through each replica's
 //! StoreAPI and through the querier (heads and, through a store gateway,
@@ -62,6 +65,12 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
     let mut rng = SeededRng(seed);
 
     let dir = test_dir();
+    // Each node's directory on a small disk of its own, for the disk-full
+    // fault (tmpfs takes only the memory in use).
+    let disks: Vec<SmallDisk> =
+        (1..=3).filter_map(|id| SmallDisk::mount(&dir.path().join(format!("node-{id}")), 256 << 20)).collect();
+    let disk_full =
+        required("permission to mount a tmpfs for the disk-full fault (run the tests as root)", disks.len() == 3);
     // Blocks of ten seconds: the writers' timestamps follow the wall clock,
     // so blocks are cut and uploaded (or retried) throughout the schedule.
     let (mut cluster, partitions) = Cluster::start_partitionable(
@@ -129,15 +138,18 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
     let started = Instant::now();
     let mut applied: BTreeMap<&str, usize> = BTreeMap::new();
     let mut worst_step_down = Duration::ZERO;
+    let mut worst_disk_exit = Duration::ZERO;
     for i in 0..faults {
         tokio::time::sleep(rng.millis(200, 1000)).await;
         let leader = cluster.wait_leader(None, Duration::from_secs(60)).await;
         let victim = if rng.below(2) == 0 { leader } else { 1 + rng.below(3) };
-        let kind = match rng.below(6) {
+        let kind = match rng.below(7) {
             0 | 1 => "kill",
             2 | 3 => "pause",
             4 => "partition",
-            _ => "objstore",
+            5 => "objstore",
+            _ if disk_full => "disk-full",
+            _ => "kill",
         };
         *applied.entry(kind).or_default() += 1;
         match kind {
@@ -182,6 +194,33 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
                 }
                 tokio::time::sleep(cut.saturating_sub(started.elapsed())).await;
                 partitions.heal();
+            }
+            "disk-full" => {
+                eprintln!("fault {i}: disk full on node {victim} (leader {leader})");
+                let disk = &disks[(victim - 1) as usize];
+                let filled = Instant::now();
+                disk.fill(64 << 10);
+                // Its next Raft log or state write fails: the node stops
+                // and exits non-zero (no zombie), within 30 s.
+                let status = loop {
+                    if let Some(s) = cluster.node(victim).proc.as_mut().and_then(|p| p.exit_status()) {
+                        break s;
+                    }
+                    let log = cluster.nodes[(victim - 1) as usize].proc.as_ref().map(|p| p.log_tail());
+                    assert!(
+                        filled.elapsed() < Duration::from_secs(30),
+                        "fault {i}: node {victim} still running 30 s after its disk filled:\n{}",
+                        log.unwrap_or_default()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                assert!(!status.success(), "fault {i}: node {victim} exited with {status} on a full disk");
+                worst_disk_exit = worst_disk_exit.max(filled.elapsed());
+                // Space returns; the supervisor restarts it.
+                disk.free();
+                let log_dir = cluster.dir.clone();
+                cluster.node(victim).proc = None;
+                cluster.node(victim).start(&log_dir);
             }
             _ => {
                 let out = rng.millis(1000, 4000);
@@ -245,7 +284,7 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
         "fault schedule done: seed {seed}; {faults} faults ({applied:?}) in {:.1} s; {} blocks uploaded; \
          {checked} acknowledged samples checked through 4 views ({} refused with a 400); \
          worst gap between acknowledgements {:?}; a partitioned leader stopped claiming leadership within \
-         {worst_step_down:?}",
+         {worst_step_down:?}; a node on a full disk exited within {worst_disk_exit:?}",
         schedule_took.as_secs_f64(),
         blocks.len(),
         histories.iter().map(|h| h.refused).sum::<usize>(),

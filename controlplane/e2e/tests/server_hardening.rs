@@ -6,7 +6,6 @@
 //! node holds every acknowledged sample.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use controlplane_e2e::*;
@@ -154,45 +153,6 @@ async fn slow_clients_are_disconnected_by_every_http_server() {
     let text = r.text().await.unwrap_or_default();
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("over the limit"), "{text}");
-}
-
-/// A tmpfs of `bytes` mounted on `dir` (unmounted on drop); None where
-/// mounting is not permitted.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, bytes: u64) -> Option<SmallDisk> {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then(|| SmallDisk(dir.to_path_buf()))
-    }
-
-    /// Fills the disk, leaving about `leave` bytes free.
-    fn fill(&self, leave: u64) {
-        let free = free_bytes(&self.0);
-        let filler = vec![0u8; free.saturating_sub(leave) as usize];
-        std::fs::write(self.0.join("filler"), filler).expect("fill");
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.0.join("filler")).expect("remove filler");
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn free_bytes(p: &Path) -> u64 {
-    let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(p).output().expect("df");
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df output")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
