@@ -290,19 +290,21 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     let cpu: Option<f64> =
         b.pids.iter().zip(cpu_before).map(|(p, before)| Some(cpu_seconds(*p)? - before?)).sum::<Option<f64>>();
     println!(
-        "bench write: {} samples acknowledged, {} rejected in {:.2}s = {:.0} samples/s; request latency p50 {} p99 {}{}",
+        "bench write: {} samples acknowledged, {} rejected in {:.2}s = {:.0} samples/s; request latency p50 {} p99 {} p99.9 {} max {}{}",
         ok,
         rejected,
         secs,
         ok as f64 / secs,
         ms(quantile_us(&lat, 0.5)),
         ms(quantile_us(&lat, 0.99)),
+        ms(quantile_us(&lat, 0.999)),
+        ms(quantile_us(&lat, 1.0)),
         cpu.map(|c| format!("; server CPU {:.2}s = {:.3} µs/sample", c, c * 1e6 / ok.max(1) as f64))
             .unwrap_or_default()
     );
     println!(
         "{}",
-        serde_json::json!({"bench": "write", "url": b.url, "series": series.len(), "samples_ok": ok, "samples_rejected": rejected, "seconds": secs, "samples_per_second": ok as f64 / secs, "p50_ms": quantile_us(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": quantile_us(&lat, 0.99).as_secs_f64() * 1e3, "server_cpu_seconds": cpu})
+        serde_json::json!({"bench": "write", "url": b.url, "series": series.len(), "samples_ok": ok, "samples_rejected": rejected, "seconds": secs, "samples_per_second": ok as f64 / secs, "p50_ms": quantile_us(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": quantile_us(&lat, 0.99).as_secs_f64() * 1e3, "p999_ms": quantile_us(&lat, 0.999).as_secs_f64() * 1e3, "max_ms": quantile_us(&lat, 1.0).as_secs_f64() * 1e3, "server_cpu_seconds": cpu})
     );
     for e in errors.iter().take(5) {
         eprintln!("  error: {e}");

@@ -11,6 +11,7 @@
 //! deterministic so every Raft replica holds the same head.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use strata_model::{Labels, Limits, Matcher};
@@ -49,7 +50,24 @@ impl Default for HeadConfig {
 struct ClosedChunk {
     min_t: i64,
     max_t: i64,
-    data: Vec<u8>,
+    /// Immutable once closed: shared, not copied, by snapshots
+    /// ([`Head::freeze`]). Serialized as a byte vector.
+    #[serde(with = "shared_bytes")]
+    data: Arc<[u8]>,
+}
+
+/// `Arc<[u8]>` in the wire form of a `Vec<u8>` (bincode: length, bytes).
+mod shared_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        Vec::<u8>::deserialize(d).map(Arc::from)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,7 +171,7 @@ impl MemSeries {
         let mut out = Vec::new();
         for c in &self.closed {
             if c.max_t >= min_t && c.min_t <= max_t {
-                out.push((c.min_t, c.max_t, c.data.clone()));
+                out.push((c.min_t, c.max_t, c.data.to_vec()));
             }
         }
         if self.open.num_samples() > 0 && self.open.max_time() >= min_t && self.open.min_time() <= max_t {
@@ -378,7 +396,7 @@ impl TenantHead {
                     series.closed.push(ClosedChunk {
                         min_t: full.min_time(),
                         max_t: full.max_time(),
-                        data: full.bytes().to_vec(),
+                        data: full.bytes().into(),
                     });
                 }
                 series.open.append(s.timestamp, s.value);
@@ -567,6 +585,16 @@ struct HeadSnapshot {
     metadata: Vec<Vec<(String, FamilyMetadata)>>,
     /// Per tenant, its exemplars (series refs as in `tenants[i].series`).
     exemplars: Vec<Vec<(u32, StoredExemplar)>>,
+}
+
+/// A frozen copy of the head ([`Head::freeze`]).
+pub struct HeadView(HeadSnapshot);
+
+impl HeadView {
+    /// The snapshot bytes ([`Head::restore`] reads them).
+    pub fn encode(&self) -> Result<Vec<u8>, bincode::Error> {
+        bincode::serialize(&self.0)
+    }
 }
 
 /// Snapshots written before metadata was kept.
@@ -784,7 +812,15 @@ impl Head {
 
     /// Serializes the whole head (deterministic for identical heads).
     pub fn snapshot(&self) -> Result<Vec<u8>, bincode::Error> {
-        let snap = HeadSnapshot {
+        self.freeze().encode()
+    }
+
+    /// The head as of now, for a snapshot taken without holding the head:
+    /// closed chunks are shared (immutable), only open chunks, labels,
+    /// metadata and exemplars are copied. [`HeadView::encode`] then
+    /// serializes it while the head goes on taking writes.
+    pub fn freeze(&self) -> HeadView {
+        HeadView(HeadSnapshot {
             tenants: self
                 .tenants
                 .iter()
@@ -802,8 +838,7 @@ impl Head {
                 .map(|t| t.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .collect(),
             exemplars: self.tenants.values().map(|t| t.exemplars.iter().cloned().collect()).collect(),
-        };
-        bincode::serialize(&snap)
+        })
     }
 
     /// Replaces the head with a snapshot's content.
@@ -845,58 +880,116 @@ impl Head {
     /// them (series in label order); later samples older than `before` are
     /// rejected. Series left without samples and not written since are
     /// dropped from the index. Deterministic: every replica cuts the same.
+    ///
+    /// Runs inside a Raft apply (writes wait for it), so it touches only
+    /// what it removes: chunks wholly before `before` are decoded and
+    /// moved out, chunks wholly after it stay as they are, only a chunk
+    /// straddling `before` is re-encoded; the index is rebuilt only when
+    /// series are dropped.
     pub fn cut(&mut self, tenant: &str, before: i64) -> SeriesSamples {
         let Some(th) = self.tenants.get_mut(tenant) else { return Vec::new() };
-        let chunk_samples = self.cfg.chunk_samples;
         let mut out: SeriesSamples = Vec::new();
-        let mut kept: Vec<MemSeries> = Vec::with_capacity(th.series.len());
         let mut min_t = i64::MAX;
-        // Old series ref → its ref in the fresh head (None: dropped).
-        let mut remap: Vec<Option<u32>> = vec![None; th.series.len()];
-        for (old_ref, s) in std::mem::take(&mut th.series).into_iter().enumerate() {
-            let all = s.samples(i64::MIN, i64::MAX);
-            let split = all.partition_point(|(t, _)| *t < before);
-            if split > 0 {
-                out.push((s.labels.clone(), all[..split].to_vec()));
+        let mut dropped = false;
+        // Old series ref → its ref after the cut (None: dropped).
+        let mut remap: Vec<Option<u32>> = Vec::with_capacity(th.series.len());
+        let mut next_ref = 0u32;
+        for s in th.series.iter_mut() {
+            let removed = s.cut_before(before);
+            if !removed.is_empty() {
+                out.push((s.labels.clone(), removed));
             }
-            if split == all.len() && s.last_t < before {
-                continue;
-            }
-            let mut ns = MemSeries::new(s.labels);
-            for &(t, v) in &all[split..] {
-                if ns.open.num_samples() >= chunk_samples {
-                    let full = std::mem::take(&mut ns.open);
-                    ns.closed.push(ClosedChunk {
-                        min_t: full.min_time(),
-                        max_t: full.max_time(),
-                        data: full.bytes().to_vec(),
-                    });
+            match s.min_time() {
+                Some(t) => min_t = min_t.min(t),
+                None if s.last_t < before => {
+                    dropped = true;
+                    remap.push(None);
+                    continue;
                 }
-                ns.open.append(t, v);
-                min_t = min_t.min(t);
+                None => {}
             }
-            ns.last_t = s.last_t;
-            ns.last_v = s.last_v;
-            remap[old_ref] = Some(kept.len() as u32);
-            kept.push(ns);
+            remap.push(Some(next_ref));
+            next_ref += 1;
         }
-        let mut fresh = TenantHead::new();
-        for s in kept {
-            let r = fresh.add_series(s.labels.clone());
-            fresh.series[r as usize] = s;
+        th.min_t = min_t;
+        th.cut_before = th.cut_before.max(before);
+        if dropped {
+            let mut fresh = TenantHead::new();
+            for (s, r) in std::mem::take(&mut th.series).into_iter().zip(&remap) {
+                if r.is_some() {
+                    let nr = fresh.add_series(s.labels.clone());
+                    fresh.series[nr as usize] = s;
+                }
+            }
+            fresh.max_t = th.max_t;
+            fresh.min_t = th.min_t;
+            fresh.cut_before = th.cut_before;
+            fresh.metadata = std::mem::take(&mut th.metadata);
+            fresh.exemplars = std::mem::take(&mut th.exemplars)
+                .into_iter()
+                .filter_map(|(r, e)| remap.get(r as usize).copied().flatten().map(|nr| (nr, e)))
+                .collect();
+            fresh.rebuild_exemplar_last();
+            *th = fresh;
         }
-        fresh.max_t = th.max_t;
-        fresh.min_t = min_t;
-        fresh.cut_before = th.cut_before.max(before);
-        fresh.metadata = std::mem::take(&mut th.metadata);
-        fresh.exemplars = std::mem::take(&mut th.exemplars)
-            .into_iter()
-            .filter_map(|(r, e)| remap.get(r as usize).copied().flatten().map(|nr| (nr, e)))
-            .collect();
-        fresh.rebuild_exemplar_last();
-        *th = fresh;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+}
+
+impl MemSeries {
+    /// Oldest sample held, if any.
+    fn min_time(&self) -> Option<i64> {
+        let chunked = match self.closed.first() {
+            Some(c) => Some(c.min_t),
+            None => (self.open.num_samples() > 0).then(|| self.open.min_time()),
+        };
+        match (chunked, self.ooo.keys().next()) {
+            (Some(a), Some(&b)) => Some(a.min(b)),
+            (a, b) => a.or(b.copied()),
+        }
+    }
+
+    /// Removes and returns the samples with `t < before`, in time order.
+    fn cut_before(&mut self, before: i64) -> Vec<(i64, f64)> {
+        let mut removed = Vec::new();
+        let mut kept_closed = Vec::with_capacity(self.closed.len());
+        for c in std::mem::take(&mut self.closed) {
+            if c.min_t >= before {
+                kept_closed.push(c);
+                continue;
+            }
+            let samples = chunk::decode(&c.data).unwrap_or_default();
+            if c.max_t < before {
+                removed.extend(samples);
+                continue;
+            }
+            // Straddles `before`: split, re-encode what stays.
+            let split = samples.partition_point(|(t, _)| *t < before);
+            removed.extend_from_slice(&samples[..split]);
+            let mut rest = XorChunk::new();
+            for &(t, v) in &samples[split..] {
+                rest.append(t, v);
+            }
+            kept_closed.push(ClosedChunk { min_t: rest.min_time(), max_t: rest.max_time(), data: rest.bytes().into() });
+        }
+        self.closed = kept_closed;
+        if self.open.num_samples() > 0 && self.open.min_time() < before {
+            let samples = self.open.samples();
+            let split = samples.partition_point(|(t, _)| *t < before);
+            removed.extend_from_slice(&samples[..split]);
+            let mut rest = XorChunk::new();
+            for &(t, v) in &samples[split..] {
+                rest.append(t, v);
+            }
+            self.open = rest;
+        }
+        if self.ooo.first_key_value().is_some_and(|(t, _)| *t < before) {
+            let kept = self.ooo.split_off(&before);
+            removed.extend(std::mem::replace(&mut self.ooo, kept).into_iter().map(|(t, v)| (t, f64::from_bits(v))));
+            removed.sort_by_key(|s| s.0);
+        }
+        removed
     }
 }
 
@@ -1030,6 +1123,51 @@ mod tests {
         h2.cut("t", 2500);
         h2.append("t", &req(vec![ts(&[("__name__", "a")], &[(2400, 9.0), (4000, 4.0)])]));
         assert_eq!(h.snapshot().unwrap(), h2.snapshot().unwrap());
+    }
+
+    /// A cut inside an apply touches only what it removes: closed chunks
+    /// after `before` stay the same allocation, the chunk straddling it is
+    /// split, out-of-order samples on both sides go where they belong, and
+    /// every sample is either cut or kept, once.
+    #[test]
+    fn cut_keeps_later_chunks_as_they_are() {
+        let mut h = Head::new(HeadConfig { chunk_samples: 4, ooo_window_ms: 60_000, ..Default::default() });
+        // 0..20 s in order (chunks [0,3] [4,7] [8,11] [12,15] closed, [16,19] open),
+        // then out-of-order samples at 2.5 s and 12.5 s.
+        let in_order: Vec<(i64, f64)> = (0..20).map(|k| (k * 1000, k as f64)).collect();
+        for &(t, v) in &in_order {
+            h.append("t", &req(vec![ts(&[("__name__", "a")], &[(t, v)])]));
+        }
+        let out = h.append("t", &req(vec![ts(&[("__name__", "a")], &[(2500, 0.5), (12_500, 0.25)])]));
+        assert_eq!(out.samples_written, 2, "{:?}", out.errors);
+        let later: Vec<Arc<[u8]>> = h.tenants["t"].series[0].closed[2..].iter().map(|c| c.data.clone()).collect();
+        let cut = h.cut("t", 9500);
+        let want_cut: Vec<(i64, f64)> = {
+            let mut v: Vec<(i64, f64)> = in_order[..10].to_vec();
+            v.push((2500, 0.5));
+            v.sort_by_key(|x| x.0);
+            v
+        };
+        assert_eq!(cut, vec![(Labels::from_pairs(vec![("__name__".into(), "a".into())]), want_cut)]);
+        let s = &h.tenants["t"].series[0];
+        // [8,11] straddled 9.5 s: split, [10,11] re-encoded; [12,15] kept as is.
+        assert_eq!((s.closed[0].min_t, s.closed[0].max_t), (10_000, 11_000));
+        assert!(Arc::ptr_eq(&s.closed[1].data, &later[1]), "a later chunk was copied");
+        let left = h.select("t", &[m("__name__", MatchOp::Equal, "a")], i64::MIN, i64::MAX, false);
+        let mut want_left: Vec<(i64, f64)> = in_order[10..].to_vec();
+        want_left.push((12_500, 0.25));
+        want_left.sort_by_key(|x| x.0);
+        assert_eq!(left[0].1, want_left);
+        assert_eq!(h.tenant_ranges()[0].min_t, 10_000);
+        // Appends go on after the cut, and a restored copy equals it.
+        h.append("t", &req(vec![ts(&[("__name__", "a")], &[(20_000, 20.0)])]));
+        let mut r = Head::new(HeadConfig { chunk_samples: 4, ooo_window_ms: 60_000, ..Default::default() });
+        r.restore(&h.snapshot().unwrap()).unwrap();
+        assert_eq!(r.snapshot().unwrap(), h.snapshot().unwrap());
+        // Cutting everything empties the open chunk too.
+        let rest = h.cut("t", 100_000);
+        assert_eq!(rest[0].1.len(), want_left.len() + 1);
+        assert!(h.select("t", &[m("__name__", MatchOp::Equal, "a")], i64::MIN, i64::MAX, false).is_empty());
     }
 
     #[test]

@@ -147,6 +147,61 @@ fn encode_body(body: &SnapshotBody) -> Result<Vec<u8>, bincode::Error> {
     Ok(out)
 }
 
+/// The state as of one applied index, captured under the state lock at
+/// the cost of sharing (closed head chunks, cut blocks) rather than
+/// copying; [`SnapshotView::encode`] serializes it after the lock is
+/// released, so writes go on meanwhile.
+struct SnapshotView {
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    head: strata_head::head::HeadView,
+    pending: Vec<FrozenBlock>,
+}
+
+/// [`PendingWire`]'s wire form, borrowed (same variants in the same order).
+#[derive(Serialize)]
+enum PendingOut<'a> {
+    Memory { id: &'a str, tenant: &'a str, min_t: i64, before: i64, series: &'a SeriesSamples },
+    OnDisk { id: &'a str, tenant: &'a str, min_t: i64, before: i64 },
+}
+
+/// [`SnapshotBody`]'s wire form, borrowed.
+#[derive(Serialize)]
+struct SnapshotBodyOut<'a> {
+    last_applied: &'a Option<LogId>,
+    membership: &'a StoredMembership<NodeId, openraft::BasicNode>,
+    head: &'a [u8],
+    pending: Vec<PendingOut<'a>>,
+}
+
+impl SnapshotView {
+    /// The body bytes, as [`encode_body`] writes them.
+    fn encode(&self) -> Result<Vec<u8>, bincode::Error> {
+        let head = self.head.encode()?;
+        let pending = self
+            .pending
+            .iter()
+            .map(|b| {
+                let (id, tenant, min_t, before) = (b.id.as_str(), b.tenant.as_str(), b.min_t, b.before);
+                match &b.data {
+                    FrozenData::Memory(series) => PendingOut::Memory { id, tenant, min_t, before, series },
+                    FrozenData::Spilled(_) => PendingOut::OnDisk { id, tenant, min_t, before },
+                }
+            })
+            .collect();
+        let body =
+            SnapshotBodyOut { last_applied: &self.last_applied, membership: &self.membership, head: &head, pending };
+        let mut out = BODY_MAGIC.to_vec();
+        bincode::serialize_into(&mut out, &body)?;
+        Ok(out)
+    }
+
+    /// Ids of the spilled blocks the body refers to.
+    fn on_disk_ids(&self) -> std::collections::BTreeSet<String> {
+        self.pending.iter().filter(|b| matches!(b.data, FrozenData::Spilled(_))).map(|b| b.id.clone()).collect()
+    }
+}
+
 /// Pending blocks of snapshots written before blocks were spilled.
 #[derive(Deserialize)]
 struct FrozenBlockV2 {
@@ -265,23 +320,14 @@ impl SmState {
         Ok(())
     }
 
-    /// The snapshot body of this state: spilled blocks by reference.
-    fn body(&self, head: Vec<u8>) -> SnapshotBody {
-        let pending = self
-            .blocks
-            .pending
-            .values()
-            .map(|b| {
-                let (id, tenant, min_t, before) = (b.id.clone(), b.tenant.clone(), b.min_t, b.before);
-                match &b.data {
-                    FrozenData::Memory(series) => {
-                        PendingWire::Memory { id, tenant, min_t, before, series: series.as_ref().clone() }
-                    }
-                    FrozenData::Spilled(_) => PendingWire::OnDisk { id, tenant, min_t, before },
-                }
-            })
-            .collect();
-        SnapshotBody { last_applied: self.last_applied, membership: self.membership.clone(), head, pending }
+    /// The state as of now, cheaply ([`SnapshotView`]).
+    fn view(&self) -> SnapshotView {
+        SnapshotView {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            head: self.head.freeze(),
+            pending: self.blocks.pending.values().cloned().collect(),
+        }
     }
 }
 
@@ -464,17 +510,23 @@ fn apply_write(head: &mut Head, tenant: &str, bytes: &[u8]) -> AppendOutcome {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_applied, membership) = {
+        // Under the state lock only the cheap capture; the serialization
+        // runs after it is released, so applies (writes) do not wait.
+        let view = {
             let st = self.state.read().await;
-            let head = tokio::task::block_in_place(|| st.head.snapshot()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let body = st.body(head);
+            let view = tokio::task::block_in_place(|| st.view());
             // The new file will refer to these; the old one to the previous
-            // set: keep both until the rename (a crash in between leaves either).
+            // set: keep both until the rename (a crash in between leaves
+            // either). Set before the lock is released, so the spill GC
+            // never sees a captured block as unreferenced.
             let mut refs = self.snapshot_refs();
-            refs.extend(on_disk_ids(&body));
+            refs.extend(view.on_disk_ids());
             self.set_snapshot_refs(refs);
-            (encode_body(&body).map_err(|e| sm_err(ErrorVerb::Read, e))?, st.last_applied, st.membership.clone())
+            view
         };
+        let data = tokio::task::block_in_place(|| view.encode()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let (last_applied, membership, refs) = (view.last_applied, view.membership.clone(), view.on_disk_ids());
+        drop(view);
         let idx = self.snapshot_idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{idx}", l.leader_id, l.index),
@@ -483,9 +535,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         tokio::task::block_in_place(|| self.save_snapshot_file(&meta, &data))
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        if let Ok(body) = decode_body(&data) {
-            self.set_snapshot_refs(on_disk_ids(&body));
-        }
+        self.set_snapshot_refs(refs);
         tracing::info!(bytes = data.len(), last = ?last_applied, "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -602,9 +652,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.membership = meta.last_membership.clone();
             self.recount_pending(&st);
             // Kept on disk with references to the block files just written.
-            let head = tokio::task::block_in_place(|| st.head.snapshot()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            encode_body(&st.body(head)).map_err(|e| sm_err(ErrorVerb::Write, e))?
+            tokio::task::block_in_place(|| st.view())
         };
+        let local = tokio::task::block_in_place(|| local.encode()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let mut all = self.snapshot_refs();
         all.extend(refs.iter().cloned());
         self.set_snapshot_refs(all);
@@ -730,6 +780,62 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("a").join(SPILL_DIR)).unwrap();
         let err = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").err().unwrap().to_string();
         assert!(err.contains("pending block b-") && err.contains("resync"), "{err}");
+    }
+
+    /// The view captured under the lock encodes to exactly the body the
+    /// owned form encodes (one wire format, old snapshots still read), and
+    /// the head it froze is unaffected by writes applied after the capture.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_view_encodes_like_the_owned_body_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 600_000;
+        let mut a = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").unwrap();
+        a.apply(vec![
+            entry(1, write(t0, 20, 300)),
+            entry(2, Request::CutBlock { tenant: "t1".into(), before: t0 + 100_000 }),
+        ])
+        .await
+        .unwrap();
+        // One cut block spilled, one in memory: both wire variants.
+        assert!(a.spill_pending().await.iter().all(|r| r.is_ok()));
+        a.apply(vec![entry(3, Request::CutBlock { tenant: "t1".into(), before: t0 + 200_000 })]).await.unwrap();
+        let (view, owned) = {
+            let st = a.state.read().await;
+            let head = st.head.snapshot().unwrap();
+            let pending = st
+                .blocks
+                .pending
+                .values()
+                .map(|b| match &b.data {
+                    FrozenData::Memory(series) => PendingWire::Memory {
+                        id: b.id.clone(),
+                        tenant: b.tenant.clone(),
+                        min_t: b.min_t,
+                        before: b.before,
+                        series: series.as_ref().clone(),
+                    },
+                    FrozenData::Spilled(_) => PendingWire::OnDisk {
+                        id: b.id.clone(),
+                        tenant: b.tenant.clone(),
+                        min_t: b.min_t,
+                        before: b.before,
+                    },
+                })
+                .collect();
+            let owned =
+                SnapshotBody { last_applied: st.last_applied, membership: st.membership.clone(), head, pending };
+            (st.view(), encode_body(&owned).unwrap())
+        };
+        assert!(view.pending.iter().any(|b| matches!(b.data, FrozenData::Spilled(_))));
+        assert!(view.pending.iter().any(|b| matches!(b.data, FrozenData::Memory(_))));
+        // Writes applied after the capture change the head, not the view.
+        a.apply(vec![entry(4, write(t0 + 300_000, 20, 100))]).await.unwrap();
+        let encoded = view.encode().unwrap();
+        assert_eq!(encoded, owned, "the view's bytes differ from the owned body's");
+        let body = decode_body(&encoded).unwrap();
+        assert_eq!(body.last_applied.map(|l| l.index), Some(3));
+        assert_eq!(on_disk_ids(&body), view.on_disk_ids());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

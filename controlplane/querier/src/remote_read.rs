@@ -54,6 +54,55 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Chunk bytes per streamed frame at most (as Prometheus cuts them: a
+/// series with more is sent in several frames).
+const FRAME_CHUNK_BYTES: usize = 1 << 20;
+
+fn labels_proto(l: &strata_promql::Labels) -> Vec<Label> {
+    l.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect()
+}
+
+/// One series as STREAMED_XOR_CHUNKS frames: `uvarint len | crc32c BE |
+/// ChunkedReadResponse`.
+fn series_frames(query_index: i64, labels: &strata_promql::Labels, samples: &[(i64, f64)]) -> Vec<Bytes> {
+    let frame = |chunks: Vec<Chunk>| {
+        let msg = ChunkedReadResponse {
+            chunked_series: vec![ChunkedSeries { labels: labels_proto(labels), chunks }],
+            query_index,
+        };
+        let data = msg.encode_to_vec();
+        let mut frame = Vec::with_capacity(data.len() + 14);
+        put_uvarint(&mut frame, data.len() as u64);
+        frame.extend_from_slice(&crc32c(&data).to_be_bytes());
+        frame.extend_from_slice(&data);
+        Bytes::from(frame)
+    };
+    let mut frames = Vec::new();
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut bytes = 0usize;
+    for part in samples.chunks(SAMPLES_PER_CHUNK) {
+        let mut c = strata_head::chunk::XorChunk::new();
+        for &(t, v) in part {
+            c.append(t, v);
+        }
+        bytes += c.bytes().len();
+        chunks.push(Chunk {
+            min_time_ms: part[0].0,
+            max_time_ms: part[part.len() - 1].0,
+            r#type: chunk::Encoding::Xor as i32,
+            data: c.bytes().to_vec().into(),
+        });
+        if bytes >= FRAME_CHUNK_BYTES {
+            frames.push(frame(std::mem::take(&mut chunks)));
+            bytes = 0;
+        }
+    }
+    if !chunks.is_empty() || frames.is_empty() {
+        frames.push(frame(chunks));
+    }
+    frames
+}
+
 pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, body: Bytes) -> Response {
     // The decompressed size is checked before anything is allocated: a
     // small body may claim gigabytes.
@@ -108,40 +157,20 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
             Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("remote read: {e}")),
         }
     }
-    let labels = |l: &strata_promql::Labels| -> Vec<Label> {
-        l.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect()
-    };
     if streamed {
-        let mut out = Vec::new();
-        for (qi, series) in results.iter().enumerate() {
-            for s in series {
-                let mut chunks = Vec::new();
-                for part in s.samples.chunks(SAMPLES_PER_CHUNK) {
-                    let mut c = strata_head::chunk::XorChunk::new();
-                    for &(t, v) in part {
-                        c.append(t, v);
-                    }
-                    chunks.push(Chunk {
-                        min_time_ms: part[0].0,
-                        max_time_ms: part[part.len() - 1].0,
-                        r#type: chunk::Encoding::Xor as i32,
-                        data: c.bytes().to_vec().into(),
-                    });
-                }
-                let msg = ChunkedReadResponse {
-                    chunked_series: vec![ChunkedSeries { labels: labels(&s.labels), chunks }],
-                    query_index: qi as i64,
-                };
-                let data = msg.encode_to_vec();
-                put_uvarint(&mut out, data.len() as u64);
-                out.extend_from_slice(&crc32c(&data).to_be_bytes());
-                out.extend_from_slice(&data);
-            }
-        }
+        // Frames are encoded as the body is sent, one series (or, for a long
+        // series, up to FRAME_CHUNK_BYTES of its chunks) at a time, and each
+        // series' samples are dropped once framed: the answer is never held
+        // twice, and the client reads the first frame while the rest are
+        // encoded.
+        let frames = results.into_iter().enumerate().flat_map(|(qi, series)| {
+            series.into_iter().flat_map(move |s| series_frames(qi as i64, &s.labels, &s.samples))
+        });
+        let body = Body::from_stream(futures::stream::iter(frames.map(Ok::<_, std::convert::Infallible>)));
         return (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse")],
-            Body::from(out),
+            body,
         )
             .into_response();
     }
@@ -152,7 +181,7 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
                 timeseries: series
                     .into_iter()
                     .map(|s| TimeSeries {
-                        labels: labels(&s.labels),
+                        labels: labels_proto(&s.labels),
                         samples: s.samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
                         ..Default::default()
                     })
@@ -177,5 +206,44 @@ mod tests {
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(super::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    /// A long series goes out in several frames of about 1 MiB of chunks,
+    /// each a valid `uvarint | crc32c | ChunkedReadResponse`, together
+    /// holding every sample once; an empty series is one empty frame.
+    #[test]
+    fn long_series_are_split_into_bounded_frames() {
+        use prost::Message;
+        let labels = strata_promql::Labels::from_sorted_or_sort(vec![("__name__".into(), "x".into())]);
+        let samples: Vec<(i64, f64)> = (0..1_200_000).map(|k| (k * 15_000, ((k * 7919) % 1000) as f64 + 0.5)).collect();
+        let frames = super::series_frames(3, &labels, &samples);
+        assert!(frames.len() >= 2, "{} frames", frames.len());
+        let mut back = Vec::new();
+        for f in &frames {
+            let (mut len, mut shift, mut at) = (0u64, 0, 0);
+            loop {
+                let b = f[at];
+                len |= ((b & 0x7f) as u64) << shift;
+                at += 1;
+                if b < 0x80 {
+                    break;
+                }
+                shift += 7;
+            }
+            let crc = u32::from_be_bytes(f[at..at + 4].try_into().unwrap());
+            let data = &f[at + 4..];
+            assert_eq!(data.len() as u64, len);
+            assert_eq!(super::crc32c(data), crc);
+            let msg = super::ChunkedReadResponse::decode(data).unwrap();
+            assert_eq!(msg.query_index, 3);
+            let bytes: usize = msg.chunked_series[0].chunks.iter().map(|c| c.data.len()).sum();
+            assert!(bytes < super::FRAME_CHUNK_BYTES + 4096, "frame of {bytes} chunk bytes");
+            for c in &msg.chunked_series[0].chunks {
+                back.extend(strata_head::chunk::decode(&c.data).unwrap());
+            }
+        }
+        assert_eq!(back, samples);
+        let empty = super::series_frames(0, &labels, &[]);
+        assert_eq!(empty.len(), 1);
     }
 }
