@@ -12,6 +12,7 @@
 #
 #   bash loadgen/bench/stalls.sh [SERIES] [HISTORY] [SNAPSHOT_LOGS] [CUT_EVERY]
 #
+# RUNS="snapshots cuts" runs a subset (default: quiet snapshots cuts compare).
 # STRATA_BIN=/path/to/strata runs another build of the ingester (e.g. one
 # from before a change) with the same load generator.
 set -euo pipefail
@@ -40,9 +41,13 @@ run_strata() { # name extra-flags...
   echo "   snapshots built: $(grep -c 'built snapshot' "$W/s.log" || true), blocks cut: $(grep -c 'cut block' "$W/s.log" || true), RSS $(($(awk '/VmRSS/{print $2}' /proc/$p/status) / 1024)) MiB"
   kill $p; wait $p 2>/dev/null || true
 }
-run_strata "quiet" --raft.snapshot-logs 100000000 --block.duration 24h
-run_strata "snapshots every $SNAPSHOT_LOGS entries" --raft.snapshot-logs "$SNAPSHOT_LOGS" --block.duration 24h
-run_strata "cuts every $CUT_EVERY" --raft.snapshot-logs 100000000 --block.duration "$CUT_EVERY" --block.grace 1m
+RUNS="${RUNS:-quiet snapshots cuts compare}"  # a subset re-runs only those
+for run in $RUNS; do case $run in
+  quiet) run_strata "quiet" --raft.snapshot-logs 100000000 --block.duration 24h ;;
+  snapshots) run_strata "snapshots every $SNAPSHOT_LOGS entries" --raft.snapshot-logs "$SNAPSHOT_LOGS" --block.duration 24h ;;
+  cuts) run_strata "cuts every $CUT_EVERY" --raft.snapshot-logs 100000000 --block.duration "$CUT_EVERY" --block.grace 1m ;;
+esac; done
+[[ " $RUNS " == *" compare "* ]] || exit 0
 
 if command -v prometheus >/dev/null; then
   printf 'global:\n  scrape_interval: 15s\n' > "$W/prom.yml"
