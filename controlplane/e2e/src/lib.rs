@@ -341,6 +341,42 @@ pub fn free_bytes(p: &Path) -> u64 {
     String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df output")
 }
 
+/// A remote read of every series (`__name__=~".+"`) over `[lo, hi]`
+/// answered with `kind`; returns the status and the body as text.
+pub async fn remote_read_everything(
+    client: &reqwest::Client,
+    base: &str,
+    lo: i64,
+    hi: i64,
+    kind: strata_proto::prometheus::read_request::ResponseType,
+) -> (u16, String) {
+    use prost::Message;
+    use strata_proto::prometheus::{LabelMatcher, Query, ReadRequest, label_matcher};
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: lo,
+            end_timestamp_ms: hi,
+            matchers: vec![LabelMatcher {
+                r#type: label_matcher::Type::Re as i32,
+                name: "__name__".into(),
+                value: ".+".into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![kind as i32],
+    };
+    let r = client
+        .post(format!("{base}/api/v1/read"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(strata_proto::remote_write::compress(&req.encode_to_vec()))
+        .send()
+        .await
+        .expect("remote read");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
 /// All samples of series matching `__name__=name` on one node, keyed by series labels.
 pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut client = StoreClient::connect(format!("http://{grpc_addr}"))

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use controlplane_e2e::*;
 use object_store::ObjectStore;
-use prost::Message;
-use strata_proto::prometheus::{LabelMatcher, Query, ReadRequest, label_matcher, read_request};
+use strata_proto::prometheus::read_request;
 
 /// Series, blocks and samples per series per block: 16,000,000 samples,
 /// 256 MB as decoded (timestamp, value) pairs alone.
@@ -106,29 +105,7 @@ async fn reading_everything_ends_in_422_with_bounded_memory() {
         (read_request::ResponseType::Samples, cuts),
         (read_request::ResponseType::StreamedXorChunks, cuts),
     ] {
-        let req = ReadRequest {
-            queries: vec![Query {
-                start_timestamp_ms: lo,
-                end_timestamp_ms: hi,
-                matchers: vec![LabelMatcher {
-                    r#type: label_matcher::Type::Re as i32,
-                    name: "__name__".into(),
-                    value: ".+".into(),
-                }],
-                hints: None,
-            }],
-            accepted_response_types: vec![kind as i32],
-        };
-        let r = c
-            .post(format!("{}/api/v1/read", querier.base()))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .body(strata_proto::remote_write::compress(&req.encode_to_vec()))
-            .send()
-            .await
-            .expect("remote read");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
+        let (status, text) = remote_read_everything(&c, &querier.base(), lo, hi, kind).await;
         assert_eq!(status, 422, "{kind:?} {lo}..{hi}: {text}");
         assert!(text.contains("too many samples") && text.contains("--query.max-samples"), "{text}");
     }

@@ -232,8 +232,7 @@ async fn an_ingester_whose_disk_fills_stops_being_ready_and_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_stop_at_the_sample_limit_with_a_clear_422() {
-    use prost::Message;
-    use strata_proto::prometheus::{LabelMatcher, Query, ReadRequest, label_matcher, read_request};
+    use strata_proto::prometheus::read_request;
 
     let dir = test_dir();
     let cluster = Cluster::start(dir.path(), 1, &[]).await;
@@ -276,29 +275,7 @@ async fn reads_stop_at_the_sample_limit_with_a_clear_422() {
 
     // Remote read of everything, both response types.
     for kind in [read_request::ResponseType::Samples, read_request::ResponseType::StreamedXorChunks] {
-        let req = ReadRequest {
-            queries: vec![Query {
-                start_timestamp_ms: t0 - 1,
-                end_timestamp_ms: now + 1,
-                matchers: vec![LabelMatcher {
-                    r#type: label_matcher::Type::Re as i32,
-                    name: "__name__".into(),
-                    value: ".+".into(),
-                }],
-                hints: None,
-            }],
-            accepted_response_types: vec![kind as i32],
-        };
-        let r = c
-            .post(format!("{base}/api/v1/read"))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .body(strata_proto::remote_write::compress(&req.encode_to_vec()))
-            .send()
-            .await
-            .expect("remote read");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
+        let (status, text) = remote_read_everything(&c, &base, t0 - 1, now + 1, kind).await;
         assert_eq!(status, 422, "{kind:?}: {text}");
         assert!(text.contains("too many samples") && text.contains("--query.max-samples"), "{text}");
     }

@@ -305,7 +305,7 @@ impl SeriesPlan {
                 .values()
                 .flatten()
                 .filter(|(bi, _)| blocks[*bi].meta.min_time >= r.min_time && blocks[*bi].meta.max_time <= r.max_time)
-                .map(|&(bi, i)| blocks[bi].row_start[i as usize + 1] - blocks[bi].row_start[i as usize])
+                .map(|&(bi, i)| series_rows(&blocks[bi], i))
                 .sum();
             if inside > sample_limit {
                 return Err(too_many_samples(sample_limit, limit_flag(r, limits)));
@@ -331,10 +331,7 @@ impl SeriesPlan {
             let mut batch = Vec::new();
             let mut rows = 0u64;
             while let Some((_, refs)) = rest.peek() {
-                let n: u64 = refs
-                    .iter()
-                    .map(|&(bi, i)| blocks[bi].row_start[i as usize + 1] - blocks[bi].row_start[i as usize])
-                    .sum();
+                let n: u64 = refs.iter().map(|&(bi, i)| series_rows(&blocks[bi], i)).sum();
                 if !batch.is_empty() && (batch.len() == SERIES_PER_BATCH || rows + n > ROWS_PER_BATCH) {
                     break;
                 }
@@ -386,6 +383,11 @@ impl SeriesPlan {
         }
         Ok(())
     }
+}
+
+/// Rows (= samples) of series `i` in block `b`.
+fn series_rows(b: &BlockIndex, i: u32) -> u64 {
+    b.row_start[i as usize + 1] - b.row_start[i as usize]
 }
 
 /// Which limit a sample refusal names.
