@@ -26,6 +26,8 @@ pub struct WriteBench {
     /// Processes whose CPU time is reported per sample (the server under test).
     pub pids: Vec<u32>,
     pub headers: Vec<(String, String)>,
+    /// Requests slower than this are printed to stderr with their start time.
+    pub slow_log: Option<Duration>,
 }
 
 const BUCKETS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"];
@@ -225,7 +227,7 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for bodies in per_sender {
-        let (c, url, v2, headers) = (client.clone(), b.url.clone(), b.v2, b.headers.clone());
+        let (c, url, v2, headers, slow_log) = (client.clone(), b.url.clone(), b.v2, b.headers.clone(), b.slow_log);
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut rejected, mut lat, mut errors) = (0u64, 0u64, Vec::new(), Vec::<String>::new());
             for (body, n) in bodies {
@@ -242,9 +244,14 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
                     for (k, v) in &headers {
                         rb = rb.header(k, v);
                     }
-                    let t = Instant::now();
+                    let (t, wall) = (Instant::now(), SystemTime::now());
                     let r = rb.send().await;
-                    lat.push(t.elapsed().as_micros() as u64);
+                    let took = t.elapsed();
+                    lat.push(took.as_micros() as u64);
+                    if slow_log.is_some_and(|s| took >= s) {
+                        let at = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+                        eprintln!("slow request: started {at} ms (Unix), took {} ms", took.as_millis());
+                    }
                     match r {
                         Ok(r) if r.status().is_success() => {
                             ok += n as u64;

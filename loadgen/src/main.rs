@@ -85,6 +85,10 @@ enum BenchCmd {
         /// Extra header, name=value (e.g. X-Scope-OrgID=bench).
         #[arg(long)]
         header: Vec<String>,
+        /// Print every request slower than this (its start as Unix time in
+        /// ms and its latency) to stderr, to line stalls up with a server log.
+        #[arg(long = "slow-log", value_parser = humantime::parse_duration)]
+        slow_log: Option<Duration>,
     },
     /// OTLP/HTTP load for a collector: data points/s accepted and, with
     /// --agent-metrics, delivered end to end through remote write.
@@ -181,6 +185,7 @@ fn main() -> anyhow::Result<()> {
                         samples_per_series,
                         pid,
                         header,
+                        slow_log,
                     },
             } => {
                 let v2 = match protocol.as_str() {
@@ -211,6 +216,7 @@ fn main() -> anyhow::Result<()> {
                     v2,
                     pids: pid,
                     headers,
+                    slow_log,
                 })
                 .await
             }

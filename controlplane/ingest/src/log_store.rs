@@ -1,11 +1,11 @@
 //! Durable Raft log: a small segmented WAL of our own.
 //!
-//! Records are `len u32 | crc32 u32 | kind u8 | payload` in `wal-<seq>.log`
-//! segments: kind 1 appends entries (bincode), kind 2 truncates from an
+//! Records (`strata_wal` framing, body `kind u8 | payload`) in
+//! `wal-<seq>.log` segments: kind 1 appends entries (bincode), kind 2 truncates from an
 //! index, kind 3 purges up to a log id. Appends are fsynced before openraft
 //! is told they are durable. On open the segments are replayed; the newest
 //! one is cut at the first torn or corrupt record. The vote lives in its own
-//! file, replaced atomically (write, fsync, rename); the committed log id,
+//! file, replaced atomically (`strata_wal::replace`); the committed log id,
 //! a startup hint saved on every commit, is one checksummed record
 //! overwritten in place without fsync. Segments whose entries are all
 //! purged are deleted.
@@ -86,19 +86,12 @@ fn seg_path(dir: &Path, seq: u64) -> PathBuf {
 
 fn write_atomic<T: Serialize>(dir: &Path, name: &str, v: &T) -> io::Result<()> {
     let bytes = bincode::serialize(v).map_err(io::Error::other)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
+    strata_wal::replace(&dir.join(name), true, |w| w.write_all(&bytes))
 }
 
 /// The committed log id: a hint openraft saves on every commit (before
-/// applying), so it is overwritten in place — `crc32 u32 | len u32 |
-/// bincode` at offset 0, no fsync, no rename. Lost, stale or torn after a
+/// applying), so it is overwritten in place — one `strata_wal` record
+/// (bincode) at offset 0, no fsync, no rename. Lost, stale or torn after a
 /// crash it reads as unknown or older, which is safe: the node then learns
 /// what is committed from its log and the leader, as Raft does anyway. (It
 /// used to be replaced through a temporary file and a rename; on ext4 that
@@ -117,36 +110,26 @@ impl CommittedFile {
         let committed = match Self::decode(&buf) {
             Ok(c) => c,
             Err(why) => {
-                tracing::warn!(why, "ignoring an unreadable committed log id");
+                tracing::warn!(%why, "ignoring an unreadable committed log id");
                 None
             }
         };
         Ok((CommittedFile(file), committed))
     }
 
-    fn decode(buf: &[u8]) -> Result<Option<LogId>, &'static str> {
-        if buf.is_empty() {
-            return Ok(None);
+    fn decode(buf: &[u8]) -> Result<Option<LogId>, String> {
+        match strata_wal::parse(buf, 4096) {
+            Ok(None) => Ok(None),
+            Ok(Some((body, _))) => bincode::deserialize(body).map_err(|e| format!("undecodable record: {e}")),
+            Err(e) => Err(e.to_string()),
         }
-        if buf.len() < 8 {
-            return Err("short record");
-        }
-        let crc = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
-        let payload = buf.get(8..8 + len).ok_or("torn record")?;
-        if crc32fast::hash(payload) != crc {
-            return Err("checksum mismatch");
-        }
-        bincode::deserialize(payload).map_err(|_| "undecodable record")
     }
 
     fn save(&self, committed: &Option<LogId>) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let payload = bincode::serialize(committed).map_err(io::Error::other)?;
-        let mut rec = Vec::with_capacity(8 + payload.len());
-        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&payload);
+        let mut rec = Vec::new();
+        strata_wal::encode(&mut rec, &[&payload]);
         self.0.write_all_at(&rec, 0)
     }
 }
@@ -161,48 +144,22 @@ fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T
     }
 }
 
+/// Largest record body read back (a bound checked before allocating).
+const MAX_RECORD: u64 = 1 << 30;
+
 fn encode_record(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&[kind]);
-    h.update(payload);
-    let mut buf = Vec::with_capacity(payload.len() + 9);
-    buf.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
-    buf.extend_from_slice(&h.finalize().to_le_bytes());
-    buf.push(kind);
-    buf.extend_from_slice(payload);
+    let mut buf = Vec::new();
+    strata_wal::encode(&mut buf, &[&[kind], payload]);
     buf
 }
 
-/// Reads the next record: Ok(None) at a clean end, Err(InvalidData) for torn/corrupt.
-fn read_record(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
-    let mut hdr = [0u8; 8];
-    let mut got = 0;
-    while got < 8 {
-        let n = r.read(&mut hdr[got..])?;
-        if n == 0 {
-            return if got == 0 { Ok(None) } else { Err(io::Error::new(io::ErrorKind::InvalidData, "torn header")) };
-        }
-        got += n;
+/// Splits a record body into its kind and payload.
+fn split_kind(mut body: Vec<u8>) -> io::Result<(u8, Vec<u8>)> {
+    if body.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "empty Raft log record"));
     }
-    let len = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(hdr[4..8].try_into().expect("4 bytes"));
-    if len == 0 || len > (1 << 30) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad record length"));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(io::ErrorKind::InvalidData, "torn record")
-        } else {
-            e
-        }
-    })?;
-    if crc32fast::hash(&body) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "checksum mismatch"));
-    }
-    let kind = body[0];
-    body.remove(0);
-    Ok(Some((kind, body)))
+    let kind = body.remove(0);
+    Ok((kind, body))
 }
 
 impl LogStore {
@@ -220,55 +177,42 @@ impl LogStore {
         let bad = |e: bincode::Error| io::Error::new(io::ErrorKind::InvalidData, e);
         for (i, seq) in seqs.iter().enumerate() {
             let path = seg_path(dir, *seq);
-            let mut r = BufReader::new(File::open(&path)?);
-            let mut valid = 0u64;
             let mut max_index = 0u64;
-            loop {
-                let offset = valid;
-                match read_record(&mut r) {
-                    Ok(Some((kind, payload))) => {
-                        valid += 9 + payload.len() as u64;
-                        match kind {
-                            KIND_ENTRIES => {
-                                let es: Vec<Entry> = bincode::deserialize(&payload).map_err(bad)?;
-                                for e in es {
-                                    max_index = max_index.max(e.log_id.index);
-                                    index.insert(e.log_id.index, Loc { log_id: e.log_id, seg: *seq, offset });
-                                }
-                            }
-                            KIND_TRUNCATE => {
-                                let from: u64 = bincode::deserialize(&payload).map_err(bad)?;
-                                index.split_off(&from);
-                            }
-                            KIND_PURGE => {
-                                let upto: LogId = bincode::deserialize(&payload).map_err(bad)?;
-                                index = index.split_off(&(upto.index + 1));
-                                last_purged = Some(upto);
-                            }
-                            k => {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    format!("unknown WAL record kind {k}"),
-                                ));
-                            }
+            let scan = strata_wal::scan(&path, MAX_RECORD, |offset, body| {
+                let (kind, payload) = split_kind(body)?;
+                match kind {
+                    KIND_ENTRIES => {
+                        let es: Vec<Entry> = bincode::deserialize(&payload).map_err(bad)?;
+                        for e in es {
+                            max_index = max_index.max(e.log_id.index);
+                            index.insert(e.log_id.index, Loc { log_id: e.log_id, seg: *seq, offset });
                         }
                     }
-                    Ok(None) => break,
-                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                        if i + 1 == seqs.len() {
-                            tracing::warn!(segment = seq, valid, error = %e, "truncating torn tail of the Raft log");
-                            let f = OpenOptions::new().write(true).open(&path)?;
-                            f.set_len(valid)?;
-                            f.sync_all()?;
-                            break;
-                        }
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("Raft log segment {} is corrupt at byte {valid}: {e}", path.display()),
-                        ));
+                    KIND_TRUNCATE => {
+                        let from: u64 = bincode::deserialize(&payload).map_err(bad)?;
+                        index.split_off(&from);
                     }
-                    Err(e) => return Err(e),
+                    KIND_PURGE => {
+                        let upto: LogId = bincode::deserialize(&payload).map_err(bad)?;
+                        index = index.split_off(&(upto.index + 1));
+                        last_purged = Some(upto);
+                    }
+                    k => {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown WAL record kind {k}")));
+                    }
                 }
+                Ok(())
+            })?;
+            if let Some(e) = &scan.damage {
+                let valid = scan.valid_bytes;
+                if i + 1 != seqs.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("Raft log segment {} is corrupt at byte {valid}: {e}", path.display()),
+                    ));
+                }
+                tracing::warn!(segment = seq, valid, error = %e, "truncating torn tail of the Raft log");
+                strata_wal::truncate(&path, valid)?;
             }
             segments.insert(*seq, max_index);
         }
@@ -337,9 +281,10 @@ impl Inner {
             if decoded.as_ref().map(|(k, _)| *k) != Some(key) {
                 let mut f = File::open(seg_path(&self.dir, loc.seg))?;
                 std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(loc.offset))?;
-                let (kind, payload) = read_record(&mut BufReader::new(f))?.ok_or_else(|| {
+                let body = strata_wal::read(&mut BufReader::new(f), MAX_RECORD)?.ok_or_else(|| {
                     io::Error::new(io::ErrorKind::UnexpectedEof, format!("log entry {idx} missing from its segment"))
                 })?;
+                let (kind, payload) = split_kind(body)?;
                 if kind != KIND_ENTRIES {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -365,7 +310,7 @@ impl Inner {
             self.file.sync_data()?;
             self.seg += 1;
             self.file = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, self.seg))?;
-            File::open(&self.dir)?.sync_all()?;
+            strata_wal::sync_dir(&self.dir)?;
             self.seg_size = 0;
             self.segments.insert(self.seg, 0);
         }

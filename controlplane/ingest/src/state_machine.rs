@@ -113,10 +113,45 @@ pub struct SmState {
     pub blocks: BlockBook,
 }
 
+/// `snapshot.bin`: one `strata_wal` record whose body is this, bincode,
+/// replaced atomically. Files from before the record framing (bare
+/// bincode) are still read.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, openraft::BasicNode>,
     data: Vec<u8>,
+}
+
+/// [`SnapshotFile`] borrowed, for writing (the same bincode).
+#[derive(Serialize)]
+struct SnapshotFileOut<'a> {
+    meta: &'a SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &'a [u8],
+}
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Reads `snapshot.bin` (`Ok(None)` if there is none).
+fn read_snapshot_file(path: &std::path::Path) -> std::io::Result<Option<SnapshotFile>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
+    // A record whose length is the file's (else a file from before the framing).
+    let framed = bytes.len() >= strata_wal::HEADER_BYTES as usize
+        && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64
+            == bytes.len() as u64 - strata_wal::HEADER_BYTES;
+    if framed {
+        match strata_wal::parse(&bytes, bytes.len() as u64) {
+            Ok(Some((body, _))) => return bincode::deserialize(body).map(Some).map_err(|e| invalid(e.to_string())),
+            // An old file whose first bytes happen to match is still read below.
+            Err(e) => return bincode::deserialize(&bytes).map(Some).map_err(|_| invalid(e.to_string())),
+            Ok(None) => {}
+        }
+    }
+    bincode::deserialize(&bytes).map(Some).map_err(|e| invalid(e.to_string()))
 }
 
 /// A pending block in a snapshot.
@@ -358,9 +393,8 @@ impl StateMachine {
         };
         let spill_root = dir.join(SPILL_DIR);
         let mut refs = std::collections::BTreeSet::new();
-        if let Ok(bytes) = std::fs::read(dir.join("snapshot.bin")) {
+        if let Some(file) = read_snapshot_file(&dir.join(SNAPSHOT_FILE))? {
             let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-            let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
             let body = decode_body(&file.data).map_err(|e| invalid(e.to_string()))?;
             refs = on_disk_ids(&body);
             state.restore_body(body, &spill_root).map_err(|e| invalid(e.to_string()))?;
@@ -452,18 +486,12 @@ impl StateMachine {
     }
 
     fn save_snapshot_file(&self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, data: &[u8]) -> std::io::Result<()> {
-        let file = SnapshotFile { meta: meta.clone(), data: data.to_vec() };
-        let bytes = bincode::serialize(&file).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join("snapshot.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.dir.join("snapshot.bin"))?;
-        // The rename itself is durable only once the directory is synced.
-        std::fs::File::open(&self.dir)?.sync_all()
+        // Serialized once, into the record (no copy of `data` beside it).
+        let mut rec = Vec::with_capacity(data.len() + 1024);
+        let start = strata_wal::begin_record(&mut rec);
+        bincode::serialize_into(&mut rec, &SnapshotFileOut { meta, data }).map_err(std::io::Error::other)?;
+        strata_wal::end_record(&mut rec, start);
+        strata_wal::replace(&self.dir.join(SNAPSHOT_FILE), true, |w| w.write_all(&rec))
     }
 }
 
@@ -512,6 +540,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // Under the state lock only the cheap capture; the serialization
         // runs after it is released, so applies (writes) do not wait.
+        let started = std::time::Instant::now();
         let view = {
             let st = self.state.read().await;
             let view = tokio::task::block_in_place(|| st.view());
@@ -524,7 +553,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             self.set_snapshot_refs(refs);
             view
         };
+        let captured = started.elapsed();
         let data = tokio::task::block_in_place(|| view.encode()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let encoded = started.elapsed();
         let (last_applied, membership, refs) = (view.last_applied, view.membership.clone(), view.on_disk_ids());
         drop(view);
         let idx = self.snapshot_idx.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -536,7 +567,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         tokio::task::block_in_place(|| self.save_snapshot_file(&meta, &data))
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.set_snapshot_refs(refs);
-        tracing::info!(bytes = data.len(), last = ?last_applied, "built snapshot");
+        tracing::info!(
+            bytes = data.len(),
+            last = ?last_applied,
+            capture_ms = captured.as_millis() as u64,
+            encode_ms = (encoded - captured).as_millis() as u64,
+            save_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -593,6 +631,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Request::CutBlock { tenant, before }) => {
                     let shard = self.shard.clone();
                     tokio::task::block_in_place(|| {
+                        let started = std::time::Instant::now();
                         let series = st.head.cut(&tenant, before);
                         if series.is_empty() {
                             return;
@@ -600,7 +639,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let min_t = series.iter().filter_map(|(_, s)| s.first().map(|x| x.0)).min().unwrap_or(before);
                         let id = strata_blocks::block_id(&shard, &tenant, min_t, before);
                         st.blocks.cut_total += 1;
-                        tracing::info!(%id, %tenant, min_t, before, series = series.len(), "cut block");
+                        tracing::info!(
+                            %id,
+                            %tenant,
+                            min_t,
+                            before,
+                            series = series.len(),
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "cut block"
+                        );
                         let data = FrozenData::Memory(Arc::new(series));
                         st.blocks.pending.insert(id.clone(), FrozenBlock { id, tenant, min_t, before, data });
                     });
@@ -666,16 +713,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        match std::fs::read(self.dir.join("snapshot.bin")) {
-            Ok(bytes) => {
-                let file: SnapshotFile = bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                let data =
-                    tokio::task::block_in_place(|| self.portable(file.data)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-                Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(data)) }))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(sm_err(ErrorVerb::Read, e)),
-        }
+        let file = tokio::task::block_in_place(|| read_snapshot_file(&self.dir.join(SNAPSHOT_FILE)))
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let Some(file) = file else { return Ok(None) };
+        let data = tokio::task::block_in_place(|| self.portable(file.data)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
@@ -836,6 +878,42 @@ mod tests {
         let body = decode_body(&encoded).unwrap();
         assert_eq!(body.last_applied.map(|l| l.index), Some(3));
         assert_eq!(on_disk_ids(&body), view.on_disk_ids());
+    }
+
+    /// `snapshot.bin` is one checksummed record: it restores after a
+    /// restart, a damaged one is refused naming the problem (never read as
+    /// whatever bincode makes of it), and a file from before the framing
+    /// (bare bincode) still restores.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_snapshot_file_is_a_checksummed_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join(SNAPSHOT_FILE);
+        let mut a = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").unwrap();
+        a.apply(vec![entry(1, write(1_000, 5, 10))]).await.unwrap();
+        a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        drop(a);
+        let good = std::fs::read(&path).unwrap();
+        let (body, used) = strata_wal::parse(&good, good.len() as u64).unwrap().unwrap();
+        assert_eq!(used, good.len());
+        let (series, samples) = {
+            let a = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").unwrap();
+            a.state.read().await.head.stats()
+        };
+        assert_eq!((series, samples), (5, 50));
+
+        let legacy = body.to_vec();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        let err = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").err().unwrap().to_string();
+        assert!(err.contains("snapshot.bin") && err.contains("checksum mismatch"), "{err}");
+        std::fs::write(&path, &good[..good.len() - 3]).unwrap();
+        assert!(StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").is_err(), "torn");
+
+        std::fs::write(&path, &legacy).unwrap();
+        let a = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").unwrap();
+        assert_eq!(a.state.read().await.head.stats(), (5, 50));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

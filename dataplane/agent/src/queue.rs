@@ -1,12 +1,18 @@
 //! Durable, segmented, checksummed on-disk queue.
 //!
-//! Layout: `<dir>/<seq:020>.seg` segment files of records and one
-//! `cursor-<consumer>` file per consumer (remote write endpoint).
+//! Layout: `<dir>/<seq:020>.rec` segment files of records and one
+//! `cursor-<consumer>` file per consumer (remote write endpoint), replaced
+//! atomically on every commit.
 //!
-//! Record: `len u32 LE | crc32 u32 LE | unix ms u64 LE | payload[len]`, the
-//! CRC covering the timestamp and the payload. On open, the newest segment
-//! is scanned and truncated at the first incomplete or corrupt record (a
-//! torn tail from a crash). Every consumer has its own cursor; a segment is
+//! Records use the framing the ingesters' Raft log uses (`strata_wal`):
+//! `len u32 LE | crc32 u32 LE | body`, the body `unix ms u64 LE | payload`.
+//! On open, the newest segment is scanned and truncated at the first
+//! incomplete or corrupt record (a torn tail from a crash).
+//!
+//! Queues written before the shared framing (`<seq>.seg`, whose length
+//! field left out the timestamp) are converted on open, segment by segment
+//! (each written, synced and renamed to `.rec`, then the old file removed);
+//! records keep their offsets, so the cursors stay valid. Every consumer has its own cursor; a segment is
 //! deleted once every cursor is past it. The total size of segment files is
 //! bounded by `max_bytes`: an append that does not fit fails with
 //! [`QueueError::Full`] and nothing is dropped.
@@ -21,7 +27,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-const HEADER: u64 = 16;
+/// Framing plus the timestamp: the bytes of a record besides its payload.
+const HEADER: u64 = strata_wal::HEADER_BYTES + 8;
 /// Largest record accepted (a sanity bound when reading lengths from disk).
 pub const MAX_RECORD: u64 = 256 << 20;
 
@@ -104,76 +111,64 @@ pub struct DiskQueue {
 }
 
 fn seg_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("{seq:020}.seg"))
+    dir.join(format!("{seq:020}.rec"))
 }
 
 fn cursor_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("cursor-{name}"))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn checksum(ts: u64, payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&ts.to_le_bytes());
-    h.update(payload);
-    h.finalize()
-}
-
-/// Reads one record at the file's current position. `Ok(None)` means a
-/// clean end of file; `Err` with `InvalidData` means a torn or corrupt record.
+/// Reads one record at the reader's position: its timestamp and payload.
+/// `Ok(None)` means a clean end of file; `Err` with `InvalidData` means a
+/// torn or corrupt record.
 fn read_record(r: &mut impl Read) -> io::Result<Option<(u64, Vec<u8>)>> {
-    let mut header = [0u8; HEADER as usize];
-    let mut got = 0;
-    while got < header.len() {
-        let n = r.read(&mut header[got..])?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(io::Error::new(io::ErrorKind::InvalidData, "torn record header"))
-            };
-        }
-        got += n;
+    match strata_wal::read(r, MAX_RECORD + 8)? {
+        None => Ok(None),
+        Some(body) => split_timestamp(body).map(Some),
     }
-    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
-    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    let ts = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    if len > MAX_RECORD {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("record length {len} is implausible")));
-    }
-    let mut payload = vec![0u8; len as usize];
-    r.read_exact(&mut payload).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(io::ErrorKind::InvalidData, "torn record payload")
-        } else {
-            e
-        }
-    })?;
-    if checksum(ts, &payload) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "record checksum mismatch"));
-    }
-    Ok(Some((ts, payload)))
 }
 
-/// Scans a segment and returns the length of its valid prefix.
-fn valid_prefix(path: &Path) -> io::Result<(u64, u64)> {
-    let mut r = io::BufReader::new(File::open(path)?);
-    let mut off = 0u64;
-    let mut records = 0;
-    loop {
-        match read_record(&mut r) {
-            Ok(Some((_, p))) => {
-                off += HEADER + p.len() as u64;
-                records += 1;
-            }
-            Ok(None) => return Ok((off, records)),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok((off, records)),
-            Err(e) => return Err(e),
-        }
+fn split_timestamp(mut body: Vec<u8>) -> io::Result<(u64, Vec<u8>)> {
+    let Some(ts) = body.get(..8) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "queue record shorter than its timestamp"));
+    };
+    let ts = u64::from_le_bytes(ts.try_into().expect("8 bytes"));
+    body.drain(..8);
+    Ok((ts, body))
+}
+
+/// Converts a segment written before the shared framing (`<seq>.seg`:
+/// `len u32 | crc32 u32 | unix ms u64 | payload[len]`, the CRC over
+/// timestamp and payload) into `<seq>.rec`. The CRC and the offsets are
+/// the same, only the length now counts the timestamp. A torn or corrupt
+/// tail ends the conversion there, as it ended the old scan.
+fn convert_legacy_segment(dir: &Path, seq: u64) -> io::Result<()> {
+    let old = dir.join(format!("{seq:020}.seg"));
+    let new = seg_path(dir, seq);
+    if new.exists() {
+        // Converted before a crash that came ahead of the removal.
+        fs::remove_file(&old)?;
+        return strata_wal::sync_dir(dir);
     }
+    let data = fs::read(&old)?;
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0usize;
+    while let Some(header) = data.get(at..at + HEADER as usize) {
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let Some(body) = data.get(at + 8..at + HEADER as usize + len as usize) else { break };
+        if len > MAX_RECORD || strata_wal::checksum(&[body]) != crc {
+            break;
+        }
+        strata_wal::encode(&mut out, &[body]);
+        at += HEADER as usize + len as usize;
+    }
+    if at < data.len() {
+        tracing::warn!(segment = seq, valid = at, size = data.len(), "dropping the torn tail of an old queue segment");
+    }
+    strata_wal::replace(&new, true, |w| w.write_all(&out))?;
+    fs::remove_file(&old)?;
+    strata_wal::sync_dir(dir)
 }
 
 fn now_ms() -> u64 {
@@ -185,31 +180,37 @@ impl DiskQueue {
     /// recovering from a torn tail.
     pub fn open(dir: &Path, opts: QueueOptions, consumers: &[String]) -> Result<Arc<Self>, QueueError> {
         fs::create_dir_all(dir)?;
+        let legacy: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        for seq in legacy {
+            convert_legacy_segment(dir, seq)?;
+        }
         let mut segments = BTreeMap::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(seq) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(seq) = name.strip_suffix(".rec").and_then(|s| s.parse::<u64>().ok()) {
                 segments.insert(seq, entry.metadata()?.len());
             }
         }
         let (write_seg, write_off) = match segments.iter().next_back() {
             Some((&seq, &size)) => {
                 let path = seg_path(dir, seq);
-                let (valid, records) = valid_prefix(&path)?;
-                if valid < size {
+                let scan = strata_wal::scan(&path, MAX_RECORD + 8, |_, _| Ok(()))?;
+                let valid = scan.valid_bytes;
+                if !scan.is_clean() {
+                    let records = scan.records;
                     tracing::warn!(segment = seq, valid, size, records, "truncating torn tail of queue segment");
-                    let f = OpenOptions::new().write(true).open(&path)?;
-                    f.set_len(valid)?;
-                    f.sync_all()?;
+                    strata_wal::truncate(&path, valid)?;
                     segments.insert(seq, valid);
                 }
                 (seq, valid)
             }
             None => {
                 File::create(seg_path(dir, 1))?;
-                sync_dir(dir)?;
+                strata_wal::sync_dir(dir)?;
                 segments.insert(1, 0);
                 (1, 0)
             }
@@ -283,12 +284,8 @@ impl DiskQueue {
         if inner.write_off > 0 && inner.write_off + len > inner.opts.segment_bytes {
             inner.roll()?;
         }
-        let ts = now_ms();
         let mut buf = Vec::with_capacity(len as usize);
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&checksum(ts, payload).to_le_bytes());
-        buf.extend_from_slice(&ts.to_le_bytes());
-        buf.extend_from_slice(payload);
+        strata_wal::encode(&mut buf, &[&now_ms().to_le_bytes(), payload]);
         if let Err(e) = inner.file.write_all(&buf) {
             // Cut back to the last good record so the file stays readable.
             let off = inner.write_off;
@@ -333,19 +330,8 @@ impl DiskQueue {
         }
         inner.cursors[index] = pos;
         let path = cursor_path(&inner.dir, &inner.names[index]);
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            writeln!(f, "{} {}", pos.segment, pos.offset)?;
-            if inner.opts.fsync == FsyncPolicy::Always {
-                f.sync_data()?;
-            }
-        }
-        fs::rename(&tmp, &path)?;
-        if inner.opts.fsync == FsyncPolicy::Always {
-            // The rename is durable only once the directory is synced.
-            sync_dir(&inner.dir)?;
-        }
+        let durable = inner.opts.fsync == FsyncPolicy::Always;
+        strata_wal::replace(&path, durable, |w| writeln!(w, "{} {}", pos.segment, pos.offset))?;
         inner.delete_consumed()?;
         Ok(())
     }
@@ -389,7 +375,7 @@ impl Inner {
         let next = self.write_seg + 1;
         let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, next))?;
         if self.opts.fsync == FsyncPolicy::Always {
-            sync_dir(&self.dir)?;
+            strata_wal::sync_dir(&self.dir)?;
         }
         self.file = f;
         self.write_seg = next;
@@ -595,6 +581,60 @@ mod tests {
         // The first segment was deleted, so there is room again.
         q.append(&[8; 34]).unwrap();
         assert!(q.stats().pending_bytes <= q.stats().disk_bytes);
+    }
+
+    /// A record as queues wrote it before the shared framing.
+    fn legacy_record(ts: u64, payload: &[u8]) -> Vec<u8> {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&ts.to_le_bytes());
+        crc.update(payload);
+        let mut r = (payload.len() as u32).to_le_bytes().to_vec();
+        r.extend_from_slice(&crc.finalize().to_le_bytes());
+        r.extend_from_slice(&ts.to_le_bytes());
+        r.extend_from_slice(payload);
+        r
+    }
+
+    #[tokio::test]
+    async fn a_queue_from_before_the_shared_framing_is_converted_with_its_cursors() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = |seq: u64| dir.path().join(format!("{seq:020}.seg"));
+        let seg1 = [legacy_record(1, b"one"), legacy_record(2, b"two")].concat();
+        let mut seg2 = [legacy_record(3, b"three"), legacy_record(4, b"four")].concat();
+        let good = seg2.len();
+        seg2.extend_from_slice(&legacy_record(5, b"torn")[..10]);
+        fs::write(old(1), &seg1).unwrap();
+        fs::write(old(2), &seg2).unwrap();
+        // Consumer "a" had sent "one"; its cursor is a byte offset.
+        let after_one = legacy_record(1, b"one").len();
+        fs::write(dir.path().join("cursor-a"), format!("1 {after_one}\n")).unwrap();
+
+        let names = vec!["a".to_string(), "b".to_string()];
+        let q = DiskQueue::open(dir.path(), opts(1 << 20, 1 << 20), &names).unwrap();
+        assert!(!old(1).exists() && !old(2).exists(), "old segments removed");
+        assert_eq!(fs::metadata(seg_path(dir.path(), 1)).unwrap().len(), seg1.len() as u64, "same offsets");
+        assert_eq!(fs::metadata(seg_path(dir.path(), 2)).unwrap().len(), good as u64, "torn tail dropped");
+        q.append(b"five").unwrap();
+        let read_all = |mut r: Reader| async move {
+            let mut got = Vec::new();
+            while let Some(rec) = r.next_timeout(Duration::from_millis(50)).await.unwrap() {
+                got.push((rec.unix_ms, String::from_utf8(rec.payload).unwrap()));
+            }
+            got
+        };
+        let a = read_all(q.reader(0)).await;
+        assert_eq!(a.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), ["two", "three", "four", "five"]);
+        assert_eq!(a[0].0, 2, "timestamps kept");
+        let b = read_all(q.reader(1)).await;
+        assert_eq!(b.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), ["one", "two", "three", "four", "five"]);
+
+        // A crash after the new file was renamed in but before the old one
+        // was removed: the next open only removes the old one.
+        drop(q);
+        fs::write(old(1), b"stale").unwrap();
+        let q = DiskQueue::open(dir.path(), opts(1 << 20, 1 << 20), &names).unwrap();
+        assert!(!old(1).exists());
+        assert_eq!(read_all(q.reader(1)).await.len(), 5);
     }
 
     #[tokio::test]

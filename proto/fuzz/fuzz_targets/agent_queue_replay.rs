@@ -1,5 +1,5 @@
 //! The agent's disk queue replayed from arbitrary segment and cursor
-//! bytes: a torn or hostile queue opens (cutting the damage) or fails with
+//! bytes (current or pre-conversion segments): a torn or hostile queue opens (cutting the damage) or fails with
 //! an error; reading it back never panics or allocates unchecked sizes.
 #![no_main]
 
@@ -11,7 +11,10 @@ use strata_agent::queue::{DiskQueue, FsyncPolicy, QueueOptions};
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("temp dir");
     let split = data.first().map(|b| *b as usize % 24).unwrap_or(0).min(data.len());
-    std::fs::write(dir.path().join(format!("{:020}.seg", 1)), &data[split..]).expect("segment");
+    // The high bit of the first byte picks a segment from before the shared
+    // record framing (converted on open) or a current one.
+    let ext = if data.first().is_some_and(|b| b & 0x80 != 0) { "seg" } else { "rec" };
+    std::fs::write(dir.path().join(format!("{:020}.{ext}", 1)), &data[split..]).expect("segment");
     std::fs::write(dir.path().join("cursor-rw"), &data[..split]).expect("cursor");
     let opts = QueueOptions { max_bytes: 1 << 20, segment_bytes: 64 << 10, fsync: FsyncPolicy::Never };
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
