@@ -73,6 +73,8 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
         required("permission to mount a tmpfs for the disk-full fault (run the tests as root)", disks.len() == 3);
     // Blocks of ten seconds: the writers' timestamps follow the wall clock,
     // so blocks are cut and uploaded (or retried) throughout the schedule.
+    // One series per cut entry: every cut goes in parts (one entry and one
+    // block each), faults land between the parts of a cut.
     let (mut cluster, partitions) = Cluster::start_partitionable(
         dir.path(),
         3,
@@ -82,6 +84,7 @@ async fn acknowledged_samples_survive_a_random_fault_schedule() {
             "--block.retain-after-upload=1h",
             "--block.upload-backoff-max=2s",
             "--raft.snapshot-logs=500",
+            "--block.cut-part-series=1",
         ],
     )
     .await;

@@ -616,6 +616,8 @@ struct TenantSnapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantRange {
     pub tenant: String,
+    /// Series in the tenant's index.
+    pub series: usize,
     /// Oldest and newest sample held (`min_t > max_t` when empty).
     pub min_t: i64,
     pub max_t: i64,
@@ -872,7 +874,13 @@ impl Head {
     pub fn tenant_ranges(&self) -> Vec<TenantRange> {
         self.tenants
             .iter()
-            .map(|(k, t)| TenantRange { tenant: k.clone(), min_t: t.min_t, max_t: t.max_t, cut_before: t.cut_before })
+            .map(|(k, t)| TenantRange {
+                tenant: k.clone(),
+                series: t.series.len(),
+                min_t: t.min_t,
+                max_t: t.max_t,
+                cut_before: t.cut_before,
+            })
             .collect()
     }
 
@@ -887,6 +895,17 @@ impl Head {
     /// straddling `before` is re-encoded; the index is rebuilt only when
     /// series are dropped.
     pub fn cut(&mut self, tenant: &str, before: i64) -> SeriesSamples {
+        self.cut_part(tenant, before, 0, 1)
+    }
+
+    /// [`Head::cut`] of the series in `part` of `parts` ([`cut_part_of`]):
+    /// a large tenant is cut in several Raft entries, so no single apply
+    /// (which writes wait for) has to move all its series. Samples older
+    /// than `before` are refused from the first part on, for every series;
+    /// the series of parts not cut yet keep theirs in the head until their
+    /// part comes. Cutting a part again finds nothing (a new leader may
+    /// repeat a cut its predecessor did not finish).
+    pub fn cut_part(&mut self, tenant: &str, before: i64, part: u32, parts: u32) -> SeriesSamples {
         let Some(th) = self.tenants.get_mut(tenant) else { return Vec::new() };
         let mut out: SeriesSamples = Vec::new();
         let mut min_t = i64::MAX;
@@ -895,9 +914,11 @@ impl Head {
         let mut remap: Vec<Option<u32>> = Vec::with_capacity(th.series.len());
         let mut next_ref = 0u32;
         for s in th.series.iter_mut() {
-            let removed = s.cut_before(before);
-            if !removed.is_empty() {
-                out.push((s.labels.clone(), removed));
+            if parts <= 1 || cut_part_of(&s.labels, parts) == part {
+                let removed = s.cut_before(before);
+                if !removed.is_empty() {
+                    out.push((s.labels.clone(), removed));
+                }
             }
             match s.min_time() {
                 Some(t) => min_t = min_t.min(t),
@@ -935,6 +956,20 @@ impl Head {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
+}
+
+/// The part of a cut in `parts` that the series with `labels` belongs to:
+/// a stable hash (FNV-1a over names and values), the same on every replica
+/// and in every version.
+pub fn cut_part_of(labels: &Labels, parts: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (n, v) in labels.iter() {
+        for b in n.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (h % parts.max(1) as u64) as u32
 }
 
 impl MemSeries {
@@ -1129,6 +1164,40 @@ mod tests {
     /// after `before` stay the same allocation, the chunk straddling it is
     /// split, out-of-order samples on both sides go where they belong, and
     /// every sample is either cut or kept, once.
+    #[test]
+    fn a_cut_in_parts_moves_each_series_once_and_equals_one_cut() {
+        let build = || {
+            let mut h = Head::new(HeadConfig { chunk_samples: 8, ..Default::default() });
+            for i in 0..200 {
+                let samples: Vec<(i64, f64)> = (0..30).map(|k| (k * 1000, (i * 100 + k) as f64)).collect();
+                h.append("t", &req(vec![ts(&[("__name__", "a"), ("i", &i.to_string())], &samples)]));
+            }
+            h
+        };
+        let mut whole = build();
+        let want = whole.cut("t", 17_500);
+        let mut parted = build();
+        let mut got: SeriesSamples = Vec::new();
+        for part in 0..7 {
+            let cut = parted.cut_part("t", 17_500, part, 7);
+            assert!(!cut.is_empty() && cut.len() < 200, "part {part}: {} series", cut.len());
+            assert!(cut.iter().all(|(l, _)| cut_part_of(l, 7) == part));
+            assert!(cut.windows(2).all(|w| w[0].0 < w[1].0), "label order within a part");
+            if part == 0 {
+                // From the first part on, older samples are refused for every series.
+                let out = parted.append("t", &req(vec![ts(&[("__name__", "a"), ("i", "199")], &[(100, 1.0)])]));
+                assert_eq!(out.samples_written, 0);
+            }
+            got.extend(cut);
+            // Repeating a part (a new leader finishing a cut) finds nothing.
+            assert!(parted.cut_part("t", 17_500, part, 7).is_empty());
+        }
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want);
+        assert_eq!(parted.snapshot().unwrap(), whole.snapshot().unwrap());
+        assert_eq!(parted.tenant_ranges()[0].min_t, 18_000);
+    }
+
     #[test]
     fn cut_keeps_later_chunks_as_they_are() {
         let mut h = Head::new(HeadConfig { chunk_samples: 4, ooo_window_ms: 60_000, ..Default::default() });

@@ -6,5 +6,5 @@ pub mod chunk;
 pub mod head;
 
 pub use head::{
-    AppendOutcome, ChunkList, FamilyMetadata, Head, HeadConfig, SeriesSamples, StoredExemplar, TenantRange,
+    AppendOutcome, ChunkList, FamilyMetadata, Head, HeadConfig, SeriesSamples, StoredExemplar, TenantRange, cut_part_of,
 };

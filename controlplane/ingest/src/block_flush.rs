@@ -1,6 +1,8 @@
 //! Cutting the head into blocks and uploading them (leader only).
 //!
-//! The leader proposes `CutBlock` for each block range that has elapsed —
+//! The leader proposes `CutBlock` for each block range that has elapsed
+//! (a tenant of more than `cut_part_series` series in parts,
+//! `CutBlockPart`, one block each, so no apply holds writes for long) —
 //! as in Prometheus, when the newest sample of the tenant is past the
 //! range's end plus a grace period — and for an idle tenant (no new samples
 //! for `idle_flush`) everything it holds. Every replica applies the cut the
@@ -46,6 +48,10 @@ pub struct BlockConfig {
     pub upload: UploadOptions,
     /// Longest wait between two attempts to upload a block.
     pub upload_backoff_max: Duration,
+    /// Series moved per cut entry: a tenant with more is cut in parts, one
+    /// Raft entry (and one block) each, so a write never waits behind a cut
+    /// of the whole head.
+    pub cut_part_series: usize,
 }
 
 impl Default for BlockConfig {
@@ -57,6 +63,7 @@ impl Default for BlockConfig {
             retain_after_upload: Duration::from_secs(300),
             upload: UploadOptions::default(),
             upload_backoff_max: Duration::from_secs(120),
+            cut_part_series: 10_000,
         }
     }
 }
@@ -302,7 +309,7 @@ impl BlockFlusher {
         let ranges = self.sm.state.read().await.head.tenant_ranges();
         for r in ranges {
             if r.min_t <= r.max_t {
-                self.propose(Request::CutBlock { tenant: r.tenant, before: r.max_t.saturating_add(1) }).await?;
+                self.propose_cut(&r.tenant, r.max_t.saturating_add(1), r.series).await?;
             }
         }
         self.spill_pending().await;
@@ -310,8 +317,22 @@ impl BlockFlusher {
         self.upload(true).await
     }
 
-    /// Decides which cuts are due now; `idle` tracks (newest sample, since when) per tenant.
-    async fn due_cuts(&self, idle: &mut HashMap<String, (i64, Instant)>) -> Vec<(String, i64)> {
+    /// Proposes the cut of `tenant` before `before`: one entry, or one per
+    /// part when the tenant has more than `cut_part_series` series.
+    async fn propose_cut(&self, tenant: &str, before: i64, series: usize) -> Result<(), FlushError> {
+        let parts = series.div_ceil(self.cfg.cut_part_series.max(1)).clamp(1, u32::MAX as usize) as u32;
+        if parts == 1 {
+            return self.propose(Request::CutBlock { tenant: tenant.to_string(), before }).await;
+        }
+        for part in 0..parts {
+            self.propose(Request::CutBlockPart { tenant: tenant.to_string(), before, part, parts }).await?;
+        }
+        Ok(())
+    }
+
+    /// Decides which cuts are due now (tenant, before, series);
+    /// `idle` tracks (newest sample, since when) per tenant.
+    async fn due_cuts(&self, idle: &mut HashMap<String, (i64, Instant)>) -> Vec<(String, i64, usize)> {
         let d = self.cfg.duration.as_millis().max(1) as i64;
         let grace = self.cfg.grace.as_millis() as i64;
         let ranges = self.sm.state.read().await.head.tenant_ranges();
@@ -326,7 +347,7 @@ impl BlockFlusher {
             let mut range_end = r.min_t.div_euclid(d) * d + d;
             let mut cut_any = false;
             while r.max_t >= range_end.saturating_add(grace) {
-                out.push((r.tenant.clone(), range_end));
+                out.push((r.tenant.clone(), range_end, r.series));
                 range_end += d;
                 cut_any = true;
             }
@@ -337,7 +358,7 @@ impl BlockFlusher {
             if e.0 != r.max_t {
                 *e = (r.max_t, Instant::now());
             } else if e.1.elapsed() >= self.cfg.idle_flush {
-                out.push((r.tenant.clone(), r.max_t.saturating_add(1)));
+                out.push((r.tenant.clone(), r.max_t.saturating_add(1), r.series));
                 idle.remove(&r.tenant);
             }
         }
@@ -357,8 +378,8 @@ impl BlockFlusher {
             }
             let leader = self.is_leader();
             if leader {
-                for (tenant, before) in self.due_cuts(&mut idle).await {
-                    if let Err(e) = self.propose(Request::CutBlock { tenant: tenant.clone(), before }).await {
+                for (tenant, before, series) in self.due_cuts(&mut idle).await {
+                    if let Err(e) = self.propose_cut(&tenant, before, series).await {
                         tracing::warn!(%tenant, error = %e, "proposing a block cut failed");
                     }
                 }

@@ -27,6 +27,10 @@ pub enum Request {
         #[serde(with = "write_items")]
         items: Vec<(String, Vec<u8>)>,
     },
+    /// `CutBlock` of the series in `part` of `parts` (`strata_head::cut_part_of`):
+    /// the leader cuts a large tenant in several entries, each a block of its
+    /// own, so no single apply holds writes back for long.
+    CutBlockPart { tenant: String, before: i64, part: u32, parts: u32 },
 }
 
 /// What applying an entry produced: one outcome per write item.
@@ -183,5 +187,6 @@ mod tests {
         let snappy = Request::WriteSnappy { items: vec![("t".into(), vec![9, 8, 7])] };
         assert_eq!(tag(&snappy), 3);
         assert_eq!(bincode::deserialize::<Request>(&bincode::serialize(&snappy).unwrap()).unwrap(), snappy);
+        assert_eq!(tag(&Request::CutBlockPart { tenant: "t".into(), before: 1, part: 0, parts: 2 }), 4);
     }
 }

@@ -536,6 +536,37 @@ fn apply_write(head: &mut Head, tenant: &str, bytes: &[u8]) -> AppendOutcome {
     }
 }
 
+/// Applies a cut (of one part of a tenant's series): the samples older than
+/// `before` become a pending block. A cut in parts makes one block per part;
+/// its id names the part, so the parts of one range never collide.
+fn cut_block(st: &mut SmState, shard: &str, tenant: &str, before: i64, part: u32, parts: u32) {
+    let started = std::time::Instant::now();
+    let series = st.head.cut_part(tenant, before, part, parts);
+    if series.is_empty() {
+        return;
+    }
+    let min_t = series.iter().filter_map(|(_, s)| s.first().map(|x| x.0)).min().unwrap_or(before);
+    let id = if parts <= 1 {
+        strata_blocks::block_id(shard, tenant, min_t, before)
+    } else {
+        strata_blocks::block_id(&format!("{shard}\u{0}part {part} of {parts}"), tenant, min_t, before)
+    };
+    st.blocks.cut_total += 1;
+    tracing::info!(
+        %id,
+        %tenant,
+        min_t,
+        before,
+        part,
+        parts,
+        series = series.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "cut block"
+    );
+    let data = FrozenData::Memory(Arc::new(series));
+    st.blocks.pending.insert(id.clone(), FrozenBlock { id, tenant: tenant.to_string(), min_t, before, data });
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // Under the state lock only the cheap capture; the serialization
@@ -630,27 +661,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(Request::CutBlock { tenant, before }) => {
                     let shard = self.shard.clone();
-                    tokio::task::block_in_place(|| {
-                        let started = std::time::Instant::now();
-                        let series = st.head.cut(&tenant, before);
-                        if series.is_empty() {
-                            return;
-                        }
-                        let min_t = series.iter().filter_map(|(_, s)| s.first().map(|x| x.0)).min().unwrap_or(before);
-                        let id = strata_blocks::block_id(&shard, &tenant, min_t, before);
-                        st.blocks.cut_total += 1;
-                        tracing::info!(
-                            %id,
-                            %tenant,
-                            min_t,
-                            before,
-                            series = series.len(),
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "cut block"
-                        );
-                        let data = FrozenData::Memory(Arc::new(series));
-                        st.blocks.pending.insert(id.clone(), FrozenBlock { id, tenant, min_t, before, data });
-                    });
+                    tokio::task::block_in_place(|| cut_block(&mut st, &shard, &tenant, before, 0, 1));
+                    blocks_changed = true;
+                    out.push(Response::default());
+                }
+                EntryPayload::Normal(Request::CutBlockPart { tenant, before, part, parts }) => {
+                    let shard = self.shard.clone();
+                    tokio::task::block_in_place(|| cut_block(&mut st, &shard, &tenant, before, part, parts));
                     blocks_changed = true;
                     out.push(Response::default());
                 }
@@ -878,6 +895,49 @@ mod tests {
         let body = decode_body(&encoded).unwrap();
         assert_eq!(body.last_applied.map(|l| l.index), Some(3));
         assert_eq!(on_disk_ids(&body), view.on_disk_ids());
+    }
+
+    /// A cut in parts makes one pending block per part with distinct ids,
+    /// together holding what one cut holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_in_parts_makes_one_block_per_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut one = StateMachine::open(dir.path().join("one"), HeadConfig::default(), "shard-0").unwrap();
+        let mut parted = StateMachine::open(dir.path().join("parted"), HeadConfig::default(), "shard-0").unwrap();
+        one.apply(vec![
+            entry(1, write(1_000, 50, 10)),
+            entry(2, Request::CutBlock { tenant: "t1".into(), before: 6_000 }),
+        ])
+        .await
+        .unwrap();
+        let mut entries = vec![entry(1, write(1_000, 50, 10))];
+        for part in 0..4 {
+            entries.push(entry(
+                2 + part as u64,
+                Request::CutBlockPart { tenant: "t1".into(), before: 6_000, part, parts: 4 },
+            ));
+        }
+        parted.apply(entries).await.unwrap();
+        let samples = |sm: &StateMachine| {
+            let st = sm.state.try_read().unwrap();
+            let mut all: Vec<_> = st
+                .blocks
+                .pending
+                .values()
+                .flat_map(|b| match &b.data {
+                    FrozenData::Memory(s) => s.as_ref().clone(),
+                    FrozenData::Spilled(_) => panic!("not spilled yet"),
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            (st.blocks.pending.len(), all)
+        };
+        let (n_one, want) = samples(&one);
+        let (n_parted, got) = samples(&parted);
+        assert_eq!((n_one, n_parted), (1, 4));
+        assert_eq!(got, want);
+        assert_eq!(want.len(), 50);
+        assert_eq!(parted.state.read().await.head.stats(), one.state.read().await.head.stats());
     }
 
     /// `snapshot.bin` is one checksummed record: it restores after a

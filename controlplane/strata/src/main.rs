@@ -173,6 +173,9 @@ struct IngesterArgs {
     /// Longest wait between two attempts to upload a block (the wait doubles from 1s, with jitter).
     #[arg(long = "block.upload-backoff-max", default_value = "2m", value_parser = humantime::parse_duration)]
     upload_backoff_max: Duration,
+    /// Series cut out of the head per Raft entry: a tenant with more is cut in parts (one block each), so writes never wait behind a cut of the whole head.
+    #[arg(long = "block.cut-part-series", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    cut_part_series: u64,
     #[command(flatten)]
     objstore: ObjstoreArgs,
     #[command(flatten)]
@@ -324,6 +327,7 @@ fn main() -> anyhow::Result<()> {
                     retain_after_upload: a.block_retain,
                     upload: strata_blocks::UploadOptions { part_size: a.upload_part_size, ..Default::default() },
                     upload_backoff_max: a.upload_backoff_max,
+                    cut_part_series: a.cut_part_series as usize,
                 },
                 objstore: a.objstore.bucket(),
                 http: http_config(a.http)?,
