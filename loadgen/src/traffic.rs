@@ -149,11 +149,24 @@ async fn one_request(client: &reqwest::Client, base: &str) -> (String, Duration)
     (status, start.elapsed())
 }
 
+/// Sets the target's faults, retrying for up to a minute while it is not
+/// up yet (the demo starts the load generator and the APIs together: one
+/// attempt that came too early left qa without its injected errors).
 async fn set_faults(client: &reqwest::Client, base: &str, body: serde_json::Value) {
-    match client.post(format!("{base}/admin/faults")).json(&body).send().await {
-        Ok(r) if r.status().is_success() => eprintln!("[{base}] faults set: {body}"),
-        Ok(r) => eprintln!("[{base}] /admin/faults answered {}", r.status()),
-        Err(e) => eprintln!("[{base}] cannot set faults: {e}"),
+    for attempt in 1..=120 {
+        match client.post(format!("{base}/admin/faults")).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {
+                eprintln!("[{base}] faults set: {body}");
+                return;
+            }
+            // An answer other than success will not change by retrying.
+            Ok(r) => {
+                eprintln!("[{base}] /admin/faults answered {}", r.status());
+                return;
+            }
+            Err(e) if attempt == 120 => eprintln!("[{base}] cannot set faults: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 
@@ -290,6 +303,36 @@ pub fn default_rate(scenario: Scenario) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A target that comes up after the load generator still gets its faults.
+    #[tokio::test]
+    async fn faults_are_set_on_a_target_that_starts_late() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let setter =
+            tokio::spawn(async move { set_faults(&client, &base, serde_json::json!({"error_rate": 0.1})).await });
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let app = axum::Router::new().route(
+            "/admin/faults",
+            axum::routing::post(move |body: String| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the port again");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::time::timeout(Duration::from_secs(10), setter).await.expect("set_faults returns").expect("task");
+        let got = rx.try_recv().expect("the faults reached the target");
+        assert!(got.contains("error_rate"), "{got}");
+    }
 
     #[test]
     fn mix_has_the_documented_weights() {
