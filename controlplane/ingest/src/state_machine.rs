@@ -139,19 +139,17 @@ fn read_snapshot_file(path: &std::path::Path) -> std::io::Result<Option<Snapshot
         Err(e) => return Err(e),
     };
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
-    // A record whose length is the file's (else a file from before the framing).
-    let framed = bytes.len() >= strata_wal::HEADER_BYTES as usize
-        && u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64
-            == bytes.len() as u64 - strata_wal::HEADER_BYTES;
-    if framed {
-        match strata_wal::parse(&bytes, bytes.len() as u64) {
-            Ok(Some((body, _))) => return bincode::deserialize(body).map(Some).map_err(|e| invalid(e.to_string())),
-            // An old file whose first bytes happen to match is still read below.
-            Err(e) => return bincode::deserialize(&bytes).map(Some).map_err(|_| invalid(e.to_string())),
-            Ok(None) => {}
+    // One record filling the file; else a file from before the framing (an
+    // old file that fails both is reported with the framing's error).
+    match strata_wal::parse(&bytes, bytes.len() as u64) {
+        Ok(Some((body, used))) if used == bytes.len() => {
+            bincode::deserialize(body).map(Some).map_err(|e| invalid(e.to_string()))
         }
+        framing => bincode::deserialize(&bytes).map(Some).map_err(|e| match framing {
+            Err(f) => invalid(f.to_string()),
+            _ => invalid(e.to_string()),
+        }),
     }
-    bincode::deserialize(&bytes).map(Some).map_err(|e| invalid(e.to_string()))
 }
 
 /// A pending block in a snapshot.
