@@ -56,6 +56,22 @@ struct ClosedChunk {
     data: Arc<[u8]>,
 }
 
+/// An `Arc<T>` in the wire form of its `T`: what a snapshot shares with
+/// the head (immutable labels, the list of closed chunks) is written as if
+/// it were owned, so the snapshot format does not change.
+mod shared {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(v, s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
+}
+
 /// `Arc<[u8]>` in the wire form of a `Vec<u8>` (bincode: length, bytes).
 mod shared_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -72,8 +88,13 @@ mod shared_bytes {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemSeries {
-    pub labels: Labels,
-    closed: Vec<ClosedChunk>,
+    /// Immutable: shared with snapshots ([`Head::freeze`]), not copied.
+    #[serde(with = "shared")]
+    pub labels: Arc<Labels>,
+    /// Replaced (copy-on-write) when a chunk closes or a cut removes
+    /// chunks, so a snapshot shares the list instead of copying it.
+    #[serde(with = "shared")]
+    closed: Arc<Vec<ClosedChunk>>,
     open: XorChunk,
     /// Out-of-order samples (timestamp → value bits), merged on read.
     ooo: BTreeMap<i64, u64>,
@@ -84,8 +105,8 @@ pub struct MemSeries {
 impl MemSeries {
     fn new(labels: Labels) -> Self {
         MemSeries {
-            labels,
-            closed: Vec::new(),
+            labels: Arc::new(labels),
+            closed: Arc::default(),
             open: XorChunk::new(),
             ooo: BTreeMap::new(),
             last_t: i64::MIN,
@@ -104,7 +125,7 @@ impl MemSeries {
         if let Some(v) = self.ooo.get(&t) {
             return Some(*v);
         }
-        for c in &self.closed {
+        for c in self.closed.iter() {
             if c.min_t <= t && t <= c.max_t {
                 return chunk::decode(&c.data)?.into_iter().find(|s| s.0 == t).map(|s| s.1.to_bits());
             }
@@ -131,7 +152,7 @@ impl MemSeries {
                 decode().iter().any(|(t, _)| *t >= min_t && *t <= max_t)
             }
         };
-        for c in &self.closed {
+        for c in self.closed.iter() {
             if chunk_hit(c.min_t, c.max_t, &|| chunk::decode(&c.data).unwrap_or_default()) {
                 return true;
             }
@@ -142,7 +163,7 @@ impl MemSeries {
     /// Samples with `min_t <= t <= max_t`, in time order.
     pub fn samples(&self, min_t: i64, max_t: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
-        for c in &self.closed {
+        for c in self.closed.iter() {
             if c.max_t < min_t || c.min_t > max_t {
                 continue;
             }
@@ -169,7 +190,7 @@ impl MemSeries {
     /// chunks copied, out-of-order samples encoded into one more chunk).
     pub fn chunks(&self, min_t: i64, max_t: i64) -> ChunkList {
         let mut out = Vec::new();
-        for c in &self.closed {
+        for c in self.closed.iter() {
             if c.max_t >= min_t && c.min_t <= max_t {
                 out.push((c.min_t, c.max_t, c.data.to_vec()));
             }
@@ -314,13 +335,18 @@ impl TenantHead {
     }
 
     fn add_series(&mut self, labels: Labels) -> u32 {
+        self.insert_series(MemSeries::new(labels))
+    }
+
+    /// Indexes a series (new, restored or kept by a cut) and returns its ref.
+    fn insert_series(&mut self, series: MemSeries) -> u32 {
         let r = self.series.len() as u32;
-        for (n, v) in labels.iter() {
+        for (n, v) in series.labels.iter() {
             self.postings.entry(n.to_string()).or_default().entry(v.to_string()).or_default().push(r);
         }
-        let h = labels_hash(labels.iter());
+        let h = labels_hash(series.labels.iter());
         self.by_hash.entry(h).or_default().push(r);
-        self.series.push(MemSeries::new(labels));
+        self.series.push(series);
         r
     }
 
@@ -393,7 +419,7 @@ impl TenantHead {
             if s.timestamp > series.last_t {
                 if series.open.num_samples() >= cfg.chunk_samples {
                     let full = std::mem::take(&mut series.open);
-                    series.closed.push(ClosedChunk {
+                    Arc::make_mut(&mut series.closed).push(ClosedChunk {
                         min_t: full.min_time(),
                         max_t: full.max_time(),
                         data: full.bytes().into(),
@@ -595,6 +621,11 @@ impl HeadView {
     pub fn encode(&self) -> Result<Vec<u8>, bincode::Error> {
         bincode::serialize(&self.0)
     }
+
+    /// [`HeadView::encode`] appended to `out` (no intermediate copy).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::Error> {
+        bincode::serialize_into(out, &self.0)
+    }
 }
 
 /// Snapshots written before metadata was kept.
@@ -695,7 +726,7 @@ impl Head {
             .into_iter()
             .map(|(r, mut es)| {
                 es.sort_by_key(|e| e.timestamp);
-                (th.series[r as usize].labels.clone(), es)
+                (Labels::clone(&th.series[r as usize].labels), es)
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -719,10 +750,10 @@ impl Head {
             .filter_map(|r| {
                 let s = &th.series[r as usize];
                 if skip_samples {
-                    return s.has_samples_in(min_t, max_t).then(|| (s.labels.clone(), Vec::new()));
+                    return s.has_samples_in(min_t, max_t).then(|| (Labels::clone(&s.labels), Vec::new()));
                 }
                 let samples = s.samples(min_t, max_t);
-                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+                (!samples.is_empty()).then(|| (Labels::clone(&s.labels), samples))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -744,7 +775,7 @@ impl Head {
             .filter_map(|r| {
                 let s = &th.series[r as usize];
                 let c = s.chunks(min_t, max_t);
-                (!c.is_empty()).then(|| (s.labels.clone(), c))
+                (!c.is_empty()).then(|| (Labels::clone(&s.labels), c))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -855,8 +886,7 @@ impl Head {
         for t in snap.tenants {
             let mut th = TenantHead::new();
             for s in t.series {
-                let r = th.add_series(s.labels.clone());
-                th.series[r as usize] = s;
+                th.insert_series(s);
             }
             th.min_t = t.min_t;
             th.max_t = t.max_t;
@@ -917,7 +947,7 @@ impl Head {
             if parts <= 1 || cut_part_of(&s.labels, parts) == part {
                 let removed = s.cut_before(before);
                 if !removed.is_empty() {
-                    out.push((s.labels.clone(), removed));
+                    out.push((Labels::clone(&s.labels), removed));
                 }
             }
             match s.min_time() {
@@ -938,8 +968,7 @@ impl Head {
             let mut fresh = TenantHead::new();
             for (s, r) in std::mem::take(&mut th.series).into_iter().zip(&remap) {
                 if r.is_some() {
-                    let nr = fresh.add_series(s.labels.clone());
-                    fresh.series[nr as usize] = s;
+                    fresh.insert_series(s);
                 }
             }
             fresh.max_t = th.max_t;
@@ -989,7 +1018,8 @@ impl MemSeries {
     fn cut_before(&mut self, before: i64) -> Vec<(i64, f64)> {
         let mut removed = Vec::new();
         let mut kept_closed = Vec::with_capacity(self.closed.len());
-        for c in std::mem::take(&mut self.closed) {
+        let closed = Arc::try_unwrap(std::mem::take(&mut self.closed)).unwrap_or_else(|shared| (*shared).clone());
+        for c in closed {
             if c.min_t >= before {
                 kept_closed.push(c);
                 continue;
@@ -1008,7 +1038,7 @@ impl MemSeries {
             }
             kept_closed.push(ClosedChunk { min_t: rest.min_time(), max_t: rest.max_time(), data: rest.bytes().into() });
         }
-        self.closed = kept_closed;
+        self.closed = Arc::new(kept_closed);
         if self.open.num_samples() > 0 && self.open.min_time() < before {
             let samples = self.open.samples();
             let split = samples.partition_point(|(t, _)| *t < before);
@@ -1196,6 +1226,33 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(parted.snapshot().unwrap(), whole.snapshot().unwrap());
         assert_eq!(parted.tenant_ranges()[0].min_t, 18_000);
+    }
+
+    /// A frozen view shares each series' labels and closed-chunk list with
+    /// the head (a snapshot copies only open chunks); appends after the
+    /// freeze (a chunk closing) and a cut change the head, not the view.
+    #[test]
+    fn a_frozen_view_shares_labels_and_closed_chunks_and_stays_as_of_its_capture() {
+        let mut h = Head::new(HeadConfig { chunk_samples: 4, ooo_window_ms: 60_000, ..Default::default() });
+        for k in 0..10 {
+            h.append("t", &req(vec![ts(&[("__name__", "a"), ("k", "v")], &[(k * 1000, k as f64)])]));
+        }
+        let before = h.snapshot().unwrap();
+        let view = h.freeze();
+        let (frozen, live) = (&view.0.tenants[0].series[0], &h.tenants["t"].series[0]);
+        assert!(Arc::ptr_eq(&frozen.labels, &live.labels), "labels were copied");
+        assert!(Arc::ptr_eq(&frozen.closed, &live.closed), "the closed-chunk list was copied");
+        for k in 10..20 {
+            h.append("t", &req(vec![ts(&[("__name__", "a"), ("k", "v")], &[(k * 1000, k as f64)])]));
+        }
+        h.cut("t", 3500);
+        assert_eq!(h.tenants["t"].series[0].closed.len(), 3, "[4,7] [8,11] [12,15]");
+        assert_eq!(view.0.tenants[0].series[0].closed.len(), 2, "[0,3] [4,7] as captured");
+        assert_eq!(view.encode().unwrap(), before);
+        let mut restored = Head::new(HeadConfig::default());
+        restored.restore(&view.encode().unwrap()).unwrap();
+        let got = restored.select("t", &[m("__name__", MatchOp::Equal, "a")], i64::MIN, i64::MAX, false);
+        assert_eq!(got[0].1, (0..10).map(|k| (k * 1000, k as f64)).collect::<Vec<_>>());
     }
 
     #[test]

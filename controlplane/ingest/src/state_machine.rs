@@ -198,20 +198,21 @@ enum PendingOut<'a> {
     OnDisk { id: &'a str, tenant: &'a str, min_t: i64, before: i64 },
 }
 
-/// [`SnapshotBody`]'s wire form, borrowed.
-#[derive(Serialize)]
-struct SnapshotBodyOut<'a> {
-    last_applied: &'a Option<LogId>,
-    membership: &'a StoredMembership<NodeId, openraft::BasicNode>,
-    head: &'a [u8],
-    pending: Vec<PendingOut<'a>>,
-}
-
 impl SnapshotView {
-    /// The body bytes, as [`encode_body`] writes them.
+    /// The body bytes, as [`encode_body`] writes them. The head is encoded
+    /// straight into the body (bincode writes a struct as its fields in
+    /// order and `head: Vec<u8>` as a u64 length and the bytes), so the
+    /// encoded head is not held twice.
     fn encode(&self) -> Result<Vec<u8>, bincode::Error> {
-        let head = self.head.encode()?;
-        let pending = self
+        let mut out = BODY_MAGIC.to_vec();
+        bincode::serialize_into(&mut out, &self.last_applied)?;
+        bincode::serialize_into(&mut out, &self.membership)?;
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 8]);
+        self.head.encode_into(&mut out)?;
+        let head_len = (out.len() - len_at - 8) as u64;
+        out[len_at..len_at + 8].copy_from_slice(&head_len.to_le_bytes());
+        let pending: Vec<PendingOut> = self
             .pending
             .iter()
             .map(|b| {
@@ -222,10 +223,7 @@ impl SnapshotView {
                 }
             })
             .collect();
-        let body =
-            SnapshotBodyOut { last_applied: &self.last_applied, membership: &self.membership, head: &head, pending };
-        let mut out = BODY_MAGIC.to_vec();
-        bincode::serialize_into(&mut out, &body)?;
+        bincode::serialize_into(&mut out, &pending)?;
         Ok(out)
     }
 
