@@ -14,13 +14,14 @@
 #
 # RUNS="snapshots cuts" runs a subset (default: quiet snapshots cuts compare).
 # STRATA_BIN=/path/to/strata runs another build of the ingester (e.g. one
-# from before a change) with the same load generator.
+# from before a change) with the same load generator; BIN_DIR=/dir runs
+# the strata and strata-loadgen binaries in /dir without building.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 SERIES="${1:-100000}"; HISTORY="${2:-1h}"; SNAPSHOT_LOGS="${3:-1000}"; CUT_EVERY="${4:-10m}"
-make -s binaries
-B="$CARGO_TARGET_DIR/release"
+# BIN_DIR=/dir with strata and strata-loadgen: use those builds, build nothing.
+if [ -n "${BIN_DIR:-}" ]; then B="$BIN_DIR"; else make -s binaries; B="$CARGO_TARGET_DIR/release"; fi
 STRATA="${STRATA_BIN:-$B/strata}"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 wait_up() { for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
@@ -39,6 +40,13 @@ run_strata() { # name extra-flags...
   wait_up http://127.0.0.1:19109/-/ready
   bench "strata 1 ingester, $name" http://127.0.0.1:19109/api/v1/write $p
   echo "   snapshots built: $(grep -c 'built snapshot' "$W/s.log" || true), blocks cut: $(grep -c 'cut block' "$W/s.log" || true), RSS $(($(awk '/VmRSS/{print $2}' /proc/$p/status) / 1024)) MiB"
+  # How long each snapshot held the state lock (capture) and each cut part ran inside the apply.
+  local caps cuts
+  caps=$(grep 'built snapshot' "$W/s.log" | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*capture_ms=\([0-9]*\).*/\1/p' | sort -n | tr '\n' ' ' || true)
+  cuts=$(grep 'cut block' "$W/s.log" | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*took_ms=\([0-9]*\).*/\1/p' | sort -n | tail -3 | tr '\n' ' ' || true)
+  [ -n "$caps" ] && echo "   snapshot capture under the state lock (ms, sorted): $caps"
+  [ -n "$cuts" ] && echo "   longest cut parts inside the apply (ms): $cuts"
+  true
   kill $p; wait $p 2>/dev/null || true
 }
 RUNS="${RUNS:-quiet snapshots cuts compare}"  # a subset re-runs only those
