@@ -339,7 +339,15 @@ pub async fn run(
             tokio::time::sleep(interval).await;
         }
     });
-    let served = strata_server::serve(listener, app, &cfg.http, Some(&http_metrics), shutdown).await;
+    let served = strata_server::serve(
+        listener,
+        app,
+        &cfg.http,
+        Some(&http_metrics),
+        strata_server::auth::status_access,
+        shutdown,
+    )
+    .await;
     passes.abort();
     served.map_err(|e| CompactorError::Serve(e.to_string()))
 }

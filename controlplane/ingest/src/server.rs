@@ -226,6 +226,18 @@ fn raft_config(cfg: &IngesterConfig) -> Result<Arc<Config>, IngestError> {
     Ok(Arc::new(c.validate().map_err(|e| IngestError::Config(e.to_string()))?))
 }
 
+/// What each HTTP route needs with `--web.config.file`; a route not
+/// listed needs `admin`.
+pub fn http_access(_: &axum::http::Method, path: &str) -> strata_server::Access {
+    use strata_server::{Access, Role};
+    match path {
+        "/-/healthy" | "/-/ready" => Access::Open,
+        "/api/v1/write" | "/otlp/v1/metrics" => Access::Role(Role::Write),
+        "/metrics" | "/api/v1/status/raft" => Access::Role(Role::Read),
+        _ => Access::Role(Role::Admin),
+    }
+}
+
 async fn raft_status(State(st): State<Arc<AppState>>) -> Response {
     let m = st.raft.metrics().borrow().clone();
     let role = match m.state {
@@ -450,7 +462,7 @@ pub async fn run(
             },
         );
     let mut s2 = stop_rx.clone();
-    let web = strata_server::serve(web_listener, app, &cfg.http, Some(&http_metrics), async move {
+    let web = strata_server::serve(web_listener, app, &cfg.http, Some(&http_metrics), http_access, async move {
         let _ = s2.wait_for(|s| *s).await;
     });
 

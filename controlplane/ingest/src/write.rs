@@ -26,15 +26,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// The tenant from `X-Scope-OrgID` (default `anonymous`).
 pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
-    match headers.get("X-Scope-OrgID").map(|v| v.to_str()) {
-        None => Ok(strata_model::DEFAULT_TENANT.to_string()),
-        Some(Ok(t))
-            if !t.is_empty() && t.len() <= 150 && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-        {
-            Ok(t.to_string())
-        }
-        Some(_) => Err("invalid X-Scope-OrgID: use 1-150 characters of [A-Za-z0-9._-]".into()),
-    }
+    strata_model::tenant::tenant_from_header(headers.get(strata_model::tenant::TENANT_HEADER).map(|v| v.as_bytes()))
 }
 
 /// Drops invalid series (counting their samples as rejected) and checks the request limit.

@@ -5,6 +5,8 @@
 //! * [`validate_series`]: the remote write rules for label sets;
 //! * [`Limits`]: per-tenant limits.
 
+pub mod tenant;
+
 use serde::{Deserialize, Serialize};
 use strata_proto::prometheus::{Label, LabelMatcher, label_matcher};
 

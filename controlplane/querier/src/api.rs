@@ -182,12 +182,14 @@ pub fn parse_duration(name: &str, s: &str) -> Result<i64, ApiError> {
     Ok(total)
 }
 
-fn tenant(headers: &HeaderMap) -> String {
+/// The request's tenant: `X-Scope-OrgID`, already validated (or set from
+/// the credential) by the server layer, or the default tenant.
+pub(crate) fn tenant(headers: &HeaderMap) -> String {
     headers
-        .get("X-Scope-OrgID")
+        .get(strata_model::tenant::TENANT_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
-        .unwrap_or("anonymous")
+        .unwrap_or(strata_model::DEFAULT_TENANT)
         .to_string()
 }
 

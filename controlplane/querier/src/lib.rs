@@ -272,5 +272,19 @@ pub async fn run(
     let app = router(state).merge(extra);
     let listener = tokio::net::TcpListener::bind(cfg.web_listen).await?;
     tracing::info!(addr = %cfg.web_listen, endpoints = ?cfg.endpoints, "querier listening");
-    strata_server::serve(listener, app, &cfg.http, Some(&http_metrics), shutdown).await
+    strata_server::serve(listener, app, &cfg.http, Some(&http_metrics), http_access, shutdown).await
+}
+
+/// What each HTTP route needs with `--web.config.file`: the querier only
+/// reads (the API, remote read, SQL, the dashboard, `/metrics`); a route
+/// not listed needs `admin`.
+pub fn http_access(method: &axum::http::Method, path: &str) -> strata_server::Access {
+    use strata_server::{Access, Role};
+    let read_method = method == axum::http::Method::GET || method == axum::http::Method::POST;
+    match path {
+        "/-/healthy" | "/-/ready" => Access::Open,
+        "/" | "/metrics" => Access::Role(Role::Read),
+        p if read_method && (p.starts_with("/api/v1/") || p.starts_with("/assets/")) => Access::Role(Role::Read),
+        _ => Access::Role(Role::Admin),
+    }
 }

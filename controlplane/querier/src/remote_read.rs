@@ -117,12 +117,7 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("remote read: invalid ReadRequest protobuf: {e}")),
     };
-    let tenant = headers
-        .get("X-Scope-OrgID")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("anonymous")
-        .to_string();
+    let tenant = crate::api::tenant(&headers);
     let streamed =
         req.accepted_response_types.first().is_some_and(|t| *t == read_request::ResponseType::StreamedXorChunks as i32);
     let mut results = Vec::with_capacity(req.queries.len());

@@ -25,11 +25,18 @@
 //!   component's own registry): requests by handler and status code,
 //!   latency, requests in flight, requests refused by the limits.
 //!
+//! - **authentication and tenancy** ([`auth`]): with `--web.config.file`,
+//!   every request needs a credential holding the role its route needs
+//!   (the component's [`RouteAccess`] table), and its tenant comes from
+//!   the credential; without it, tenant headers are still validated.
+//!
 //! Health (`/-/healthy`, `/-/ready`) and `/metrics` stay with each
 //! component, which knows what they mean for it.
 
+pub mod auth;
 mod metrics;
 
+pub use auth::{Access, Role, RouteAccess};
 pub use metrics::HttpMetrics;
 
 use std::future::Future;
@@ -63,6 +70,9 @@ pub struct HttpServerConfig {
     /// Body bytes of the requests served at once; more get 503 with
     /// `Retry-After`.
     pub max_inflight_request_bytes: u64,
+    /// Prometheus-format web config with credentials and their tenants
+    /// ([`auth`]); none: no authentication.
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpServerConfig {
@@ -72,6 +82,7 @@ impl Default for HttpServerConfig {
             request_timeout: Duration::from_secs(300),
             max_concurrent_requests: 1024,
             max_inflight_request_bytes: 256 << 20,
+            web_config_file: None,
         }
     }
 }
@@ -95,6 +106,11 @@ pub struct HttpServerArgs {
     /// the whole limit).
     #[arg(long = "web.max-inflight-request-bytes", default_value_t = 256 << 20)]
     pub max_inflight_request_bytes: u64,
+    /// Web config file (Prometheus' web.config.file format plus a tenants
+    /// list): credentials, their roles and tenants. Without it requests are
+    /// not authenticated. Re-read on SIGHUP and when it changes.
+    #[arg(long = "web.config.file")]
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 impl From<HttpServerArgs> for HttpServerConfig {
@@ -104,6 +120,7 @@ impl From<HttpServerArgs> for HttpServerConfig {
             request_timeout: a.request_timeout,
             max_concurrent_requests: a.max_concurrent_requests,
             max_inflight_request_bytes: a.max_inflight_request_bytes,
+            web_config_file: a.web_config_file,
         }
     }
 }
@@ -122,6 +139,9 @@ impl HttpServerConfig {
         }
         if self.max_inflight_request_bytes == 0 {
             return Err("web.max-inflight-request-bytes must be at least 1".into());
+        }
+        if let Some(p) = &self.web_config_file {
+            auth::WebConfig::load(p).map_err(|e| format!("web.config.file: {e}"))?;
         }
         Ok(())
     }
@@ -270,15 +290,32 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// requests in flight (at most the request timeout). Unknown paths and
 /// methods are answered 404/405 naming them.
 /// With `metrics`, every request is counted by route, those refused by the
-/// limits included.
+/// limits or by authentication included. `access` is the component's route
+/// table for `--web.config.file` ([`auth`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     cfg: &HttpServerConfig,
     metrics: Option<&HttpMetrics>,
+    access: RouteAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed);
+    let authenticator = auth::Authenticator::new(cfg.web_config_file.as_deref(), access)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let authenticator = Arc::new(authenticator);
+    authenticator.watch(Duration::from_secs(5));
+    let addr = listener.local_addr()?;
+    if !authenticator.enabled() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving HTTP on a non-loopback address without authentication: anyone who can reach it can read \
+             and write every tenant; set --web.config.file (docs/security.md)"
+        );
+    }
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate));
     let app = with_limits(router, cfg);
     let app = match metrics {
         Some(m) => m.instrument(app),
@@ -370,7 +407,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            serve(listener, router, &cfg, metrics.as_ref(), async move {
+            serve(listener, router, &cfg, metrics.as_ref(), |_, _| Access::Open, async move {
                 let _ = rx.await;
             })
             .await
@@ -529,7 +566,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            serve(listener, router, &HttpServerConfig::default(), None, async move {
+            serve(listener, router, &HttpServerConfig::default(), None, |_, _| Access::Open, async move {
                 let _ = rx.await;
             })
             .await

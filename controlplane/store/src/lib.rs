@@ -620,9 +620,16 @@ pub async fn run(
             },
         );
     let mut s2 = stop_rx;
-    let web = strata_server::serve(web_listener, app, &cfg.http, Some(&http_metrics), async move {
-        let _ = s2.wait_for(|s| *s).await;
-    });
+    let web = strata_server::serve(
+        web_listener,
+        app,
+        &cfg.http,
+        Some(&http_metrics),
+        strata_server::auth::status_access,
+        async move {
+            let _ = s2.wait_for(|s| *s).await;
+        },
+    );
     tracing::info!(grpc = %cfg.grpc_listen, web = %cfg.web_listen, objstore = %path, "strata store started");
     tokio::spawn(async move {
         shutdown.await;

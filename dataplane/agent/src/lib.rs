@@ -169,14 +169,22 @@ pub async fn run(
         receiver::http_router(pipeline.clone(), cfg.otlp.max_request_bytes),
         &cfg.http_server,
         Some(&http_metrics),
+        receiver::http_access,
         async move {
             let _ = stop.wait_for(|s| *s).await;
         },
     );
     let mut stop = stop_rx.clone();
-    let web = strata_server::serve(web_listener, web, &cfg.http_server, Some(&http_metrics), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    let web = strata_server::serve(
+        web_listener,
+        web,
+        &cfg.http_server,
+        Some(&http_metrics),
+        strata_server::auth::status_access,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    );
     let mut stop = stop_rx.clone();
     let http_server = cfg.http_server.clone();
     let exposition_server = async move {
@@ -188,7 +196,7 @@ pub async fn run(
                 async move { ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], e.render()) }
             }),
         );
-        strata_server::serve(listener, app, &http_server, None, async move {
+        strata_server::serve(listener, app, &http_server, None, strata_server::auth::status_access, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await

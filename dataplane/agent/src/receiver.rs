@@ -77,6 +77,16 @@ struct HttpState {
     max_bytes: usize,
 }
 
+/// What the receiver's routes need with `http_server.web_config_file`:
+/// OTLP export needs `write`; anything else `admin`.
+pub fn http_access(_: &axum::http::Method, path: &str) -> strata_server::Access {
+    use strata_server::{Access, Role};
+    match path {
+        "/v1/metrics" => Access::Role(Role::Write),
+        _ => Access::Role(Role::Admin),
+    }
+}
+
 /// HTTP receiver routes (`POST /v1/metrics`).
 pub fn http_router(pipeline: Arc<Pipeline>, max_bytes: usize) -> Router {
     Router::new()

@@ -44,12 +44,19 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         tracing::info!(address = %cli.listen, ?faults, "sample-api listening");
-        strata_server::serve(listener, sample_api::app(state), &http, None, shutdown_signal()).await?;
+        strata_server::serve(listener, sample_api::app(state), &http, None, read_access, shutdown_signal()).await?;
         // Flush the last metrics before exiting.
         let p = provider.clone();
         let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
         anyhow::Ok(())
     })
+}
+
+/// With `--web.config.file`: `/admin/*` (fault injection) needs `admin`,
+/// the shop API `read`.
+fn read_access(_: &axum::http::Method, path: &str) -> strata_server::Access {
+    use strata_server::{Access, Role};
+    if path.starts_with("/admin/") { Access::Role(Role::Admin) } else { Access::Role(Role::Read) }
 }
 
 async fn shutdown_signal() {

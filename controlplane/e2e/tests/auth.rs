@@ -1,0 +1,219 @@
+//! `--web.config.file` on an ingester and a querier (real binaries on
+//! loopback): every route of both is refused without credentials (401
+//! with `WWW-Authenticate`) and with a credential lacking its role (403),
+//! a path no table lists needs `admin`, and tenant A's credentials never
+//! see tenant B's series, label values or data — whatever `X-Scope-OrgID`
+//! they send.
+
+use std::time::Duration;
+
+use controlplane_e2e::*;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()))
+}
+
+fn client(authorization: Option<String>) -> reqwest::Client {
+    let mut h = HeaderMap::new();
+    if let Some(a) = authorization {
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&a).expect("header"));
+    }
+    reqwest::Client::builder().default_headers(h).timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+fn basic(user: &str, password: &str) -> Option<String> {
+    use base64::Engine;
+    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+}
+
+/// (method, path, body) of a route.
+type Route = (&'static str, &'static str, &'static [u8]);
+
+async fn call(c: &reqwest::Client, base: &str, (method, path, body): Route) -> reqwest::Response {
+    let url = format!("{base}{path}");
+    let req = match method {
+        "GET" => c.get(url),
+        "POST" => c.post(url).body(body.to_vec()),
+        m => panic!("method {m}"),
+    };
+    req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Every route: 401 without credentials, 403 with `wrong`, neither with `right`.
+async fn check_routes(base: &str, routes: &[Route], wrong: &reqwest::Client, right: &reqwest::Client) {
+    let anonymous = client(None);
+    for &route in routes {
+        let r = call(&anonymous, base, route).await;
+        assert_eq!(r.status().as_u16(), 401, "{} {} without credentials", route.0, route.1);
+        assert!(r.headers().contains_key("www-authenticate"), "{} {}: no WWW-Authenticate", route.0, route.1);
+        let r = call(wrong, base, route).await;
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 403, "{} {} with a credential lacking the role: {body}", route.0, route.1);
+        assert!(body.contains("lacks the"), "{} {}: {body}", route.0, route.1);
+        let r = call(right, base, route).await;
+        let status = r.status().as_u16();
+        assert!(status != 401 && status != 403, "{} {} with the right role: {status}", route.0, route.1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_roles_and_tenants_on_every_route() {
+    let dir = test_dir();
+    let hash = |pw: &str| bcrypt::hash(pw, 4).expect("bcrypt");
+    let web_config = format!(
+        "basic_auth_users:\n  reader-a: '{}'\n  reader-b: '{}'\n  ops: '{}'\n\
+         tenants:\n\
+         \x20 - {{ user: reader-a, tenant: team-a, roles: [read] }}\n\
+         \x20 - {{ user: reader-b, tenant: team-b, roles: [read] }}\n\
+         \x20 - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n\
+         \x20 - {{ token_sha256: {}, tenant: team-b, roles: [write] }}\n",
+        hash("pa"),
+        hash("pb"),
+        hash("po"),
+        sha256_hex("token-a"),
+        sha256_hex("token-b"),
+    );
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(&web_file, web_config).expect("write web config");
+    let web_flag = format!("--web.config.file={}", web_file.display());
+
+    let (grpc, web) = (free_port(), free_port());
+    let mut node = Node {
+        id: 1,
+        grpc,
+        web,
+        dir: dir.path().join("node-1"),
+        proc: None,
+        extra: vec![web_flag.clone()],
+        peers: format!("1=127.0.0.1:{grpc}"),
+    };
+    node.start(dir.path());
+    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    let querier = Querier::start(dir.path(), &[node.grpc_addr()], &[&web_flag]).await;
+
+    let writer_a = client(Some("Bearer token-a".into()));
+    let writer_b = client(Some("Bearer token-b".into()));
+    let reader_a = client(basic("reader-a", "pa"));
+    let reader_b = client(basic("reader-b", "pb"));
+    let ops = client(basic("ops", "po"));
+
+    // Ingester: writes need write, status and /metrics read, the admin API
+    // (and any path no table lists) admin.
+    let ingester = node.web_url("");
+    check_routes(&ingester, &[("POST", "/api/v1/write", b""), ("POST", "/otlp/v1/metrics", b"")], &reader_a, &writer_a)
+        .await;
+    check_routes(&ingester, &[("GET", "/api/v1/status/raft", b""), ("GET", "/metrics", b"")], &writer_a, &reader_a)
+        .await;
+    check_routes(
+        &ingester,
+        &[
+            ("POST", "/api/v1/admin/raft/learner", b"{"),
+            ("POST", "/api/v1/admin/raft/membership", b"{"),
+            ("POST", "/api/v1/admin/flush", b""),
+            ("GET", "/api/v1/admin/not-a-route", b""),
+            ("GET", "/not-a-route", b""),
+        ],
+        &reader_a,
+        &ops,
+    )
+    .await;
+
+    // Tenant A and B write through their tokens; A's token cannot write as B.
+    let t = now_ms();
+    let a_data = vec![(labels(&[("__name__", "iso_a"), ("job", "x")]), vec![(t - 2000, 1.0)])];
+    let b_data = vec![(labels(&[("__name__", "iso_b"), ("job", "x")]), vec![(t - 2000, 2.0)])];
+    let (s, body) = remote_write(&writer_a, &node.write_url(), "team-a", &a_data).await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = remote_write(&writer_b, &node.write_url(), "team-b", &b_data).await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = remote_write(&writer_a, &node.write_url(), "team-b", &b_data).await;
+    assert_eq!(s, 403, "token A writing as team-b: {body}");
+
+    // Querier: every route needs read (a write token is refused).
+    let q = querier.base();
+    check_routes(
+        &q,
+        &[
+            ("GET", "/api/v1/query?query=up", b""),
+            ("GET", "/api/v1/query_range?query=up&start=0&end=60&step=15", b""),
+            ("GET", "/api/v1/series?match[]=up", b""),
+            ("GET", "/api/v1/labels", b""),
+            ("GET", "/api/v1/label/job/values", b""),
+            ("GET", "/api/v1/metadata", b""),
+            ("GET", "/api/v1/query_exemplars?query=up&start=0&end=60", b""),
+            ("GET", "/api/v1/status/buildinfo", b""),
+            ("GET", "/api/v1/rules", b""),
+            ("GET", "/api/v1/alerts", b""),
+            ("GET", "/api/v1/format_query?query=up", b""),
+            ("POST", "/api/v1/read", b"x"),
+            ("GET", "/api/v1/stores", b""),
+            ("POST", "/api/v1/sql", b"select 1"),
+            ("GET", "/metrics", b""),
+            ("GET", "/", b""),
+            ("GET", "/assets/none.js", b""),
+        ],
+        &writer_a,
+        &reader_a,
+    )
+    .await;
+    check_routes(&q, &[("GET", "/not-a-route", b""), ("GET", "/api/v2/anything", b"")], &reader_a, &ops).await;
+
+    // Each reader sees its own tenant only, whatever X-Scope-OrgID it sends.
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["data"]["result"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let query = r#"{__name__=~"iso_.+"}"#;
+    let mut seen_a = Vec::new();
+    for _ in 0..50 {
+        seen_a = names(&instant_query(&reader_a, &q, "team-a", query, t).await);
+        if !seen_a.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen_a, vec!["iso_a".to_string()]);
+    assert_eq!(names(&instant_query(&reader_b, &q, "team-b", query, t).await), vec!["iso_b".to_string()]);
+    // Without a header the credential's tenant is used.
+    let r = reader_a
+        .get(format!("{q}/api/v1/query"))
+        .query(&[("query", query.to_string()), ("time", format!("{}", t as f64 / 1000.0))])
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(names(&r.json().await.expect("json")), vec!["iso_a".to_string()]);
+    // Another tenant's header: 403, not B's data.
+    let r = reader_a
+        .get(format!("{q}/api/v1/label/__name__/values"))
+        .header("X-Scope-OrgID", "team-b")
+        .send()
+        .await
+        .expect("label values");
+    assert_eq!(r.status().as_u16(), 403);
+    let values: serde_json::Value = reader_a
+        .get(format!("{q}/api/v1/label/__name__/values"))
+        .send()
+        .await
+        .expect("label values")
+        .json()
+        .await
+        .expect("json");
+    let values: Vec<&str> = values["data"].as_array().expect("data").iter().filter_map(|v| v.as_str()).collect();
+    assert!(values.contains(&"iso_a") && !values.contains(&"iso_b"), "{values:?}");
+    let series: serde_json::Value = reader_b
+        .get(format!("{q}/api/v1/series"))
+        .query(&[("match[]", query)])
+        .send()
+        .await
+        .expect("series")
+        .json()
+        .await
+        .expect("json");
+    let series: Vec<&str> =
+        series["data"].as_array().expect("data").iter().filter_map(|s| s["__name__"].as_str()).collect();
+    assert_eq!(series, vec!["iso_b"]);
+}
