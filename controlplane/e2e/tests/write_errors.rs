@@ -261,3 +261,36 @@ async fn write_path_rejects_bad_input_precisely() {
     assert!(m.contains("strata_ingester_samples_rejected_total"));
     assert!(m.contains("strata_ingester_native_histograms_rejected_total 3"), "{m}");
 }
+
+/// OTLP delta streams are turned into cumulative series per tenant: two
+/// tenants sending the same stream (same resource, metric and attributes)
+/// each get their own running total, never the sum of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_delta_streams_of_two_tenants_stay_apart() {
+    let dir = test_dir();
+    let cluster = Cluster::start(dir.path(), 1, &[]).await;
+    let node = &cluster.nodes[0];
+    let c = reqwest::Client::new();
+    let t0 = now_ms() - 60_000;
+    let delta = |start: i64, end: i64, v: f64| {
+        serde_json::json!({"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+            "scopeMetrics": [{"metrics": [{"name": "jobs", "sum": {"isMonotonic": true, "aggregationTemporality": 1,
+            "dataPoints": [{"startTimeUnixNano": (start * 1_000_000).to_string(), "timeUnixNano": (end * 1_000_000).to_string(), "asDouble": v}]}}]}]}]})
+    };
+    for (i, (start, end)) in [(t0, t0 + 10_000), (t0 + 10_000, t0 + 20_000)].into_iter().enumerate() {
+        for (tenant, v) in [("team-a", 5.0), ("team-b", 7.0)] {
+            let r = c
+                .post(node.web_url("/otlp/v1/metrics"))
+                .header("X-Scope-OrgID", tenant)
+                .json(&delta(start, end, v))
+                .send()
+                .await
+                .expect("otlp");
+            assert_eq!(r.status(), 200, "point {i} of {tenant}: {}", r.text().await.unwrap_or_default());
+        }
+    }
+    let a = read_series(&node.grpc_addr(), "team-a", "jobs_total").await;
+    let b = read_series(&node.grpc_addr(), "team-b", "jobs_total").await;
+    assert_eq!(a.values().collect::<Vec<_>>(), vec![&vec![(t0 + 10_000, 5.0), (t0 + 20_000, 10.0)]], "{a:?}");
+    assert_eq!(b.values().collect::<Vec<_>>(), vec![&vec![(t0 + 10_000, 7.0), (t0 + 20_000, 14.0)]], "{b:?}");
+}

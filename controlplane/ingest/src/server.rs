@@ -18,7 +18,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use strata_otel_prom::Translator;
 use strata_proto::raft::raft_server::RaftServer;
 use strata_proto::store::store_server::StoreServer;
 
@@ -206,7 +205,8 @@ pub struct AppState {
     pub sm: StateMachine,
     pub proposer: Arc<Proposer>,
     pub metrics: IngesterMetrics,
-    pub translator: Mutex<Translator>,
+    /// OTLP translation state, per tenant.
+    pub translators: Mutex<crate::write::OtlpTranslators>,
 }
 
 fn raft_config(cfg: &IngesterConfig) -> Result<Arc<Config>, IngestError> {
@@ -418,7 +418,7 @@ pub async fn run(
         sm: sm.clone(),
         proposer: proposer.clone(),
         metrics: ingester_metrics,
-        translator: Mutex::new(crate::write::translator()),
+        translators: Mutex::new(crate::write::OtlpTranslators::default()),
     });
     let http_metrics = state.metrics.http.clone();
     let app = Router::new()

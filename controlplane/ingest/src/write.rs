@@ -261,12 +261,12 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         Err(m) => return status(StatusCode::BAD_REQUEST, m),
     };
     let out = {
-        let mut tr = st.translator.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        tr.translate(&otlp_req, now)
+        let mut translators = st.translators.lock().unwrap_or_else(|p| p.into_inner());
+        translators.of(&tenant, now).translate(&otlp_req, now)
     };
     let mut rejected = out.stats.rejected_points;
     let mut message = out.rejection_message();
@@ -301,7 +301,33 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     }
 }
 
-/// A translator for the ingester's OTLP endpoint.
-pub fn translator() -> Translator {
-    Translator::new(TranslatorConfig::default())
+/// Tenants whose OTLP translation state (delta-to-cumulative streams,
+/// caches) is kept at once; past it the least recently used is dropped
+/// (its delta streams start again from their next point).
+const MAX_OTLP_TENANTS: usize = 1000;
+
+/// The ingester's OTLP translators, one per tenant: two tenants sending
+/// the same delta stream must not be summed together.
+#[derive(Default)]
+pub struct OtlpTranslators {
+    by_tenant: std::collections::HashMap<String, (Translator, i64)>,
+}
+
+impl OtlpTranslators {
+    /// `tenant`'s translator (created on first use), marked used at `now_ms`.
+    pub fn of(&mut self, tenant: &str, now_ms: i64) -> &mut Translator {
+        if !self.by_tenant.contains_key(tenant) && self.by_tenant.len() >= MAX_OTLP_TENANTS {
+            let oldest = self.by_tenant.iter().min_by_key(|(_, (_, used))| *used).map(|(t, _)| t.clone());
+            if let Some(t) = oldest {
+                tracing::warn!(tenant = %t, "OTLP translation state dropped: more than {MAX_OTLP_TENANTS} tenants");
+                self.by_tenant.remove(&t);
+            }
+        }
+        let entry = self
+            .by_tenant
+            .entry(tenant.to_string())
+            .or_insert_with(|| (Translator::new(TranslatorConfig::default()), now_ms));
+        entry.1 = now_ms;
+        &mut entry.0
+    }
 }
