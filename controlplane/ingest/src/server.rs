@@ -59,6 +59,8 @@ pub struct IngesterConfig {
     pub http: strata_server::HttpServerConfig,
     /// Bytes of cut blocks waiting for upload past which writes get 503.
     pub max_pending_bytes: u64,
+    /// Per-tenant limits reloaded at run time (`--limits.overrides-file`).
+    pub overrides_file: Option<PathBuf>,
 }
 
 impl Default for IngesterConfig {
@@ -81,6 +83,7 @@ impl Default for IngesterConfig {
             objstore: strata_blocks::BucketConfig::default(),
             http: strata_server::HttpServerConfig::default(),
             max_pending_bytes: 1 << 30,
+            overrides_file: None,
         }
     }
 }
@@ -106,6 +109,7 @@ pub struct IngesterMetrics {
     pub histograms_rejected: Counter,
     pub write_errors: Counter,
     pub writes_throttled: Counter,
+    pub writes_rate_limited: Counter,
     pending_bytes: Gauge,
     pending_limit: Gauge,
     term: Gauge,
@@ -131,6 +135,7 @@ impl IngesterMetrics {
             histograms_rejected: Counter::default(),
             write_errors: Counter::default(),
             writes_throttled: Counter::default(),
+            writes_rate_limited: Counter::default(),
             pending_bytes: Gauge::default(),
             pending_limit: Gauge::default(),
             term: Gauge::default(),
@@ -184,6 +189,11 @@ impl IngesterMetrics {
             m.writes_throttled.clone(),
         );
         r.register(
+            "writes_rate_limited",
+            "Write requests refused with 429 because their tenant is over its ingestion rate (--limits.overrides-file)",
+            m.writes_rate_limited.clone(),
+        );
+        r.register(
             "pending_bytes",
             "Bytes of cut blocks waiting for their upload (spilled to disk or in memory)",
             m.pending_bytes.clone(),
@@ -207,6 +217,18 @@ pub struct AppState {
     pub metrics: IngesterMetrics,
     /// OTLP translation state, per tenant.
     pub translators: Mutex<crate::write::OtlpTranslators>,
+    /// The current per-tenant overrides (replaced when the file changes).
+    pub overrides: std::sync::RwLock<Arc<strata_model::overrides::Overrides>>,
+    /// Ingestion rate buckets per tenant, at this entry point.
+    pub limiter: Mutex<strata_model::overrides::IngestionLimiter>,
+}
+
+/// Reads `--limits.overrides-file` (none: no overrides).
+fn load_overrides(path: Option<&std::path::Path>) -> Result<strata_model::overrides::Overrides, String> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--limits.overrides-file {}: {e}", path.display()))?;
+    strata_model::overrides::Overrides::parse(&text)
+        .map_err(|e| format!("--limits.overrides-file {}: {e}", path.display()))
 }
 
 fn raft_config(cfg: &IngesterConfig) -> Result<Arc<Config>, IngestError> {
@@ -385,6 +407,7 @@ pub async fn run(
     if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.node_id) {
         return Err(IngestError::Config(format!("--raft.node-id {} is not in --raft.peers", cfg.node_id)));
     }
+    let overrides = load_overrides(cfg.overrides_file.as_deref()).map_err(IngestError::Config)?;
     let storage = |p: PathBuf| move |source| IngestError::Storage { path: p.display().to_string(), source };
     let log = LogStore::open(&cfg.storage_path.join("raft")).map_err(storage(cfg.storage_path.join("raft")))?;
     let sm = StateMachine::open(cfg.storage_path.join("state"), cfg.head.clone(), &cfg.shard)
@@ -419,7 +442,25 @@ pub async fn run(
         proposer: proposer.clone(),
         metrics: ingester_metrics,
         translators: Mutex::new(crate::write::OtlpTranslators::default()),
+        overrides: std::sync::RwLock::new(Arc::new(overrides)),
+        limiter: Mutex::new(Default::default()),
     });
+    if let Some(path) = cfg.overrides_file.clone() {
+        let weak = Arc::downgrade(&state);
+        strata_server::reload::watch_file(path.clone(), Duration::from_secs(5), move || {
+            let Some(st) = weak.upgrade() else { return false };
+            match load_overrides(Some(&path)) {
+                Ok(o) => {
+                    if let Ok(mut g) = st.overrides.write() {
+                        *g = Arc::new(o);
+                    }
+                    tracing::info!(file = %path.display(), "limits overrides reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "limits overrides not reloaded; the previous ones stay"),
+            }
+            true
+        });
+    }
     let http_metrics = state.metrics.http.clone();
     let app = Router::new()
         .route("/api/v1/write", post(crate::write::remote_write))

@@ -87,6 +87,7 @@ async fn commit(
     if req.timeseries.iter().all(|t| t.samples.is_empty() && t.exemplars.is_empty()) && req.metadata.is_empty() {
         return Ok(());
     }
+    check_rate(st, tenant, req)?;
     check_pending(st)?;
     match st.proposer.propose(tenant, encoded.unwrap_or_else(|| Payload::Raw(req.encode_to_vec()))).await {
         Ok(o) => {
@@ -98,6 +99,40 @@ async fn commit(
             Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("write not committed: {e}")))
         }
     }
+}
+
+/// The tenant's ingestion rate (`--limits.overrides-file`): a request
+/// whose samples and exemplars do not fit in the tenant's bucket now gets
+/// 429 with `Retry-After`; nothing of it is written.
+fn check_rate(st: &AppState, tenant: &str, req: &WriteRequest) -> Result<(), Response> {
+    let Some(limit) = st.overrides.read().ok().and_then(|o| o.ingestion(tenant)) else { return Ok(()) };
+    let n: usize = req.timeseries.iter().map(|t| t.samples.len() + t.exemplars.len()).sum();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let admitted = st.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(tenant, limit, n as u64, now);
+    let wait = match admitted {
+        Ok(()) => return Ok(()),
+        Err(wait) => wait,
+    };
+    st.metrics.writes_rate_limited.inc();
+    let msg = match wait {
+        Some(_) => format!(
+            "tenant {tenant:?} is over its ingestion rate ({} samples/s, burst {}): this request's {n} samples \
+             were not written, retry later",
+            limit.rate, limit.burst
+        ),
+        None => format!(
+            "tenant {tenant:?}: this request's {n} samples exceed its ingestion burst ({}) and can never be \
+             accepted at once; send smaller requests",
+            limit.burst
+        ),
+    };
+    let mut resp = text(StatusCode::TOO_MANY_REQUESTS, msg);
+    let secs = wait.unwrap_or(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&secs) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Err(resp)
 }
 
 /// Backpressure: past `--ingest.max-pending-bytes` of cut blocks waiting

@@ -409,36 +409,17 @@ impl Authenticator {
     }
 
     /// Reloads on SIGHUP and when the file's content changes (checked every
-    /// `every`), until the process ends.
+    /// `every`), while the authenticator is in use.
     pub fn watch(self: &Arc<Self>, every: std::time::Duration) {
         let Some(path) = self.path.clone() else { return };
         let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut last = std::fs::read(&path).ok();
-            #[cfg(unix)]
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                #[cfg(unix)]
-                let signalled = tokio::select! {
-                    _ = tokio::time::sleep(every) => false,
-                    _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
-                };
-                #[cfg(not(unix))]
-                let signalled = {
-                    tokio::time::sleep(every).await;
-                    false
-                };
-                let Some(me) = me.upgrade() else { return };
-                let now = std::fs::read(&path).ok();
-                if !signalled && now == last {
-                    continue;
-                }
-                last = now;
-                match me.reload() {
-                    Ok(()) => tracing::info!(file = %path.display(), "web config reloaded"),
-                    Err(e) => tracing::error!(error = %e, "web config not reloaded; the previous one stays"),
-                }
+        crate::reload::watch_file(path.clone(), every, move || {
+            let Some(me) = me.upgrade() else { return false };
+            match me.reload() {
+                Ok(()) => tracing::info!(file = %path.display(), "web config reloaded"),
+                Err(e) => tracing::error!(error = %e, "web config not reloaded; the previous one stays"),
             }
+            true
         });
     }
 

@@ -35,6 +35,7 @@
 
 pub mod auth;
 mod metrics;
+pub mod reload;
 
 pub use auth::{Access, Role, RouteAccess};
 pub use metrics::HttpMetrics;

@@ -152,6 +152,10 @@ struct IngesterArgs {
     /// Largest accepted request body in bytes (compressed).
     #[arg(long = "limits.max-request-bytes", default_value_t = 32 << 20)]
     max_request_bytes: usize,
+    /// Per-tenant limits reloaded at run time (YAML: defaults and tenants with ingestion_rate samples/s and
+    /// ingestion_burst; over the rate: 429 with Retry-After). Re-read on SIGHUP and when it changes.
+    #[arg(long = "limits.overrides-file")]
+    overrides_file: Option<PathBuf>,
     /// Block range: the head is cut into blocks of this span (Prometheus: 2h).
     #[arg(long = "block.duration", default_value = "2h", value_parser = humantime::parse_duration)]
     block_duration: Duration,
@@ -332,6 +336,7 @@ fn main() -> anyhow::Result<()> {
                 objstore: a.objstore.bucket(),
                 http: http_config(a.http)?,
                 max_pending_bytes: a.max_pending_bytes,
+                overrides_file: a.overrides_file,
                 ..Default::default()
             };
             anyhow::ensure!(a.block_duration >= Duration::from_secs(1), "--block.duration must be at least 1s");
