@@ -31,7 +31,7 @@ impl Default for BucketConfig {
 
 /// An S3-compatible bucket. Credentials not given here come from the usual
 /// `AWS_*` environment variables (and, on AWS, the instance/pod role).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct S3Config {
     pub bucket: String,
     /// e.g. `http://minio:9000`; empty for AWS S3 itself. An `http://`
@@ -46,6 +46,22 @@ pub struct S3Config {
     /// `bucket.endpoint/key` addressing instead of `endpoint/bucket/key`
     /// (AWS prefers it; MinIO and most self-hosted servers need path style).
     pub virtual_hosted_style: bool,
+}
+
+/// Debug output names whether credentials are set, never their values.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.as_deref().is_some_and(|s| !s.is_empty()) { "<set>" } else { "<unset>" };
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &set(&self.access_key_id))
+            .field("secret_access_key", &set(&self.secret_access_key))
+            .field("prefix", &self.prefix)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish()
+    }
 }
 
 impl BucketConfig {
@@ -169,5 +185,7 @@ mod tests {
         let d = cfg.describe();
         assert_eq!(d, "s3://blocks/prod (http://127.0.0.1:9000)");
         assert!(!d.contains("secret") && !d.contains("AKIA"));
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("\"secret\"") && !debug.contains("AKIA") && debug.contains("<set>"), "{debug}");
     }
 }

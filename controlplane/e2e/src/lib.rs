@@ -889,8 +889,16 @@ impl S3Server {
             format!("--objstore.s3.endpoint={}", self.endpoint()),
             format!("--objstore.s3.prefix={prefix}"),
             format!("--objstore.s3.access-key-id={}", self.access_key),
-            format!("--objstore.s3.secret-access-key={}", self.secret_key),
+            // Secrets are refused on the command line: through a config file.
+            format!("--config.file={}", self.secret_file().display()),
         ]
+    }
+
+    /// A `--config.file` holding the secret key.
+    fn secret_file(&self) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("strata-e2e-s3-{}-{}.yml", std::process::id(), self.port));
+        std::fs::write(&p, format!("objstore.s3.secret-access-key: {:?}\n", self.secret_key)).expect("secret file");
+        p
     }
 
     fn client(&self, bucket: &str) -> object_store::aws::AmazonS3 {

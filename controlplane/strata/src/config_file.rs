@@ -5,8 +5,24 @@
 
 use anyhow::{Context, bail};
 
+/// Flags holding secrets: accepted from the config file (or their
+/// environment variable), refused on the command line, where `ps` and
+/// `/proc/<pid>/cmdline` show them to every user of the machine.
+const SECRET_FLAGS: &[(&str, &str)] = &[("objstore.s3.secret-access-key", "AWS_SECRET_ACCESS_KEY")];
+
 /// Expands `--config.file FILE` (or `--config.file=FILE`) in `args`.
 pub fn expand(args: Vec<String>) -> anyhow::Result<Vec<String>> {
+    for a in &args {
+        for (flag, env) in SECRET_FLAGS {
+            let dashed = format!("--{flag}");
+            if *a == dashed || a.starts_with(&format!("{dashed}=")) {
+                bail!(
+                    "{dashed} is refused on the command line, where ps shows it to every user: \
+                     set {env} or put `{flag}: ...` in --config.file"
+                );
+            }
+        }
+    }
     let mut file = None;
     let mut rest = Vec::with_capacity(args.len());
     let mut it = args.into_iter();
@@ -76,5 +92,23 @@ mod tests {
         assert_eq!(flags, ["--raft.node-id", "2", "--endpoint", "a", "--endpoint", "b", "--query.partial", "true"]);
         assert!(flags_from_yaml("x: {a: 1}").is_err());
         assert!(flags_from_yaml("- a").is_err());
+    }
+
+    #[test]
+    fn secrets_are_refused_on_the_command_line_and_taken_from_the_file() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for bad in [
+            args(&["strata", "store", "--objstore.s3.secret-access-key=s3cr3t"]),
+            args(&["strata", "store", "--objstore.s3.secret-access-key", "s3cr3t"]),
+        ] {
+            let err = expand(bad).unwrap_err().to_string();
+            assert!(err.contains("refused on the command line") && err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+            assert!(!err.contains("s3cr3t"), "the error repeats the secret: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yml");
+        std::fs::write(&file, "objstore.s3.secret-access-key: s3cr3t\n").unwrap();
+        let out = expand(args(&["strata", "store", &format!("--config.file={}", file.display())])).unwrap();
+        assert_eq!(out, args(&["strata", "store", "--objstore.s3.secret-access-key", "s3cr3t"]));
     }
 }

@@ -213,7 +213,8 @@ struct ObjstoreArgs {
     /// Access key (default: AWS_ACCESS_KEY_ID).
     #[arg(long = "objstore.s3.access-key-id")]
     s3_access_key_id: Option<String>,
-    /// Secret key (default: AWS_SECRET_ACCESS_KEY; prefer the variable or the config file over the command line).
+    /// Secret key: only from --config.file (default: AWS_SECRET_ACCESS_KEY); refused on the command line, where ps
+    /// shows it.
     #[arg(long = "objstore.s3.secret-access-key")]
     s3_secret_access_key: Option<String>,
     /// Put every object under this prefix.
