@@ -126,6 +126,37 @@ pub struct RaftRpc {
     pub raft: Raft,
     pub proposer: Arc<Proposer>,
     pub node_id: NodeId,
+    /// The write limits forwarded writes are checked against, as the HTTP
+    /// path checks its own.
+    pub limits: strata_model::Limits,
+}
+
+/// A forwarded write must be what a follower's HTTP path would have
+/// proposed: a valid tenant, a decodable request within the per-request
+/// sample limit, valid series, no native histograms. Anything else comes
+/// from something other than a Strata follower and is refused whole.
+pub fn check_forwarded(tenant: &str, bytes: &[u8], limits: &strata_model::Limits) -> Result<(), String> {
+    use prost::Message;
+    strata_model::tenant::validate_tenant(tenant).map_err(|m| format!("forwarded write: tenant: {m}"))?;
+    let req = strata_proto::prometheus::WriteRequest::decode(bytes)
+        .map_err(|e| format!("forwarded write: invalid WriteRequest protobuf: {e}"))?;
+    let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+    if samples > limits.max_samples_per_request {
+        return Err(format!(
+            "forwarded write: {samples} samples, over the limit of {} (max_samples_per_request)",
+            limits.max_samples_per_request
+        ));
+    }
+    for ts in &req.timeseries {
+        if !ts.histograms.is_empty() {
+            return Err(format!(
+                "forwarded write: series {} carries native histograms",
+                strata_model::series_text(&ts.labels)
+            ));
+        }
+        strata_model::validate_series(&ts.labels, limits).map_err(|m| format!("forwarded write: {m}"))?;
+    }
+    Ok(())
 }
 
 impl RaftRpc {
@@ -179,9 +210,43 @@ impl RaftService for RaftRpc {
         req: tonic::Request<ForwardWriteRequest>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let r = req.into_inner();
+        check_forwarded(&r.tenant, &r.write_request, &self.limits).map_err(tonic::Status::invalid_argument)?;
         match self.proposer.propose_local(r.tenant, crate::proposer::Payload::Raw(r.write_request.to_vec())).await {
             Ok(outcome) => reply(&outcome),
             Err(e) => Err(tonic::Status::unavailable(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+    use prost::Message;
+    use strata_proto::prometheus::{Histogram, Label, Sample, TimeSeries, WriteRequest};
+
+    fn series(name: &str, samples: usize) -> TimeSeries {
+        TimeSeries {
+            labels: vec![Label { name: "__name__".into(), value: name.into() }],
+            samples: (0..samples as i64).map(|t| Sample { timestamp: t, value: 1.0 }).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn bytes(ts: Vec<TimeSeries>) -> Vec<u8> {
+        WriteRequest { timeseries: ts, metadata: vec![] }.encode_to_vec()
+    }
+
+    #[test]
+    fn forwarded_writes_are_checked_like_the_http_path() {
+        let limits = strata_model::Limits { max_samples_per_request: 10, ..Default::default() };
+        assert_eq!(check_forwarded("team-a", &bytes(vec![series("up", 3)]), &limits), Ok(()));
+        let refused = |tenant: &str, b: Vec<u8>| check_forwarded(tenant, &b, &limits).unwrap_err();
+        assert!(refused("a/b", bytes(vec![series("up", 1)])).contains("tenant"));
+        assert!(refused("t", vec![0xff, 0xff, 0xff]).contains("invalid WriteRequest"));
+        assert!(refused("t", bytes(vec![series("up", 11)])).contains("max_samples_per_request"));
+        assert!(refused("t", bytes(vec![series("1bad", 1)])).contains("forwarded write:"));
+        let mut h = series("h", 0);
+        h.histograms = vec![Histogram::default()];
+        assert!(refused("t", bytes(vec![h])).contains("native histograms"));
     }
 }

@@ -482,9 +482,14 @@ pub async fn run(
     let mut s1 = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(
-            RaftServer::new(RaftRpc { raft: raft.clone(), proposer, node_id: cfg.node_id })
-                .max_decoding_message_size(1 << 30)
-                .max_encoding_message_size(1 << 30),
+            RaftServer::new(RaftRpc {
+                raft: raft.clone(),
+                proposer,
+                node_id: cfg.node_id,
+                limits: cfg.head.limits.clone(),
+            })
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30),
         )
         .add_service(
             StoreServer::new(HeadStore {
