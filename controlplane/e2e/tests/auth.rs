@@ -217,3 +217,66 @@ async fn credentials_roles_and_tenants_on_every_route() {
         series["data"].as_array().expect("data").iter().filter_map(|s| s["__name__"].as_str()).collect();
     assert_eq!(series, vec!["iso_b"]);
 }
+
+/// The agent authenticates with a bearer token from a file
+/// (`--remote-write.bearer-token-file`); while the ingester refuses the
+/// token (401) the data stays in the agent's queue, and once the file
+/// holds the right token (read on every request) it is delivered, into
+/// the token's tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_refused_data_queued_and_delivers_once_its_token_is_fixed() {
+    let dir = test_dir();
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(
+        &web_file,
+        format!("tenants:\n  - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n", sha256_hex("good")),
+    )
+    .expect("web config");
+    let (grpc, web) = (free_port(), free_port());
+    let mut node = Node {
+        id: 1,
+        grpc,
+        web,
+        dir: dir.path().join("node-1"),
+        proc: None,
+        extra: vec![format!("--web.config.file={}", web_file.display())],
+        peers: format!("1=127.0.0.1:{grpc}"),
+    };
+    node.start(dir.path());
+    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "wrong\n").expect("token");
+    let token_flag = token.display().to_string();
+    let agent = Agent::start(
+        dir.path(),
+        "agent",
+        &node.write_url(),
+        "prod",
+        "dp-1",
+        &["--remote-write.bearer-token-file", &token_flag],
+    )
+    .await;
+    let t = now_ms();
+    let otlp = serde_json::json!({"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+        "scopeMetrics": [{"metrics": [{"name": "jobs", "sum": {"isMonotonic": true, "aggregationTemporality": 2,
+        "dataPoints": [{"timeUnixNano": (t * 1_000_000).to_string(), "asDouble": 3.0}]}}]}]}]});
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/metrics", agent.http_port))
+        .json(&otlp)
+        .send()
+        .await
+        .expect("otlp to the agent");
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(read_series(&node.grpc_addr(), "team-a", "jobs_total").await.is_empty(), "delivered with a wrong token");
+    std::fs::write(&token, "good\n").expect("token");
+    wait_for(Duration::from_secs(30), "the queued sample delivered with the fixed token", || async {
+        let got = read_series(&node.grpc_addr(), "team-a", "jobs_total").await;
+        let (labels, samples) = got.iter().next()?;
+        assert!(labels.contains("environment=prod"), "{labels}");
+        (samples == &vec![(t, 3.0)]).then_some(())
+    })
+    .await;
+    // Nothing went to the default tenant.
+    assert!(read_series(&node.grpc_addr(), "anonymous", "jobs_total").await.is_empty());
+}

@@ -87,15 +87,101 @@ impl Default for PrometheusExporterConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     pub url: String,
     #[serde(default)]
     pub protocol: Protocol,
-    /// Extra HTTP headers (e.g. `X-Scope-OrgID`, `Authorization`).
+    /// Extra HTTP headers (e.g. `X-Scope-OrgID`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Basic-auth credentials (Prometheus' `basic_auth`).
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// An `Authorization` header with a scheme and credentials (Prometheus'
+    /// `authorization`; `type` defaults to Bearer).
+    #[serde(default)]
+    pub authorization: Option<AuthorizationConfig>,
+}
+
+/// `basic_auth: {username, password | password_file}`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Read on every request, so a rotated password is picked up.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `authorization: {type, credentials | credentials_file}`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// Read on every request, so a rotated token is picked up.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Secrets are never printed: only whether they are set.
+impl std::fmt::Debug for BasicAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuthConfig")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AuthorizationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationConfig")
+            .field("type", &self.kind)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<secret>"))
+            .field("credentials_file", &self.credentials_file)
+            .finish()
+    }
+}
+
+/// A secret given inline or in a file (read now, trailing newline dropped).
+fn secret(inline: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<String, String> {
+    match (inline, file) {
+        (Some(v), None) => Ok(v.clone()),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read {what}_file {}: {e}", p.display())),
+        (Some(_), Some(_)) => Err(format!("give {what} or {what}_file, not both")),
+        (None, None) => Err(format!("{what} or {what}_file is required")),
+    }
+}
+
+impl EndpointConfig {
+    /// The `Authorization` header value to send now, if any. Files are read
+    /// on every call, so rotated credentials take effect without a restart.
+    pub fn authorization_header(&self) -> Result<Option<String>, String> {
+        use base64::Engine;
+        match (&self.basic_auth, &self.authorization) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err("give basic_auth or authorization, not both".into()),
+            (Some(b), None) => {
+                let password = secret(&b.password, &b.password_file, "password")?;
+                let pair = format!("{}:{password}", b.username);
+                Ok(Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))))
+            }
+            (None, Some(a)) => {
+                let credentials = secret(&a.credentials, &a.credentials_file, "credentials")?;
+                Ok(Some(format!("{} {credentials}", a.kind.as_deref().unwrap_or("Bearer"))))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +357,16 @@ impl AgentConfig {
             if url.scheme() != "http" && url.scheme() != "https" {
                 return Err(invalid(&format!("remote_write.endpoints[{i}].url"), "scheme must be http or https"));
             }
+            if e.basic_auth.is_some() || e.authorization.is_some() {
+                if e.headers.keys().any(|k| k.eq_ignore_ascii_case("authorization")) {
+                    return Err(invalid(
+                        &format!("remote_write.endpoints[{i}].headers"),
+                        "an Authorization header conflicts with basic_auth/authorization",
+                    ));
+                }
+                let at = if e.basic_auth.is_some() { "basic_auth" } else { "authorization" };
+                e.authorization_header().map_err(|m| invalid(&format!("remote_write.endpoints[{i}].{at}"), m))?;
+            }
         }
         if self.remote_write.shards == 0 || self.remote_write.shards > 256 {
             return Err(invalid("remote_write.shards", "must be between 1 and 256"));
@@ -346,16 +442,49 @@ translation: { promote_resource_attributes: [deployment.environment.name] }
         cfg.remote_write.endpoints.push(EndpointConfig {
             url: "ftp://x".into(),
             protocol: Protocol::V1,
-            headers: Default::default(),
+            ..Default::default()
         });
         assert!(cfg.validate().unwrap_err().to_string().contains("remote_write.endpoints[0].url"));
         let mut cfg = AgentConfig::default();
         cfg.remote_write.endpoints.push(EndpointConfig {
             url: "http://x".into(),
             protocol: Protocol::V1,
-            headers: Default::default(),
+            ..Default::default()
         });
         cfg.labels.insert("bad-name".into(), "v".into());
         assert!(cfg.validate().unwrap_err().to_string().contains("labels.bad-name"));
+    }
+
+    #[test]
+    fn endpoint_credentials_like_prometheus_remote_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "tok-1\n").unwrap();
+        let yaml = format!(
+            "remote_write:\n  endpoints:\n    - url: http://a/api/v1/write\n      authorization: {{ credentials_file: {} }}\n    \
+             - url: http://b/api/v1/write\n      basic_auth: {{ username: u, password: p }}\n",
+            token.display()
+        );
+        let cfg = AgentConfig::from_yaml(&yaml, Path::new("a.yml")).unwrap();
+        cfg.validate().unwrap();
+        let eps = &cfg.remote_write.endpoints;
+        assert_eq!(eps[0].authorization_header().unwrap().as_deref(), Some("Bearer tok-1"));
+        assert_eq!(eps[1].authorization_header().unwrap().as_deref(), Some("Basic dTpw"));
+        // The file is read at each request: a rotated token is used at once.
+        std::fs::write(&token, "tok-2").unwrap();
+        assert_eq!(eps[0].authorization_header().unwrap().as_deref(), Some("Bearer tok-2"));
+        // Secrets never show in Debug output.
+        assert!(!format!("{:?}", eps[1]).contains("password: Some(\"p\")"), "{:?}", eps[1]);
+        for (bad, want) in [
+            ("basic_auth: { username: u }", "password or password_file is required"),
+            ("basic_auth: { username: u, password: p, password_file: /x }", "not both"),
+            ("authorization: { credentials_file: /nonexistent/token }", "cannot read credentials_file"),
+            ("authorization: { credentials: t }\n      headers: { Authorization: x }", "conflicts"),
+        ] {
+            let yaml = format!("remote_write:\n  endpoints:\n    - url: http://a/\n      {bad}\n");
+            let err = AgentConfig::from_yaml(&yaml, Path::new("a.yml")).and_then(|c| c.validate().map(|_| c));
+            let err = err.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want) && err.contains("remote_write.endpoints[0]"), "{bad}: {err}");
+        }
     }
 }

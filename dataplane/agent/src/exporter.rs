@@ -4,9 +4,10 @@
 //! cursor. Each record's series are split over `shards` concurrent senders
 //! by a hash of their labels, so every series stays in time order while
 //! shards send in parallel. A shard merges queued pieces up to
-//! `max_samples_per_send`. Failures on 5xx, 429 and connection errors are
-//! retried forever with exponential backoff and full jitter (the queue is
-//! the buffer); other 4xx answers are logged with the receiver's message,
+//! `max_samples_per_send`. Failures on 5xx, 429, 401/403 (credentials, which
+//! an operator fixes) and connection errors are retried forever with
+//! exponential backoff and full jitter (the queue is the buffer); other 4xx
+//! answers are logged with the receiver's message,
 //! counted, and not retried. The cursor advances over a record only when
 //! all of its pieces are done, so an agent crash re-sends at most the
 //! records that were in flight.
@@ -59,6 +60,8 @@ struct Endpoint {
     name: String,
     url: String,
     headers: Vec<(String, String)>,
+    /// Its configuration, for the credentials read at each request.
+    config: EndpointConfig,
     protocol: Protocol,
     /// Currently spoken version (auto mode may downgrade to 1.0).
     version: AtomicU8,
@@ -94,6 +97,7 @@ pub async fn run_endpoint(
         name: endpoint.url.clone(),
         url: endpoint.url.clone(),
         headers: endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        config: endpoint.clone(),
         protocol: endpoint.protocol,
         version: AtomicU8::new(if endpoint.protocol == Protocol::V1 { USE_V1 } else { USE_V2 }),
         client,
@@ -289,6 +293,15 @@ async fn send_once(ep: &Endpoint, req: &[u8], samples: u64, version: u8) -> Outc
     for (k, v) in &ep.headers {
         rb = rb.header(k, v);
     }
+    match ep.config.authorization_header() {
+        Ok(Some(v)) => rb = rb.header(reqwest::header::AUTHORIZATION, v),
+        Ok(None) => {}
+        Err(e) => {
+            // A credentials file being rotated or missing: keep the data queued.
+            tracing::error!(endpoint = %ep.name, error = %e, "remote write credentials unavailable; will retry");
+            return Outcome::Retry(None);
+        }
+    }
     let start = Instant::now();
     let resp = rb.send().await;
     ep.metrics.send_duration.get_or_create(&ep.metrics.endpoint(&ep.name)).observe(start.elapsed().as_secs_f64());
@@ -327,6 +340,19 @@ async fn send_once(ep: &Endpoint, req: &[u8], samples: u64, version: u8) -> Outc
     }
     if status.as_u16() == 415 && version == USE_V2 && auto {
         return Outcome::Downgrade;
+    }
+    if status.as_u16() == 401 || status.as_u16() == 403 {
+        // Credentials refused: an operator fixes them (the files are re-read
+        // on every request); the data stays in the queue meanwhile instead
+        // of being dropped like other 4xx answers.
+        let text = resp.text().await.unwrap_or_default();
+        tracing::error!(
+            endpoint = %ep.name,
+            status = status.as_u16(),
+            message = %truncate(&text),
+            "remote write credentials refused; keeping the data queued and retrying"
+        );
+        return Outcome::Retry(None);
     }
     if status.as_u16() == 429 || status.is_server_error() {
         let after = resp

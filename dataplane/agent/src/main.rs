@@ -63,6 +63,10 @@ struct Cli {
     /// Remote write endpoint (repeatable); replaces the file's endpoints.
     #[arg(long = "remote-write.url", env = "STRATA_AGENT_REMOTE_WRITE_URL", value_delimiter = ',')]
     remote_write_url: Vec<String>,
+    /// File holding a bearer token sent with every request to the --remote-write.url endpoints (read on every
+    /// request, so a rotated token is picked up).
+    #[arg(long = "remote-write.bearer-token-file", env = "STRATA_AGENT_REMOTE_WRITE_BEARER_TOKEN_FILE")]
+    remote_write_bearer_token_file: Option<PathBuf>,
     /// Remote write protocol for --remote-write.url endpoints: auto, v1 or v2.
     #[arg(long = "remote-write.protocol", env = "STRATA_AGENT_REMOTE_WRITE_PROTOCOL", value_parser = parse_protocol)]
     remote_write_protocol: Option<Protocol>,
@@ -158,7 +162,10 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
             .map(|u| EndpointConfig {
                 url: u.clone(),
                 protocol: cli.remote_write_protocol.unwrap_or_default(),
-                headers: Default::default(),
+                authorization: cli.remote_write_bearer_token_file.clone().map(|f| {
+                    strata_agent::config::AuthorizationConfig { credentials_file: Some(f), ..Default::default() }
+                }),
+                ..Default::default()
             })
             .collect();
     } else if let Some(p) = cli.remote_write_protocol {

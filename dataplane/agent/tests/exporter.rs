@@ -96,7 +96,7 @@ async fn sends_to_every_endpoint() {
         c.remote_write.endpoints.push(strata_agent::config::EndpointConfig {
             url: url_b,
             protocol: Protocol::Auto,
-            headers: Default::default(),
+            ..Default::default()
         });
     })
     .await;

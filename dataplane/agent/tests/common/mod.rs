@@ -142,8 +142,7 @@ impl TestAgent {
         cfg.batch.timeout = Duration::from_millis(20);
         cfg.remote_write.min_backoff = Duration::from_millis(20);
         cfg.remote_write.max_backoff = Duration::from_millis(200);
-        cfg.remote_write.endpoints =
-            vec![EndpointConfig { url: url.to_string(), protocol, headers: Default::default() }];
+        cfg.remote_write.endpoints = vec![EndpointConfig { url: url.to_string(), protocol, ..Default::default() }];
         cfg.labels.insert("environment".into(), "test".into());
         cfg.labels.insert("data_plane_id".into(), "dp-test".into());
         // The receivers count exactly what the tests send.
