@@ -280,3 +280,92 @@ async fn the_agent_keeps_refused_data_queued_and_delivers_once_its_token_is_fixe
     // Nothing went to the default tenant.
     assert!(read_series(&node.grpc_addr(), "anonymous", "jobs_total").await.is_empty());
 }
+
+/// Debian's Prometheus, unchanged, against an ingester and a querier that
+/// require credentials: remote write with `basic_auth` and with an
+/// `authorization` bearer token (0 failed samples, each into its
+/// credential's tenant), and remote read with `basic_auth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_remote_writes_and_reads_with_basic_auth_and_a_bearer_token() {
+    if !require("prometheus") {
+        return;
+    }
+    let dir = test_dir();
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(
+        &web_file,
+        format!(
+            "basic_auth_users:\n  prom: '{}'\ntenants:\n\
+             \x20 - {{ user: prom, tenant: team-p, roles: [read, write] }}\n\
+             \x20 - {{ token_sha256: {}, tenant: team-q, roles: [write] }}\n",
+            bcrypt::hash("pw", 4).expect("bcrypt"),
+            sha256_hex("ptoken")
+        ),
+    )
+    .expect("web config");
+    let web_flag = format!("--web.config.file={}", web_file.display());
+    let (grpc, web) = (free_port(), free_port());
+    let mut node = Node {
+        id: 1,
+        grpc,
+        web,
+        dir: dir.path().join("node-1"),
+        proc: None,
+        extra: vec![web_flag.clone()],
+        peers: format!("1=127.0.0.1:{grpc}"),
+    };
+    node.start(dir.path());
+    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    let querier = Querier::start(dir.path(), &[node.grpc_addr()], &[&web_flag]).await;
+    // A series only Strata has, for remote read to bring back.
+    let t = now_ms();
+    let only = vec![(labels(&[("__name__", "only_in_strata"), ("job", "x")]), vec![(t - 1000, 42.0)])];
+    let (s, body) = remote_write(&client(basic("prom", "pw")), &node.write_url(), "team-p", &only).await;
+    assert_eq!(s, 204, "{body}");
+
+    let port = free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n\
+             remote_write:\n\
+             \x20 - url: {w}\n    basic_auth: {{username: prom, password: pw}}\n    queue_config: {{batch_send_deadline: 1s}}\n\
+             \x20 - url: {w}\n    authorization: {{credentials: ptoken}}\n    queue_config: {{batch_send_deadline: 1s}}\n\
+             remote_read:\n  - url: {r}/api/v1/read\n    basic_auth: {{username: prom, password: pw}}\n    read_recent: true\n",
+            w = node.write_url(),
+            r = querier.base()
+        ),
+    )
+    .expect("prometheus.yml");
+    let args = vec![
+        format!("--config.file={}", cfg.display()),
+        format!("--storage.tsdb.path={}", dir.path().join("prom").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let _prom = Proc::start("prometheus", std::path::Path::new("prometheus"), &args, &[], dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/-/ready"), Duration::from_secs(30)).await;
+    for tenant in ["team-p", "team-q"] {
+        wait_for(Duration::from_secs(40), "Prometheus' own series in each credential's tenant", || async {
+            let s = read_series(&node.grpc_addr(), tenant, "prometheus_build_info").await;
+            (s.values().next().map(|v| v.len()).unwrap_or(0) >= 3).then_some(())
+        })
+        .await;
+    }
+    assert!(read_series(&node.grpc_addr(), "anonymous", "prometheus_build_info").await.is_empty());
+    wait_for(Duration::from_secs(30), "samples sent by both queues", || async {
+        let r = query(&base, "prometheus_remote_storage_samples_total").await;
+        (r.len() == 2 && r.iter().all(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)))
+            .then_some(())
+    })
+    .await;
+    let failed = query_value(&base, "sum(prometheus_remote_storage_samples_failed_total)").await;
+    assert_eq!(failed, Some(0.0), "Prometheus saw failed samples");
+    // Remote read with basic auth: Prometheus answers a series it never scraped.
+    let got = wait_for(Duration::from_secs(20), "only_in_strata through remote read", || async {
+        query_value(&base, &format!("only_in_strata @ {}", t as f64 / 1000.0)).await
+    })
+    .await;
+    assert_eq!(got, 42.0);
+}
