@@ -369,3 +369,26 @@ async fn prometheus_remote_writes_and_reads_with_basic_auth_and_a_bearer_token()
     .await;
     assert_eq!(got, 42.0);
 }
+
+/// `strata hash-password` and `strata hash-token` read the secret from
+/// standard input (never an argument) and print what a web config holds.
+#[test]
+fn the_hash_subcommands_read_stdin_and_print_web_config_values() {
+    use std::io::Write;
+    let run = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new(bin("strata"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strata");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let (ok, hash) = run(&["hash-password", "--cost", "4"], "s3cret\n");
+    assert!(ok && bcrypt::verify("s3cret", &hash).expect("a bcrypt hash"), "{hash}");
+    assert_eq!(run(&["hash-token"], "tok\n"), (true, sha256_hex("tok")));
+    assert!(!run(&["hash-token"], "").0, "an empty input is refused");
+}

@@ -165,6 +165,16 @@ fn token_digest(token: &str) -> [u8; 32] {
     out
 }
 
+/// A `basic_auth_users` entry's value: the bcrypt hash of `password`.
+pub fn hash_password(password: &str, cost: u32) -> Result<String, String> {
+    bcrypt::hash(password, cost).map_err(|e| format!("bcrypt: {e}"))
+}
+
+/// A `token_sha256` value: the hex SHA-256 of `token`.
+pub fn token_sha256_hex(token: &str) -> String {
+    hex::encode(token_digest(token))
+}
+
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(s.trim(), &mut out).ok()?;
@@ -629,6 +639,22 @@ mod tests {
         );
         // An invalid tenant id is refused before anything else.
         assert_eq!(status(&a, req(get.clone(), "/api/v1/query", basic("root", "root-pass"), Some("a/b"))).await.0, 400);
+    }
+
+    #[tokio::test]
+    async fn the_helpers_make_hashes_a_web_config_accepts() {
+        let yaml = format!(
+            "basic_auth_users:\n  u: '{}'\ntenants:\n  - {{ token_sha256: {}, tenant: t, roles: [read] }}\n",
+            hash_password("pw", 4).unwrap(),
+            token_sha256_hex("tok")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("web.yml");
+        std::fs::write(&p, yaml).unwrap();
+        let a = Authenticator::new(Some(&p), access).unwrap();
+        assert_eq!(status(&a, req(Method::GET, "/api/v1/query", basic("u", "pw"), None)).await.0, 200);
+        assert_eq!(status(&a, req(Method::GET, "/api/v1/query", Some("Bearer tok".into()), None)).await.0, 200);
+        assert!(hash_password("pw", 3).is_err(), "cost below bcrypt's minimum");
     }
 
     #[tokio::test]

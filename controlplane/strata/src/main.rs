@@ -44,6 +44,25 @@ enum Cmd {
     /// The whole stack on this machine: 3 data planes, 3 ingesters, store,
     /// querier + dashboard on :9090 and the load generator (Ctrl-C stops it).
     Demo(demo::DemoArgs),
+    /// Prints the bcrypt hash of a password read from standard input, for
+    /// `basic_auth_users` in a --web.config.file (never pass it as an argument: ps shows arguments).
+    HashPassword {
+        /// bcrypt cost (4-31; each step doubles the time a login takes).
+        #[arg(long = "cost", default_value_t = 10)]
+        cost: u32,
+    },
+    /// Prints the hex SHA-256 of a bearer token read from standard input, for
+    /// `token_sha256` in a --web.config.file.
+    HashToken,
+}
+
+/// The one line on standard input (without its line ending).
+fn secret_from_stdin(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).with_context(|| format!("cannot read the {what} from standard input"))?;
+    let s = line.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(!s.is_empty(), "no {what} on standard input");
+    Ok(s)
 }
 
 #[derive(clap::Args)]
@@ -420,6 +439,11 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(strata_compactor::run(cfg, shutdown_signal()))?;
         }
         Cmd::Demo(a) => rt.block_on(demo::run(a))?,
+        Cmd::HashPassword { cost } => {
+            let pw = secret_from_stdin("password")?;
+            println!("{}", strata_server::auth::hash_password(&pw, cost).map_err(anyhow::Error::msg)?);
+        }
+        Cmd::HashToken => println!("{}", strata_server::auth::token_sha256_hex(&secret_from_stdin("token")?)),
     }
     Ok(())
 }
