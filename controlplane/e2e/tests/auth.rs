@@ -27,6 +27,25 @@ fn basic(user: &str, password: &str) -> Option<String> {
     Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
 }
 
+/// One ingester (its own single-voter cluster) with `web_flag`, ready.
+/// (`Cluster::start` waits for a leader through the status API, which
+/// needs a credential once a web config is on.)
+async fn start_ingester(dir: &std::path::Path, web_flag: &str) -> Node {
+    let (grpc, web) = (free_port(), free_port());
+    let mut node = Node {
+        id: 1,
+        grpc,
+        web,
+        dir: dir.join("node-1"),
+        proc: None,
+        extra: vec![web_flag.to_string()],
+        peers: format!("1=127.0.0.1:{grpc}"),
+    };
+    node.start(dir);
+    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    node
+}
+
 /// (method, path, body) of a route.
 type Route = (&'static str, &'static str, &'static [u8]);
 
@@ -79,18 +98,7 @@ async fn credentials_roles_and_tenants_on_every_route() {
     std::fs::write(&web_file, web_config).expect("write web config");
     let web_flag = format!("--web.config.file={}", web_file.display());
 
-    let (grpc, web) = (free_port(), free_port());
-    let mut node = Node {
-        id: 1,
-        grpc,
-        web,
-        dir: dir.path().join("node-1"),
-        proc: None,
-        extra: vec![web_flag.clone()],
-        peers: format!("1=127.0.0.1:{grpc}"),
-    };
-    node.start(dir.path());
-    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    let node = start_ingester(dir.path(), &web_flag).await;
     let querier = Querier::start(dir.path(), &[node.grpc_addr()], &[&web_flag]).await;
 
     let writer_a = client(Some("Bearer token-a".into()));
@@ -232,18 +240,7 @@ async fn the_agent_keeps_refused_data_queued_and_delivers_once_its_token_is_fixe
         format!("tenants:\n  - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n", sha256_hex("good")),
     )
     .expect("web config");
-    let (grpc, web) = (free_port(), free_port());
-    let mut node = Node {
-        id: 1,
-        grpc,
-        web,
-        dir: dir.path().join("node-1"),
-        proc: None,
-        extra: vec![format!("--web.config.file={}", web_file.display())],
-        peers: format!("1=127.0.0.1:{grpc}"),
-    };
-    node.start(dir.path());
-    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    let node = start_ingester(dir.path(), &format!("--web.config.file={}", web_file.display())).await;
     let token = dir.path().join("token");
     std::fs::write(&token, "wrong\n").expect("token");
     let token_flag = token.display().to_string();
@@ -304,18 +301,7 @@ async fn prometheus_remote_writes_and_reads_with_basic_auth_and_a_bearer_token()
     )
     .expect("web config");
     let web_flag = format!("--web.config.file={}", web_file.display());
-    let (grpc, web) = (free_port(), free_port());
-    let mut node = Node {
-        id: 1,
-        grpc,
-        web,
-        dir: dir.path().join("node-1"),
-        proc: None,
-        extra: vec![web_flag.clone()],
-        peers: format!("1=127.0.0.1:{grpc}"),
-    };
-    node.start(dir.path());
-    wait_ready(&node.web_url("/-/ready"), Duration::from_secs(30)).await;
+    let node = start_ingester(dir.path(), &web_flag).await;
     let querier = Querier::start(dir.path(), &[node.grpc_addr()], &[&web_flag]).await;
     // A series only Strata has, for remote read to bring back.
     let t = now_ms();
