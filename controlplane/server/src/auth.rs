@@ -113,7 +113,7 @@ pub enum WebConfigError {
 #[serde(deny_unknown_fields)]
 struct WebConfigFile {
     #[serde(default)]
-    tls_server_config: Option<serde_yaml::Value>,
+    tls_server_config: Option<crate::tls::TlsServerConfig>,
     #[serde(default)]
     http_server_config: Option<serde_yaml::Value>,
     #[serde(default)]
@@ -146,6 +146,8 @@ pub struct WebConfig {
     users: BTreeMap<String, (String, Identity)>,
     /// SHA-256 of a bearer token → identity.
     tokens: BTreeMap<[u8; 32], Identity>,
+    /// `tls_server_config`: the listener serves HTTPS.
+    pub tls: Option<crate::tls::TlsServerConfig>,
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -187,7 +189,21 @@ impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| WebConfigError::Read { path: path.to_path_buf(), source })?;
-        WebConfig::parse(&text).map_err(|msg| WebConfigError::Invalid { path: path.to_path_buf(), msg })
+        let invalid = |msg| WebConfigError::Invalid { path: path.to_path_buf(), msg };
+        let mut cfg = WebConfig::parse(&text).map_err(invalid)?;
+        if let Some(tls) = &mut cfg.tls {
+            // Relative paths are relative to the web config file, as in Prometheus.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for p in
+                [Some(&mut tls.cert_file), Some(&mut tls.key_file), tls.client_ca_file.as_mut()].into_iter().flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+            tls.build(crate::tls::ALPN_HTTP1, "tls_server_config").map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(cfg)
     }
 
     /// Parses a web config (the message names the entry at fault).
@@ -197,11 +213,6 @@ impl WebConfig {
         } else {
             serde_yaml::from_str(text).map_err(|e| e.to_string())?
         };
-        if file.tls_server_config.is_some() {
-            return Err("tls_server_config: TLS is not supported by this version of Strata yet; \
-                 terminate TLS in front of it (see docs/security.md)"
-                .into());
-        }
         if file.http_server_config.is_some() {
             return Err("http_server_config is not supported (use the --web.* flags)".into());
         }
@@ -265,7 +276,7 @@ impl WebConfig {
                 _ => return Err(format!("{at}: give exactly one of user or token_sha256")),
             }
         }
-        Ok(WebConfig { users, tokens })
+        Ok(WebConfig { users, tokens, tls: file.tls_server_config })
     }
 
     /// Whether any credential is configured (otherwise requests are not
@@ -682,7 +693,8 @@ mod tests {
             ),
             (&format!("basic_auth_users: {{a: '{h}'}}\ntenants: [{{user: a, tenants: all, roles: [read]}}]"), "\"*\""),
             (&format!("basic_auth_users: {{a: '{h}'}}\ntenants: [{{user: a, tenant: t, roles: [sudo]}}]"), "sudo"),
-            ("tls_server_config: {cert_file: a}", "TLS is not supported"),
+            ("tls_server_config: {cert_file: a}", "missing field `key_file`"),
+            ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: []}", "unknown field `cipher_suites`"),
             ("basic_auth_user: {}", "unknown field"),
         ];
         for (text, want) in cases {

@@ -34,8 +34,10 @@
 //! component, which knows what they mean for it.
 
 pub mod auth;
+pub mod grpc;
 mod metrics;
 pub mod reload;
+pub mod tls;
 
 pub use auth::{Access, Role, RouteAccess};
 pub use metrics::HttpMetrics;
@@ -305,6 +307,8 @@ pub async fn serve(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let authenticator = Arc::new(authenticator);
     authenticator.watch(Duration::from_secs(5));
+    let tls = https(cfg.web_config_file.as_deref())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let addr = listener.local_addr()?;
     if !authenticator.enabled() && !addr.ip().is_loopback() {
         tracing::warn!(
@@ -329,7 +333,7 @@ pub async fn serve(
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -344,27 +348,28 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            app.clone().oneshot(req.map(Body::new))
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         let open = open_tx.clone();
-        tokio::spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
-                    }
-                }
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+        let http = http.clone();
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(http, stream, app, stop, open));
             }
-            drop(open);
-        });
+            Some(tls) => {
+                // The handshake counts against the header-read timeout, and
+                // runs in the connection's task so a slow client holds up
+                // no one else.
+                let acceptor = tls.acceptor();
+                let timeout = cfg.read_header_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_connection(http, s, app, stop, open).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -376,6 +381,61 @@ pub async fn serve(
         tracing::warn!("HTTP connections still open after the drain time; stopping anyway");
     }
     Ok(())
+}
+
+/// The listener's TLS from the web config's `tls_server_config`, if any,
+/// reloaded when the web config or the certificate files change.
+fn https(web_config: Option<&std::path::Path>) -> Result<Option<Arc<tls::ServerTls>>, auth::WebConfigError> {
+    let Some(path) = web_config else { return Ok(None) };
+    let Some(first) = auth::WebConfig::load(path)?.tls else { return Ok(None) };
+    let mut files = vec![path.to_path_buf()];
+    files.extend(first.files());
+    let path = path.to_path_buf();
+    let load = Box::new(move || {
+        let wc = auth::WebConfig::load(&path).map_err(|e| tls::TlsError::Invalid(e.to_string()))?;
+        let Some(t) = wc.tls else {
+            return Err(tls::TlsError::Invalid(
+                "tls_server_config was removed: the listener keeps serving HTTPS until restarted".into(),
+            ));
+        };
+        t.build(tls::ALPN_HTTP1, "tls_server_config")
+    });
+    let tls = tls::ServerTls::from_loader(load, files).map_err(|e| auth::WebConfigError::Invalid {
+        path: web_config.map(|p| p.to_path_buf()).unwrap_or_default(),
+        msg: e.to_string(),
+    })?;
+    tls.watch(Duration::from_secs(5));
+    Ok(Some(tls))
+}
+
+/// Serves one connection until it closes, or until `stop` (then
+/// gracefully: the request in flight finishes).
+async fn serve_connection<IO>(
+    http: hyper::server::conn::http1::Builder,
+    io: IO,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    open: tokio::sync::mpsc::Sender<()>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        app.clone().oneshot(req.map(Body::new))
+    });
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+    drop(open);
 }
 
 mod duration_text {

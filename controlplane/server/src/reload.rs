@@ -7,9 +7,16 @@ use std::time::Duration;
 /// Calls `reload` after SIGHUP and whenever the content of `path` differs
 /// from what it was at the previous check (every `every`), until `reload`
 /// returns false. Needs a Tokio runtime.
-pub fn watch_file(path: PathBuf, every: Duration, mut reload: impl FnMut() -> bool + Send + 'static) {
+pub fn watch_file(path: PathBuf, every: Duration, reload: impl FnMut() -> bool + Send + 'static) {
+    watch_files(vec![path], every, reload)
+}
+
+/// [`watch_file`] over several files (a certificate, its key, a CA):
+/// `reload` runs once when any of them changed.
+pub fn watch_files(paths: Vec<PathBuf>, every: Duration, mut reload: impl FnMut() -> bool + Send + 'static) {
+    let read_all = move || paths.iter().map(|p| std::fs::read(p).ok()).collect::<Vec<_>>();
     tokio::spawn(async move {
-        let mut last = std::fs::read(&path).ok();
+        let mut last = read_all();
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -28,7 +35,7 @@ pub fn watch_file(path: PathBuf, every: Duration, mut reload: impl FnMut() -> bo
                 tokio::time::sleep(every).await;
                 false
             };
-            let now = std::fs::read(&path).ok();
+            let now = read_all();
             if !signalled && now == last {
                 continue;
             }
