@@ -22,22 +22,30 @@ use tonic::transport::{Channel, Endpoint};
 use crate::proposer::Proposer;
 use crate::raft_types::{NodeId, Raft, TypeConfig};
 
-/// A lazily connecting channel to a peer; `source` pins the local address
-/// of the connection (`--raft.source-address`).
-pub fn channel(addr: &str, source: Option<std::net::IpAddr>) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .local_address(source)
+/// How this node connects to its peers (Raft RPCs, forwarded writes).
+#[derive(Clone, Default)]
+pub struct PeerTransport {
+    /// Local address of the connections (`--raft.source-address`; default:
+    /// the OS chooses).
+    pub source: Option<std::net::IpAddr>,
+    /// TLS, with this node's client certificate for peers that require one
+    /// (`--grpc-client.tls-*`); none: plaintext.
+    pub tls: Option<Arc<strata_server::tls::ClientTls>>,
+}
+
+/// A lazily connecting channel to a peer.
+pub fn channel(addr: &str, via: &PeerTransport) -> Result<Channel, tonic::transport::Error> {
+    let ep = Endpoint::from_shared(strata_server::grpc::uri(addr, via.tls.is_some()))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .connect_lazy())
+        .http2_keep_alive_interval(Duration::from_secs(10));
+    Ok(strata_server::grpc::channel(ep, via.tls.clone(), via.source))
 }
 
 /// Creates clients for peers.
 #[derive(Clone, Default)]
 pub struct Network {
-    /// Local address of connections to peers (default: the OS chooses).
-    pub source: Option<std::net::IpAddr>,
+    pub via: PeerTransport,
 }
 
 pub struct PeerClient {
@@ -50,7 +58,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = channel(&node.addr, self.source)
+        let client = channel(&node.addr, &self.via)
             .ok()
             .map(|c| RaftClient::new(c).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30));
         PeerClient { target, client, addr: node.addr.clone() }

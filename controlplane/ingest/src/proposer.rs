@@ -82,15 +82,15 @@ pub struct Proposer {
     tx: mpsc::Sender<Item>,
     clients: Mutex<HashMap<String, RaftClient<Channel>>>,
     deadline: Duration,
-    source: Option<std::net::IpAddr>,
+    via: crate::network::PeerTransport,
 }
 
 const MAX_ITEMS: usize = 256;
 const MAX_BYTES: usize = 16 << 20;
 
 impl Proposer {
-    /// `source`: local address of forwarded writes' connections (`--raft.source-address`).
-    pub fn start(raft: Raft, node_id: NodeId, source: Option<std::net::IpAddr>) -> Arc<Self> {
+    /// `via`: how forwarded writes reach the leader.
+    pub fn start(raft: Raft, node_id: NodeId, via: crate::network::PeerTransport) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(batch_loop(raft.clone(), rx));
         Arc::new(Proposer {
@@ -99,7 +99,7 @@ impl Proposer {
             tx,
             clients: Mutex::new(HashMap::new()),
             deadline: Duration::from_secs(15),
-            source,
+            via,
         })
     }
 
@@ -127,7 +127,7 @@ impl Proposer {
                 Some(cl) => cl.clone(),
                 None => {
                     let ch =
-                        crate::network::channel(addr, self.source).map_err(|e| ProposeError::Forward(e.to_string()))?;
+                        crate::network::channel(addr, &self.via).map_err(|e| ProposeError::Forward(e.to_string()))?;
                     let cl = RaftClient::new(ch).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30);
                     c.insert(addr.to_string(), cl.clone());
                     cl

@@ -52,6 +52,11 @@ pub struct IngesterConfig {
     pub election_timeout: Duration,
     /// Local address of connections to peers (`--raft.source-address`).
     pub raft_source: Option<std::net::IpAddr>,
+    /// TLS of the gRPC listener (`--grpc.tls-*`); with a client CA, peers
+    /// and queriers must present certificates it signed.
+    pub grpc_tls: Option<strata_server::tls::TlsServerConfig>,
+    /// TLS of connections to peers (`--grpc-client.tls-*`).
+    pub peer_tls: Option<strata_server::tls::TlsClientConfig>,
     pub blocks: BlockConfig,
     /// Object storage for blocks (local directory or S3 bucket).
     pub objstore: strata_blocks::BucketConfig,
@@ -79,6 +84,8 @@ impl Default for IngesterConfig {
             heartbeat: Duration::from_millis(200),
             election_timeout: Duration::from_millis(1000),
             raft_source: None,
+            grpc_tls: None,
+            peer_tls: None,
             blocks: BlockConfig::default(),
             objstore: strata_blocks::BucketConfig::default(),
             http: strata_server::HttpServerConfig::default(),
@@ -414,10 +421,27 @@ pub async fn run(
         .map_err(storage(cfg.storage_path.join("state")))?;
     let objstore = cfg.objstore.open().map_err(|e| IngestError::Config(e.to_string()))?;
     tracing::info!(bucket = %cfg.objstore.describe(), "block storage");
-    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network { source: cfg.raft_source }, log, sm.clone())
+    let grpc_tls = match &cfg.grpc_tls {
+        Some(t) => Some(
+            strata_server::tls::ServerTls::new(t.clone(), strata_server::tls::ALPN_H2, "--grpc.tls-*")
+                .map_err(|e| IngestError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let peer_tls = match &cfg.peer_tls {
+        Some(t) => {
+            let tls = strata_server::tls::ClientTls::new(t.clone(), strata_server::tls::ALPN_H2, "--grpc-client.tls-*")
+                .map_err(|e| IngestError::Config(e.to_string()))?;
+            tls.watch(Duration::from_secs(5));
+            Some(tls)
+        }
+        None => None,
+    };
+    let via = crate::network::PeerTransport { source: cfg.raft_source, tls: peer_tls };
+    let raft = Raft::new(cfg.node_id, raft_config(&cfg)?, Network { via: via.clone() }, log, sm.clone())
         .await
         .map_err(|e| IngestError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), cfg.node_id, cfg.raft_source);
+    let proposer = Proposer::start(raft.clone(), cfg.node_id, via);
     let flusher =
         BlockFlusher::new(cfg.blocks.clone(), raft.clone(), sm.clone(), cfg.node_id, cfg.shard.clone(), objstore);
     tokio::spawn(flusher.clone().run());
@@ -501,12 +525,9 @@ pub async fn run(
             })
             .max_encoding_message_size(256 << 20),
         )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = s1.wait_for(|s| *s).await;
-            },
-        );
+        .serve_with_incoming_shutdown(strata_server::grpc::incoming(grpc_listener, grpc_tls), async move {
+            let _ = s1.wait_for(|s| *s).await;
+        });
     let mut s2 = stop_rx.clone();
     let web = strata_server::serve(web_listener, app, &cfg.http, Some(&http_metrics), http_access, async move {
         let _ = s2.wait_for(|s| *s).await;

@@ -125,15 +125,22 @@ pub fn to_proto_matcher(m: &Matcher) -> LabelMatcher {
 
 impl StoreSet {
     /// `endpoints` are `host:port` gRPC addresses. Connections are lazy.
-    pub fn new(endpoints: &[String], timeout: Duration, partial_response: bool) -> Result<Self, FanoutError> {
+    /// With `tls`, endpoints are reached over TLS.
+    pub fn new(
+        endpoints: &[String],
+        timeout: Duration,
+        partial_response: bool,
+        tls: Option<Arc<strata_server::tls::ClientTls>>,
+    ) -> Result<Self, FanoutError> {
         let mut sources = Vec::new();
         for addr in endpoints {
-            let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+            let uri = strata_server::grpc::uri(addr, tls.is_some());
             let ep = Endpoint::from_shared(uri)
                 .map_err(|e| FanoutError::Endpoint(addr.clone(), e.to_string()))?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(timeout);
-            let client = StoreClient::new(ep.connect_lazy()).max_decoding_message_size(256 << 20);
+            let channel = strata_server::grpc::channel(ep, tls.clone(), None);
+            let client = StoreClient::new(channel).max_decoding_message_size(256 << 20);
             sources.push(Source { addr: addr.clone(), client, info: Mutex::new(None) });
         }
         Ok(StoreSet { sources: Arc::new(sources), timeout, partial_response })

@@ -49,6 +49,8 @@ pub struct QuerierConfig {
     pub max_concurrency: usize,
     /// HTTP timeouts and limits (`--web.*`).
     pub http: strata_server::HttpServerConfig,
+    /// TLS of connections to ingesters and stores (`--grpc-client.tls-*`).
+    pub grpc_client_tls: Option<strata_server::tls::TlsClientConfig>,
 }
 
 impl Default for QuerierConfig {
@@ -66,6 +68,7 @@ impl Default for QuerierConfig {
             pushdown: true,
             max_concurrency: 20,
             http: strata_server::HttpServerConfig::default(),
+            grpc_client_tls: None,
         }
     }
 }
@@ -178,7 +181,17 @@ pub struct QuerierState {
 
 impl QuerierState {
     pub fn new(cfg: &QuerierConfig) -> Result<Arc<Self>, fanout::FanoutError> {
-        let stores = StoreSet::new(&cfg.endpoints, cfg.timeout, cfg.partial_response)?;
+        let tls = match &cfg.grpc_client_tls {
+            Some(t) => {
+                let tls =
+                    strata_server::tls::ClientTls::new(t.clone(), strata_server::tls::ALPN_H2, "--grpc-client.tls-*")
+                        .map_err(|e| fanout::FanoutError::Endpoint("--grpc-client.tls-*".into(), e.to_string()))?;
+                tls.watch(Duration::from_secs(5));
+                Some(tls)
+            }
+            None => None,
+        };
+        let stores = StoreSet::new(&cfg.endpoints, cfg.timeout, cfg.partial_response, tls)?;
         let sql = match &cfg.sql_bucket {
             Some(bucket) => {
                 let opts = strata_sql::SqlOptions { max_rows: cfg.sql_max_rows, timeout: cfg.timeout };

@@ -313,6 +313,9 @@ pub struct ClientTls {
     alpn: &'static [&'static [u8]],
     at: &'static str,
     current: RwLock<Arc<rustls::ClientConfig>>,
+    /// Bumped by every successful reload (clients that cache a
+    /// configuration rebuild when it moves).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl ClientTls {
@@ -322,12 +325,17 @@ impl ClientTls {
         at: &'static str,
     ) -> Result<Arc<ClientTls>, TlsError> {
         let first = cfg.build(alpn, at)?;
-        Ok(Arc::new(ClientTls { cfg, alpn, at, current: RwLock::new(Arc::new(first)) }))
+        Ok(Arc::new(ClientTls { cfg, alpn, at, current: RwLock::new(Arc::new(first)), generation: 0.into() }))
     }
 
     /// The rustls configuration as of now.
     pub fn config(&self) -> Arc<rustls::ClientConfig> {
         self.current.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// How many times the configuration was reloaded.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The name to verify for `host` (the configured server name wins).
@@ -346,6 +354,7 @@ impl ClientTls {
         if let Ok(mut g) = self.current.write() {
             *g = Arc::new(fresh);
         }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 

@@ -48,6 +48,8 @@ pub struct StoreConfig {
     pub http: strata_server::HttpServerConfig,
     /// Per-call limits of StoreAPI `Series`.
     pub limits: SeriesLimits,
+    /// TLS of the gRPC listener (`--grpc.tls-*`).
+    pub grpc_tls: Option<strata_server::tls::TlsServerConfig>,
 }
 
 impl Default for StoreConfig {
@@ -60,6 +62,7 @@ impl Default for StoreConfig {
             shard: "blocks".into(),
             http: strata_server::HttpServerConfig::default(),
             limits: SeriesLimits::default(),
+            grpc_tls: None,
         }
     }
 }
@@ -599,6 +602,13 @@ pub async fn run(
             tokio::time::sleep(every).await;
         }
     });
+    let grpc_tls = match &cfg.grpc_tls {
+        Some(t) => Some(
+            strata_server::tls::ServerTls::new(t.clone(), strata_server::tls::ALPN_H2, "--grpc.tls-*")
+                .map_err(|e| StoreError::Serve("gRPC", e.to_string()))?,
+        ),
+        None => None,
+    };
     let grpc_listener =
         tokio::net::TcpListener::bind(cfg.grpc_listen).await.map_err(|e| StoreError::Bind(cfg.grpc_listen, e))?;
     let web_listener =
@@ -613,12 +623,9 @@ pub async fn run(
     let mut s1 = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(StoreServer::new(GatewayService(gw)).max_encoding_message_size(256 << 20))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = s1.wait_for(|s| *s).await;
-            },
-        );
+        .serve_with_incoming_shutdown(strata_server::grpc::incoming(grpc_listener, grpc_tls), async move {
+            let _ = s1.wait_for(|s| *s).await;
+        });
     let mut s2 = stop_rx;
     let web = strata_server::serve(
         web_listener,

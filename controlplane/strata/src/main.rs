@@ -102,6 +102,8 @@ struct QuerierArgs {
     sql_max_rows: usize,
     #[command(flatten)]
     http: strata_server::HttpServerArgs,
+    #[command(flatten)]
+    grpc_client_tls: strata_server::grpc::GrpcClientTlsArgs,
     /// The blocks bucket, for SQL (same flags as the ingesters and stores).
     #[command(flatten)]
     objstore: ObjstoreArgs,
@@ -203,6 +205,10 @@ struct IngesterArgs {
     objstore: ObjstoreArgs,
     #[command(flatten)]
     http: strata_server::HttpServerArgs,
+    #[command(flatten)]
+    grpc_tls: strata_server::grpc::GrpcServerTlsArgs,
+    #[command(flatten)]
+    grpc_client_tls: strata_server::grpc::GrpcClientTlsArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -288,6 +294,8 @@ struct StoreArgs {
     max_bytes: u64,
     #[command(flatten)]
     http: strata_server::HttpServerArgs,
+    #[command(flatten)]
+    grpc_tls: strata_server::grpc::GrpcServerTlsArgs,
 }
 
 #[derive(clap::Args)]
@@ -344,6 +352,8 @@ fn main() -> anyhow::Result<()> {
                 heartbeat: a.heartbeat,
                 election_timeout: a.election_timeout,
                 raft_source: a.raft_source,
+                grpc_tls: a.grpc_tls.config().map_err(anyhow::Error::msg)?,
+                peer_tls: a.grpc_client_tls.config(),
                 blocks: strata_ingest::BlockConfig {
                     duration: a.block_duration,
                     grace: a.block_grace.unwrap_or(a.block_duration / 2),
@@ -404,6 +414,7 @@ fn main() -> anyhow::Result<()> {
                 sql_max_rows: a.sql_max_rows,
                 max_concurrency: a.max_concurrency,
                 http: http_config(a.http)?,
+                grpc_client_tls: a.grpc_client_tls.config(),
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
@@ -421,6 +432,7 @@ fn main() -> anyhow::Result<()> {
                     max_samples: a.max_samples,
                     max_bytes: a.max_bytes,
                 },
+                grpc_tls: a.grpc_tls.config().map_err(anyhow::Error::msg)?,
             };
             rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
         }

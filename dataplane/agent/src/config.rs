@@ -44,6 +44,10 @@ pub enum Protocol {
 pub struct OtlpConfig {
     pub grpc_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// TLS of the OTLP gRPC receiver (Prometheus' `tls_server_config`:
+    /// `cert_file`, `key_file`, `client_ca_file`); the HTTP receiver's
+    /// TLS is `http_server.web_config_file`'s.
+    pub grpc_tls_config: Option<strata_server::tls::TlsServerConfig>,
     /// Largest accepted OTLP request body (after decompression).
     pub max_request_bytes: usize,
 }
@@ -53,6 +57,7 @@ impl Default for OtlpConfig {
         OtlpConfig {
             grpc_address: ([127, 0, 0, 1], 4317).into(),
             http_address: ([127, 0, 0, 1], 4318).into(),
+            grpc_tls_config: None,
             max_request_bytes: 16 << 20,
         }
     }
@@ -103,6 +108,11 @@ pub struct EndpointConfig {
     /// `authorization`; `type` defaults to Bearer).
     #[serde(default)]
     pub authorization: Option<AuthorizationConfig>,
+    /// TLS for an `https` URL (Prometheus' `tls_config`: `ca_file`,
+    /// `cert_file`, `key_file`, `server_name`); without it the system's
+    /// CA certificates verify the server. Re-read when the files change.
+    #[serde(default)]
+    pub tls_config: Option<strata_server::tls::TlsClientConfig>,
 }
 
 /// `basic_auth: {username, password | password_file}`.
@@ -348,6 +358,10 @@ impl AgentConfig {
                 problem.to_string(),
             )
         })?;
+        if let Some(t) = &self.otlp.grpc_tls_config {
+            t.build(strata_server::tls::ALPN_H2, "otlp.grpc_tls_config")
+                .map_err(|m| invalid("otlp.grpc_tls_config", m.to_string()))?;
+        }
         if self.remote_write.endpoints.is_empty() {
             return Err(invalid("remote_write.endpoints", "at least one endpoint is required (--remote-write.url)"));
         }
@@ -356,6 +370,13 @@ impl AgentConfig {
                 .map_err(|err| invalid(&format!("remote_write.endpoints[{i}].url"), format!("{:?}: {err}", e.url)))?;
             if url.scheme() != "http" && url.scheme() != "https" {
                 return Err(invalid(&format!("remote_write.endpoints[{i}].url"), "scheme must be http or https"));
+            }
+            if let Some(t) = &e.tls_config {
+                let at = format!("remote_write.endpoints[{i}].tls_config");
+                if url.scheme() != "https" {
+                    return Err(invalid(&at, "is set but the URL is not https"));
+                }
+                t.build(strata_server::tls::ALPN_HTTP1, &at).map_err(|m| invalid(&at, m.to_string()))?;
             }
             if e.basic_auth.is_some() || e.authorization.is_some() {
                 if e.headers.keys().any(|k| k.eq_ignore_ascii_case("authorization")) {

@@ -65,9 +65,62 @@ struct Endpoint {
     protocol: Protocol,
     /// Currently spoken version (auto mode may downgrade to 1.0).
     version: AtomicU8,
-    client: reqwest::Client,
+    client: HttpClient,
     cfg: RemoteWriteConfig,
     metrics: Arc<AgentMetrics>,
+}
+
+/// The HTTP client of one endpoint: with TLS (an `https` URL), rebuilt
+/// when its certificates are reloaded.
+struct HttpClient {
+    tls: Option<Arc<strata_server::tls::ClientTls>>,
+    timeout: std::time::Duration,
+    built: std::sync::Mutex<(u64, reqwest::Client)>,
+}
+
+impl HttpClient {
+    fn new(endpoint: &EndpointConfig, timeout: std::time::Duration) -> Result<HttpClient, String> {
+        let tls = if endpoint.url.starts_with("https://") || endpoint.tls_config.is_some() {
+            let cfg = endpoint.tls_config.clone().unwrap_or_default();
+            let tls = strata_server::tls::ClientTls::new(cfg, strata_server::tls::ALPN_HTTP1, "tls_config")
+                .map_err(|e| e.to_string())?;
+            tls.watch(std::time::Duration::from_secs(5));
+            Some(tls)
+        } else {
+            None
+        };
+        let client = Self::build(tls.as_deref(), timeout)?;
+        let generation = tls.as_ref().map_or(0, |t| t.generation());
+        Ok(HttpClient { tls, timeout, built: std::sync::Mutex::new((generation, client)) })
+    }
+
+    fn build(
+        tls: Option<&strata_server::tls::ClientTls>,
+        timeout: std::time::Duration,
+    ) -> Result<reqwest::Client, String> {
+        let mut b =
+            reqwest::Client::builder().timeout(timeout).user_agent(concat!("strata-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = tls {
+            b = b.tls_backend_preconfigured((*t.config()).clone());
+        }
+        b.build().map_err(|e| e.to_string())
+    }
+
+    /// The client for the next request (rebuilt after a certificate reload;
+    /// connections already open keep the previous certificates).
+    fn current(&self) -> reqwest::Client {
+        let Ok(mut g) = self.built.lock() else { return reqwest::Client::new() };
+        if let Some(t) = &self.tls {
+            let now = t.generation();
+            if now != g.0 {
+                match Self::build(Some(t), self.timeout) {
+                    Ok(c) => *g = (now, c),
+                    Err(e) => tracing::error!(error = %e, "cannot rebuild the HTTP client; the previous one stays"),
+                }
+            }
+        }
+        g.1.clone()
+    }
 }
 
 /// Runs the exporter for one endpoint until `shutdown` flips to true.
@@ -82,14 +135,10 @@ pub async fn run_endpoint(
     last_delivered: Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .user_agent(concat!("strata-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match HttpClient::new(&endpoint, cfg.timeout) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build HTTP client");
+            tracing::error!(endpoint = %endpoint.url, error = %e, "cannot build HTTP client");
             return;
         }
     };
@@ -285,6 +334,7 @@ async fn send_once(ep: &Endpoint, req: &[u8], samples: u64, version: u8) -> Outc
     let proto = if version == USE_V2 { "2.0" } else { "1.0" };
     let mut rb = ep
         .client
+        .current()
         .post(&ep.url)
         .header("Content-Type", content_type)
         .header("Content-Encoding", rw::CONTENT_ENCODING)

@@ -44,6 +44,8 @@ pub enum AgentError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{what} server failed: {message}")]
     Serve { what: &'static str, message: String },
+    #[error(transparent)]
+    Tls(#[from] strata_server::tls::TlsError),
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AgentError> {
@@ -155,14 +157,17 @@ pub async fn run(
 
     let http_metrics = metrics.http.clone();
     let mut stop = stop_rx.clone();
+    let grpc_tls = match &cfg.otlp.grpc_tls_config {
+        Some(t) => {
+            Some(strata_server::tls::ServerTls::new(t.clone(), strata_server::tls::ALPN_H2, "otlp.grpc_tls_config")?)
+        }
+        None => None,
+    };
     let grpc = tonic::transport::Server::builder()
         .add_service(receiver::GrpcReceiver::service(pipeline.clone(), cfg.otlp.max_request_bytes))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        );
+        .serve_with_incoming_shutdown(strata_server::grpc::incoming(grpc_listener, grpc_tls), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
     let mut stop = stop_rx.clone();
     let http = strata_server::serve(
         http_listener,

@@ -67,6 +67,15 @@ struct Cli {
     /// request, so a rotated token is picked up).
     #[arg(long = "remote-write.bearer-token-file", env = "STRATA_AGENT_REMOTE_WRITE_BEARER_TOKEN_FILE")]
     remote_write_bearer_token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that verify --remote-write.url https endpoints (default: the system's).
+    #[arg(long = "remote-write.tls-ca-file", env = "STRATA_AGENT_REMOTE_WRITE_TLS_CA_FILE")]
+    remote_write_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) presented to --remote-write.url endpoints that require one.
+    #[arg(long = "remote-write.tls-cert-file", env = "STRATA_AGENT_REMOTE_WRITE_TLS_CERT_FILE")]
+    remote_write_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --remote-write.tls-cert-file.
+    #[arg(long = "remote-write.tls-key-file", env = "STRATA_AGENT_REMOTE_WRITE_TLS_KEY_FILE")]
+    remote_write_tls_key_file: Option<PathBuf>,
     /// Remote write protocol for --remote-write.url endpoints: auto, v1 or v2.
     #[arg(long = "remote-write.protocol", env = "STRATA_AGENT_REMOTE_WRITE_PROTOCOL", value_parser = parse_protocol)]
     remote_write_protocol: Option<Protocol>,
@@ -164,6 +173,15 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
                 protocol: cli.remote_write_protocol.unwrap_or_default(),
                 authorization: cli.remote_write_bearer_token_file.clone().map(|f| {
                     strata_agent::config::AuthorizationConfig { credentials_file: Some(f), ..Default::default() }
+                }),
+                tls_config: (cli.remote_write_tls_ca_file.is_some()
+                    || cli.remote_write_tls_cert_file.is_some()
+                    || cli.remote_write_tls_key_file.is_some())
+                .then(|| strata_server::tls::TlsClientConfig {
+                    ca_file: cli.remote_write_tls_ca_file.clone(),
+                    cert_file: cli.remote_write_tls_cert_file.clone(),
+                    key_file: cli.remote_write_tls_key_file.clone(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             })
