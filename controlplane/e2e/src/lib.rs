@@ -12,6 +12,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
 
 pub use dataplane_e2e::*;
+pub mod pki;
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
 use strata_proto::store::SeriesRequest;
 use strata_proto::store::store_client::StoreClient;
@@ -379,10 +380,32 @@ pub async fn remote_read_everything(
 
 /// All samples of series matching `__name__=name` on one node, keyed by series labels.
 pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
-    let mut client = StoreClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .expect("connect StoreAPI")
-        .max_decoding_message_size(256 << 20);
+    let client = StoreClient::connect(format!("http://{grpc_addr}")).await.expect("connect StoreAPI");
+    read_series_with(client, tenant, name).await.expect("Series")
+}
+
+/// [`read_series`] over TLS with `tls`; the gRPC error if the call fails
+/// (a refused handshake included).
+pub async fn read_series_tls(
+    grpc_addr: &str,
+    tls: std::sync::Arc<strata_server::tls::ClientTls>,
+    tenant: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<(i64, f64)>>, tonic::Status> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("https://{grpc_addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20));
+    let client = StoreClient::new(strata_server::grpc::channel(ep, Some(tls), None));
+    read_series_with(client, tenant, name).await
+}
+
+async fn read_series_with(
+    client: StoreClient<tonic::transport::Channel>,
+    tenant: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<(i64, f64)>>, tonic::Status> {
+    let mut client = client.max_decoding_message_size(256 << 20);
     let req = SeriesRequest {
         tenant: tenant.into(),
         min_time: i64::MIN,
@@ -396,15 +419,15 @@ pub async fn read_series(grpc_addr: &str, tenant: &str, name: &str) -> BTreeMap<
         accept_chunks: false,
         max_samples: 0,
     };
-    let mut stream = client.series(req).await.expect("Series").into_inner();
+    let mut stream = client.series(req).await?.into_inner();
     let mut out = BTreeMap::new();
-    while let Some(batch) = stream.message().await.expect("stream") {
+    while let Some(batch) = stream.message().await? {
         for s in batch.series {
             let key = s.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>().join(",");
             out.insert(key, s.samples.iter().map(|x| (x.timestamp, x.value)).collect());
         }
     }
-    out
+    Ok(out)
 }
 
 /// Remote write 1.0 of one sample of `name{writer=w}`; returns the HTTP status.
@@ -499,6 +522,23 @@ pub async fn write_series(client: &reqwest::Client, url: &str, series: &SeriesDa
 
 /// Remote write 1.0 for `tenant` (`X-Scope-OrgID`); the status and body.
 pub async fn remote_write(client: &reqwest::Client, url: &str, tenant: &str, series: &SeriesData) -> (u16, String) {
+    let r = client
+        .post(url)
+        .header("X-Scope-OrgID", tenant)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .timeout(Duration::from_secs(30))
+        .body(write_request_body(series))
+        .send()
+        .await
+        .expect("remote write");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// A snappy-compressed remote write 1.0 body of `series`.
+pub fn write_request_body(series: &SeriesData) -> Vec<u8> {
     use strata_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
     let req = WriteRequest {
         timeseries: series
@@ -516,19 +556,7 @@ pub async fn remote_write(client: &reqwest::Client, url: &str, tenant: &str, ser
             .collect(),
         metadata: vec![],
     };
-    let r = client
-        .post(url)
-        .header("X-Scope-OrgID", tenant)
-        .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .timeout(Duration::from_secs(30))
-        .body(strata_proto::remote_write::encode_v1(&req))
-        .send()
-        .await
-        .expect("remote write");
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
+    strata_proto::remote_write::encode_v1(&req)
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

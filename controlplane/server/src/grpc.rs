@@ -31,14 +31,14 @@ pub struct GrpcServerTlsArgs {
     /// Certificate chain (PEM) the gRPC listener presents; with
     /// --grpc.tls-key-file the listener speaks TLS only. Re-read on SIGHUP
     /// and when it changes.
-    #[arg(long = "grpc.tls-cert-file")]
+    #[arg(id = "grpc.tls-cert-file", long = "grpc.tls-cert-file")]
     pub cert_file: Option<PathBuf>,
     /// Private key (PEM) of --grpc.tls-cert-file.
-    #[arg(long = "grpc.tls-key-file")]
+    #[arg(id = "grpc.tls-key-file", long = "grpc.tls-key-file")]
     pub key_file: Option<PathBuf>,
     /// CA certificates (PEM) gRPC clients' certificates must chain to:
     /// every client (peers, queriers) must then present one (mutual TLS).
-    #[arg(long = "grpc.tls-client-ca-file")]
+    #[arg(id = "grpc.tls-client-ca-file", long = "grpc.tls-client-ca-file")]
     pub client_ca_file: Option<PathBuf>,
 }
 
@@ -74,20 +74,20 @@ pub struct GrpcClientTlsArgs {
     /// Connect to gRPC servers (peers, stores, ingesters) over TLS, verified
     /// with the system's CA certificates unless --grpc-client.tls-ca-file
     /// is given (any other --grpc-client.tls-* flag implies it).
-    #[arg(long = "grpc-client.tls-enabled")]
+    #[arg(id = "grpc-client.tls-enabled", long = "grpc-client.tls-enabled")]
     pub enabled: bool,
     /// CA certificates (PEM) that verify gRPC servers.
-    #[arg(long = "grpc-client.tls-ca-file")]
+    #[arg(id = "grpc-client.tls-ca-file", long = "grpc-client.tls-ca-file")]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) presented to gRPC servers that require one.
-    #[arg(long = "grpc-client.tls-cert-file")]
+    #[arg(id = "grpc-client.tls-cert-file", long = "grpc-client.tls-cert-file")]
     pub cert_file: Option<PathBuf>,
     /// Private key (PEM) of --grpc-client.tls-cert-file.
-    #[arg(long = "grpc-client.tls-key-file")]
+    #[arg(id = "grpc-client.tls-key-file", long = "grpc-client.tls-key-file")]
     pub key_file: Option<PathBuf>,
     /// Name gRPC servers' certificates must carry (default: the host of
     /// each address).
-    #[arg(long = "grpc-client.tls-server-name")]
+    #[arg(id = "grpc-client.tls-server-name", long = "grpc-client.tls-server-name")]
     pub server_name: Option<String>,
 }
 

@@ -75,7 +75,7 @@ struct Endpoint {
 struct HttpClient {
     tls: Option<Arc<strata_server::tls::ClientTls>>,
     timeout: std::time::Duration,
-    built: std::sync::Mutex<(u64, reqwest::Client)>,
+    built: std::sync::Mutex<(u64, reqwest_rustls::Client)>,
 }
 
 impl HttpClient {
@@ -97,19 +97,20 @@ impl HttpClient {
     fn build(
         tls: Option<&strata_server::tls::ClientTls>,
         timeout: std::time::Duration,
-    ) -> Result<reqwest::Client, String> {
-        let mut b =
-            reqwest::Client::builder().timeout(timeout).user_agent(concat!("strata-agent/", env!("CARGO_PKG_VERSION")));
+    ) -> Result<reqwest_rustls::Client, String> {
+        let mut b = reqwest_rustls::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("strata-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(t) = tls {
-            b = b.tls_backend_preconfigured((*t.config()).clone());
+            b = b.use_preconfigured_tls((*t.config()).clone());
         }
         b.build().map_err(|e| e.to_string())
     }
 
     /// The client for the next request (rebuilt after a certificate reload;
     /// connections already open keep the previous certificates).
-    fn current(&self) -> reqwest::Client {
-        let Ok(mut g) = self.built.lock() else { return reqwest::Client::new() };
+    fn current(&self) -> reqwest_rustls::Client {
+        let Ok(mut g) = self.built.lock() else { return reqwest_rustls::Client::new() };
         if let Some(t) = &self.tls {
             let now = t.generation();
             if now != g.0 {
@@ -344,7 +345,7 @@ async fn send_once(ep: &Endpoint, req: &[u8], samples: u64, version: u8) -> Outc
         rb = rb.header(k, v);
     }
     match ep.config.authorization_header() {
-        Ok(Some(v)) => rb = rb.header(reqwest::header::AUTHORIZATION, v),
+        Ok(Some(v)) => rb = rb.header(reqwest_rustls::header::AUTHORIZATION, v),
         Ok(None) => {}
         Err(e) => {
             // A credentials file being rotated or missing: keep the data queued.
