@@ -46,6 +46,9 @@ pub struct S3Config {
     /// `bucket.endpoint/key` addressing instead of `endpoint/bucket/key`
     /// (AWS prefers it; MinIO and most self-hosted servers need path style).
     pub virtual_hosted_style: bool,
+    /// PEM CA certificates that verify an `https://` endpoint (a private
+    /// CA); without it the system's CA certificates do.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Debug output names whether credentials are set, never their values.
@@ -60,6 +63,7 @@ impl std::fmt::Debug for S3Config {
             .field("secret_access_key", &set(&self.secret_access_key))
             .field("prefix", &self.prefix)
             .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -113,7 +117,23 @@ impl BucketConfig {
                 // object_store's default of retrying for three minutes.
                 let retry =
                     RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() };
-                let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+                let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+                if let Some(ca) = &s3.ca_file {
+                    let pem = std::fs::read(ca)
+                        .map_err(|e| BlockError::Config(format!("--objstore.s3.ca-file {}: {e}", ca.display())))?;
+                    let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                        BlockError::Config(format!("--objstore.s3.ca-file {}: not PEM certificates: {e}", ca.display()))
+                    })?;
+                    if certs.is_empty() {
+                        return Err(BlockError::Config(format!(
+                            "--objstore.s3.ca-file {}: no certificate in it",
+                            ca.display()
+                        )));
+                    }
+                    for c in certs {
+                        client = client.with_root_certificate(c);
+                    }
+                }
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(&s3.bucket)
                     .with_retry(retry)
@@ -180,6 +200,7 @@ mod tests {
             secret_access_key: Some("secret".into()),
             prefix: "/prod/".into(),
             virtual_hosted_style: false,
+            ca_file: None,
         });
         assert!(cfg.open().is_ok());
         let d = cfg.describe();

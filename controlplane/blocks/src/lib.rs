@@ -54,7 +54,9 @@ pub enum BlockError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
-    #[error("object store: {0}")]
+    /// With its causes (an HTTP error says why: a refused certificate, a
+    /// reset connection).
+    #[error("object store: {}", with_causes(.0))]
     Store(#[from] object_store::Error),
     #[error("meta.json: {0}")]
     Meta(#[from] serde_json::Error),
@@ -66,6 +68,21 @@ pub enum BlockError {
     Io { path: String, source: std::io::Error },
     #[error("timed out: {0}")]
     Timeout(String),
+}
+
+/// `e` and the distinct messages of its sources, `: `-separated.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !text.contains(&m) {
+            text.push_str(": ");
+            text.push_str(&m);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A series and its samples (time order).

@@ -122,3 +122,33 @@ impl Pki {
             .expect("HTTPS client")
     }
 }
+
+/// A TLS-terminating proxy on loopback in front of a plaintext `upstream`
+/// (`host:port`), serving `cert` (an S3 server behind HTTPS with a
+/// private CA). Runs until the test's runtime ends; returns its port.
+pub async fn tls_proxy(upstream: String, cert: &CertFiles) -> u16 {
+    let tls = strata_server::tls::ServerTls::new(
+        strata_server::tls::TlsServerConfig {
+            cert_file: cert.cert.clone(),
+            key_file: cert.key.clone(),
+            ..Default::default()
+        },
+        strata_server::tls::ALPN_HTTP1,
+        "proxy",
+    )
+    .expect("proxy TLS");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let acceptor = tls.acceptor();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut inbound) = acceptor.accept(inbound).await else { return };
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    port
+}

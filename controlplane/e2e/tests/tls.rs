@@ -256,6 +256,42 @@ async fn secured() -> Secured {
     Secured { _dir: dir, pki, node, querier, ingester_base, querier_base }
 }
 
+/// Sends what no TLS client sends to `addr` and waits for the server to
+/// close each connection (within the handshake timeout).
+async fn hostile_connections(addr: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut x: u64 = 0xBAD_C0DE;
+    let random: Vec<u8> = (0..65_536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let huge_record = [0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0xff, 0xff];
+    let inputs: [&[u8]; 4] =
+        [&random, &huge_record, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"];
+    for input in inputs {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = c.write_all(input).await;
+        let mut buf = vec![0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => assert!(
+                        !String::from_utf8_lossy(&buf[..n]).contains("200 OK"),
+                        "{addr} answered a non-TLS request"
+                    ),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{addr} kept a hostile connection open");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_delivers_to_an_https_ingester_that_requires_a_client_certificate() {
     let s = secured().await;
@@ -284,6 +320,19 @@ async fn the_agent_delivers_to_an_https_ingester_that_requires_a_client_certific
     // Plain HTTP to the HTTPS port: no answer a client could take for success.
     let r = reqwest::Client::new().post(s.node.write_url()).body(write_request_body(&series)).send().await;
     assert!(r.map(|r| !r.status().is_success()).unwrap_or(true), "plain HTTP was served");
+    // Hostile connections to both TLS listeners (random bytes, a TLS
+    // record claiming 16 MiB, plaintext HTTP/2 and HTTP/1.1) are dropped;
+    // both keep serving.
+    let web_addr = s.ingester_base.trim_start_matches("https://").to_string();
+    for addr in [web_addr.as_str(), s.node.grpc_addr().as_str()] {
+        hostile_connections(addr).await;
+    }
+    let health = Pki::https_client(&s.pki.ca, Some(&s.pki.member))
+        .get(format!("{}/-/healthy", s.ingester_base))
+        .send()
+        .await
+        .expect("healthy after hostile connections");
+    assert!(health.status().is_success());
     // The certificate alone is not a credential.
     let member = Pki::https_client(&s.pki.ca, Some(&s.pki.member));
     let r = post(member.clone(), None).await.expect("with a client certificate");

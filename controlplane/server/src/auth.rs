@@ -652,6 +652,77 @@ mod tests {
         assert_eq!(status(&a, req(get.clone(), "/api/v1/query", basic("root", "root-pass"), Some("a/b"))).await.0, 400);
     }
 
+    /// A seeded corpus of malformed and hostile `Authorization` headers
+    /// (random bytes, broken base64, no colon, invalid UTF-8, passwords
+    /// past bcrypt's 72 bytes, megabyte tokens, repeated headers): each is
+    /// a clear 401 (or 400), never a panic or an admission.
+    #[tokio::test]
+    async fn malformed_and_hostile_credentials_are_refused_without_a_crash() {
+        use base64::Engine;
+        let a = auth();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut x: u64 = 0x5EED_0A17;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut corpus: Vec<Vec<u8>> = vec![
+            b"Basic".to_vec(),
+            format!("Basic {}", b64(b"reader:r-pass")).replace('=', "").into_bytes(),
+            format!("Basic {}", b64(b"reader")).into_bytes(),
+            format!("Basic {}", b64(b":r-pass")).into_bytes(),
+            format!("Basic {}", b64(b"reader:r-pass\xff\xfe")).into_bytes(),
+            format!("Basic {}", b64(&[0xff, 0xfe, b':', 0xfd])).into_bytes(),
+            format!("Basic {}", b64(format!("reader:{}", "r".repeat(100_000)).as_bytes())).into_bytes(),
+            format!("Basic {}", b64(format!("reader:r-pass{}", "x".repeat(80)).as_bytes())).into_bytes(),
+            format!("Bearer {}", "t".repeat(1 << 20)).into_bytes(),
+            b"Bearer tok-b tok-b".to_vec(),
+            b"Bearer\ttok-b".to_vec(),
+            b"BEARER".to_vec(),
+            vec![0x80; 64],
+        ];
+        for _ in 0..500 {
+            let len = (next() % 300) as usize;
+            // Header-value bytes (visible ASCII, space, obs-text), some
+            // invalid UTF-8; control bytes only now and then.
+            let mut v: Vec<u8> = (0..len)
+                .map(|_| match (0x20 + next() % 0xe0) as u8 {
+                    0x7f if next() % 2 == 0 => 0x07,
+                    b => b,
+                })
+                .collect();
+            match next() % 4 {
+                0 => v.splice(0..0, b"Basic ".iter().copied()).for_each(drop),
+                1 => v = format!("Basic {}", b64(&v)).into_bytes(),
+                2 => v.splice(0..0, b"Bearer ".iter().copied()).for_each(drop),
+                _ => {}
+            }
+            corpus.push(v);
+        }
+        let mut tried = 0;
+        for v in &corpus {
+            // Only what HTTP can carry in a header value.
+            let Ok(value) = axum::http::HeaderValue::from_bytes(v) else { continue };
+            tried += 1;
+            let mut r = req(Method::GET, "/api/v1/query", None, None);
+            r.headers_mut().insert(header::AUTHORIZATION, value.clone());
+            let (code, _) = status(&a, r).await;
+            assert!(code == 401 || code == 400, "{:?}: {code}", String::from_utf8_lossy(&v[..v.len().min(60)]));
+            // The same header twice, one of them valid: never admitted on the bad one.
+            let mut r = req(Method::POST, "/api/v1/write", None, None);
+            r.headers_mut().append(header::AUTHORIZATION, value);
+            r.headers_mut().append(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok-b"));
+            let (code, _) = status(&a, r).await;
+            assert!(code == 401 || code == 400, "two Authorization headers: {code}");
+        }
+        assert!(tried > 300, "the corpus must mostly be valid header values: {tried}");
+        // Schemes are case-insensitive (RFC 9110): not malformed.
+        let ok = req(Method::GET, "/api/v1/query", Some(format!("basic {}", b64(b"reader:r-pass"))), None);
+        assert_eq!(status(&a, ok).await.0, 200);
+    }
+
     #[tokio::test]
     async fn the_helpers_make_hashes_a_web_config_accepts() {
         let yaml = format!(

@@ -248,6 +248,9 @@ struct ObjstoreArgs {
     /// Virtual-hosted-style addressing (bucket.endpoint/key) instead of path style.
     #[arg(long = "objstore.s3.virtual-hosted-style", default_value_t = false, action = clap::ArgAction::Set)]
     s3_virtual_hosted_style: bool,
+    /// CA certificates (PEM) that verify an https --objstore.s3.endpoint signed by a private CA (default: the system's).
+    #[arg(long = "objstore.s3.ca-file")]
+    s3_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ObjstoreArgs {
@@ -262,6 +265,7 @@ impl ObjstoreArgs {
                 secret_access_key: self.s3_secret_access_key,
                 prefix: self.s3_prefix,
                 virtual_hosted_style: self.s3_virtual_hosted_style,
+                ca_file: self.s3_ca_file,
             }),
         }
     }
