@@ -481,3 +481,61 @@ async fn prometheus_remote_writes_and_reads_over_tls() {
     .await;
     assert_eq!(got, 42.0);
 }
+
+/// Certificates rotate without a restart: the ingester's HTTPS and gRPC
+/// listeners pick up a certificate from a new CA once its files change
+/// (new connections get it), and the old one stops being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_without_a_restart() {
+    let dir = test_dir();
+    let old = Pki::new(&dir.path().join("old"));
+    let new = Pki::new(&dir.path().join("new"));
+    // The files the ingester is configured with start as the old ones.
+    let (cert, key) = (dir.path().join("served.crt"), dir.path().join("served.key"));
+    std::fs::copy(&old.member.cert, &cert).expect("copy");
+    std::fs::copy(&old.member.key, &key).expect("copy");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "tls_server_config: { cert_file: served.crt, key_file: served.key }\n").expect("web config");
+    let (grpc, port) = (free_port(), free_port());
+    let mut node = Node {
+        id: 1,
+        grpc,
+        web: port,
+        dir: dir.path().join("node-1"),
+        proc: None,
+        extra: vec![
+            format!("--web.config.file={}", web.display()),
+            format!("--grpc.tls-cert-file={}", cert.display()),
+            format!("--grpc.tls-key-file={}", key.display()),
+        ],
+        peers: format!("1=127.0.0.1:{grpc}"),
+    };
+    node.start(dir.path());
+    let url = format!("https://127.0.0.1:{port}/-/healthy");
+    let trusts_old = Pki::https_client(&old.ca, None);
+    let trusts_new = Pki::https_client(&new.ca, None);
+    wait_ready_https(&trusts_old, &url).await;
+    assert!(trusts_new.get(&url).send().await.is_err(), "the new CA is not served yet");
+    let grpc_old = Pki::grpc_client(&old.ca, None);
+    let grpc_new = Pki::grpc_client(&new.ca, None);
+    read_series_tls(&node.grpc_addr(), grpc_old.clone(), "anonymous", "x").await.expect("gRPC with the old CA");
+
+    // Rotate: the key first, then the certificate (a reload in between
+    // fails on the mismatch and keeps the old pair).
+    std::fs::copy(&new.member.key, &key).expect("copy");
+    std::fs::copy(&new.member.cert, &cert).expect("copy");
+    wait_for(Duration::from_secs(20), "the HTTPS listener to serve the new certificate", || async {
+        trusts_new.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    // A new connection (the old client's pooled one keeps its session).
+    let fresh_old = Pki::https_client(&old.ca, None);
+    assert!(fresh_old.get(&url).send().await.is_err(), "the old certificate is still served");
+    assert!(trusts_old.get(&url).send().await.is_ok(), "an open connection keeps working through a rotation");
+    wait_for(Duration::from_secs(20), "the gRPC listener to serve the new certificate", || async {
+        read_series_tls(&node.grpc_addr(), grpc_new.clone(), "anonymous", "x").await.ok().map(|_| ())
+    })
+    .await;
+    assert!(read_series_tls(&node.grpc_addr(), Pki::grpc_client(&old.ca, None), "anonymous", "x").await.is_err());
+    drop(grpc_old);
+}
