@@ -28,6 +28,22 @@ pub struct WriteBench {
     pub headers: Vec<(String, String)>,
     /// Requests slower than this are printed to stderr with their start time.
     pub slow_log: Option<Duration>,
+    /// CA certificates (PEM) that verify an https URL.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The benchmark's HTTP client: HTTPS verified with `ca_file` (or the
+/// system's CA certificates) when the URL asks for it.
+fn http_client(timeout: Duration, ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest_rustls::Client> {
+    use anyhow::Context;
+    let mut b = reqwest_rustls::Client::builder().timeout(timeout);
+    if let Some(p) = ca_file {
+        let pem = std::fs::read(p).with_context(|| format!("--ca-file {}", p.display()))?;
+        for c in reqwest_rustls::Certificate::from_pem_bundle(&pem).with_context(|| format!("--ca-file {}", p.display()))? {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b.build()?)
 }
 
 const BUCKETS: [&str; 11] = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"];
@@ -223,7 +239,7 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     );
 
     let cpu_before: Vec<Option<f64>> = b.pids.iter().map(|p| cpu_seconds(*p)).collect();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let client = http_client(Duration::from_secs(60), b.ca_file.as_deref())?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for bodies in per_sender {
@@ -328,6 +344,10 @@ pub struct QueryBench {
     pub step: Duration,
     pub runs: usize,
     pub end: Option<f64>,
+    /// Sent with every query (e.g. Authorization).
+    pub headers: Vec<(String, String)>,
+    /// CA certificates (PEM) that verify an https URL.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Parses a query file: one query per line, optionally `name: query`; `#` comments.
@@ -345,7 +365,7 @@ pub fn parse_query_file(text: &str) -> Vec<(String, String)> {
 
 /// Times `query_range` for each query `runs` times (after one warm-up).
 pub async fn query(b: QueryBench) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let client = http_client(Duration::from_secs(120), b.ca_file.as_deref())?;
     let end = b.end.unwrap_or_else(|| now_ms() as f64 / 1000.0);
     let start = end - b.range.as_secs_f64();
     let base = b.url.trim_end_matches('/');
@@ -376,12 +396,16 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
                     ("step", &b.step.as_secs_f64().to_string()),
                 ])
             };
+            let mut req = req;
+            for (k, v) in &b.headers {
+                req = req.header(k, v);
+            }
             let resp = req.send().await;
             let elapsed = t.elapsed();
             match resp {
                 Ok(r) => {
                     let status = r.status();
-                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
                     if !status.is_success() || v["status"] != "success" {
                         error = Some(format!("{status}: {}", v["error"]));
                         break;

@@ -89,6 +89,9 @@ enum BenchCmd {
         /// ms and its latency) to stderr, to line stalls up with a server log.
         #[arg(long = "slow-log", value_parser = humantime::parse_duration)]
         slow_log: Option<Duration>,
+        /// CA certificates (PEM) that verify an https --url (default: the system's).
+        #[arg(long = "ca-file")]
+        ca_file: Option<PathBuf>,
     },
     /// OTLP/HTTP load for a collector: data points/s accepted and, with
     /// --agent-metrics, delivered end to end through remote write.
@@ -136,6 +139,12 @@ enum BenchCmd {
         /// End of the range as Unix seconds (default: now).
         #[arg(long)]
         end: Option<f64>,
+        /// Extra header, name=value (e.g. Authorization=Basic ...).
+        #[arg(long)]
+        header: Vec<String>,
+        /// CA certificates (PEM) that verify an https --url (default: the system's).
+        #[arg(long = "ca-file")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -186,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                         pid,
                         header,
                         slow_log,
+                        ca_file,
                     },
             } => {
                 let v2 = match protocol.as_str() {
@@ -193,14 +203,7 @@ fn main() -> anyhow::Result<()> {
                     "v2" | "2.0" => true,
                     p => anyhow::bail!("--protocol {p:?}: use v1 or v2"),
                 };
-                let headers = header
-                    .iter()
-                    .map(|h| {
-                        h.split_once('=')
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .with_context(|| format!("--header {h:?}: use name=value"))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let headers = parse_headers(&header)?;
                 anyhow::ensure!(
                     senders > 0 && series > 0 && batch > 0,
                     "--senders, --series and --batch must be positive"
@@ -217,6 +220,7 @@ fn main() -> anyhow::Result<()> {
                     pids: pid,
                     headers,
                     slow_log,
+                    ca_file,
                 })
                 .await
             }
@@ -233,13 +237,26 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Cmd::Bench { kind: BenchCmd::Sink { listen } } => sink::run(listen).await,
-            Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, end } } => {
+            Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, end, header, ca_file } } => {
                 let text =
                     std::fs::read_to_string(&queries).with_context(|| format!("cannot read {}", queries.display()))?;
                 let queries = bench::parse_query_file(&text);
                 anyhow::ensure!(!queries.is_empty(), "no queries in the file");
-                bench::query(bench::QueryBench { url, queries, range, step, runs, end }).await
+                let headers = parse_headers(&header)?;
+                bench::query(bench::QueryBench { url, queries, range, step, runs, end, headers, ca_file }).await
             }
         }
     })
+}
+
+/// `--header name=value` flags.
+fn parse_headers(flags: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    flags
+        .iter()
+        .map(|h| {
+            h.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--header {h:?}: use name=value"))
+        })
+        .collect()
 }
