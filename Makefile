@@ -58,6 +58,7 @@ helm-check: test-build
 compose-check:
 	@if command -v docker-compose >/dev/null; then docker-compose -f compose/docker-compose.yml config -q \
 	  && docker-compose -f compose/docker-compose.yml --profile grafana config -q && echo "compose/docker-compose.yml: valid" \
+	  && docker-compose -f compose/docker-compose.yml -f compose/docker-compose.secure.yml config -q \
 	  && python3 compose/check.py; \
 	elif [ "$$CI" = true ]; then echo "docker-compose is required in CI" >&2; exit 1; \
 	else echo "SKIPPED: docker-compose not installed (apt-get install docker-compose)"; fi

@@ -14,6 +14,7 @@ Usage: python3 compose/check.py [resolved-compose.yml]  (default: runs
 `docker-compose config` on compose/docker-compose.yml, every profile).
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -71,16 +72,58 @@ def dockerfile_binaries() -> set[str]:
     return set(copied)
 
 
-def resolved_compose() -> dict:
-    if len(sys.argv) > 1:
+def resolved_compose(*overrides: str) -> dict:
+    if len(sys.argv) > 1 and not overrides:
         return yaml.safe_load(Path(sys.argv[1]).read_text())
-    out = subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "compose" / "docker-compose.yml"), "--profile", "grafana", "config"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    files = ["docker-compose.yml", *overrides]
+    cmd = ["docker-compose"]
+    for f in files:
+        cmd += ["-f", str(ROOT / "compose" / f)]
+    out = subprocess.run(cmd + ["--profile", "grafana", "config"], check=True, capture_output=True, text=True).stdout
     return yaml.safe_load(out)
+
+
+def check_services(services: dict, in_image: set[str]) -> dict:
+    strata = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("strata:")}
+    if not strata:
+        fail("no service runs the Strata image")
+    for name, svc in strata.items():
+        cmd = svc.get("command") or []
+        entry = svc.get("entrypoint") or []
+        first = (entry or cmd or [""])[0]
+        if first not in in_image and first != "/bin/sh":
+            fail(f"service {name} runs {first!r}, which the image does not hold ({sorted(in_image)})")
+    return strata
+
+
+def check_secure(strata: dict) -> None:
+    """The secure profile: every Strata server reads the web config, the
+    gRPC listeners require client certificates, gRPC clients present one,
+    agents deliver over HTTPS with a token; the flags are the binaries'."""
+    web = ROOT / "compose" / "secure" / "web.yml"
+    text = web.read_text()
+    if "tls_server_config" not in text or "tenants" not in text:
+        fail("compose/secure/web.yml must turn on TLS and list tenants")
+    bins = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+    for name, svc in strata.items():
+        cmd = svc.get("command") or []
+        if not cmd or cmd[0] not in ("strata", "strata-agent"):
+            continue
+        if cmd[0] == "strata":
+            if "--web.config.file=/etc/strata/secure/web.yml" not in cmd:
+                fail(f"secure profile: {name} does not read the web config")
+            if cmd[1] in ("ingester", "store") and "--grpc.tls-client-ca-file=/certs/ca.crt" not in cmd:
+                fail(f"secure profile: {name}'s gRPC port does not require client certificates")
+            if cmd[1] in ("ingester", "querier") and "--grpc-client.tls-cert-file=/certs/tls.crt" not in cmd:
+                fail(f"secure profile: {name} does not present a client certificate")
+        elif not any(a.startswith("--remote-write.url=https://") for a in cmd) or \
+                "--remote-write.bearer-token-file=/etc/strata/secure/agent-token" not in cmd:
+            fail(f"secure profile: {name} does not write over HTTPS with the token")
+        binary = bins / cmd[0]
+        if binary.exists():
+            p = subprocess.run([str(binary), *cmd[1:], "--help"], capture_output=True, text=True)
+            if p.returncode != 0:
+                fail(f"secure profile: {name}: {cmd[0]} rejects its arguments: {p.stderr}")
 
 
 def main() -> None:
@@ -89,17 +132,12 @@ def main() -> None:
     extra = in_image - packages
     if extra:
         fail(f"the Dockerfile copies {sorted(extra)}, which `make binaries` does not build ({sorted(packages)})")
-    services = resolved_compose().get("services", {})
-    strata = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("strata:")}
-    if not strata:
-        fail("no service runs the Strata image")
-    for name, svc in strata.items():
-        cmd = svc.get("command") or []
-        entry = svc.get("entrypoint") or []
-        first = (entry or cmd or [""])[0]
-        if first not in in_image:
-            fail(f"service {name} runs {first!r}, which the image does not hold ({sorted(in_image)})")
+    strata = check_services(resolved_compose().get("services", {}), in_image)
     print(f"compose/Dockerfile builds {sorted(in_image)} with `make binaries`; {len(strata)} services run them")
+    if len(sys.argv) == 1:
+        secure = check_services(resolved_compose("docker-compose.secure.yml").get("services", {}), in_image)
+        check_secure(secure)
+        print(f"compose/docker-compose.secure.yml: auth and TLS on {len(secure) - 1} services")
 
 
 if __name__ == "__main__":

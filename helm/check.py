@@ -24,28 +24,47 @@ CHART = os.path.join(ROOT, "strata")
 AGENT_CHART = os.path.join(ROOT, "strata-agent")
 K8S_VERSION = "1.30.0"
 
+# Credentials every case needs now that auth is on by default (a bcrypt hash
+# of "pw" and the SHA-256 of the token "t").
+AUTH = [
+    "auth.basicAuthUsers.grafana=$2b$04$LLSRZA0KnR7qisJRYmxig.E8DJ8fjm2.AnYYBGz7I1ly0W6GeNp8W",
+    "auth.tenants[0].user=grafana", "auth.tenants[0].tenant=team-a", "auth.tenants[0].roles={read}",
+    "auth.tenants[1].token_sha256=e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8",
+    "auth.tenants[1].tenant=team-a", "auth.tenants[1].roles={write}",
+]
 CASES = {
-    "defaults (S3 on AWS, pod IAM role)": [],
-    "MinIO with credentials and a prefix": [
+    "defaults (S3 on AWS, pod IAM role) with credentials": AUTH,
+    "auth from an existing Secret": ["auth.existingSecret=strata-web"],
+    "auth off": ["auth.enabled=false"],
+    "TLS from an existing Secret (mutual gRPC, HTTPS), ServiceMonitor with a scrape credential": AUTH + [
+        "tls.enabled=true", "tls.existingSecret=strata-tls",
+        "serviceMonitor.enabled=true", "auth.scrapeSecret=strata-scrape",
+    ],
+    "TLS from cert-manager, auth off": [
+        "auth.enabled=false", "tls.enabled=true", "tls.certManager.enabled=true",
+        "tls.certManager.issuerRef.name=strata-ca",
+    ],
+    "mutual TLS on gRPC only": AUTH + ["tls.enabled=true", "tls.existingSecret=strata-tls", "tls.http=false"],
+    "MinIO with credentials and a prefix": AUTH + [
         "objstore.s3.endpoint=http://minio.minio:9000",
         "objstore.s3.accessKeyId=strata",
         "objstore.s3.secretAccessKey=secret",
         "objstore.s3.prefix=prod",
         "querier.service.type=LoadBalancer",
     ],
-    "existing Secret, 5 voters, SQL off": [
+    "existing Secret, 5 voters, SQL off": AUTH + [
         "objstore.s3.existingSecret=strata-s3",
         "ingester.replicas=5",
         "querier.sql.enabled=false",
         "ingester.extraArgs={--limits.max-series=100000}",
     ],
-    "shared filesystem volume, 30-day retention": [
+    "shared filesystem volume, 30-day retention": AUTH + [
         "objstore.type=filesystem",
         "objstore.filesystem.existingClaim=strata-blocks",
         "compactor.retention=30d",
     ],
-    "no compactor": ["compactor.enabled=false"],
-    "ingress with TLS, autoscaled store and querier": [
+    "no compactor": AUTH + ["compactor.enabled=false"],
+    "ingress with TLS, autoscaled store and querier": AUTH + [
         "querier.ingress.enabled=true",
         "querier.ingress.className=nginx",
         "querier.ingress.host=strata.example.com",
@@ -79,7 +98,68 @@ MUST_FAIL = {
     "filesystem without a volume": (["objstore.type=filesystem"], "existingClaim (a ReadWriteMany PVC) is required"),
     "access key without secret": (["objstore.s3.accessKeyId=a"], "secretAccessKey is required"),
     "no voters": (["ingester.replicas=0"], "ingester.replicas must be at least 1"),
+    "auth on without credentials": ([], "auth.enabled: give auth.existingSecret"),
+    "TLS without certificates": (AUTH + ["tls.enabled=true"], "tls.enabled needs tls.existingSecret"),
+    "ServiceMonitor with auth, no scrape credential": (AUTH + ["serviceMonitor.enabled=true"],
+                                                      "needs auth.scrapeSecret"),
+    "cert-manager without an issuer": (["auth.enabled=false", "tls.enabled=true", "tls.certManager.enabled=true"],
+                                       "tls.certManager.issuerRef.name is required"),
 }
+CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
+
+
+def check_security(name, sets, docs, strata, failures):
+    """What auth and TLS values render: the web config every server reads
+    (parsed by the real binary), the TLS flags and mounts, HTTPS probes."""
+    auth_on = "auth.enabled=false" not in sets
+    tls_on = "tls.enabled=true" in sets
+    https = tls_on and "tls.http=false" not in sets
+    web = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-web-config")]
+    for d in docs:
+        if d["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        args = c.get("args", [])
+        who = d["metadata"]["name"]
+        if (auth_on or https) != ("--web.config.file=/etc/strata/web/web.yml" in args):
+            failures.append(f"{name}: {who}: --web.config.file present={not (auth_on or https)}")
+        grpc_server = "--grpc.tls-client-ca-file=/etc/strata/tls/ca.crt" in args
+        grpc_client = "--grpc-client.tls-cert-file=/etc/strata/tls/tls.crt" in args
+        want_server = tls_on and who.endswith(("-ingester", "-store"))
+        want_client = tls_on and who.endswith(("-ingester", "-querier"))
+        if grpc_server != want_server or grpc_client != want_client:
+            failures.append(f"{name}: {who}: gRPC TLS server={grpc_server} client={grpc_client}")
+        mounts = {m["mountPath"] for m in c.get("volumeMounts") or []}
+        if tls_on != ("/etc/strata/tls" in mounts):
+            failures.append(f"{name}: {who}: TLS Secret mounted={not tls_on}")
+        schemes = {c[p]["httpGet"].get("scheme") for p in ("readinessProbe", "livenessProbe")}
+        if schemes != {"HTTPS" if https else "HTTP"}:
+            failures.append(f"{name}: {who}: probe schemes {schemes}")
+    if web:
+        text = web[0]["stringData"]["web.yml"]
+        cfg = yaml.safe_load(text) or {}
+        if https != ("tls_server_config" in cfg) or (auth_on and not cfg.get("tenants")):
+            failures.append(f"{name}: rendered web config {cfg}")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "web.yml")
+            # Point the certificate paths at real files for the check.
+            if "tls_server_config" in cfg:
+                make_test_cert(d)
+                cfg["tls_server_config"] = {"cert_file": os.path.join(d, "tls.crt"),
+                                            "key_file": os.path.join(d, "tls.key")}
+            with open(path, "w") as f:
+                yaml.safe_dump(cfg, f)
+            p = subprocess.run([strata, "check-web-config", path], capture_output=True, text=True)
+            if p.returncode != 0:
+                failures.append(f"{name}: strata rejects the rendered web config:\n{p.stdout}{p.stderr}")
+
+
+def make_test_cert(d):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", "/CN=check", "-days", "1", "-addext", "subjectAltName=DNS:check",
+                    "-keyout", os.path.join(d, "tls.key"), "-out", os.path.join(d, "tls.crt")],
+                   check=True, capture_output=True)
 
 
 def helm_template(sets, chart=CHART):
@@ -167,7 +247,8 @@ def main():
     if not os.access(strata, os.X_OK):
         sys.exit(f"{strata} not built (cargo build -p strata)")
     failures = []
-    r = subprocess.run(["helm", "lint", "--strict", CHART], capture_output=True, text=True)
+    lint = ["--set", "auth.existingSecret=strata-web"]
+    r = subprocess.run(["helm", "lint", "--strict", CHART] + lint, capture_output=True, text=True)
     if r.returncode != 0:
         failures.append(f"helm lint: {r.stdout}{r.stderr}")
     for name, sets in CASES.items():
@@ -180,7 +261,12 @@ def main():
         for want in ("Deployment", "PodDisruptionBudget", "Service", "StatefulSet"):
             if want not in kinds:
                 failures.append(f"{name}: no {want} rendered ({kinds})")
-        validate(name, docs, failures)
+        validate(name, [d for d in docs if not d["apiVersion"].startswith(CRD_GROUPS)], failures)
+        check_security(name, sets, docs, strata, failures)
+        if "tls.certManager.enabled=true" in sets:
+            certs = [d for d in docs if d["kind"] == "Certificate"]
+            if len(certs) != 1 or not any(n.startswith("*.") for n in certs[0]["spec"]["dnsNames"]):
+                failures.append(f"{name}: expected one cert-manager Certificate with the headless wildcard: {certs}")
         for d in docs:
             if d["kind"] not in ("Deployment", "StatefulSet"):
                 continue
@@ -199,7 +285,7 @@ def main():
         print(f"ok   {name}: {len(docs)} objects ({', '.join(kinds)})")
     check_must_fail(MUST_FAIL, CHART, failures)
     # ServiceMonitors (a CRD, outside the core schemas): one per component.
-    r = helm_template(["serviceMonitor.enabled=true"])
+    r = helm_template(AUTH + ["serviceMonitor.enabled=true", "auth.scrapeSecret=scrape"])
     monitors = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ServiceMonitor"] if r.returncode == 0 else []
     if sorted(m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] for m in monitors) != [
             "compactor", "ingester", "querier", "store"]:
@@ -209,13 +295,13 @@ def main():
     # PrometheusRule (a CRD): exactly the groups of the rules file, with the voter count of the release.
     with open(os.path.join(CHART, "alerts", "strata.rules.yml")) as f:
         want_groups = yaml.safe_load(f)["groups"]
-    r = helm_template(["prometheusRule.enabled=true", "prometheusRule.labels.release=kps"])
+    r = helm_template(AUTH + ["prometheusRule.enabled=true", "prometheusRule.labels.release=kps"])
     rules = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "PrometheusRule"] if r.returncode == 0 else []
     if len(rules) != 1 or rules[0]["spec"]["groups"] != want_groups or rules[0]["metadata"]["labels"].get("release") != "kps":
         failures.append(f"prometheusRule.enabled: PrometheusRule differs from alerts/strata.rules.yml: {r.stderr}")
     else:
         print(f"ok   prometheusRule.enabled: {sum(len(g['rules']) for g in want_groups)} alerts")
-    r = helm_template(["prometheusRule.enabled=true", "ingester.replicas=5"])
+    r = helm_template(AUTH + ["prometheusRule.enabled=true", "ingester.replicas=5"])
     if "count(strata_ingester_raft_term) < 5" not in r.stdout:
         failures.append("prometheusRule with 5 voters: StrataIngesterReplicaDown does not expect 5 ingesters")
     check_agent_chart(os.path.join(os.path.dirname(strata), "strata-agent"), failures)

@@ -39,7 +39,9 @@ fn http_client(timeout: Duration, ca_file: Option<&std::path::Path>) -> anyhow::
     let mut b = reqwest_rustls::Client::builder().timeout(timeout);
     if let Some(p) = ca_file {
         let pem = std::fs::read(p).with_context(|| format!("--ca-file {}", p.display()))?;
-        for c in reqwest_rustls::Certificate::from_pem_bundle(&pem).with_context(|| format!("--ca-file {}", p.display()))? {
+        for c in
+            reqwest_rustls::Certificate::from_pem_bundle(&pem).with_context(|| format!("--ca-file {}", p.display()))?
+        {
             b = b.add_root_certificate(c);
         }
     }
@@ -405,7 +407,8 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
             match resp {
                 Ok(r) => {
                     let status = r.status();
-                    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+                    let v: serde_json::Value =
+                        serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
                     if !status.is_success() || v["status"] != "success" {
                         error = Some(format!("{status}: {}", v["error"]));
                         break;

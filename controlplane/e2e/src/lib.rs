@@ -400,6 +400,19 @@ pub async fn read_series_tls(
     read_series_with(client, tenant, name).await
 }
 
+/// StoreAPI `Info` over TLS with `tls`.
+pub async fn store_info_tls(
+    grpc_addr: &str,
+    tls: std::sync::Arc<strata_server::tls::ClientTls>,
+) -> Result<strata_proto::store::InfoResponse, tonic::Status> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("https://{grpc_addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20));
+    let mut client = StoreClient::new(strata_server::grpc::channel(ep, Some(tls), None));
+    Ok(client.info(strata_proto::store::InfoRequest {}).await?.into_inner())
+}
+
 async fn read_series_with(
     client: StoreClient<tonic::transport::Channel>,
     tenant: &str,

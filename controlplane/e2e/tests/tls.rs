@@ -96,6 +96,9 @@ async fn peers_need_a_certificate_from_the_cluster_ca() {
         }
     }
 
+    // Members (verified client certificates) see which tenants exist.
+    let info = store_info_tls(&cluster.node(leader).grpc_addr(), member.clone()).await.expect("Info");
+    assert_eq!(info.tenants, vec!["anonymous".to_string()]);
     // A member's own RPCs reach the application (which checks them).
     let addr = cluster.node(leader).grpc_addr();
     let mut as_member = raft_client(&addr, Some(member.clone()));
@@ -519,6 +522,28 @@ async fn certificates_rotate_without_a_restart() {
     let grpc_old = Pki::grpc_client(&old.ca, None);
     let grpc_new = Pki::grpc_client(&new.ca, None);
     read_series_tls(&node.grpc_addr(), grpc_old.clone(), "anonymous", "x").await.expect("gRPC with the old CA");
+
+    // A caller without a client certificate (this listener does not
+    // require one) is not told which tenants exist.
+    let series = vec![(labels(&[("__name__", "tenant_probe")]), vec![(now_ms(), 1.0)])];
+    let r = trusts_old
+        .post(format!("https://127.0.0.1:{port}/api/v1/write"))
+        .header("X-Scope-OrgID", "secret-customer")
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(write_request_body(&series))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 204);
+    let info = store_info_tls(&node.grpc_addr(), grpc_old.clone()).await.expect("Info");
+    assert!(info.tenants.is_empty(), "tenants listed to an anonymous caller: {:?}", info.tenants);
+    assert!(
+        !read_series_tls(&node.grpc_addr(), grpc_old.clone(), "secret-customer", "tenant_probe")
+            .await
+            .expect("read")
+            .is_empty()
+    );
 
     // Rotate: the key first, then the certificate (a reload in between
     // fails on the mismatch and keeps the old pair).

@@ -335,6 +335,19 @@ async fn a_tenant_over_its_ingestion_rate_gets_429_and_overrides_reload() {
     assert!(read_series(&node.grpc_addr(), "slow", "second").await.is_empty());
     assert!(read_series(&node.grpc_addr(), "slow", "big").await.is_empty());
     assert_eq!(read_series(&node.grpc_addr(), "slow", "first").await.len(), 20);
+    // Per-tenant usage on /metrics: received, written, rejected by reason,
+    // series in the head.
+    let m = |s: &'static str| {
+        let c = c.clone();
+        let url = node.web_url("/metrics");
+        async move { metric_value(&c, &url, s).await }
+    };
+    assert_eq!(m("strata_ingester_tenant_samples_received_total{tenant=\"slow\"}").await, 61.0);
+    assert_eq!(m("strata_ingester_tenant_samples_written_total{tenant=\"slow\"}").await, 20.0);
+    assert_eq!(m("strata_ingester_tenant_samples_rejected_total{tenant=\"slow\",reason=\"rate_limited\"}").await, 41.0);
+    assert_eq!(m("strata_ingester_tenant_samples_written_total{tenant=\"other\"}").await, 2500.0);
+    assert_eq!(m("strata_ingester_tenant_head_series{tenant=\"other\"}").await, 2500.0);
+    assert_eq!(m("strata_ingester_tenant_head_series{tenant=\"slow\"}").await, 20.0);
     // A higher limit takes effect without a restart (the file is checked every 5 s).
     std::fs::write(&file, "tenants:\n  slow: { ingestion_rate: 100000, ingestion_burst: 100000 }\n")
         .expect("overrides");

@@ -819,6 +819,14 @@ impl Head {
         (series, samples)
     }
 
+    /// (tenant, series, samples) of every tenant.
+    pub fn tenant_stats(&self) -> Vec<(String, usize, usize)> {
+        self.tenants
+            .iter()
+            .map(|(k, t)| (k.clone(), t.series.len(), t.series.iter().map(MemSeries::num_samples).sum()))
+            .collect()
+    }
+
     /// Overall (min, max) sample time, if any data.
     pub fn time_range(&self) -> Option<(i64, i64)> {
         let min = self.tenants.values().map(|t| t.min_t).min()?;

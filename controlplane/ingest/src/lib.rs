@@ -16,6 +16,7 @@ pub mod raft_types;
 pub mod server;
 pub mod state_machine;
 pub mod store_api;
+pub mod tenant_usage;
 pub mod write;
 
 pub use block_flush::BlockConfig;

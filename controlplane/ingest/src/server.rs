@@ -131,6 +131,8 @@ pub struct IngesterMetrics {
     block_upload_errors: Gauge,
     /// Requests of the HTTP server by route (`strata_ingester_http_*`).
     pub http: strata_server::HttpMetrics,
+    /// Per-tenant usage (`strata_ingester_tenant_*`).
+    pub usage: Arc<crate::tenant_usage::TenantUsage>,
 }
 
 impl IngesterMetrics {
@@ -156,9 +158,11 @@ impl IngesterMetrics {
             blocks_pending: Gauge::default(),
             block_upload_errors: Gauge::default(),
             http: strata_server::HttpMetrics::new(),
+            usage: Arc::default(),
             registry: Registry::default(),
         };
         m.http.register(&mut r);
+        m.usage.register(&mut r);
         flush.register(&mut r);
         r.register(
             "samples_written",
@@ -224,18 +228,10 @@ pub struct AppState {
     pub metrics: IngesterMetrics,
     /// OTLP translation state, per tenant.
     pub translators: Mutex<crate::write::OtlpTranslators>,
-    /// The current per-tenant overrides (replaced when the file changes).
-    pub overrides: std::sync::RwLock<Arc<strata_model::overrides::Overrides>>,
+    /// The per-tenant overrides (`--limits.overrides-file`, kept current).
+    pub overrides: Arc<strata_server::reload::LiveOverrides>,
     /// Ingestion rate buckets per tenant, at this entry point.
     pub limiter: Mutex<strata_model::overrides::IngestionLimiter>,
-}
-
-/// Reads `--limits.overrides-file` (none: no overrides).
-fn load_overrides(path: Option<&std::path::Path>) -> Result<strata_model::overrides::Overrides, String> {
-    let Some(path) = path else { return Ok(Default::default()) };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--limits.overrides-file {}: {e}", path.display()))?;
-    strata_model::overrides::Overrides::parse(&text)
-        .map_err(|e| format!("--limits.overrides-file {}: {e}", path.display()))
 }
 
 fn raft_config(cfg: &IngesterConfig) -> Result<Arc<Config>, IngestError> {
@@ -358,6 +354,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         st.metrics.blocks_cut.set(sm.blocks.cut_total as i64);
         st.metrics.blocks_uploaded.set(sm.blocks.uploaded_total as i64);
         st.metrics.blocks_pending.set(sm.blocks.pending.len() as i64);
+        st.metrics.usage.set_head(&sm.head.tenant_stats());
     }
     st.metrics.pending_bytes.set(st.sm.pending_bytes() as i64);
     st.metrics.pending_limit.set(st.cfg.max_pending_bytes as i64);
@@ -414,7 +411,8 @@ pub async fn run(
     if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.node_id) {
         return Err(IngestError::Config(format!("--raft.node-id {} is not in --raft.peers", cfg.node_id)));
     }
-    let overrides = load_overrides(cfg.overrides_file.as_deref()).map_err(IngestError::Config)?;
+    let overrides =
+        strata_server::reload::LiveOverrides::load(cfg.overrides_file.as_deref()).map_err(IngestError::Config)?;
     let storage = |p: PathBuf| move |source| IngestError::Storage { path: p.display().to_string(), source };
     let log = LogStore::open(&cfg.storage_path.join("raft")).map_err(storage(cfg.storage_path.join("raft")))?;
     let sm = StateMachine::open(cfg.storage_path.join("state"), cfg.head.clone(), &cfg.shard)
@@ -466,25 +464,9 @@ pub async fn run(
         proposer: proposer.clone(),
         metrics: ingester_metrics,
         translators: Mutex::new(crate::write::OtlpTranslators::default()),
-        overrides: std::sync::RwLock::new(Arc::new(overrides)),
+        overrides,
         limiter: Mutex::new(Default::default()),
     });
-    if let Some(path) = cfg.overrides_file.clone() {
-        let weak = Arc::downgrade(&state);
-        strata_server::reload::watch_file(path.clone(), Duration::from_secs(5), move || {
-            let Some(st) = weak.upgrade() else { return false };
-            match load_overrides(Some(&path)) {
-                Ok(o) => {
-                    if let Ok(mut g) = st.overrides.write() {
-                        *g = Arc::new(o);
-                    }
-                    tracing::info!(file = %path.display(), "limits overrides reloaded");
-                }
-                Err(e) => tracing::error!(error = %e, "limits overrides not reloaded; the previous ones stay"),
-            }
-            true
-        });
-    }
     let http_metrics = state.metrics.http.clone();
     let app = Router::new()
         .route("/api/v1/write", post(crate::write::remote_write))

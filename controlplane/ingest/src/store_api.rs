@@ -98,7 +98,10 @@ fn merge_by_labels(mut sel: strata_head::SeriesSamples) -> strata_head::SeriesSa
 
 #[tonic::async_trait]
 impl Store for HeadStore {
-    async fn info(&self, _: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+    async fn info(&self, req: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+        // Which tenants exist is for cluster members and queriers only:
+        // callers that proved it with a client certificate.
+        let list_tenants = strata_server::grpc::verified_client(&req);
         let st = self.sm.state.read().await;
         let (mut min_time, mut max_time) = st.head.time_range().unwrap_or((i64::MAX, i64::MIN));
         for b in st.blocks.pending.values().chain(st.blocks.retained.iter().map(|(b, _)| b)) {
@@ -114,7 +117,7 @@ impl Store for HeadStore {
             // A node whose Raft core stopped knows no leader, and a leader
             // cut off from its quorum does not advertise itself as one.
             leader_id: crate::raft_types::acting_leader(&self.raft.metrics().borrow(), self.lease).unwrap_or(0),
-            tenants: st.head.tenants(),
+            tenants: if list_tenants { st.head.tenants() } else { Vec::new() },
         }))
     }
 

@@ -19,6 +19,7 @@ use strata_proto::remote_write as rw;
 use crate::head::AppendOutcome;
 use crate::proposer::Payload;
 use crate::server::AppState;
+use crate::tenant_usage::Rejection;
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
@@ -30,10 +31,13 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
 }
 
 /// Drops invalid series (counting their samples as rejected) and checks the request limit.
-fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) -> Result<(), Response> {
+fn validate(st: &AppState, tenant: &str, req: &mut WriteRequest, outcome: &mut AppendOutcome) -> Result<(), Response> {
     let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+    let usage = &st.metrics.usage;
+    usage.received(tenant, request_samples(req));
     let limits = &st.cfg.head.limits;
     if samples > limits.max_samples_per_request {
+        usage.rejected(tenant, Rejection::Invalid, request_samples(req));
         return Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -50,6 +54,7 @@ fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) 
         let n = ts.histograms.len();
         outcome.samples_rejected += n as u64;
         st.metrics.histograms_rejected.inc_by(n as u64);
+        usage.rejected(tenant, Rejection::NativeHistogram, n as u64);
         if outcome.errors.len() < 5 {
             outcome.errors.push(format!(
                 "series {} carries {n} native histogram sample{}, which Strata does not store yet (send classic histograms: _bucket/_sum/_count)",
@@ -63,6 +68,7 @@ fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) 
         Ok(()) => true,
         Err(msg) => {
             outcome.samples_rejected += ts.samples.len() as u64;
+            usage.rejected(tenant, Rejection::Invalid, ts.samples.len() as u64);
             if outcome.errors.len() < 5 {
                 outcome.errors.push(msg);
             }
@@ -70,6 +76,11 @@ fn validate(st: &AppState, req: &mut WriteRequest, outcome: &mut AppendOutcome) 
         }
     });
     Ok(())
+}
+
+/// Samples (float and native histogram) in `req`, the unit of the usage metrics.
+fn request_samples(req: &WriteRequest) -> u64 {
+    req.timeseries.iter().map(|t| (t.samples.len() + t.histograms.len()) as u64).sum()
 }
 
 /// Proposes the valid part and merges its outcome. `encoded`, when given,
@@ -87,15 +98,20 @@ async fn commit(
     if req.timeseries.iter().all(|t| t.samples.is_empty() && t.exemplars.is_empty()) && req.metadata.is_empty() {
         return Ok(());
     }
-    check_rate(st, tenant, req)?;
-    check_pending(st)?;
+    let usage = &st.metrics.usage;
+    let n = request_samples(req);
+    check_rate(st, tenant, req).inspect_err(|_| usage.rejected(tenant, Rejection::RateLimited, n))?;
+    check_pending(st).inspect_err(|_| usage.rejected(tenant, Rejection::Throttled, n))?;
     match st.proposer.propose(tenant, encoded.unwrap_or_else(|| Payload::Raw(req.encode_to_vec()))).await {
         Ok(o) => {
+            usage.written(tenant, o.samples_written);
+            usage.rejected(tenant, Rejection::Head, o.samples_rejected);
             outcome.merge(o);
             Ok(())
         }
         Err(e) => {
             st.metrics.write_errors.inc();
+            usage.rejected(tenant, Rejection::NotCommitted, n);
             Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("write not committed: {e}")))
         }
     }
@@ -105,7 +121,7 @@ async fn commit(
 /// whose samples and exemplars do not fit in the tenant's bucket now gets
 /// 429 with `Retry-After`; nothing of it is written.
 fn check_rate(st: &AppState, tenant: &str, req: &WriteRequest) -> Result<(), Response> {
-    let Some(limit) = st.overrides.read().ok().and_then(|o| o.ingestion(tenant)) else { return Ok(()) };
+    let Some(limit) = st.overrides.current().ingestion(tenant) else { return Ok(()) };
     let n: usize = req.timeseries.iter().map(|t| t.samples.len() + t.exemplars.len()).sum();
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
@@ -223,7 +239,7 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
     let mut outcome = AppendOutcome::default();
     let before = req.timeseries.len();
     let had_histograms = req.timeseries.iter().any(|t| !t.histograms.is_empty());
-    if let Err(r) = validate(&st, &mut req, &mut outcome) {
+    if let Err(r) = validate(&st, &tenant, &mut req, &mut outcome) {
         return r;
     }
     let unchanged = if req.timeseries.len() == before && !had_histograms { raw_v1 } else { None };
@@ -304,10 +320,12 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
         translators.of(&tenant, now).translate(&otlp_req, now)
     };
     let mut rejected = out.stats.rejected_points;
+    st.metrics.usage.received(&tenant, rejected);
+    st.metrics.usage.rejected(&tenant, Rejection::Invalid, rejected);
     let mut message = out.rejection_message();
     let mut req = out.write_request();
     let mut outcome = AppendOutcome::default();
-    if let Err(r) = validate(&st, &mut req, &mut outcome) {
+    if let Err(r) = validate(&st, &tenant, &mut req, &mut outcome) {
         return r;
     }
     if let Err(r) = commit(&st, &tenant, &req, None, &mut outcome).await {

@@ -14,6 +14,12 @@
 //!
 //! A key a tenant does not set comes from `defaults`; a key neither sets
 //! is unlimited.
+//!
+//! Ingesters read `ingestion_rate` and `ingestion_burst`; queriers read
+//! `max_samples_per_query` (within `--query.max-samples`),
+//! `max_query_length` (the longest range a query may read, e.g. `31d`)
+//! and `max_concurrent_queries` (evaluations of the tenant at once, within
+//! `--query.max-concurrency`). One file can serve both.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +33,28 @@ pub struct TenantOverrides {
     pub ingestion_rate: Option<f64>,
     /// Samples accepted at once above the rate (the bucket's size).
     pub ingestion_burst: Option<f64>,
+    /// Samples one query may load (queriers).
+    pub max_samples_per_query: Option<u64>,
+    /// The longest time range one query may read (queriers).
+    #[serde(default, deserialize_with = "duration_text")]
+    pub max_query_length: Option<std::time::Duration>,
+    /// PromQL evaluations of the tenant running at once (queriers).
+    pub max_concurrent_queries: Option<u32>,
+}
+
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("max_query_length: {s:?} is not a duration: {e}")))
+}
+
+/// A tenant's query limits; `None`: not limited by the overrides.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueryLimits {
+    pub max_samples: Option<u64>,
+    pub max_length: Option<std::time::Duration>,
+    pub max_concurrent: Option<u32>,
 }
 
 /// The overrides file.
@@ -61,6 +89,15 @@ impl Overrides {
                     return Err(format!("{at}: {key} must be a positive number of samples, not {v}"));
                 }
             }
+            if t.max_samples_per_query == Some(0) {
+                return Err(format!("{at}: max_samples_per_query must be at least 1"));
+            }
+            if t.max_concurrent_queries == Some(0) {
+                return Err(format!("{at}: max_concurrent_queries must be at least 1"));
+            }
+            if t.max_query_length.is_some_and(|d| d.is_zero()) {
+                return Err(format!("{at}: max_query_length must be longer than 0"));
+            }
             Ok(())
         };
         check("defaults", &o.defaults)?;
@@ -77,6 +114,18 @@ impl Overrides {
         let rate = own.ingestion_rate.or(self.defaults.ingestion_rate)?;
         let burst = own.ingestion_burst.or(self.defaults.ingestion_burst).unwrap_or(rate).max(1.0);
         Some(RateLimit { rate, burst })
+    }
+}
+
+impl Overrides {
+    /// `tenant`'s query limits.
+    pub fn query(&self, tenant: &str) -> QueryLimits {
+        let own = self.tenants.get(tenant).copied().unwrap_or_default();
+        QueryLimits {
+            max_samples: own.max_samples_per_query.or(self.defaults.max_samples_per_query),
+            max_length: own.max_query_length.or(self.defaults.max_query_length),
+            max_concurrent: own.max_concurrent_queries.or(self.defaults.max_concurrent_queries),
+        }
     }
 }
 
@@ -138,6 +187,30 @@ mod tests {
             ("tenants: {'a/b': {ingestion_rate: 1}}", "tenants: \"a/b\""),
             ("defaults: {ingestion_rates: 1}", "unknown field `ingestion_rates`"),
             ("limits: {}", "unknown field `limits`"),
+        ] {
+            let err = Overrides::parse(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn query_limits_come_from_the_tenant_then_the_defaults() {
+        let o = Overrides::parse(
+            "defaults: {max_samples_per_query: 1000000, max_query_length: 31d}\ntenants:\n  a: {max_samples_per_query: 5000, max_concurrent_queries: 2}\n  b: {max_query_length: 1h}\n",
+        )
+        .unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(
+            o.query("a"),
+            QueryLimits { max_samples: Some(5000), max_length: Some(31 * day), max_concurrent: Some(2) }
+        );
+        assert_eq!(o.query("b").max_length, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(o.query("c").max_samples, Some(1_000_000));
+        assert_eq!(Overrides::parse("").unwrap().query("a"), QueryLimits::default());
+        for (text, want) in [
+            ("defaults: {max_query_length: forever}", "max_query_length"),
+            ("tenants: {a: {max_concurrent_queries: 0}}", "max_concurrent_queries must be at least 1"),
+            ("tenants: {a: {max_samples_per_query: 0}}", "max_samples_per_query must be at least 1"),
         ] {
             let err = Overrides::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");

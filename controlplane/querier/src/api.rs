@@ -363,12 +363,28 @@ pub async fn evaluate(
     step: Option<i64>,
     deadline: Instant,
 ) -> Result<Evaluated, ApiError> {
+    let limits = state.overrides.current().query(tenant);
+    let max_samples = state.max_samples_for(tenant);
+    if let Some(max) = limits.max_length {
+        // What the query reads: its range plus lookback, range selectors
+        // and subqueries, offsets and @.
+        let lookback = state.engine.options().lookback_delta.as_millis() as i64;
+        let sels = strata_promql::selections(&expr, start, end, lookback);
+        let (lo, hi) = sels.iter().fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(s.min_t), hi.max(s.max_t)));
+        if lo <= hi && (hi - lo) as u128 > max.as_millis() {
+            return Err(ApiError::bad_data(format!(
+                "the query reads {} of data, over the limit of tenant {tenant:?} (max_query_length {}, --limits.overrides-file)",
+                humantime::format_duration(std::time::Duration::from_millis((hi - lo) as u64)),
+                humantime::format_duration(max)
+            )));
+        }
+    }
     let planned = if state.pushdown { plan_push_down(state, &expr, start, end, step) } else { Vec::new() };
-    match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned).await {
+    match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned, max_samples).await {
         Err(EvalFailure::PushDown) => {
             // A store could not compute its part: read raw samples instead.
             let planned = Vec::new();
-            match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned).await {
+            match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned, max_samples).await {
                 Ok(v) => Ok(v),
                 Err(EvalFailure::Api(e)) => Err(e),
                 Err(EvalFailure::PushDown) => Err(ApiError {
@@ -408,6 +424,7 @@ async fn evaluate_with(
     step: Option<i64>,
     deadline: Instant,
     planned: Vec<PlannedPushDown>,
+    max_samples: usize,
 ) -> Result<Evaluated, EvalFailure> {
     let expr = expr.clone();
     let engine: Engine = state.engine.clone();
@@ -419,11 +436,14 @@ async fn evaluate_with(
         remaining.get(&strata_promql::pushdown::key(a)).cloned()
     });
     // Raw samples count against --query.max-samples as they stream in.
-    let budget = crate::fanout::SampleBudget::new(engine.options().max_samples);
+    let budget = crate::fanout::SampleBudget::new(max_samples);
     let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false, &budget));
     let (pushed, results) = tokio::time::timeout_at(
         deadline.into(),
-        futures::future::join(run_push_down(state, tenant, planned, deadline), futures::future::join_all(fetches)),
+        futures::future::join(
+            run_push_down(state, tenant, planned, deadline, max_samples),
+            futures::future::join_all(fetches),
+        ),
     )
     .await
     .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
@@ -467,7 +487,7 @@ async fn evaluate_with(
         infos.extend(p.infos);
         storage.add_pushed(&p.aggregation, p.values);
     }
-    if loaded > engine.options().max_samples {
+    if loaded > max_samples {
         return Err(QueryError::TooManySamples("query execution").into());
     }
     warnings.sort();
@@ -475,6 +495,7 @@ async fn evaluate_with(
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut opts = engine.options().clone();
     opts.timeout = remaining;
+    opts.max_samples = max_samples;
     let engine = Engine::new(opts);
     let eval_start = Instant::now();
     let fetch_took = eval_start - fetch_start;
@@ -579,13 +600,14 @@ async fn run_push_down(
     tenant: &str,
     planned: Vec<PlannedPushDown>,
     deadline: Instant,
+    max_samples: usize,
 ) -> Result<Vec<Pushed>, EvalFailure> {
     let opts = state.engine.options();
     let lookback = opts.lookback_delta.as_millis() as i64;
     let calls = planned.into_iter().map(|p| async move {
         let (first, last) = (p.steps[0], p.steps[p.steps.len() - 1]);
         let timeout = deadline.saturating_duration_since(Instant::now());
-        let r = state.stores.aggregate(tenant, &p.text, first, last, p.step, lookback, opts.max_samples, timeout).await;
+        let r = state.stores.aggregate(tenant, &p.text, first, last, p.step, lookback, max_samples, timeout).await;
         (p, r)
     });
     let mut out = Vec::new();
@@ -634,10 +656,23 @@ fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError>
     }
 }
 
-/// A slot among `--query.max-concurrency`, waited for until `deadline`
-/// (then Prometheus' 503 "query timed out in query queue").
-async fn admit(state: &QuerierState, deadline: Instant) -> Result<crate::query_queue::Admitted, ApiError> {
-    state.queries.admit(deadline).await.ok_or_else(|| QueryError::Timeout("query queue").into())
+/// A slot of the tenant (`max_concurrent_queries`), then one among
+/// `--query.max-concurrency`, each waited for until `deadline` (then
+/// Prometheus' 503 "query timed out in query queue").
+async fn admit(
+    state: &QuerierState,
+    tenant: &str,
+    deadline: Instant,
+) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, crate::query_queue::Admitted), ApiError> {
+    let limit = state.overrides.current().query(tenant).max_concurrent;
+    let own = state
+        .tenant_queries
+        .admit(tenant, limit, deadline)
+        .await
+        .map_err(|()| ApiError::from(QueryError::Timeout("query queue")))?;
+    let global =
+        state.queries.admit(deadline).await.ok_or_else(|| ApiError::from(QueryError::Timeout("query queue")))?;
+    Ok((own, global))
 }
 
 fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {
@@ -659,8 +694,9 @@ pub async fn query(
     };
     let expr = parse_query(&p)?;
     let deadline = Instant::now() + query_timeout(&state, &p)?;
-    let _slot = admit(&state, deadline).await?;
-    let r = evaluate(&state, &tenant(&headers), expr, t, t, None, deadline).await;
+    let tenant = tenant(&headers);
+    let _slot = admit(&state, &tenant, deadline).await?;
+    let r = evaluate(&state, &tenant, expr, t, t, None, deadline).await;
     state.metrics.observe("query", started.elapsed(), r.is_ok());
     let e = r?;
     Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))
@@ -704,8 +740,9 @@ pub async fn query_range(
     }
     let expr = parse_query(&p)?;
     let deadline = Instant::now() + query_timeout(&state, &p)?;
-    let _slot = admit(&state, deadline).await?;
-    let r = evaluate(&state, &tenant(&headers), expr, start, end, Some(step), deadline).await;
+    let tenant = tenant(&headers);
+    let _slot = admit(&state, &tenant, deadline).await?;
+    let r = evaluate(&state, &tenant, expr, start, end, Some(step), deadline).await;
     state.metrics.observe("query_range", started.elapsed(), r.is_ok());
     let e = r?;
     Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))
@@ -1020,7 +1057,9 @@ pub async fn sql(
         let status = match &e {
             strata_sql::SqlError::BadQuery(_) => StatusCode::BAD_REQUEST,
             strata_sql::SqlError::Execution(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            strata_sql::SqlError::Storage(_) | strata_sql::SqlError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            strata_sql::SqlError::Storage(_) | strata_sql::SqlError::Timeout(_) | strata_sql::SqlError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         ApiError { status, kind: e.error_type(), message: e.to_string() }
     })?;

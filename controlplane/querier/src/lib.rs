@@ -43,6 +43,10 @@ pub struct QuerierConfig {
     pub sql_bucket: Option<strata_blocks::BucketConfig>,
     /// Rows one SQL query returns at most.
     pub sql_max_rows: usize,
+    /// Memory, concurrency and threads of SQL (`--sql.*`).
+    pub sql_max_memory: usize,
+    pub sql_max_concurrency: usize,
+    pub sql_threads: usize,
     /// Let store gateways compute pushable aggregations next to the blocks.
     pub pushdown: bool,
     /// PromQL evaluations run at once; more wait (`--query.max-concurrency`).
@@ -51,6 +55,8 @@ pub struct QuerierConfig {
     pub http: strata_server::HttpServerConfig,
     /// TLS of connections to ingesters and stores (`--grpc-client.tls-*`).
     pub grpc_client_tls: Option<strata_server::tls::TlsClientConfig>,
+    /// Per-tenant query limits reloaded at run time (`--limits.overrides-file`).
+    pub overrides_file: Option<std::path::PathBuf>,
 }
 
 impl Default for QuerierConfig {
@@ -65,10 +71,14 @@ impl Default for QuerierConfig {
             store_refresh: Duration::from_secs(5),
             sql_bucket: None,
             sql_max_rows: 10_000,
+            sql_max_memory: 512 << 20,
+            sql_max_concurrency: 2,
+            sql_threads: 1,
             pushdown: true,
             max_concurrency: 20,
             http: strata_server::HttpServerConfig::default(),
             grpc_client_tls: None,
+            overrides_file: None,
         }
     }
 }
@@ -177,6 +187,10 @@ pub struct QuerierState {
     pub pushdown: bool,
     /// Admission of PromQL evaluations (`--query.max-concurrency`).
     pub queries: query_queue::QueryQueue,
+    /// Per-tenant query limits (`--limits.overrides-file`).
+    pub overrides: Arc<strata_server::reload::LiveOverrides>,
+    /// Per-tenant admission (`max_concurrent_queries`).
+    pub tenant_queries: query_queue::TenantQueues,
 }
 
 impl QuerierState {
@@ -194,7 +208,13 @@ impl QuerierState {
         let stores = StoreSet::new(&cfg.endpoints, cfg.timeout, cfg.partial_response, tls)?;
         let sql = match &cfg.sql_bucket {
             Some(bucket) => {
-                let opts = strata_sql::SqlOptions { max_rows: cfg.sql_max_rows, timeout: cfg.timeout };
+                let opts = strata_sql::SqlOptions {
+                    max_rows: cfg.sql_max_rows,
+                    timeout: cfg.timeout,
+                    max_memory: cfg.sql_max_memory,
+                    max_concurrency: cfg.sql_max_concurrency,
+                    threads: cfg.sql_threads,
+                };
                 Some(
                     strata_sql::SqlEngine::open(bucket, opts)
                         .map_err(|e| fanout::FanoutError::Config(e.to_string()))?,
@@ -216,7 +236,22 @@ impl QuerierState {
             sql,
             pushdown: cfg.pushdown,
             queries: query_queue::QueryQueue::new(cfg.max_concurrency),
+            overrides: strata_server::reload::LiveOverrides::load(cfg.overrides_file.as_deref())
+                .map_err(fanout::FanoutError::Config)?,
+            tenant_queries: query_queue::TenantQueues::default(),
         }))
+    }
+}
+
+impl QuerierState {
+    /// Samples one query of `tenant` may load: `--query.max-samples`, or
+    /// the tenant's `max_samples_per_query` when lower.
+    pub fn max_samples_for(&self, tenant: &str) -> usize {
+        let global = self.engine.options().max_samples;
+        match self.overrides.current().query(tenant).max_samples {
+            Some(own) => global.min(usize::try_from(own).unwrap_or(usize::MAX)),
+            None => global,
+        }
     }
 }
 

@@ -123,7 +123,8 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
     let mut results = Vec::with_capacity(req.queries.len());
     // Every query of the request together loads at most --query.max-samples,
     // counted while the series stream in.
-    let budget = crate::fanout::SampleBudget::new(state.engine.options().max_samples);
+    let max_samples = state.max_samples_for(&tenant);
+    let budget = crate::fanout::SampleBudget::new(max_samples);
     for q in &req.queries {
         if q.matchers.is_empty() {
             return error(StatusCode::BAD_REQUEST, "remote read: a query needs at least one matcher".into());
@@ -138,8 +139,8 @@ pub async fn read(State(state): State<Arc<QuerierState>>, headers: HeaderMap, bo
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
-                        "remote read: query processing would load too many samples into memory (over {}, --query.max-samples)",
-                        state.engine.options().max_samples
+                        "remote read: query processing would load too many samples into memory (over {max_samples}, \
+                         --query.max-samples or the tenant's max_samples_per_query)"
                     ),
                 );
             }

@@ -284,6 +284,16 @@ impl WebConfig {
     pub fn enabled(&self) -> bool {
         !self.users.is_empty() || !self.tokens.is_empty()
     }
+
+    /// What it holds, for `strata check-web-config`.
+    pub fn summary(&self) -> String {
+        let tls = match &self.tls {
+            None => "no TLS".to_string(),
+            Some(t) if t.requires_client_certificates() => "TLS, client certificates required".to_string(),
+            Some(_) => "TLS".to_string(),
+        };
+        format!("{} basic-auth users, {} bearer tokens, {tls}", self.users.len(), self.tokens.len())
+    }
 }
 
 /// Why a request was refused.

@@ -132,12 +132,35 @@ impl Conn {
     }
 }
 
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+/// What a gRPC handler may learn about its caller's connection (in the
+/// request's extensions).
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub tcp: TcpConnectInfo,
+    /// The caller presented a client certificate the listener verified
+    /// against its `--grpc.tls-client-ca-file`: a cluster member or a
+    /// querier.
+    pub verified_client: bool,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        TcpConnectInfo { local_addr: self.tcp().local_addr().ok(), remote_addr: self.tcp().peer_addr().ok() }
+impl Connected for Conn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        let tcp = TcpConnectInfo { local_addr: self.tcp().local_addr().ok(), remote_addr: self.tcp().peer_addr().ok() };
+        let verified_client = match self {
+            Conn::Plain(_) => false,
+            // rustls only completes a handshake with a certificate it verified.
+            Conn::Tls(s) => s.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
+        };
+        PeerInfo { tcp, verified_client }
     }
+}
+
+/// Whether the caller of `req` holds a client certificate from the
+/// listener's client CA (always false on a plaintext listener).
+pub fn verified_client<T>(req: &tonic::Request<T>) -> bool {
+    req.extensions().get::<PeerInfo>().is_some_and(|p| p.verified_client)
 }
 
 impl AsyncRead for Conn {

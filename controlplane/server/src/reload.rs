@@ -46,3 +46,49 @@ pub fn watch_files(paths: Vec<PathBuf>, every: Duration, mut reload: impl FnMut(
         }
     });
 }
+
+/// `--limits.overrides-file` as the process sees it: the current per-tenant
+/// overrides, replaced when the file changes (or on SIGHUP); a file that
+/// no longer parses is logged and the previous overrides stay.
+pub struct LiveOverrides {
+    current: std::sync::RwLock<std::sync::Arc<strata_model::overrides::Overrides>>,
+}
+
+impl LiveOverrides {
+    /// Reads `path` (none: no overrides, every key unlimited) and, with a
+    /// file, keeps it current while the returned value is in use. The
+    /// error names the flag, the file and the entry at fault.
+    pub fn load(path: Option<&std::path::Path>) -> Result<std::sync::Arc<LiveOverrides>, String> {
+        let first = read_overrides(path)?;
+        let live = std::sync::Arc::new(LiveOverrides { current: std::sync::RwLock::new(std::sync::Arc::new(first)) });
+        if let Some(path) = path.map(std::path::Path::to_path_buf) {
+            let weak = std::sync::Arc::downgrade(&live);
+            watch_file(path.clone(), Duration::from_secs(5), move || {
+                let Some(live) = weak.upgrade() else { return false };
+                match read_overrides(Some(&path)) {
+                    Ok(o) => {
+                        if let Ok(mut g) = live.current.write() {
+                            *g = std::sync::Arc::new(o);
+                        }
+                        tracing::info!(file = %path.display(), "limits overrides reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "limits overrides not reloaded; the previous ones stay"),
+                }
+                true
+            });
+        }
+        Ok(live)
+    }
+
+    /// The overrides in force now.
+    pub fn current(&self) -> std::sync::Arc<strata_model::overrides::Overrides> {
+        self.current.read().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+fn read_overrides(path: Option<&std::path::Path>) -> Result<strata_model::overrides::Overrides, String> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--limits.overrides-file {}: {e}", path.display()))?;
+    strata_model::overrides::Overrides::parse(&text)
+        .map_err(|e| format!("--limits.overrides-file {}: {e}", path.display()))
+}

@@ -11,16 +11,29 @@
 //! `(block, series_ref)` joins the two. Only queries run: DDL, DML and
 //! statements such as `SET` are rejected. Data still in the ingesters' heads
 //! (the last block range) is not visible here; PromQL sees both.
+//!
+//! Safe by default (the querier's `--sql.*` flags): a session sees only
+//! the caller's tenant's blocks, with no table functions
+//! (`generate_series`, `range`, …) and no URL tables, so nothing reads
+//! outside those blocks; all SQL queries share one memory pool
+//! (`max_memory`: an operator past it fails with "Resources exhausted"
+//! instead of growing the querier); at most `max_concurrency` run at once;
+//! they run on a runtime of their own (`threads` worker threads), so a
+//! heavy query cannot starve PromQL's; the bucket listing is cached for
+//! [`LISTING_TTL`] instead of listed per query.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::ParquetReadOptions;
+use datafusion::prelude::SessionConfig;
 use object_store::ObjectStore;
 use serde_json::Value;
 use strata_blocks::{BlockMeta, BucketConfig, list_blocks};
@@ -38,6 +51,9 @@ pub enum SqlError {
     Storage(String),
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    /// Every SQL slot stayed busy until the query's deadline.
+    #[error("too many SQL queries running (--sql.max-concurrency {0}); retry later")]
+    Busy(usize),
 }
 
 impl SqlError {
@@ -48,6 +64,7 @@ impl SqlError {
             SqlError::Execution(_) => "execution",
             SqlError::Storage(_) => "unavailable",
             SqlError::Timeout(_) => "timeout",
+            SqlError::Busy(_) => "unavailable",
         }
     }
 }
@@ -57,13 +74,28 @@ pub struct SqlOptions {
     /// Rows returned at most; the result says when it was cut.
     pub max_rows: usize,
     pub timeout: Duration,
+    /// Bytes the operators of all SQL queries together may hold.
+    pub max_memory: usize,
+    /// SQL queries running at once; more wait (within their timeout).
+    pub max_concurrency: usize,
+    /// Worker threads of SQL's own runtime.
+    pub threads: usize,
 }
 
 impl Default for SqlOptions {
     fn default() -> Self {
-        SqlOptions { max_rows: 10_000, timeout: Duration::from_secs(60) }
+        SqlOptions {
+            max_rows: 10_000,
+            timeout: Duration::from_secs(60),
+            max_memory: 512 << 20,
+            max_concurrency: 2,
+            threads: 1,
+        }
     }
 }
+
+/// How long a bucket listing is reused.
+pub const LISTING_TTL: Duration = Duration::from_secs(10);
 
 /// A query result: column names and types, rows of JSON values (numbers
 /// as numbers, non-finite floats as strings such as `"NaN"`).
@@ -76,12 +108,34 @@ pub struct SqlResult {
 
 /// Runs SQL over one bucket's blocks.
 pub struct SqlEngine {
+    inner: Arc<Inner>,
+    slots: tokio::sync::Semaphore,
+    runtime: SqlRuntime,
+}
+
+struct Inner {
     /// The bucket with its prefix applied (block listing).
     store: Arc<dyn ObjectStore>,
     /// The bucket itself and the prefix, for DataFusion's file URLs.
     root: Arc<dyn ObjectStore>,
     prefix: String,
     opts: SqlOptions,
+    /// The memory pool every session shares.
+    runtime_env: Arc<RuntimeEnv>,
+    /// The last bucket listing and when it was made.
+    listing: Mutex<Option<(Instant, Arc<Vec<BlockMeta>>)>>,
+}
+
+/// SQL's own runtime; shut down without waiting when the engine goes
+/// (dropping a runtime inside another one would panic).
+struct SqlRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for SqlRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 const STORE_URL: &str = "strata://blocks/";
@@ -99,22 +153,66 @@ impl SqlEngine {
     pub fn open(bucket: &BucketConfig, opts: SqlOptions) -> Result<SqlEngine, SqlError> {
         let store = bucket.open().map_err(|e| SqlError::Storage(e.to_string()))?;
         let (root, prefix) = bucket.open_root().map_err(|e| SqlError::Storage(e.to_string()))?;
-        Ok(SqlEngine { store, root, prefix, opts })
+        let runtime_env = RuntimeEnvBuilder::new()
+            .with_memory_limit(opts.max_memory.max(1), 1.0)
+            .build_arc()
+            .map_err(|e| SqlError::Execution(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.threads.max(1))
+            .thread_name("strata-sql")
+            .enable_all()
+            .build()
+            .map_err(|e| SqlError::Execution(format!("cannot start the SQL runtime: {e}")))?;
+        Ok(SqlEngine {
+            slots: tokio::sync::Semaphore::new(opts.max_concurrency.max(1)),
+            inner: Arc::new(Inner { store, root, prefix, opts, runtime_env, listing: Mutex::new(None) }),
+            runtime: SqlRuntime(Some(runtime)),
+        })
     }
 
-    /// Runs `sql` over `tenant`'s blocks.
+    /// Runs `sql` over `tenant`'s blocks, on SQL's own runtime, within the
+    /// timeout (waiting for a slot included).
     pub async fn query(&self, tenant: &str, sql: &str) -> Result<SqlResult, SqlError> {
-        let timeout = self.opts.timeout;
-        tokio::time::timeout(timeout, self.run(tenant, sql)).await.map_err(|_| SqlError::Timeout(timeout))?
+        let timeout = self.inner.opts.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _slot = tokio::time::timeout_at(deadline, self.slots.acquire())
+            .await
+            .map_err(|_| SqlError::Busy(self.inner.opts.max_concurrency))?
+            .map_err(|e| SqlError::Execution(e.to_string()))?;
+        let Some(rt) = &self.runtime.0 else { return Err(SqlError::Execution("the SQL runtime is gone".into())) };
+        let (inner, tenant, sql) = (self.inner.clone(), tenant.to_string(), sql.to_string());
+        let mut task = rt.spawn(async move { inner.run(&tenant, &sql).await });
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(SqlError::Execution(format!("SQL task failed: {e}"))),
+            Err(_) => {
+                task.abort();
+                Err(SqlError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// `tenant`'s blocks, from a listing at most [`LISTING_TTL`] old.
+    async fn blocks(&self, tenant: &str) -> Result<Vec<BlockMeta>, SqlError> {
+        let cached = self.listing.lock().ok().and_then(|g| g.clone()).filter(|(at, _)| at.elapsed() < LISTING_TTL);
+        let all = match cached {
+            Some((_, all)) => all,
+            None => {
+                let fresh =
+                    Arc::new(list_blocks(self.store.as_ref()).await.map_err(|e| SqlError::Storage(e.to_string()))?);
+                if let Ok(mut g) = self.listing.lock() {
+                    *g = Some((Instant::now(), fresh.clone()));
+                }
+                fresh
+            }
+        };
+        Ok(all.iter().filter(|m| m.strata.tenant == tenant).cloned().collect())
     }
 
     async fn run(&self, tenant: &str, sql: &str) -> Result<SqlResult, SqlError> {
-        let blocks: Vec<BlockMeta> = list_blocks(self.store.as_ref())
-            .await
-            .map_err(|e| SqlError::Storage(e.to_string()))?
-            .into_iter()
-            .filter(|m| m.strata.tenant == tenant)
-            .collect();
+        let blocks = self.blocks(tenant).await?;
         let ctx = self.context(tenant, &blocks).await?;
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let df = ctx.sql_with_options(sql, read_only).await.map_err(|e| SqlError::BadQuery(e.to_string()))?;
@@ -122,7 +220,14 @@ impl SqlEngine {
             df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
         let limited =
             df.limit(0, Some(self.opts.max_rows.saturating_add(1))).map_err(|e| SqlError::BadQuery(e.to_string()))?;
-        let batches = limited.collect().await.map_err(|e| SqlError::Execution(e.to_string()))?;
+        let batches = limited.collect().await.map_err(|e| {
+            let m = e.to_string();
+            if m.contains("Resources exhausted") {
+                SqlError::Execution(format!("{m} (the SQL memory pool, --sql.max-memory, is full)"))
+            } else {
+                SqlError::Execution(m)
+            }
+        })?;
         let mut rows = Vec::new();
         let fmt = FormatOptions::default().with_null("");
         for b in &batches {
@@ -141,9 +246,16 @@ impl SqlEngine {
         Ok(SqlResult { columns, rows, truncated })
     }
 
-    /// A session with the tenant's `series` and `samples` views.
+    /// A session with the tenant's `series` and `samples` views, the
+    /// shared memory pool, and no table functions.
     async fn context(&self, tenant: &str, blocks: &[BlockMeta]) -> Result<SessionContext, SqlError> {
-        let ctx = SessionContext::new();
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new())
+            .with_runtime_env(self.runtime_env.clone())
+            .with_default_features()
+            .with_table_function_list(Vec::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let base = url::Url::parse(STORE_URL).map_err(|e| SqlError::Execution(e.to_string()))?;
         ctx.register_object_store(&base, self.root.clone());
         let file_url = |id: &str, file: &str| {
@@ -334,5 +446,59 @@ mod tests {
         // A tenant without blocks has empty tables, not an error.
         let r = engine.query("nobody", "SELECT count(*) FROM samples").await.unwrap();
         assert_eq!(r.rows, vec![vec![Value::from(0)]]);
+    }
+
+    #[tokio::test]
+    async fn nothing_outside_the_tenants_blocks_and_bounded_memory_and_concurrency() {
+        let (_dir, cfg) = bucket().await;
+        let engine = SqlEngine::open(&cfg, SqlOptions::default()).unwrap();
+        // No table functions, no URL tables, no other tenant's views.
+        for q in [
+            "SELECT * FROM generate_series(1, 10)",
+            "SELECT * FROM range(1000000000)",
+            "SELECT * FROM 'strata://blocks/t2'",
+            "SELECT * FROM s_0",
+        ] {
+            let r = engine.query("nobody", q).await;
+            assert!(matches!(r, Err(SqlError::BadQuery(_))), "{q}: {r:?}");
+        }
+        assert_eq!(engine.query("t2", "SELECT count(*) FROM samples").await.unwrap().rows, vec![vec![Value::from(1)]]);
+        // A memory pool of 1 KiB: a sort of the tenant's samples fails
+        // cleanly instead of growing.
+        let tiny = SqlEngine::open(&cfg, SqlOptions { max_memory: 1024, ..Default::default() }).unwrap();
+        let big = "SELECT a.value, b.value FROM samples a CROSS JOIN samples b CROSS JOIN samples c \
+                   CROSS JOIN samples d ORDER BY 1, 2";
+        let e = tiny.query("t1", big).await.unwrap_err();
+        assert!(e.to_string().contains("--sql.max-memory"), "{e}");
+        assert!(engine.query("t1", big).await.is_ok(), "fits the default pool");
+        // One slot: a second query waits, and gives up at its deadline.
+        let one = Arc::new(
+            SqlEngine::open(
+                &cfg,
+                SqlOptions { max_concurrency: 1, timeout: Duration::from_millis(300), ..Default::default() },
+            )
+            .unwrap(),
+        );
+        let held = one.slots.acquire().await.unwrap();
+        let e = one.query("t1", "SELECT 1").await.unwrap_err();
+        assert!(matches!(e, SqlError::Busy(1)), "{e}");
+        drop(held);
+        assert!(one.query("t1", "SELECT 1").await.is_ok());
+        // The bucket is listed once per LISTING_TTL: a block added now is
+        // not seen until then (by this engine), and is seen by a new one.
+        let store = cfg.open().unwrap();
+        upload_block(
+            store.as_ref(),
+            "t2",
+            "s",
+            60_000,
+            120_000,
+            &[series(&[("__name__", "late")], vec![(60_000, 1.0)])],
+        )
+        .await
+        .unwrap();
+        assert_eq!(engine.query("t2", "SELECT count(*) FROM samples").await.unwrap().rows, vec![vec![Value::from(1)]]);
+        let fresh = SqlEngine::open(&cfg, SqlOptions::default()).unwrap();
+        assert_eq!(fresh.query("t2", "SELECT count(*) FROM samples").await.unwrap().rows, vec![vec![Value::from(2)]]);
     }
 }

@@ -21,6 +21,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 use object_store::ObjectStore;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strata_blocks::BlockIndex;
@@ -86,6 +87,15 @@ struct Metrics {
     aggregate_requests: Counter,
     limit_hits: Counter,
     http: strata_server::HttpMetrics,
+    /// Per tenant, from the loaded blocks' meta.json (set at each scrape).
+    tenant_blocks: Family<TenantLabel, Gauge>,
+    tenant_bytes: Family<TenantLabel, Gauge>,
+    tenant_samples: Family<TenantLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TenantLabel {
+    tenant: String,
 }
 
 /// The gateway: synced blocks, served over the StoreAPI.
@@ -113,8 +123,18 @@ impl Gateway {
             aggregate_requests: Counter::default(),
             limit_hits: Counter::default(),
             http: strata_server::HttpMetrics::new(),
+            tenant_blocks: Family::default(),
+            tenant_bytes: Family::default(),
+            tenant_samples: Family::default(),
             registry: Registry::default(),
         };
+        registry.register("tenant_blocks", "Blocks in the bucket by tenant (as loaded)", m.tenant_blocks.clone());
+        registry.register(
+            "tenant_block_bytes",
+            "Bytes of the blocks in the bucket by tenant (their files, as in meta.json): storage per tenant",
+            m.tenant_bytes.clone(),
+        );
+        registry.register("tenant_block_samples", "Samples in the blocks by tenant", m.tenant_samples.clone());
         m.http.register(&mut registry);
         registry.register("blocks_loaded", "Blocks whose index is loaded", m.blocks.clone());
         registry.register("syncs", "Block list syncs", m.syncs.clone());
@@ -453,11 +473,16 @@ pub struct GatewayService(pub Arc<Gateway>);
 
 #[tonic::async_trait]
 impl Store for GatewayService {
-    async fn info(&self, _: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+    async fn info(&self, req: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
         let blocks = self.0.blocks.read().await;
         let min_time = blocks.values().map(|b| b.meta.min_time).min().unwrap_or(i64::MAX);
         let max_time = blocks.values().map(|b| b.meta.max_time - 1).max().unwrap_or(i64::MIN);
-        let mut tenants: Vec<String> = blocks.values().map(|b| b.meta.strata.tenant.clone()).collect();
+        // Tenants only for callers with a verified client certificate.
+        let mut tenants: Vec<String> = if strata_server::grpc::verified_client(&req) {
+            blocks.values().map(|b| b.meta.strata.tenant.clone()).collect()
+        } else {
+            Vec::new()
+        };
         tenants.sort();
         tenants.dedup();
         Ok(tonic::Response::new(InfoResponse {
@@ -570,6 +595,19 @@ impl Store for GatewayService {
 }
 
 async fn metrics(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
+    {
+        let blocks = g.blocks.read().await;
+        let m = &g.metrics;
+        m.tenant_blocks.clear();
+        m.tenant_bytes.clear();
+        m.tenant_samples.clear();
+        for b in blocks.values() {
+            let l = TenantLabel { tenant: b.meta.strata.tenant.clone() };
+            m.tenant_blocks.get_or_create(&l).inc();
+            m.tenant_bytes.get_or_create(&l).inc_by(b.meta.strata.files.iter().map(|f| f.size as i64).sum::<i64>());
+            m.tenant_samples.get_or_create(&l).inc_by(b.meta.stats.num_samples as i64);
+        }
+    }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &g.metrics.registry);
     ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out)

@@ -54,6 +54,14 @@ enum Cmd {
     /// Prints the hex SHA-256 of a bearer token read from standard input, for
     /// `token_sha256` in a --web.config.file.
     HashToken,
+    /// Checks a --web.config.file (as `promtool check web-config`): its
+    /// syntax, credentials and, with tls_server_config, that the
+    /// certificate and key load and match. Exit status 1 naming the problem.
+    CheckWebConfig {
+        /// The web config file(s).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 /// The one line on standard input (without its line ending).
@@ -100,10 +108,23 @@ struct QuerierArgs {
     /// Rows one SQL query returns at most.
     #[arg(long = "sql.max-rows", default_value_t = 10_000)]
     sql_max_rows: usize,
+    /// Bytes all running SQL queries' operators may hold together; past it a query fails with "Resources exhausted".
+    #[arg(long = "sql.max-memory", default_value_t = 512 << 20)]
+    sql_max_memory: usize,
+    /// SQL queries running at once; more wait within their timeout (then 503).
+    #[arg(long = "sql.max-concurrency", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    sql_max_concurrency: u64,
+    /// Worker threads of SQL's own runtime (kept apart from PromQL's).
+    #[arg(long = "sql.threads", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    sql_threads: u64,
     #[command(flatten)]
     http: strata_server::HttpServerArgs,
     #[command(flatten)]
     grpc_client_tls: strata_server::grpc::GrpcClientTlsArgs,
+    /// Per-tenant query limits reloaded at run time (YAML: defaults and tenants with max_samples_per_query,
+    /// max_query_length, max_concurrent_queries). Re-read on SIGHUP and when it changes.
+    #[arg(long = "limits.overrides-file")]
+    overrides_file: Option<PathBuf>,
     /// The blocks bucket, for SQL (same flags as the ingesters and stores).
     #[command(flatten)]
     objstore: ObjstoreArgs,
@@ -416,9 +437,13 @@ fn main() -> anyhow::Result<()> {
                 pushdown: a.pushdown,
                 sql_bucket: a.sql_enabled.then(|| a.objstore.bucket()),
                 sql_max_rows: a.sql_max_rows,
+                sql_max_memory: a.sql_max_memory,
+                sql_max_concurrency: a.sql_max_concurrency as usize,
+                sql_threads: a.sql_threads as usize,
                 max_concurrency: a.max_concurrency,
                 http: http_config(a.http)?,
                 grpc_client_tls: a.grpc_client_tls.config(),
+                overrides_file: a.overrides_file,
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
@@ -460,6 +485,12 @@ fn main() -> anyhow::Result<()> {
             println!("{}", strata_server::auth::hash_password(&pw, cost).map_err(anyhow::Error::msg)?);
         }
         Cmd::HashToken => println!("{}", strata_server::auth::token_sha256_hex(&secret_from_stdin("token")?)),
+        Cmd::CheckWebConfig { files } => {
+            for f in files {
+                let cfg = strata_server::auth::WebConfig::load(&f)?;
+                println!("{}: OK ({})", f.display(), cfg.summary());
+            }
+        }
     }
     Ok(())
 }

@@ -77,3 +77,96 @@ app.kubernetes.io/component: {{ .component }}
     claimName: {{ required "objstore.filesystem.existingClaim (a ReadWriteMany PVC) is required with objstore.type=filesystem" .Values.objstore.filesystem.existingClaim }}
 {{- end }}
 {{- end -}}
+
+{{/* Whether the chart renders the web config Secret. */}}
+{{- define "strata.webConfigRendered" -}}
+{{- if or (and .Values.auth.enabled (not .Values.auth.existingSecret)) (and (not .Values.auth.enabled) .Values.tls.enabled .Values.tls.http) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the servers get --web.config.file. */}}
+{{- define "strata.webConfigUsed" -}}
+{{- if or .Values.auth.enabled (and .Values.tls.enabled .Values.tls.http) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "strata.webConfigSecret" -}}
+{{- if and .Values.auth.enabled .Values.auth.existingSecret -}}
+{{ .Values.auth.existingSecret }}
+{{- else -}}
+{{ include "strata.fullname" . }}-web-config
+{{- end -}}
+{{- end -}}
+
+{{- define "strata.tlsSecret" -}}
+{{- if .Values.tls.existingSecret -}}
+{{ .Values.tls.existingSecret }}
+{{- else if .Values.tls.certManager.enabled -}}
+{{ include "strata.fullname" . }}-tls
+{{- else -}}
+{{- fail "tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret with ca.crt) or tls.certManager.enabled" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Checks of the auth and TLS values (included once, by the ingester). */}}
+{{- define "strata.checkSecurity" -}}
+{{- if and .Values.auth.enabled (not .Values.auth.existingSecret) (not .Values.auth.basicAuthUsers) (not .Values.auth.tenants) -}}
+{{- fail "auth.enabled: give auth.existingSecret (a Secret with web.yml) or auth.basicAuthUsers/auth.tenants (docs/security.md), or set auth.enabled=false" -}}
+{{- end -}}
+{{- if and .Values.serviceMonitor.enabled .Values.auth.enabled (not .Values.auth.scrapeSecret) -}}
+{{- fail "serviceMonitor.enabled with auth.enabled needs auth.scrapeSecret (a Secret with username and password of a user with the read role)" -}}
+{{- end -}}
+{{- if .Values.tls.enabled }}{{ $_ := include "strata.tlsSecret" . }}{{ end -}}
+{{- end -}}
+
+{{/* --web.config.file for every HTTP server. */}}
+{{- define "strata.webArgs" -}}
+{{- if include "strata.webConfigUsed" . }}
+- --web.config.file=/etc/strata/web/web.yml
+{{- end }}
+{{- end -}}
+
+{{/* The gRPC listener's TLS (ingesters and stores): mutual. */}}
+{{- define "strata.grpcServerArgs" -}}
+{{- if .Values.tls.enabled }}
+- --grpc.tls-cert-file=/etc/strata/tls/tls.crt
+- --grpc.tls-key-file=/etc/strata/tls/tls.key
+- --grpc.tls-client-ca-file=/etc/strata/tls/ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* gRPC clients' TLS (ingesters to peers, queriers to ingesters and stores). */}}
+{{- define "strata.grpcClientArgs" -}}
+{{- if .Values.tls.enabled }}
+- --grpc-client.tls-ca-file=/etc/strata/tls/ca.crt
+- --grpc-client.tls-cert-file=/etc/strata/tls/tls.crt
+- --grpc-client.tls-key-file=/etc/strata/tls/tls.key
+{{- end }}
+{{- end -}}
+
+{{- define "strata.securityMounts" -}}
+{{- if include "strata.webConfigUsed" . }}
+- {name: web-config, mountPath: /etc/strata/web, readOnly: true}
+{{- end }}
+{{- if .Values.tls.enabled }}
+- {name: tls, mountPath: /etc/strata/tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "strata.securityVolumes" -}}
+{{- if include "strata.webConfigUsed" . }}
+- name: web-config
+  secret: {secretName: {{ include "strata.webConfigSecret" . }}}
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret: {secretName: {{ include "strata.tlsSecret" . }}}
+{{- end }}
+{{- end -}}
+
+{{/* Probe scheme: HTTPS when the HTTP ports serve TLS. */}}
+{{- define "strata.probeScheme" -}}
+{{- if and .Values.tls.enabled .Values.tls.http }}HTTPS{{ else }}HTTP{{ end -}}
+{{- end -}}
