@@ -96,7 +96,7 @@ def check_services(services: dict, in_image: set[str]) -> dict:
     return strata
 
 
-def check_secure(strata: dict) -> None:
+def check_secure(strata: dict) -> int:
     """The secure profile: every Strata server reads the web config, the
     gRPC listeners require client certificates, gRPC clients present one,
     agents deliver over HTTPS with a token; the flags are the binaries'."""
@@ -105,10 +105,12 @@ def check_secure(strata: dict) -> None:
     if "tls_server_config" not in text or "tenants" not in text:
         fail("compose/secure/web.yml must turn on TLS and list tenants")
     bins = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+    checked = 0
     for name, svc in strata.items():
         cmd = svc.get("command") or []
         if not cmd or cmd[0] not in ("strata", "strata-agent"):
             continue
+        checked += 1
         if cmd[0] == "strata":
             if "--web.config.file=/etc/strata/secure/web.yml" not in cmd:
                 fail(f"secure profile: {name} does not read the web config")
@@ -124,6 +126,7 @@ def check_secure(strata: dict) -> None:
             p = subprocess.run([str(binary), *cmd[1:], "--help"], capture_output=True, text=True)
             if p.returncode != 0:
                 fail(f"secure profile: {name}: {cmd[0]} rejects its arguments: {p.stderr}")
+    return checked
 
 
 def main() -> None:
@@ -136,8 +139,8 @@ def main() -> None:
     print(f"compose/Dockerfile builds {sorted(in_image)} with `make binaries`; {len(strata)} services run them")
     if len(sys.argv) == 1:
         secure = check_services(resolved_compose("docker-compose.secure.yml").get("services", {}), in_image)
-        check_secure(secure)
-        print(f"compose/docker-compose.secure.yml: auth and TLS on {len(secure) - 1} services")
+        n = check_secure(secure)
+        print(f"compose/docker-compose.secure.yml: auth and TLS on the {n} Strata servers and agents")
 
 
 if __name__ == "__main__":

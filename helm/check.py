@@ -94,10 +94,10 @@ AGENT_MUST_FAIL = {
 }
 # value set → the error message helm must give
 MUST_FAIL = {
-    "unknown objstore type": (["objstore.type=gcs"], "objstore.type must be s3 or filesystem"),
-    "filesystem without a volume": (["objstore.type=filesystem"], "existingClaim (a ReadWriteMany PVC) is required"),
-    "access key without secret": (["objstore.s3.accessKeyId=a"], "secretAccessKey is required"),
-    "no voters": (["ingester.replicas=0"], "ingester.replicas must be at least 1"),
+    "unknown objstore type": (AUTH + ["objstore.type=gcs"], "objstore.type must be s3 or filesystem"),
+    "filesystem without a volume": (AUTH + ["objstore.type=filesystem"], "existingClaim (a ReadWriteMany PVC) is required"),
+    "access key without secret": (AUTH + ["objstore.s3.accessKeyId=a"], "secretAccessKey is required"),
+    "no voters": (AUTH + ["ingester.replicas=0"], "ingester.replicas must be at least 1"),
     "auth on without credentials": ([], "auth.enabled: give auth.existingSecret"),
     "TLS without certificates": (AUTH + ["tls.enabled=true"], "tls.enabled needs tls.existingSecret"),
     "ServiceMonitor with auth, no scrape credential": (AUTH + ["serviceMonitor.enabled=true"],
