@@ -474,21 +474,34 @@ fn u32_column(b: &RecordBatch, name: &str) -> Result<UInt32Array, BlockError> {
 /// for deletion (`deletion-mark.json`: replaced by a compacted block, or
 /// past retention).
 pub async fn list_blocks(store: &dyn ObjectStore) -> Result<Vec<BlockMeta>, BlockError> {
-    use futures::TryStreamExt;
-    let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await?;
-    let dir = |p: &Path| p.as_ref().rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
-    let marked: BTreeSet<String> =
-        objects.iter().filter(|o| o.location.filename() == Some(DELETION_MARK)).map(|o| dir(&o.location)).collect();
     let mut out = Vec::new();
-    for o in objects {
-        if o.location.filename() != Some("meta.json") || marked.contains(&dir(&o.location)) {
-            continue;
-        }
-        let bytes = store.get(&o.location).await?.bytes().await?;
-        out.push(serde_json::from_slice::<BlockMeta>(&bytes)?);
+    for path in list_meta_paths(store, None).await? {
+        out.push(read_meta(store, &path).await?);
     }
     out.sort_by(|a, b| (a.min_time, &a.ulid).cmp(&(b.min_time, &b.ulid)));
     Ok(out)
+}
+
+/// The `meta.json` paths of the visible blocks (not marked for deletion),
+/// of one tenant with `tenant` (one LIST of its prefix) or all.
+pub async fn list_meta_paths(store: &dyn ObjectStore, tenant: Option<&str>) -> Result<Vec<Path>, BlockError> {
+    use futures::TryStreamExt;
+    let prefix = tenant.map(Path::from);
+    let objects: Vec<object_store::ObjectMeta> = store.list(prefix.as_ref()).try_collect().await?;
+    let dir = |p: &Path| p.as_ref().rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+    let marked: BTreeSet<String> =
+        objects.iter().filter(|o| o.location.filename() == Some(DELETION_MARK)).map(|o| dir(&o.location)).collect();
+    Ok(objects
+        .into_iter()
+        .filter(|o| o.location.filename() == Some("meta.json") && !marked.contains(&dir(&o.location)))
+        .map(|o| o.location)
+        .collect())
+}
+
+/// Reads one block's `meta.json`.
+pub async fn read_meta(store: &dyn ObjectStore, path: &Path) -> Result<BlockMeta, BlockError> {
+    let bytes = store.get(path).await?.bytes().await?;
+    Ok(serde_json::from_slice::<BlockMeta>(&bytes)?)
 }
 
 impl BlockIndex {

@@ -378,3 +378,193 @@ fn the_hash_subcommands_read_stdin_and_print_web_config_values() {
     assert_eq!(run(&["hash-token"], "tok\n"), (true, sha256_hex("tok")));
     assert!(!run(&["hash-token"], "").0, "an empty input is refused");
 }
+
+/// Tenant isolation on every read endpoint of the querier, with each
+/// tenant's data both in Parquet blocks (served by `strata store`, read by
+/// SQL) and in the ingester's head: series, label names and values,
+/// metadata, exemplars, instant and range queries, SQL rows and remote
+/// read answer tenant A's credential with A's data and never a trace of
+/// B's (B's metric names, label values, help text and exemplar trace ids
+/// are all unique strings that must not appear in any answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_never_sees_another_tenants_data_on_any_read_endpoint() {
+    use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+    use strata_proto::remote_write as rw;
+    let dir = test_dir();
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(
+        &web_file,
+        format!(
+            "basic_auth_users:\n  reader-a: '{}'\n  ops: '{}'\n\
+             tenants:\n\
+             \x20 - {{ user: reader-a, tenant: team-a, roles: [read] }}\n\
+             \x20 - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n\
+             \x20 - {{ token_sha256: {}, tenant: team-b, roles: [write] }}\n",
+            bcrypt::hash("pa", 4).expect("bcrypt"),
+            bcrypt::hash("po", 4).expect("bcrypt"),
+            sha256_hex("token-a"),
+            sha256_hex("token-b"),
+        ),
+    )
+    .expect("web config");
+    let web_flag = format!("--web.config.file={}", web_file.display());
+    let objstore = dir.path().join("objstore");
+    let node = start_ingester(dir.path(), &web_flag).await;
+    let store = StoreGateway::start(dir.path(), &objstore, &["--store.sync-interval=500ms"]).await;
+    let sql_flags = ["--sql.enabled=true".to_string(), format!("--objstore.path={}", objstore.display())];
+    let querier =
+        Querier::start(dir.path(), &[node.grpc_addr(), store.grpc_addr()], &[&web_flag, &sql_flags[0], &sql_flags[1]])
+            .await;
+    let q = querier.base();
+    let writer = |token: &str| client(Some(format!("Bearer {token}")));
+    let (writer_a, writer_b) = (writer("token-a"), writer("token-b"));
+    let reader_a = client(basic("reader-a", "pa"));
+    let ops = client(basic("ops", "po"));
+    let t = now_ms();
+    // Each tenant's data: a series with an exemplar and metadata whose
+    // strings carry the tenant's marker.
+    let request = |marker: &str, phase: &str, at: i64| {
+        let label = |n: &str, v: &str| Label { name: n.into(), value: v.into() };
+        WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![
+                    label("__name__", &format!("iso_{marker}_{phase}")),
+                    label("owner", &format!("owner_{marker}")),
+                ],
+                samples: (0..4).map(|k| Sample { value: k as f64, timestamp: at + k * 15_000 }).collect(),
+                exemplars: vec![Exemplar {
+                    labels: vec![label("trace_id", &format!("trace_{marker}_{phase}"))],
+                    value: 1.0,
+                    timestamp: at + 15_000,
+                }],
+                ..Default::default()
+            }],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: format!("iso_{marker}_{phase}"),
+                help: format!("help_{marker}_{phase}"),
+                unit: String::new(),
+            }],
+        }
+    };
+    let send = |c: &reqwest::Client, req: WriteRequest| {
+        let c = c.clone();
+        let url = node.write_url();
+        async move {
+            let r = c
+                .post(url)
+                .header("Content-Type", rw::CONTENT_TYPE_V1)
+                .header("Content-Encoding", "snappy")
+                .body(rw::encode_v1(&req))
+                .send()
+                .await
+                .expect("write");
+            assert_eq!(r.status().as_u16(), 204, "{}", r.text().await.unwrap_or_default());
+        }
+    };
+    // Older data, cut into blocks and served by the store gateway...
+    let old = t - 20 * 60_000;
+    send(&writer_a, request("a", "block", old)).await;
+    send(&writer_b, request("b", "block", old)).await;
+    let (s, v) = node.flush(&ops).await;
+    assert_eq!(s, 200, "{v}");
+    wait_for(Duration::from_secs(30), "the store gateway to serve both tenants' blocks", || async {
+        let got = read_series(&store.grpc_addr(), "team-b", "iso_b_block").await;
+        (!got.is_empty()).then_some(())
+    })
+    .await;
+    // ...and newer data in the head.
+    send(&writer_a, request("a", "head", t - 60_000)).await;
+    send(&writer_b, request("b", "head", t - 60_000)).await;
+
+    let sec = |ms: i64| format!("{}", ms as f64 / 1000.0);
+    let (start, end) = (sec(old - 60_000), sec(t + 60_000));
+    let all = r#"{__name__=~"iso_.+"}"#;
+    let gets: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("/api/v1/query", vec![("query", all.into()), ("time", sec(t))]),
+        ("/api/v1/query", vec![("query", format!("last_over_time({all}[30m])")), ("time", sec(t))]),
+        (
+            "/api/v1/query_range",
+            vec![("query", all.into()), ("start", start.clone()), ("end", end.clone()), ("step", "60".into())],
+        ),
+        ("/api/v1/series", vec![("match[]", all.into()), ("start", start.clone()), ("end", end.clone())]),
+        ("/api/v1/labels", vec![("start", start.clone()), ("end", end.clone())]),
+        ("/api/v1/label/__name__/values", vec![("start", start.clone()), ("end", end.clone())]),
+        ("/api/v1/label/owner/values", vec![("start", start.clone()), ("end", end.clone())]),
+        ("/api/v1/metadata", vec![]),
+        ("/api/v1/query_exemplars", vec![("query", all.into()), ("start", start.clone()), ("end", end.clone())]),
+        ("/api/v1/rules", vec![]),
+        ("/api/v1/alerts", vec![]),
+    ];
+    for with_header in [false, true] {
+        let mut seen_block = false;
+        let mut seen_head = false;
+        for (path, params) in &gets {
+            let mut rb = reader_a.get(format!("{q}{path}")).query(params);
+            if with_header {
+                rb = rb.header("X-Scope-OrgID", "team-a");
+            }
+            let r = rb.send().await.expect(path);
+            let status = r.status().as_u16();
+            let text = r.text().await.expect("body");
+            assert_eq!(status, 200, "{path}: {text}");
+            assert!(!text.contains("_b_") && !text.contains("owner_b"), "{path} shows tenant B's data: {text}");
+            seen_block |=
+                text.contains("iso_a_block") || text.contains("trace_a_block") || text.contains("help_a_block");
+            seen_head |= text.contains("iso_a_head") || text.contains("trace_a_head") || text.contains("help_a_head");
+        }
+        assert!(seen_block && seen_head, "tenant A's own data, block and head, must be visible");
+        // SQL over the blocks: A's rows only.
+        let mut rb = reader_a.post(format!("{q}/api/v1/sql")).body("SELECT DISTINCT \"__name__\", l_owner FROM series");
+        if with_header {
+            rb = rb.header("X-Scope-OrgID", "team-a");
+        }
+        let text = rb.send().await.expect("sql").text().await.expect("body");
+        assert!(text.contains("iso_a_block") && !text.contains("_b_") && !text.contains("owner_b"), "SQL: {text}");
+    }
+    // Remote read (what Prometheus and Grafana's remote-read clients send):
+    // A's credential asking for everything gets A's series only.
+    let got = remote_read_labels(&reader_a, &q, old - 60_000, t + 60_000).await;
+    assert!(got.iter().any(|l| l.contains("iso_a_block")) && got.iter().any(|l| l.contains("iso_a_head")), "{got:?}");
+    assert!(got.iter().all(|l| !l.contains("_b_") && !l.contains("owner_b")), "remote read: {got:?}");
+    // Naming B is refused outright.
+    let r = reader_a.get(format!("{q}/api/v1/series")).query(&[("match[]", all)]).header("X-Scope-OrgID", "team-b");
+    assert_eq!(r.send().await.expect("series").status().as_u16(), 403);
+}
+
+/// The label sets a remote read of every series (`SAMPLES` response)
+/// returns, as `name=value,...` strings.
+async fn remote_read_labels(c: &reqwest::Client, base: &str, lo: i64, hi: i64) -> Vec<String> {
+    use prost::Message;
+    use strata_proto::prometheus::{LabelMatcher, Query, ReadRequest, ReadResponse, label_matcher, read_request};
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: lo,
+            end_timestamp_ms: hi,
+            matchers: vec![LabelMatcher {
+                r#type: label_matcher::Type::Re as i32,
+                name: "__name__".into(),
+                value: ".+".into(),
+            }],
+            hints: None,
+        }],
+        accepted_response_types: vec![read_request::ResponseType::Samples as i32],
+    };
+    let r = c
+        .post(format!("{base}/api/v1/read"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(strata_proto::remote_write::compress(&req.encode_to_vec()))
+        .send()
+        .await
+        .expect("remote read");
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.bytes().await.expect("body");
+    let raw = strata_proto::remote_write::decompress(&body, 64 << 20).expect("snappy");
+    let resp = ReadResponse::decode(raw.as_slice()).expect("ReadResponse");
+    resp.results
+        .iter()
+        .flat_map(|q| &q.timeseries)
+        .map(|ts| ts.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>().join(","))
+        .collect()
+}

@@ -19,11 +19,12 @@
 //! (`max_memory`: an operator past it fails with "Resources exhausted"
 //! instead of growing the querier); at most `max_concurrency` run at once;
 //! they run on a runtime of their own (`threads` worker threads), so a
-//! heavy query cannot starve PromQL's; the bucket listing is cached for
-//! [`LISTING_TTL`] instead of listed per query.
+//! heavy query cannot starve PromQL's; a query lists only its tenant's
+//! prefix (one LIST) and reads the `meta.json` of blocks it has not seen
+//! before (blocks are immutable), instead of every block's per query.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -36,7 +37,7 @@ use datafusion::prelude::ParquetReadOptions;
 use datafusion::prelude::SessionConfig;
 use object_store::ObjectStore;
 use serde_json::Value;
-use strata_blocks::{BlockMeta, BucketConfig, list_blocks};
+use strata_blocks::{BlockMeta, BucketConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
@@ -94,9 +95,6 @@ impl Default for SqlOptions {
     }
 }
 
-/// How long a bucket listing is reused.
-pub const LISTING_TTL: Duration = Duration::from_secs(10);
-
 /// A query result: column names and types, rows of JSON values (numbers
 /// as numbers, non-finite floats as strings such as `"NaN"`).
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +103,9 @@ pub struct SqlResult {
     pub rows: Vec<Vec<Value>>,
     pub truncated: bool,
 }
+
+/// `meta.json`s kept; past it the cache starts over.
+const MAX_CACHED_METAS: usize = 100_000;
 
 /// Runs SQL over one bucket's blocks.
 pub struct SqlEngine {
@@ -122,8 +123,8 @@ struct Inner {
     opts: SqlOptions,
     /// The memory pool every session shares.
     runtime_env: Arc<RuntimeEnv>,
-    /// The last bucket listing and when it was made.
-    listing: Mutex<Option<(Instant, Arc<Vec<BlockMeta>>)>>,
+    /// `meta.json` of the blocks seen so far, by path (blocks are immutable).
+    metas: Mutex<std::collections::HashMap<object_store::path::Path, BlockMeta>>,
 }
 
 /// SQL's own runtime; shut down without waiting when the engine goes
@@ -165,7 +166,7 @@ impl SqlEngine {
             .map_err(|e| SqlError::Execution(format!("cannot start the SQL runtime: {e}")))?;
         Ok(SqlEngine {
             slots: tokio::sync::Semaphore::new(opts.max_concurrency.max(1)),
-            inner: Arc::new(Inner { store, root, prefix, opts, runtime_env, listing: Mutex::new(None) }),
+            inner: Arc::new(Inner { store, root, prefix, opts, runtime_env, metas: Mutex::default() }),
             runtime: SqlRuntime(Some(runtime)),
         })
     }
@@ -194,21 +195,35 @@ impl SqlEngine {
 }
 
 impl Inner {
-    /// `tenant`'s blocks, from a listing at most [`LISTING_TTL`] old.
+    /// `tenant`'s visible blocks: one LIST of its prefix, and the
+    /// `meta.json` of blocks not seen before.
     async fn blocks(&self, tenant: &str) -> Result<Vec<BlockMeta>, SqlError> {
-        let cached = self.listing.lock().ok().and_then(|g| g.clone()).filter(|(at, _)| at.elapsed() < LISTING_TTL);
-        let all = match cached {
-            Some((_, all)) => all,
-            None => {
-                let fresh =
-                    Arc::new(list_blocks(self.store.as_ref()).await.map_err(|e| SqlError::Storage(e.to_string()))?);
-                if let Ok(mut g) = self.listing.lock() {
-                    *g = Some((Instant::now(), fresh.clone()));
+        let storage = |e: strata_blocks::BlockError| SqlError::Storage(e.to_string());
+        let paths = strata_blocks::list_meta_paths(self.store.as_ref(), Some(tenant)).await.map_err(storage)?;
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            let known = self.metas.lock().ok().and_then(|m| m.get(&p).cloned());
+            let meta = match known {
+                Some(m) => m,
+                None => {
+                    let m = strata_blocks::read_meta(self.store.as_ref(), &p).await.map_err(storage)?;
+                    if let Ok(mut g) = self.metas.lock() {
+                        if g.len() >= MAX_CACHED_METAS {
+                            g.clear();
+                        }
+                        g.insert(p, m.clone());
+                    }
+                    m
                 }
-                fresh
+            };
+            // A block under the tenant's prefix is the tenant's; the check
+            // keeps a mislabelled one out all the same.
+            if meta.strata.tenant == tenant {
+                out.push(meta);
             }
-        };
-        Ok(all.iter().filter(|m| m.strata.tenant == tenant).cloned().collect())
+        }
+        out.sort_by(|a, b| (a.min_time, &a.ulid).cmp(&(b.min_time, &b.ulid)));
+        Ok(out)
     }
 
     async fn run(&self, tenant: &str, sql: &str) -> Result<SqlResult, SqlError> {
@@ -484,8 +499,9 @@ mod tests {
         assert!(matches!(e, SqlError::Busy(1)), "{e}");
         drop(held);
         assert!(one.query("t1", "SELECT 1").await.is_ok());
-        // The bucket is listed once per LISTING_TTL: a block added now is
-        // not seen until then (by this engine), and is seen by a new one.
+        // Metas are read once per block: a new block shows up at the next
+        // query, the known ones come from the cache.
+        assert_eq!(engine.inner.metas.lock().unwrap().len(), 3, "one meta per block seen (t1's two, t2's one)");
         let store = cfg.open().unwrap();
         upload_block(
             store.as_ref(),
@@ -497,8 +513,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(engine.query("t2", "SELECT count(*) FROM samples").await.unwrap().rows, vec![vec![Value::from(1)]]);
-        let fresh = SqlEngine::open(&cfg, SqlOptions::default()).unwrap();
-        assert_eq!(fresh.query("t2", "SELECT count(*) FROM samples").await.unwrap().rows, vec![vec![Value::from(2)]]);
+        assert_eq!(engine.query("t2", "SELECT count(*) FROM samples").await.unwrap().rows, vec![vec![Value::from(2)]]);
+        assert_eq!(engine.inner.metas.lock().unwrap().len(), 4);
     }
 }
