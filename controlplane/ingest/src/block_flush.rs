@@ -249,12 +249,16 @@ impl BlockFlusher {
                 FrozenData::Memory(series) => {
                     let series: Vec<SeriesData> =
                         series.iter().map(|(l, s)| SeriesData { labels: l.clone(), samples: s.clone() }).collect();
-                    let upload = strata_blocks::upload_block(
+                    // Under the pending block's own id, as its spilled copy
+                    // would be: the parts of a cut in parts have ids of their
+                    // own, which (shard, tenant, range) alone would not give.
+                    let upload = strata_blocks::upload_block_as(
                         self.store.as_ref(),
                         &b.tenant,
                         &self.shard,
-                        b.min_t,
-                        b.before,
+                        &b.id,
+                        (b.min_t, b.before),
+                        strata_blocks::Compaction { level: 1, sources: vec![b.id.clone()] },
                         &series,
                     );
                     match tokio::time::timeout(self.cfg.upload.request_timeout(b.bytes() as usize) * 3, upload).await {

@@ -532,6 +532,27 @@ fn apply_write(head: &mut Head, tenant: &str, bytes: &[u8]) -> AppendOutcome {
     }
 }
 
+/// `id`, unless a pending or retained block of another tenant already has
+/// it (block ids hash (shard, tenant) with 64-bit FNV, which a chosen tenant
+/// name can collide with): then `id` plus the first 16 hex digits of the
+/// tenant's SHA-256, so the two tenants' blocks never share an entry. The
+/// same on every replica (it depends only on replicated state), and ids
+/// without a collision are unchanged, so replicas of older versions agree.
+fn unique_block_id(book: &BlockBook, id: String, tenant: &str) -> String {
+    let taken = |id: &str| {
+        book.pending.get(id).is_some_and(|b| b.tenant != tenant)
+            || book.retained.iter().any(|(b, _)| b.id == id && b.tenant != tenant)
+    };
+    if !taken(&id) {
+        return id;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, tenant.as_bytes());
+    let suffix: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let unique = format!("{id}-{suffix}");
+    tracing::warn!(%id, %unique, %tenant, "block id taken by another tenant's block; using a tenant-qualified id");
+    unique
+}
+
 /// Applies a cut (of one part of a tenant's series): the samples older than
 /// `before` become a pending block. A cut in parts makes one block per part;
 /// its id names the part, so the parts of one range never collide.
@@ -547,6 +568,7 @@ fn cut_block(st: &mut SmState, shard: &str, tenant: &str, before: i64, part: u32
     } else {
         strata_blocks::block_id(&format!("{shard}\u{0}part {part} of {parts}"), tenant, min_t, before)
     };
+    let id = unique_block_id(&st.blocks, id, tenant);
     st.blocks.cut_total += 1;
     tracing::info!(
         %id,
@@ -731,6 +753,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(file) = file else { return Ok(None) };
         let data = tokio::task::block_in_place(|| self.portable(file.data)).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod block_id_tests {
+    use super::*;
+
+    fn frozen(id: &str, tenant: &str) -> FrozenBlock {
+        FrozenBlock {
+            id: id.into(),
+            tenant: tenant.into(),
+            min_t: 0,
+            before: 1,
+            data: FrozenData::Memory(Arc::new(Vec::new())),
+        }
+    }
+
+    #[test]
+    fn a_block_id_another_tenant_holds_is_qualified_by_tenant() {
+        let mut book = BlockBook::default();
+        book.pending.insert("b-1".into(), frozen("b-1", "team-a"));
+        // Same tenant (a re-cut of the same range): the same id.
+        assert_eq!(unique_block_id(&book, "b-1".into(), "team-a"), "b-1");
+        // Another tenant colliding: qualified, deterministic, distinct per tenant.
+        let b = unique_block_id(&book, "b-1".into(), "team-b");
+        assert!(b.starts_with("b-1-") && b.len() == "b-1-".len() + 16, "{b}");
+        assert_eq!(b, unique_block_id(&book, "b-1".into(), "team-b"));
+        assert_ne!(b, unique_block_id(&book, "b-1".into(), "team-c"));
+        // A retained (uploaded, kept) block counts too; free ids are unchanged.
+        book.retained.push((frozen("b-2", "team-a"), std::time::Instant::now()));
+        assert_ne!(unique_block_id(&book, "b-2".into(), "team-b"), "b-2");
+        assert_eq!(unique_block_id(&book, "b-3".into(), "team-b"), "b-3");
     }
 }
 
