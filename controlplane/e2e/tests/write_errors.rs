@@ -361,3 +361,64 @@ async fn a_tenant_over_its_ingestion_rate_gets_429_and_overrides_reload() {
     }
     assert_eq!(status, 204, "the raised limit was not picked up");
 }
+
+/// Per-tenant series limits from `--limits.overrides-file`: new series past
+/// a tenant's `max_series_per_metric` or `max_series` are refused (400
+/// naming the limit, the rest of the request written), existing series
+/// keep being written, other tenants are unaffected, the refusals are
+/// counted by reason, and a raised limit applies without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_series_limits_gets_new_series_refused() {
+    let dir = test_dir();
+    let file = dir.path().join("overrides.yml");
+    std::fs::write(&file, "tenants:\n  capped: { max_series: 5, max_series_per_metric: 3 }\n").expect("overrides");
+    let flag = format!("--limits.overrides-file={}", file.display());
+    let cluster = Cluster::start(dir.path(), 1, &[&flag]).await;
+    let node = &cluster.nodes[0];
+    let url = node.write_url();
+    let c = reqwest::Client::new();
+    let now = now_ms();
+    let body = |name: &str, from: usize, to: usize, t: i64| {
+        let ts = (from..to).map(|i| series(&[("__name__", name), ("i", &i.to_string())], t, 1.0)).collect();
+        rw::encode_v1(&WriteRequest { timeseries: ts, metadata: vec![] })
+    };
+    // 4 series of one metric: the 4th is past max_series_per_metric (3).
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("a", 0, 4, now), Some("capped")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("1 of 4 samples rejected") && text.contains("max_series_per_metric"), "{text}");
+    // 3 series of another metric: only 2 fit under max_series (5).
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("b", 0, 3, now), Some("capped")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("1 of 3 samples rejected") && text.contains("limit of 5 series (max_series"), "{text}");
+    // Existing series keep taking samples.
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("a", 0, 3, now + 15_000), Some("capped")).await;
+    assert_eq!(status, 204, "{text}");
+    assert_eq!(read_series(&node.grpc_addr(), "capped", "a").await.len(), 3);
+    assert_eq!(read_series(&node.grpc_addr(), "capped", "b").await.len(), 2);
+    // Another tenant: no limit.
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("a", 0, 50, now), Some("free")).await;
+    assert_eq!(status, 204, "{text}");
+    let rejected = metric_value(
+        &c,
+        &node.web_url("/metrics"),
+        "strata_ingester_tenant_samples_rejected_total{tenant=\"capped\",reason=\"series_limit\"}",
+    )
+    .await;
+    assert_eq!(rejected, 2.0);
+    // Raised without a restart.
+    std::fs::write(&file, "tenants:\n  capped: { max_series: 100 }\n").expect("overrides");
+    let mut status = 0;
+    for _ in 0..60 {
+        status =
+            post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("a", 0, 10, now + 30_000), Some("capped")).await.0;
+        if status == 204 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 204, "the raised limit was not picked up");
+}

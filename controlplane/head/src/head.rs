@@ -819,6 +819,57 @@ impl Head {
         (series, samples)
     }
 
+    /// For each of `series` (label sets sorted by name, as remote write
+    /// sends them), whether writing it keeps `tenant` within `max_series`
+    /// series in the head and `max_per_metric` series per metric name:
+    /// series already in the head always pass; new ones are admitted in
+    /// order until a limit is reached (the message names the limit).
+    pub fn admit_new_series<'a>(
+        &self,
+        tenant: &str,
+        series: impl Iterator<Item = &'a [strata_proto::prometheus::Label]>,
+        max_series: Option<u64>,
+        max_per_metric: Option<u64>,
+    ) -> Vec<Result<(), String>> {
+        let th = self.tenants.get(tenant);
+        let mut total = th.map_or(0, |t| t.series.len()) as u64;
+        let mut per_metric: HashMap<String, u64> = HashMap::new();
+        series
+            .map(|labels| {
+                if th.is_some_and(|t| t.lookup(labels).is_some()) {
+                    return Ok(());
+                }
+                if let Some(max) = max_series
+                    && total >= max
+                {
+                    return Err(format!(
+                        "tenant {tenant:?} is at its limit of {max} series (max_series, --limits.overrides-file); \
+                         series {} not created",
+                        strata_model::series_text(labels)
+                    ));
+                }
+                if let Some(max) = max_per_metric {
+                    let name = labels.iter().find(|l| l.name == strata_model::METRIC_NAME).map_or("", |l| l.value.as_str());
+                    let n = per_metric.entry(name.to_string()).or_insert_with(|| {
+                        th.and_then(|t| t.postings.get(strata_model::METRIC_NAME))
+                            .and_then(|p| p.get(name))
+                            .map_or(0, |r| r.len() as u64)
+                    });
+                    if *n >= max {
+                        return Err(format!(
+                            "tenant {tenant:?} is at its limit of {max} series of metric {name:?} \
+                             (max_series_per_metric, --limits.overrides-file); series {} not created",
+                            strata_model::series_text(labels)
+                        ));
+                    }
+                    *n += 1;
+                }
+                total += 1;
+                Ok(())
+            })
+            .collect()
+    }
+
     /// (tenant, series, samples) of every tenant.
     pub fn tenant_stats(&self) -> Vec<(String, usize, usize)> {
         self.tenants

@@ -34,6 +34,9 @@ pub enum Rejection {
     Throttled,
     /// Not committed through Raft (503: no leader, Raft error).
     NotCommitted,
+    /// A new series past the tenant's `max_series` or
+    /// `max_series_per_metric` (--limits.overrides-file).
+    SeriesLimit,
     /// Refused by the head when applied (out of bounds, out of order,
     /// duplicate, series limit).
     Head,
@@ -47,6 +50,7 @@ impl Rejection {
             Rejection::RateLimited => "rate_limited",
             Rejection::Throttled => "throttled",
             Rejection::NotCommitted => "not_committed",
+            Rejection::SeriesLimit => "series_limit",
             Rejection::Head => "head",
         }
     }
@@ -88,7 +92,7 @@ impl TenantUsage {
         r.register(
             "tenant_samples_rejected",
             "Samples not written by tenant and reason (invalid, native_histogram, rate_limited, throttled, \
-             not_committed, head)",
+             not_committed, series_limit, head)",
             self.rejected.clone(),
         );
         r.register("tenant_head_series", "Series in the head by tenant", self.head_series.clone());

@@ -31,7 +31,12 @@ pub fn tenant_of(headers: &HeaderMap) -> Result<String, String> {
 }
 
 /// Drops invalid series (counting their samples as rejected) and checks the request limit.
-fn validate(st: &AppState, tenant: &str, req: &mut WriteRequest, outcome: &mut AppendOutcome) -> Result<(), Response> {
+async fn validate(
+    st: &AppState,
+    tenant: &str,
+    req: &mut WriteRequest,
+    outcome: &mut AppendOutcome,
+) -> Result<(), Response> {
     let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
     let usage = &st.metrics.usage;
     usage.received(tenant, request_samples(req));
@@ -75,6 +80,34 @@ fn validate(st: &AppState, tenant: &str, req: &mut WriteRequest, outcome: &mut A
             false
         }
     });
+    // The tenant's series limits (--limits.overrides-file): new series past
+    // them are dropped here, at the node that received the write, against
+    // its own head (existing series keep being written).
+    let series_limits = st.overrides.current().series(tenant);
+    if series_limits.any() {
+        let verdicts = {
+            let sm = st.sm.state.read().await;
+            sm.head.admit_new_series(
+                tenant,
+                req.timeseries.iter().map(|t| t.labels.as_slice()),
+                series_limits.max_series,
+                series_limits.max_series_per_metric,
+            )
+        };
+        let mut verdicts = verdicts.into_iter();
+        req.timeseries.retain(|ts| match verdicts.next() {
+            Some(Err(msg)) => {
+                let n = (ts.samples.len() + ts.histograms.len()) as u64;
+                outcome.samples_rejected += n;
+                usage.rejected(tenant, Rejection::SeriesLimit, n);
+                if outcome.errors.len() < 5 {
+                    outcome.errors.push(msg);
+                }
+                false
+            }
+            _ => true,
+        });
+    }
     Ok(())
 }
 
@@ -239,7 +272,7 @@ pub async fn remote_write(State(st): State<Arc<AppState>>, headers: HeaderMap, b
     let mut outcome = AppendOutcome::default();
     let before = req.timeseries.len();
     let had_histograms = req.timeseries.iter().any(|t| !t.histograms.is_empty());
-    if let Err(r) = validate(&st, &tenant, &mut req, &mut outcome) {
+    if let Err(r) = validate(&st, &tenant, &mut req, &mut outcome).await {
         return r;
     }
     let unchanged = if req.timeseries.len() == before && !had_histograms { raw_v1 } else { None };
@@ -325,7 +358,7 @@ pub async fn otlp(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bod
     let mut message = out.rejection_message();
     let mut req = out.write_request();
     let mut outcome = AppendOutcome::default();
-    if let Err(r) = validate(&st, &tenant, &mut req, &mut outcome) {
+    if let Err(r) = validate(&st, &tenant, &mut req, &mut outcome).await {
         return r;
     }
     if let Err(r) = commit(&st, &tenant, &req, None, &mut outcome).await {

@@ -15,7 +15,9 @@
 //! A key a tenant does not set comes from `defaults`; a key neither sets
 //! is unlimited.
 //!
-//! Ingesters read `ingestion_rate` and `ingestion_burst`; queriers read
+//! Ingesters read `ingestion_rate`, `ingestion_burst`, `max_series` and
+//! `max_series_per_metric` (series in the head; new series past them are
+//! refused at the node that received the write); queriers read
 //! `max_samples_per_query` (within `--query.max-samples`),
 //! `max_query_length` (the longest range a query may read, e.g. `31d`)
 //! and `max_concurrent_queries` (evaluations of the tenant at once, within
@@ -40,6 +42,24 @@ pub struct TenantOverrides {
     pub max_query_length: Option<std::time::Duration>,
     /// PromQL evaluations of the tenant running at once (queriers).
     pub max_concurrent_queries: Option<u32>,
+    /// Series the tenant may have in an ingester's head (ingesters).
+    pub max_series: Option<u64>,
+    /// Series per metric name the tenant may have in the head (ingesters).
+    pub max_series_per_metric: Option<u64>,
+}
+
+/// A tenant's series limits at the write path; `None`: not limited by the
+/// overrides (the global `--limits.max-series` still applies).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeriesLimits {
+    pub max_series: Option<u64>,
+    pub max_series_per_metric: Option<u64>,
+}
+
+impl SeriesLimits {
+    pub fn any(&self) -> bool {
+        self.max_series.is_some() || self.max_series_per_metric.is_some()
+    }
 }
 
 fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
@@ -92,6 +112,11 @@ impl Overrides {
             if t.max_samples_per_query == Some(0) {
                 return Err(format!("{at}: max_samples_per_query must be at least 1"));
             }
+            for (key, v) in [("max_series", t.max_series), ("max_series_per_metric", t.max_series_per_metric)] {
+                if v == Some(0) {
+                    return Err(format!("{at}: {key} must be at least 1"));
+                }
+            }
             if t.max_concurrent_queries == Some(0) {
                 return Err(format!("{at}: max_concurrent_queries must be at least 1"));
             }
@@ -118,6 +143,15 @@ impl Overrides {
 }
 
 impl Overrides {
+    /// `tenant`'s series limits.
+    pub fn series(&self, tenant: &str) -> SeriesLimits {
+        let own = self.tenants.get(tenant).copied().unwrap_or_default();
+        SeriesLimits {
+            max_series: own.max_series.or(self.defaults.max_series),
+            max_series_per_metric: own.max_series_per_metric.or(self.defaults.max_series_per_metric),
+        }
+    }
+
     /// `tenant`'s query limits.
     pub fn query(&self, tenant: &str) -> QueryLimits {
         let own = self.tenants.get(tenant).copied().unwrap_or_default();
@@ -207,10 +241,14 @@ mod tests {
         assert_eq!(o.query("b").max_length, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(o.query("c").max_samples, Some(1_000_000));
         assert_eq!(Overrides::parse("").unwrap().query("a"), QueryLimits::default());
+        let s = Overrides::parse("defaults: {max_series: 100}\ntenants: {a: {max_series_per_metric: 10}}").unwrap();
+        assert_eq!(s.series("a"), SeriesLimits { max_series: Some(100), max_series_per_metric: Some(10) });
+        assert!(!Overrides::parse("").unwrap().series("a").any());
         for (text, want) in [
             ("defaults: {max_query_length: forever}", "max_query_length"),
             ("tenants: {a: {max_concurrent_queries: 0}}", "max_concurrent_queries must be at least 1"),
             ("tenants: {a: {max_samples_per_query: 0}}", "max_samples_per_query must be at least 1"),
+            ("defaults: {max_series: 0}", "max_series must be at least 1"),
         ] {
             let err = Overrides::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
