@@ -568,3 +568,60 @@ async fn remote_read_labels(c: &reqwest::Client, base: &str, lo: i64, hi: i64) -
         .map(|ts| ts.labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect::<Vec<_>>().join(","))
         .collect()
 }
+
+/// The other binaries with a web config: the store gateway's, the
+/// compactor's and the agent's web ports (status routes: `/metrics` needs
+/// read, probes are open, anything else admin) and the agent's OTLP/HTTP
+/// receiver (write): each route refused without credentials (401) and with
+/// a credential lacking its role (403), served with the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_compactor_and_agent_routes_need_credentials() {
+    let dir = test_dir();
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(
+        &web_file,
+        format!(
+            "basic_auth_users:\n  reader: '{}'\n  ops: '{}'\n\
+             tenants:\n\
+             \x20 - {{ user: reader, tenant: team-a, roles: [read] }}\n\
+             \x20 - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n",
+            bcrypt::hash("pr", 4).expect("bcrypt"),
+            bcrypt::hash("po", 4).expect("bcrypt"),
+            sha256_hex("token-w"),
+        ),
+    )
+    .expect("web config");
+    let web_flag = format!("--web.config.file={}", web_file.display());
+    let objstore = dir.path().join("objstore");
+    let store = StoreGateway::start(dir.path(), &objstore, &[&web_flag]).await;
+    let port = free_port();
+    let compactor_args = vec![
+        "compact".to_string(),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        format!("--objstore.path={}", objstore.display()),
+        web_flag.clone(),
+    ];
+    let _compactor = Proc::start("compactor", &bin("strata"), &compactor_args, &[], dir.path());
+    let compactor = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{compactor}/-/ready"), Duration::from_secs(30)).await;
+    let agent =
+        Agent::start(dir.path(), "agent", "http://127.0.0.1:9/api/v1/write", "prod", "dp-1", &[&web_flag]).await;
+
+    let reader = client(basic("reader", "pr"));
+    let writer = client(Some("Bearer token-w".into()));
+    let ops = client(basic("ops", "po"));
+    let status_routes: &[Route] = &[("GET", "/metrics", b"")];
+    let admin_routes: &[Route] = &[("GET", "/not-a-route", b""), ("POST", "/api/v1/anything", b"")];
+    for base in [store.web_url(""), compactor.clone(), format!("http://127.0.0.1:{}", agent.web_port)] {
+        check_routes(&base, status_routes, &writer, &reader).await;
+        check_routes(&base, admin_routes, &reader, &ops).await;
+        // Probes stay open.
+        for probe in ["/-/healthy", "/-/ready"] {
+            let r = client(None).get(format!("{base}{probe}")).send().await.expect("probe");
+            assert!(r.status().is_success(), "{base}{probe}: {}", r.status());
+        }
+    }
+    let receiver = format!("http://127.0.0.1:{}", agent.http_port);
+    check_routes(&receiver, &[("POST", "/v1/metrics", b"{}")], &reader, &writer).await;
+    check_routes(&receiver, admin_routes, &writer, &ops).await;
+}

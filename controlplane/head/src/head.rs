@@ -849,7 +849,8 @@ impl Head {
                     ));
                 }
                 if let Some(max) = max_per_metric {
-                    let name = labels.iter().find(|l| l.name == strata_model::METRIC_NAME).map_or("", |l| l.value.as_str());
+                    let name =
+                        labels.iter().find(|l| l.name == strata_model::METRIC_NAME).map_or("", |l| l.value.as_str());
                     let n = per_metric.entry(name.to_string()).or_insert_with(|| {
                         th.and_then(|t| t.postings.get(strata_model::METRIC_NAME))
                             .and_then(|p| p.get(name))

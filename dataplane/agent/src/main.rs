@@ -49,6 +49,10 @@ struct Cli {
     /// is answered 503 with Retry-After (413 if larger than the whole limit).
     #[arg(long = "web.max-inflight-request-bytes", env = "STRATA_AGENT_WEB_MAX_INFLIGHT_REQUEST_BYTES")]
     web_max_inflight_request_bytes: Option<u64>,
+    /// Web config file (Prometheus' web.config.file format plus tenants) for the OTLP/HTTP receiver, the web
+    /// port and the exposition: credentials, roles, HTTPS (docs/security.md). Re-read on SIGHUP and when it changes.
+    #[arg(long = "web.config.file", env = "STRATA_AGENT_WEB_CONFIG_FILE")]
+    web_config_file: Option<PathBuf>,
     /// Serve the latest value of every translated series in the Prometheus
     /// text format on this address (conventionally :8889); off by default.
     #[arg(long = "prometheus-exporter.listen-address", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_LISTEN_ADDRESS")]
@@ -154,6 +158,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(n) = cli.web_max_inflight_request_bytes {
         cfg.http_server.max_inflight_request_bytes = n;
+    }
+    if let Some(f) = cli.web_config_file.clone() {
+        cfg.http_server.web_config_file = Some(f);
     }
     if let Some(a) = cli.prometheus_exporter_listen_address {
         cfg.prometheus_exporter.listen_address = Some(a);
