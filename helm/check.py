@@ -81,6 +81,12 @@ AGENT_CASES = {
         "remoteWrite[0].headers.X-Scope-OrgID=team-a",
         "extraLabels.region=eu-west-1", "promoteResourceAttributes={service.namespace}",
     ],
+    "agent: https with a bearer token and a private CA from a Secret": [
+        "environment=prod", "dataPlaneId=dp-prod-01", "secretName=agent-credentials",
+        "remoteWrite[0].url=https://strata-ingester.strata.svc:9009/api/v1/write",
+        "remoteWrite[0].authorization.credentials_file=/etc/strata-agent-secrets/token",
+        "remoteWrite[0].tls_config.ca_file=/etc/strata-agent-secrets/ca.crt",
+    ],
     "agent: two endpoints, no persistence": [
         "environment=qa", "dataPlaneId=dp-qa-01", "persistence.enabled=false",
         "remoteWrite[0].url=http://a:9009/api/v1/write", "remoteWrite[1].url=http://b:9090/api/v1/write",
@@ -212,6 +218,18 @@ def check_agent_chart(agent, failures):
             failures.append(f"{name}: unexpected objects {kinds}")
         validate(name, docs, failures)
         config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["agent.yaml"]
+        secrets_dir = tempfile.mkdtemp()
+        if "/etc/strata-agent-secrets/" in config:
+            # The Secret's files, for the check: a token and a CA.
+            sts = next(d for d in docs if d["kind"] == "StatefulSet")
+            mounts = sts["spec"]["template"]["spec"]["containers"][0].get("volumeMounts", [])
+            if not any(m["mountPath"] == "/etc/strata-agent-secrets" for m in mounts):
+                failures.append(f"{name}: endpoints read /etc/strata-agent-secrets but no Secret is mounted there")
+            with open(os.path.join(secrets_dir, "token"), "w") as t:
+                t.write("token\n")
+            make_test_cert(secrets_dir)
+            os.rename(os.path.join(secrets_dir, "tls.crt"), os.path.join(secrets_dir, "ca.crt"))
+            config = config.replace("/etc/strata-agent-secrets/", secrets_dir + "/")
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write(config)
         sts = next(d for d in docs if d["kind"] == "StatefulSet")
