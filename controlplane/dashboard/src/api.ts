@@ -20,12 +20,41 @@ export class QueryError extends Error {
   }
 }
 
+// The tenant the dashboard reads (`X-Scope-OrgID`): empty means the
+// credential's own tenant (or the default one without authentication).
+// Admins and gateway identities allowed several tenants pick one here.
+const TENANT_KEY = "strata.tenant";
+let tenant = (() => {
+  try {
+    return window.localStorage.getItem(TENANT_KEY) ?? "";
+  } catch {
+    return "";
+  }
+})();
+
+export function getTenant(): string {
+  return tenant;
+}
+
+export function setTenant(t: string): void {
+  tenant = t.trim();
+  try {
+    window.localStorage.setItem(TENANT_KEY, tenant);
+  } catch {
+    // Private mode: the choice lasts for this page only.
+  }
+}
+
+function tenantHeaders(extra: Record<string, string> = {}): Record<string, string> {
+  return tenant ? { ...extra, "X-Scope-OrgID": tenant } : extra;
+}
+
 async function call(path: string, params: Record<string, string>): Promise<{ data: unknown; warnings: string[] }> {
   let resp: Response;
   try {
     resp = await fetch(path, {
       method: "POST",
-      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      headers: tenantHeaders({ "Content-Type": "application/x-www-form-urlencoded" }),
       body: new URLSearchParams(params).toString(),
     });
   } catch {
@@ -76,7 +105,9 @@ export async function labelValues(name: string, match?: string): Promise<string[
   const qs = new URLSearchParams(params).toString();
   let resp: Response;
   try {
-    resp = await fetch(`api/v1/label/${encodeURIComponent(name)}/values${qs ? "?" + qs : ""}`);
+    resp = await fetch(`api/v1/label/${encodeURIComponent(name)}/values${qs ? "?" + qs : ""}`, {
+      headers: tenantHeaders(),
+    });
   } catch {
     throw new QueryError("Querier unreachable", "network");
   }
@@ -88,7 +119,7 @@ export async function labelValues(name: string, match?: string): Promise<string[
 export async function labelNames(): Promise<string[]> {
   let resp: Response;
   try {
-    resp = await fetch("api/v1/labels");
+    resp = await fetch("api/v1/labels", { headers: tenantHeaders() });
   } catch {
     throw new QueryError("Querier unreachable", "network");
   }

@@ -3,6 +3,7 @@ import { createRoot } from "react-dom/client";
 import "./style.css";
 import { Cardinality, Compare, DataPlanes, Environment, Explore, Overview } from "./pages";
 import { SettingsContext } from "./settings";
+import { getTenant, setTenant } from "./api";
 
 const RANGES: [string, number][] = [
   ["5m", 300],
@@ -42,6 +43,12 @@ function App() {
   const [refresh, setRefresh] = useState(10);
   const [tick, setTick] = useState(0);
   const [updated, setUpdated] = useState(new Date());
+  const [tenant, setTenantState] = useState(getTenant());
+  const applyTenant = (t: string) => {
+    setTenant(t);
+    setTenantState(getTenant());
+    setTick((n) => n + 1);
+  };
   useEffect(() => {
     if (!refresh) return;
     const id = setInterval(() => setTick((t) => t + 1), refresh * 1000);
@@ -75,6 +82,16 @@ function App() {
               </option>
             ))}
           </select>
+          <input
+            key={tenant}
+            defaultValue={tenant}
+            placeholder="tenant"
+            title="Tenant (X-Scope-OrgID) for admins and gateways allowed several; empty: your credential's own"
+            data-testid="tenant"
+            size={12}
+            onBlur={(e) => e.target.value.trim() !== tenant && applyTenant(e.target.value)}
+            onKeyDown={(e) => e.key === "Enter" && applyTenant((e.target as HTMLInputElement).value)}
+          />
           <button onClick={() => setTick((t) => t + 1)}>Refresh</button>
           <span className="muted" data-testid="updated">
             Updated {updated.toLocaleTimeString()}

@@ -92,6 +92,24 @@ try {
   await shot("explore-error");
   step("explore runs a query (graph + table) and shows errors inline");
 
+  // Tenant picker: another tenant (no data) empties the overview, and every
+  // API call carries it; clearing it brings the default tenant's data back.
+  const tenants = new Set();
+  page.on("request", (r) => {
+    if (r.url().includes("/api/v1/")) tenants.add(r.headers()["x-scope-orgid"] ?? "");
+  });
+  await page.goto(`${base}/#/overview`);
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=dp-card]").length >= 3, null, T);
+  await page.fill("[data-testid=tenant]", "no-such-tenant");
+  await page.press("[data-testid=tenant]", "Enter");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=dp-card]").length === 0, null, T);
+  if (!tenants.has("no-such-tenant")) throw new Error(`API calls without the picked tenant: ${[...tenants]}`);
+  await shot("tenant-picker");
+  await page.fill("[data-testid=tenant]", "");
+  await page.press("[data-testid=tenant]", "Enter");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=dp-card]").length >= 3, null, T);
+  step("the tenant picker switches every API call's X-Scope-OrgID");
+
   // Cardinality.
   await page.goto(`${base}/#/cardinality`);
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=card-metrics] tr").length >= 3, null, T);

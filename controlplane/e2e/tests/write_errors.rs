@@ -422,3 +422,55 @@ async fn a_tenant_past_its_series_limits_gets_new_series_refused() {
     }
     assert_eq!(status, 204, "the raised limit was not picked up");
 }
+
+/// Per-tenant label limits from `--limits.overrides-file` replace the
+/// `--limits.*` flags for that tenant, looser or stricter, on the node that
+/// received the write and on the leader a follower forwards it to: a tenant
+/// allowed 40 labels writes 35-label series through a follower (the flag's
+/// 30 would refuse them), a tenant limited to 8-byte values is refused with
+/// a 400 naming the limit, another tenant keeps the flags' limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_label_limits_replace_the_flags_on_every_node() {
+    let dir = test_dir();
+    let file = dir.path().join("overrides.yml");
+    std::fs::write(&file, "tenants:\n  wide: { max_labels_per_series: 40 }\n  narrow: { max_label_value_length: 8 }\n")
+        .expect("overrides");
+    let flag = format!("--limits.overrides-file={}", file.display());
+    let cluster = Cluster::start(dir.path(), 3, &[&flag]).await;
+    let leader = cluster.wait_leader(None, std::time::Duration::from_secs(30)).await;
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).expect("a follower");
+    let url = follower.write_url();
+    let c = reqwest::Client::new();
+    let now = now_ms();
+    let wide_series = |name: &str| {
+        let mut labels: Vec<(String, String)> = vec![("__name__".into(), name.into())];
+        labels.extend((0..34).map(|i| (format!("l{i:02}"), "v".to_string())));
+        let refs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        rw::encode_v1(&WriteRequest { timeseries: vec![series(&refs, now, 1.0)], metadata: vec![] })
+    };
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), wide_series("wide_metric"), Some("wide")).await;
+    assert_eq!(status, 204, "35 labels within the tenant's 40: {text}");
+    assert_eq!(read_series(&follower.grpc_addr(), "wide", "wide_metric").await.len(), 1);
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), wide_series("wide_metric"), Some("other")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("over the limit of 30 (max_labels_per_series)"), "{text}");
+    let long_value = rw::encode_v1(&WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "nm"), ("job", "a-long-job-name")], now, 1.0),
+            series(&[("__name__", "nm"), ("job", "short")], now, 1.0),
+        ],
+        metadata: vec![],
+    });
+    let (status, text, _) =
+        post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), long_value.clone(), Some("narrow")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("1 of 2 samples rejected") && text.contains("longer than 8 (max_label_value_length)"),
+        "{text}"
+    );
+    assert_eq!(read_series(&follower.grpc_addr(), "narrow", "nm").await.len(), 1);
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), long_value, Some("other")).await;
+    assert_eq!(status, 204, "{text}");
+}

@@ -135,8 +135,10 @@ pub struct RaftRpc {
     pub proposer: Arc<Proposer>,
     pub node_id: NodeId,
     /// The write limits forwarded writes are checked against, as the HTTP
-    /// path checks its own.
+    /// path checks its own (with the tenant's label limits from the
+    /// overrides in their place, as there).
     pub limits: strata_model::Limits,
+    pub overrides: Arc<strata_server::reload::LiveOverrides>,
 }
 
 /// A forwarded write must be what a follower's HTTP path would have
@@ -218,7 +220,8 @@ impl RaftService for RaftRpc {
         req: tonic::Request<ForwardWriteRequest>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let r = req.into_inner();
-        check_forwarded(&r.tenant, &r.write_request, &self.limits).map_err(tonic::Status::invalid_argument)?;
+        check_forwarded(&r.tenant, &r.write_request, &self.overrides.current().write_limits(&r.tenant, &self.limits))
+            .map_err(tonic::Status::invalid_argument)?;
         match self.proposer.propose_local(r.tenant, crate::proposer::Payload::Raw(r.write_request.to_vec())).await {
             Ok(outcome) => reply(&outcome),
             Err(e) => Err(tonic::Status::unavailable(e.to_string())),

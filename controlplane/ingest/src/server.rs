@@ -464,7 +464,7 @@ pub async fn run(
         proposer: proposer.clone(),
         metrics: ingester_metrics,
         translators: Mutex::new(crate::write::OtlpTranslators::default()),
-        overrides,
+        overrides: overrides.clone(),
         limiter: Mutex::new(Default::default()),
     });
     let http_metrics = state.metrics.http.clone();
@@ -493,6 +493,7 @@ pub async fn run(
                 proposer,
                 node_id: cfg.node_id,
                 limits: cfg.head.limits.clone(),
+                overrides: overrides.clone(),
             })
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30),

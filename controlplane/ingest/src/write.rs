@@ -40,7 +40,9 @@ async fn validate(
     let samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
     let usage = &st.metrics.usage;
     usage.received(tenant, request_samples(req));
-    let limits = &st.cfg.head.limits;
+    // The `--limits.*` flags, with the tenant's label limits from
+    // --limits.overrides-file in their place where it sets them.
+    let limits = &st.overrides.current().write_limits(tenant, &st.cfg.head.limits);
     if samples > limits.max_samples_per_request {
         usage.rejected(tenant, Rejection::Invalid, request_samples(req));
         return Err(text(

@@ -17,7 +17,9 @@
 //!
 //! Ingesters read `ingestion_rate`, `ingestion_burst`, `max_series` and
 //! `max_series_per_metric` (series in the head; new series past them are
-//! refused at the node that received the write); queriers read
+//! refused at the node that received the write) and the label limits
+//! `max_labels_per_series`, `max_label_name_length`,
+//! `max_label_value_length` (in place of the `--limits.*` flags); queriers read
 //! `max_samples_per_query` (within `--query.max-samples`),
 //! `max_query_length` (the longest range a query may read, e.g. `31d`)
 //! and `max_concurrent_queries` (evaluations of the tenant at once, within
@@ -46,6 +48,13 @@ pub struct TenantOverrides {
     pub max_series: Option<u64>,
     /// Series per metric name the tenant may have in the head (ingesters).
     pub max_series_per_metric: Option<u64>,
+    /// Labels per series, name included (ingesters; replaces
+    /// `--limits.max-labels-per-series` for the tenant).
+    pub max_labels_per_series: Option<usize>,
+    /// Bytes in a label name (ingesters; replaces `--limits.max-label-name-length`).
+    pub max_label_name_length: Option<usize>,
+    /// Bytes in a label value (ingesters; replaces `--limits.max-label-value-length`).
+    pub max_label_value_length: Option<usize>,
 }
 
 /// A tenant's series limits at the write path; `None`: not limited by the
@@ -117,6 +126,15 @@ impl Overrides {
                     return Err(format!("{at}: {key} must be at least 1"));
                 }
             }
+            for (key, v) in [
+                ("max_labels_per_series", t.max_labels_per_series),
+                ("max_label_name_length", t.max_label_name_length),
+                ("max_label_value_length", t.max_label_value_length),
+            ] {
+                if v == Some(0) {
+                    return Err(format!("{at}: {key} must be at least 1"));
+                }
+            }
             if t.max_concurrent_queries == Some(0) {
                 return Err(format!("{at}: max_concurrent_queries must be at least 1"));
             }
@@ -149,6 +167,29 @@ impl Overrides {
         SeriesLimits {
             max_series: own.max_series.or(self.defaults.max_series),
             max_series_per_metric: own.max_series_per_metric.or(self.defaults.max_series_per_metric),
+        }
+    }
+
+    /// The series validation limits for `tenant`: `base` (the
+    /// `--limits.*` flags) with the label limits the tenant (or the
+    /// defaults) set replacing the flags' values, looser or stricter.
+    pub fn write_limits(&self, tenant: &str, base: &crate::Limits) -> crate::Limits {
+        let own = self.tenants.get(tenant).copied().unwrap_or_default();
+        let d = &self.defaults;
+        crate::Limits {
+            max_labels_per_series: own
+                .max_labels_per_series
+                .or(d.max_labels_per_series)
+                .unwrap_or(base.max_labels_per_series),
+            max_label_name_length: own
+                .max_label_name_length
+                .or(d.max_label_name_length)
+                .unwrap_or(base.max_label_name_length),
+            max_label_value_length: own
+                .max_label_value_length
+                .or(d.max_label_value_length)
+                .unwrap_or(base.max_label_value_length),
+            ..base.clone()
         }
     }
 
@@ -253,6 +294,33 @@ mod tests {
             let err = Overrides::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn label_limits_replace_the_flags_per_tenant() {
+        let base = crate::Limits::default();
+        let o = Overrides::parse(
+            "defaults: {max_label_value_length: 100}\ntenants:\n  wide: {max_labels_per_series: 60, max_label_value_length: 8192}\n  narrow: {max_label_name_length: 16}\n",
+        )
+        .unwrap();
+        let wide = o.write_limits("wide", &base);
+        assert_eq!((wide.max_labels_per_series, wide.max_label_value_length), (60, 8192));
+        let narrow = o.write_limits("narrow", &base);
+        assert_eq!(
+            (narrow.max_labels_per_series, narrow.max_label_name_length, narrow.max_label_value_length),
+            (base.max_labels_per_series, 16, 100)
+        );
+        assert_eq!(narrow.max_samples_per_request, base.max_samples_per_request);
+        assert_eq!(Overrides::parse("").unwrap().write_limits("x", &base), base);
+        let labels = |n: usize| -> Vec<crate::Label> {
+            (0..n).map(|i| crate::Label { name: format!("l{i:02}"), value: "v".into() }).collect()
+        };
+        let mut many = labels(40);
+        many.insert(0, crate::Label { name: "__name__".into(), value: "m".into() });
+        assert!(crate::validate_series(&many, &wide).is_ok());
+        assert!(crate::validate_series(&many, &narrow).unwrap_err().contains("max_labels_per_series"));
+        let err = Overrides::parse("tenants: {a: {max_label_name_length: 0}}").unwrap_err();
+        assert!(err.contains("tenants: a: max_label_name_length must be at least 1"), "{err}");
     }
 
     #[test]
