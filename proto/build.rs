@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/io/prometheus/write/v2/types.proto",
         "proto/strata/store.proto",
         "proto/strata/raft.proto",
+        "proto/io/prometheus/client/metrics.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -6,6 +6,7 @@
 //! * [`otlp`]: OTLP types, re-exported from the `opentelemetry-proto` crate.
 //! * [`remote_write`]: the framing around those messages (snappy, content
 //!   types, response headers) and conversion between 1.0 and 2.0.
+//! * [`client_model`]: Prometheus' exposition protobuf (`io.prometheus.client.MetricFamily`).
 //! * [`write_view`]: a borrowed reading of samples-only 1.0 write requests.
 
 pub mod remote_write;
@@ -21,6 +22,13 @@ pub mod prometheus {
 pub mod write_v2 {
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+}
+
+/// Prometheus' exposition data model (package `io.prometheus.client`): the
+/// delimited protobuf bodies Pushgateway clients send.
+pub mod client_model {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
 }
 
 /// Strata's own services (package `strata.*`); nested so generated

@@ -92,6 +92,36 @@ impl Default for PrometheusExporterConfig {
     }
 }
 
+/// The Pushgateway-compatible push API (docs/dataplane.md#push).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Where to serve it (the Pushgateway's port is 9091); off when unset.
+    pub listen_address: Option<SocketAddr>,
+    /// Pushed groups are written here (fsynced) before a push is
+    /// acknowledged and restored at start; in memory only when unset.
+    pub persistence_file: Option<PathBuf>,
+    /// How often every group is forwarded.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Series the pushed groups may hold in all (a push past it gets 400).
+    pub max_series: usize,
+    /// Largest push body (after decompression).
+    pub max_request_bytes: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            listen_address: None,
+            persistence_file: None,
+            interval: Duration::from_secs(15),
+            max_series: 100_000,
+            max_request_bytes: 16 << 20,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
@@ -311,6 +341,7 @@ pub struct AgentConfig {
     pub otlp: OtlpConfig,
     pub web: WebConfig,
     pub prometheus_exporter: PrometheusExporterConfig,
+    pub push: PushConfig,
     pub remote_write: RemoteWriteConfig,
     pub queue: QueueConfig,
     pub batch: BatchConfig,
@@ -403,6 +434,12 @@ impl AgentConfig {
         }
         if self.queue.max_bytes < self.queue.segment_bytes {
             return Err(invalid("queue.max_bytes", "must be at least queue.segment_bytes"));
+        }
+        if self.push.interval.is_zero() {
+            return Err(invalid("push.interval", "must be longer than 0s"));
+        }
+        if self.push.max_series == 0 {
+            return Err(invalid("push.max_series", "must be positive"));
         }
         if self.batch.send_batch_size == 0 {
             return Err(invalid("batch.send_batch_size", "must be positive"));

@@ -8,12 +8,15 @@
 //!   → durable disk queue (acknowledge OTLP here)
 //!   → exporters (Prometheus remote write 1.0/2.0, one cursor per endpoint)
 //!   (+ optional Prometheus exposition of the latest values, :8889)
+//! Pushgateway-compatible push API (:9091, optional) → pushed groups,
+//!   persisted, forwarded into the same queue every push interval
 //! ```
 
 pub mod config;
 pub mod exporter;
 pub mod exposition;
 pub mod pipeline;
+pub mod push;
 pub mod queue;
 pub mod receiver;
 pub mod self_monitoring;
@@ -46,6 +49,8 @@ pub enum AgentError {
     Serve { what: &'static str, message: String },
     #[error(transparent)]
     Tls(#[from] strata_server::tls::TlsError),
+    #[error(transparent)]
+    Push(push::PushError),
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AgentError> {
@@ -78,6 +83,16 @@ pub async fn run(
     let web_listener = bind("web", cfg.web.listen_address).await?;
     let exposition_listener = match cfg.prometheus_exporter.listen_address {
         Some(addr) => Some(bind("Prometheus exposition", addr).await?),
+        None => None,
+    };
+    let push_listener = match cfg.push.listen_address {
+        Some(addr) => Some(bind("push", addr).await?),
+        None => None,
+    };
+    let push_store = match &push_listener {
+        Some(_) => Some(Arc::new(
+            push::PushStore::open(cfg.push.persistence_file.clone(), cfg.push.max_series).map_err(AgentError::Push)?,
+        )),
         None => None,
     };
     let exposition =
@@ -141,6 +156,11 @@ pub async fn run(
         extra.extend(cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (p, r, every) = (pipeline.clone(), render.clone(), cfg.self_monitoring.interval);
         tokio::spawn(self_monitoring::run(p, r, extra, every, stop_rx.clone()));
+    }
+    if let Some(store) = &push_store {
+        // honor_labels: the pushed labels win; the agent's labels fill in.
+        let extra: Vec<(String, String)> = cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        tokio::spawn(push::run_forwarder(store.clone(), pipeline.clone(), extra, cfg.push.interval, stop_rx.clone()));
     }
     let web = {
         Router::new()
@@ -206,7 +226,26 @@ pub async fn run(
         })
         .await
     };
+    let mut stop = stop_rx.clone();
+    let http_server = cfg.http_server.clone();
+    let (push_pipeline, push_max) = (pipeline.clone(), cfg.push.max_request_bytes);
+    let push_metrics = http_metrics.clone();
+    let push_server = async move {
+        let (Some(listener), Some(store)) = (push_listener, push_store) else { return Ok(()) };
+        strata_server::serve(
+            listener,
+            push::router(store, push_pipeline, push_max),
+            &http_server,
+            Some(&push_metrics),
+            push::access,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+        .await
+    };
     tracing::info!(
+        push = ?cfg.push.listen_address,
         grpc = %cfg.otlp.grpc_address,
         http = %cfg.otlp.http_address,
         web = %cfg.web.listen_address,
@@ -219,11 +258,12 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let (g, h, w, x) = tokio::join!(grpc, http, web, exposition_server);
+    let (g, h, w, x, p) = tokio::join!(grpc, http, web, exposition_server, push_server);
     g.map_err(|e| AgentError::Serve { what: "OTLP gRPC", message: e.to_string() })?;
     h.map_err(|e| AgentError::Serve { what: "OTLP HTTP", message: e.to_string() })?;
     w.map_err(|e| AgentError::Serve { what: "web", message: e.to_string() })?;
     x.map_err(|e| AgentError::Serve { what: "Prometheus exposition", message: e.to_string() })?;
+    p.map_err(|e| AgentError::Serve { what: "push", message: e.to_string() })?;
     // Give in-flight sends a moment; anything unsent stays in the queue.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())

@@ -60,6 +60,20 @@ struct Cli {
     /// Series not updated for this long drop out of the exposition.
     #[arg(long = "prometheus-exporter.expiration", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_EXPIRATION", value_parser = humantime::parse_duration)]
     prometheus_exporter_expiration: Option<std::time::Duration>,
+    /// Serve the Pushgateway-compatible push API (PUT/POST/DELETE
+    /// /metrics/job/<job>{/<label>/<value>}, /api/v1/metrics) on this address
+    /// (the Pushgateway's port is 9091); off by default.
+    #[arg(long = "push.listen-address", env = "STRATA_AGENT_PUSH_LISTEN_ADDRESS")]
+    push_listen_address: Option<SocketAddr>,
+    /// Pushed groups are written to this file (fsynced) before a push is acknowledged, and restored at start.
+    #[arg(long = "push.persistence-file", env = "STRATA_AGENT_PUSH_PERSISTENCE_FILE")]
+    push_persistence_file: Option<std::path::PathBuf>,
+    /// How often every pushed group is forwarded (default 15s).
+    #[arg(long = "push.interval", env = "STRATA_AGENT_PUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    push_interval: Option<std::time::Duration>,
+    /// Series all pushed groups may hold together; a push past it gets 400 (default 100000).
+    #[arg(long = "push.max-series", env = "STRATA_AGENT_PUSH_MAX_SERIES")]
+    push_max_series: Option<usize>,
     /// How often the agent ships its own metrics (`strata_agent_*`, labelled
     /// with --label and job="strata-agent") through its queue; 0s: never.
     #[arg(long = "self-monitoring.interval", env = "STRATA_AGENT_SELF_MONITORING_INTERVAL", value_parser = humantime::parse_duration)]
@@ -167,6 +181,18 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(d) = cli.prometheus_exporter_expiration {
         cfg.prometheus_exporter.expiration = d;
+    }
+    if let Some(a) = cli.push_listen_address {
+        cfg.push.listen_address = Some(a);
+    }
+    if let Some(f) = cli.push_persistence_file.clone() {
+        cfg.push.persistence_file = Some(f);
+    }
+    if let Some(d) = cli.push_interval {
+        cfg.push.interval = d;
+    }
+    if let Some(n) = cli.push_max_series {
+        cfg.push.max_series = n;
     }
     if let Some(d) = cli.self_monitoring_interval {
         cfg.self_monitoring.interval = d;

@@ -133,16 +133,22 @@ impl Pipeline {
         self.enqueue(bytes, samples, points).await.map(|()| accepted)
     }
 
-    /// Queues series the agent builds itself (self-monitoring), bypassing
-    /// translation and the exposition.
-    pub async fn submit_series(&self, req: &WriteRequest) -> Result<(), SubmitError> {
+    /// Refuses when the disk queue is full (nothing new can be forwarded).
+    pub fn check_capacity(&self) -> Result<(), SubmitError> {
         let stats = self.queue.stats();
         if stats.disk_bytes >= self.max_queue_bytes {
             return Err(SubmitError::QueueFull(format!(
-                "agent disk queue is full ({} of {} bytes)",
+                "agent disk queue is full ({} of {} bytes); retry later",
                 stats.disk_bytes, self.max_queue_bytes
             )));
         }
+        Ok(())
+    }
+
+    /// Queues series the agent builds itself (self-monitoring, pushed
+    /// groups), bypassing translation and the exposition.
+    pub async fn submit_series(&self, req: &WriteRequest) -> Result<(), SubmitError> {
+        self.check_capacity()?;
         let samples = req.timeseries.iter().map(|t| t.samples.len()).sum();
         self.enqueue(req.encode_to_vec(), samples, 0).await
     }

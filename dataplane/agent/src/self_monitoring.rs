@@ -13,59 +13,25 @@ use tokio::sync::watch;
 
 use crate::pipeline::Pipeline;
 
-/// Parses the Prometheus text format as `prometheus_client` writes it:
-/// `name{label="value",…} value` lines; comments and blank lines are
-/// skipped, as are lines that do not parse.
+/// The samples of the agent's own exposition: `__name__` first, then the
+/// labels; a page that does not parse (never, for our own renderer) is
+/// logged and yields nothing.
 pub fn parse_exposition(text: &str) -> Vec<(Vec<(String, String)>, f64)> {
-    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<(Vec<(String, String)>, f64)> {
-    let name_end = line.find(['{', ' '])?;
-    let mut labels = vec![("__name__".to_string(), line[..name_end].to_string())];
-    let mut rest = &line[name_end..];
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices();
-        let mut name = String::new();
-        loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '}' => {
-                    rest = &body[i + 1..];
-                    break;
-                }
-                ',' => {}
-                '=' => {
-                    let (_, quote) = chars.next()?;
-                    if quote != '"' {
-                        return None;
-                    }
-                    let mut value = String::new();
-                    loop {
-                        let (_, c) = chars.next()?;
-                        match c {
-                            '"' => break,
-                            '\\' => match chars.next()?.1 {
-                                'n' => value.push('\n'),
-                                other => value.push(other),
-                            },
-                            c => value.push(c),
-                        }
-                    }
-                    labels.push((std::mem::take(&mut name), value));
-                }
-                c => name.push(c),
-            }
+    match strata_textparse::parse_text(text) {
+        Ok(families) => families
+            .into_iter()
+            .flat_map(|f| f.samples)
+            .map(|s| {
+                let mut labels = vec![("__name__".to_string(), s.name)];
+                labels.extend(s.labels);
+                (labels, s.value)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot parse the agent's own metrics");
+            Vec::new()
         }
     }
-    let value = rest.split_whitespace().next()?;
-    let v = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
-    Some((labels, v))
 }
 
 /// Builds the remote-write request for one self-monitoring round.
@@ -131,15 +97,22 @@ mod tests {
         assert_eq!(labels[1], ("endpoint".to_string(), "http://a:9009/api/v1/write".to_string()));
         let bucket = parsed.iter().find(|(l, _)| l.iter().any(|(n, v)| n == "le" && v == "+Inf"));
         assert!(bucket.is_none() || bucket.is_some_and(|(_, v)| *v >= 0.0));
+        let parsed = parse_exposition("x{a=\"q\\\"uote\\\\\",b=\"n\\nl\"} 2.5\nup +Inf\n");
         assert_eq!(
-            parse_line(r#"x{a="q\"uote\\",b="n\nl"} 2.5"#),
-            Some((
-                vec![("__name__".into(), "x".into()), ("a".into(), "q\"uote\\".into()), ("b".into(), "n\nl".into())],
-                2.5
-            ))
+            parsed,
+            vec![
+                (
+                    vec![
+                        ("__name__".into(), "x".into()),
+                        ("a".into(), "q\"uote\\".into()),
+                        ("b".into(), "n\nl".into())
+                    ],
+                    2.5
+                ),
+                (vec![("__name__".into(), "up".into())], f64::INFINITY),
+            ]
         );
-        assert_eq!(parse_line("up +Inf"), Some((vec![("__name__".into(), "up".into())], f64::INFINITY)));
-        assert_eq!(parse_line("garbage{"), None);
+        assert!(parse_exposition("garbage{").is_empty());
     }
 
     #[test]
