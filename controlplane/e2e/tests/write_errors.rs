@@ -314,17 +314,25 @@ async fn a_tenant_over_its_ingestion_rate_gets_429_and_overrides_reload() {
         let ts = (0..n).map(|i| series(&[("__name__", name), ("i", &i.to_string())], now, 1.0)).collect();
         rw::encode_v1(&WriteRequest { timeseries: ts, metadata: vec![] })
     };
-    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("first", 20), Some("slow")).await;
-    assert_eq!(status, 204, "{text}");
-    let (status, text, h) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("second", 20), Some("slow")).await;
-    assert_eq!(status, 429, "{text}");
-    assert!(text.contains("over its ingestion rate (1 samples/s, burst 20)"), "{text}");
-    let wait: u64 =
-        h.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After");
-    assert!((1..=20).contains(&wait), "Retry-After {wait}");
     let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("big", 21), Some("slow")).await;
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("exceed its ingestion burst (20)"), "{text}");
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("first", 15), Some("slow")).await;
+    assert_eq!(status, 204, "{text}");
+    // 5 tokens left: 20 samples do not fit (decoded, counted as samples).
+    let (status, text, h) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("second", 20), Some("slow")).await;
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("over its ingestion rate (1 samples/s, burst 20): this request's 20 samples"), "{text}");
+    let wait: u64 =
+        h.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=20).contains(&wait), "Retry-After {wait}");
+    // Bucket empty: refused before decoding, counted as a request.
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("fourth", 5), Some("slow")).await;
+    assert_eq!(status, 204, "{text}");
+    let (status, text, h) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), body("third", 1), Some("slow")).await;
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("over its ingestion rate (1 samples/s, burst 20): this request was not written"), "{text}");
+    assert!(h.get("retry-after").is_some());
     // Another tenant has no limit.
     for k in 0..5 {
         let (status, text, _) =
@@ -333,8 +341,10 @@ async fn a_tenant_over_its_ingestion_rate_gets_429_and_overrides_reload() {
     }
     // Refused requests wrote nothing; the admitted one is there.
     assert!(read_series(&node.grpc_addr(), "slow", "second").await.is_empty());
+    assert!(read_series(&node.grpc_addr(), "slow", "third").await.is_empty());
     assert!(read_series(&node.grpc_addr(), "slow", "big").await.is_empty());
-    assert_eq!(read_series(&node.grpc_addr(), "slow", "first").await.len(), 20);
+    assert_eq!(read_series(&node.grpc_addr(), "slow", "first").await.len(), 15);
+    assert_eq!(read_series(&node.grpc_addr(), "slow", "fourth").await.len(), 5);
     // Per-tenant usage on /metrics: received, written, rejected by reason,
     // series in the head.
     let m = |s: &'static str| {
@@ -345,6 +355,7 @@ async fn a_tenant_over_its_ingestion_rate_gets_429_and_overrides_reload() {
     assert_eq!(m("strata_ingester_tenant_samples_received_total{tenant=\"slow\"}").await, 61.0);
     assert_eq!(m("strata_ingester_tenant_samples_written_total{tenant=\"slow\"}").await, 20.0);
     assert_eq!(m("strata_ingester_tenant_samples_rejected_total{tenant=\"slow\",reason=\"rate_limited\"}").await, 41.0);
+    assert_eq!(m("strata_ingester_tenant_requests_rate_limited_total{tenant=\"slow\"}").await, 1.0);
     assert_eq!(m("strata_ingester_tenant_samples_written_total{tenant=\"other\"}").await, 2500.0);
     assert_eq!(m("strata_ingester_tenant_head_series{tenant=\"other\"}").await, 2500.0);
     assert_eq!(m("strata_ingester_tenant_head_series{tenant=\"slow\"}").await, 20.0);

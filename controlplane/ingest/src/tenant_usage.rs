@@ -72,6 +72,7 @@ pub struct TenantUsage {
     received: Family<TenantLabel, Counter>,
     written: Family<TenantLabel, Counter>,
     rejected: Family<TenantReason, Counter>,
+    requests_rate_limited: Family<TenantLabel, Counter>,
     head_series: Family<TenantLabel, Gauge>,
     head_samples: Family<TenantLabel, Gauge>,
     seen: Mutex<HashSet<String>>,
@@ -94,6 +95,12 @@ impl TenantUsage {
             "Samples not written by tenant and reason (invalid, native_histogram, rate_limited, throttled, \
              not_committed, series_limit, head)",
             self.rejected.clone(),
+        );
+        r.register(
+            "tenant_requests_rate_limited",
+            "Write requests refused by tenant because its ingestion bucket was empty, before they were decoded \
+             (their samples are in no other counter)",
+            self.requests_rate_limited.clone(),
         );
         r.register("tenant_head_series", "Series in the head by tenant", self.head_series.clone());
         r.register("tenant_head_samples", "Samples in the head by tenant", self.head_samples.clone());
@@ -128,6 +135,11 @@ impl TenantUsage {
         if n > 0 {
             self.rejected.get_or_create(&TenantReason { tenant: self.label(tenant), reason: why.label() }).inc_by(n);
         }
+    }
+
+    /// A request refused before decoding (the tenant's bucket was empty).
+    pub fn request_rate_limited(&self, tenant: &str) {
+        self.requests_rate_limited.get_or_create(&TenantLabel { tenant: self.label(tenant) }).inc();
     }
 
     /// Sets the head gauges to `stats` (tenant, series, samples); tenants

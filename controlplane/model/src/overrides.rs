@@ -217,6 +217,17 @@ pub struct IngestionLimiter {
 const MAX_BUCKETS: usize = 10_000;
 
 impl IngestionLimiter {
+    /// Whether `tenant`'s bucket is empty at `now_ms` (under one token):
+    /// then any request with a sample is refused, and the caller can say so
+    /// before decoding it. The whole seconds until a token is back.
+    pub fn empty(&mut self, tenant: &str, limit: RateLimit, now_ms: i64) -> Option<u64> {
+        let (tokens, last) = self.buckets.get_mut(tenant)?;
+        let elapsed = (now_ms - *last).max(0) as f64 / 1000.0;
+        *tokens = (*tokens + elapsed * limit.rate).min(limit.burst);
+        *last = now_ms;
+        (*tokens < 1.0).then(|| ((1.0 - *tokens) / limit.rate).ceil().max(1.0) as u64)
+    }
+
     /// Takes `n` tokens from `tenant`'s bucket at `now_ms`, or says how many
     /// whole seconds to wait until they could be there (at least 1). A
     /// request larger than the burst can never pass: `Err(None)`.
@@ -337,5 +348,10 @@ mod tests {
         assert_eq!(l.admit("a", lim, 1, 1000), Err(Some(1)));
         assert_eq!(l.admit("a", lim, 300, 11_000), Ok(()));
         assert_eq!(l.admit("a", lim, 301, 100_000), Err(None), "larger than the burst");
+        // Empty: known before decoding; a token is back after 1/rate s.
+        assert_eq!(l.empty("c", lim, 0), None, "no bucket yet: full");
+        assert_eq!(l.admit("a", lim, 300, 100_000), Ok(()));
+        assert_eq!(l.empty("a", lim, 100_000), Some(1));
+        assert_eq!(l.empty("a", lim, 100_010), None, "10 ms at 100/s: one token");
     }
 }
