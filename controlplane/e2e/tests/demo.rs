@@ -114,6 +114,20 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
     })
     .await;
 
+    // Strata observes itself: the demo's scraping agent collects every
+    // control-plane component's /metrics into environment "strata".
+    wait_for(Duration::from_secs(60), "the control plane's own metrics (environment=strata)", || async {
+        let r = query(&base, r#"up{environment="strata"} == 1"#).await;
+        let jobs: std::collections::BTreeSet<String> =
+            r.iter().filter_map(|s| s["metric"]["job"].as_str().map(String::from)).collect();
+        (r.len() == 6 && jobs.len() == 4).then_some(())
+    })
+    .await;
+    assert!(
+        !query(&base, r#"strata_ingester_tenant_samples_written_total{environment="strata"}"#).await.is_empty(),
+        "the ingesters' own metrics are queryable"
+    );
+
     // qa runs with a 10% injected error rate: the injected 500s are measured.
     wait_for(Duration::from_secs(60), "injected 500s on qa in the request metrics", || async {
         let q = r#"http_server_request_duration_seconds_count{environment="qa",http_response_status_code="500"}"#;

@@ -327,6 +327,38 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             a.incident_duration.as_secs_f64()
         ));
     }
+    // Strata observes itself: one more agent scrapes every control-plane
+    // component's /metrics into environment "strata" (the data planes'
+    // agents ship their own metrics already).
+    let (_, grpc, http, web) = ports.data_plane(3);
+    let mut scrape = String::from("global:\n  scrape_interval: 15s\nscrape_configs:\n");
+    let mut job = |name: &str, targets: Vec<u16>| {
+        let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        scrape
+            .push_str(&format!("  - job_name: {name}\n    static_configs:\n      - targets: [{}]\n", list.join(", ")));
+    };
+    job("strata-ingester", (0..3).map(|i| ports.ingester(i).0).collect());
+    job("strata-store", vec![ports.store().1]);
+    job("strata-compactor", vec![ports.compactor()]);
+    job("strata-querier", vec![ports.querier()]);
+    let scrape_file = data.join("scrape-strata.yml");
+    std::fs::write(&scrape_file, scrape).with_context(|| format!("cannot write {}", scrape_file.display()))?;
+    sup.spawn(
+        "agent-strata",
+        &agent,
+        &[
+            format!("--otlp.grpc-address=127.0.0.1:{grpc}"),
+            format!("--otlp.http-address=127.0.0.1:{http}"),
+            format!("--web.listen-address=127.0.0.1:{web}"),
+            format!("--remote-write.url=http://127.0.0.1:{}/api/v1/write", ports.ingester(0).0),
+            "--label=environment=strata".to_string(),
+            "--label=data_plane_id=strata-control-plane".to_string(),
+            format!("--queue.path={}", data.join("agent-strata").display()),
+            format!("--scrape.config-file={}", scrape_file.display()),
+            "--self-monitoring.interval=0s".to_string(),
+        ],
+        &[],
+    )?;
     let scenario_file = data.join("scenario.yml");
     std::fs::write(&scenario_file, targets).with_context(|| format!("cannot write {}", scenario_file.display()))?;
 
@@ -421,14 +453,16 @@ fn print_banner(p: &Ports, data: &Path, scenario: DemoScenario, after: Duration,
   store gateway                  127.0.0.1:{sg} (gRPC), http://127.0.0.1:{sw}/metrics; blocks in {d}/objstore
   compactor                      http://127.0.0.1:{}/metrics
   sample APIs                    http://127.0.0.1:{} (prod)  :{} (dev)  :{} (qa)
-  agent metrics                  http://127.0.0.1:{}/metrics (prod)  :{} (dev)  :{} (qa)",
+  agent metrics                  http://127.0.0.1:{}/metrics (prod)  :{} (dev)  :{} (qa)
+  Strata's own metrics           scraped by the agent on :{} into environment=\"strata\" (e.g. up{{environment=\"strata\"}})",
         p.compactor(),
         apis[0],
         apis[1],
         apis[2],
         agents[0],
         agents[1],
-        agents[2]
+        agents[2],
+        p.data_plane(3).3
     );
     let incident = match scenario {
         DemoScenario::Steady => None,

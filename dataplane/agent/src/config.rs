@@ -92,6 +92,15 @@ impl Default for PrometheusExporterConfig {
     }
 }
 
+/// Scraping (docs/dataplane.md#scrape).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeSection {
+    /// A Prometheus-format file (`global:`, `scrape_configs:`); relative
+    /// `file_sd_configs` paths are read from its directory.
+    pub config_file: Option<PathBuf>,
+}
+
 /// The Pushgateway-compatible push API (docs/dataplane.md#push).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -207,8 +216,19 @@ impl EndpointConfig {
     /// The `Authorization` header value to send now, if any. Files are read
     /// on every call, so rotated credentials take effect without a restart.
     pub fn authorization_header(&self) -> Result<Option<String>, String> {
+        authorization_header(&self.basic_auth, &self.authorization)
+    }
+}
+
+/// The `Authorization` header value of Prometheus' `basic_auth` or
+/// `authorization` block (remote-write endpoints and scrape jobs alike).
+pub fn authorization_header(
+    basic_auth: &Option<BasicAuthConfig>,
+    authorization: &Option<AuthorizationConfig>,
+) -> Result<Option<String>, String> {
+    {
         use base64::Engine;
-        match (&self.basic_auth, &self.authorization) {
+        match (basic_auth, authorization) {
             (None, None) => Ok(None),
             (Some(_), Some(_)) => Err("give basic_auth or authorization, not both".into()),
             (Some(b), None) => {
@@ -342,6 +362,7 @@ pub struct AgentConfig {
     pub web: WebConfig,
     pub prometheus_exporter: PrometheusExporterConfig,
     pub push: PushConfig,
+    pub scrape: ScrapeSection,
     pub remote_write: RemoteWriteConfig,
     pub queue: QueueConfig,
     pub batch: BatchConfig,

@@ -72,7 +72,7 @@ struct Endpoint {
 
 /// The HTTP client of one endpoint: with TLS (an `https` URL), rebuilt
 /// when its certificates are reloaded.
-struct HttpClient {
+pub(crate) struct HttpClient {
     tls: Option<Arc<strata_server::tls::ClientTls>>,
     timeout: std::time::Duration,
     built: std::sync::Mutex<(u64, reqwest_rustls::Client)>,
@@ -80,8 +80,18 @@ struct HttpClient {
 
 impl HttpClient {
     fn new(endpoint: &EndpointConfig, timeout: std::time::Duration) -> Result<HttpClient, String> {
-        let tls = if endpoint.url.starts_with("https://") || endpoint.tls_config.is_some() {
-            let cfg = endpoint.tls_config.clone().unwrap_or_default();
+        Self::with_tls(endpoint.tls_config.clone(), endpoint.url.starts_with("https://"), timeout)
+    }
+
+    /// A client verifying servers with `tls_config` (or the system roots
+    /// when `https` without one), reloading its certificates when they change.
+    pub(crate) fn with_tls(
+        tls_config: Option<strata_server::tls::TlsClientConfig>,
+        https: bool,
+        timeout: std::time::Duration,
+    ) -> Result<HttpClient, String> {
+        let tls = if https || tls_config.is_some() {
+            let cfg = tls_config.unwrap_or_default();
             let tls = strata_server::tls::ClientTls::new(cfg, strata_server::tls::ALPN_HTTP1, "tls_config")
                 .map_err(|e| e.to_string())?;
             tls.watch(std::time::Duration::from_secs(5));
@@ -109,7 +119,7 @@ impl HttpClient {
 
     /// The client for the next request (rebuilt after a certificate reload;
     /// connections already open keep the previous certificates).
-    fn current(&self) -> reqwest_rustls::Client {
+    pub(crate) fn current(&self) -> reqwest_rustls::Client {
         let Ok(mut g) = self.built.lock() else { return reqwest_rustls::Client::new() };
         if let Some(t) = &self.tls {
             let now = t.generation();

@@ -8,6 +8,7 @@
 //!   → durable disk queue (acknowledge OTLP here)
 //!   → exporters (Prometheus remote write 1.0/2.0, one cursor per endpoint)
 //!   (+ optional Prometheus exposition of the latest values, :8889)
+//! scrape receiver (Prometheus scrape_configs) → same labels, same queue
 //! Pushgateway-compatible push API (:9091, optional) → pushed groups,
 //!   persisted, forwarded into the same queue every push interval
 //! ```
@@ -19,6 +20,8 @@ pub mod pipeline;
 pub mod push;
 pub mod queue;
 pub mod receiver;
+pub mod relabel;
+pub mod scrape;
 pub mod self_monitoring;
 pub mod telemetry;
 
@@ -51,6 +54,8 @@ pub enum AgentError {
     Tls(#[from] strata_server::tls::TlsError),
     #[error(transparent)]
     Push(push::PushError),
+    #[error("scrape configuration: {0}")]
+    Scrape(String),
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AgentError> {
@@ -84,6 +89,10 @@ pub async fn run(
     let exposition_listener = match cfg.prometheus_exporter.listen_address {
         Some(addr) => Some(bind("Prometheus exposition", addr).await?),
         None => None,
+    };
+    let scrape_jobs = match &cfg.scrape.config_file {
+        Some(p) => scrape::load(p).map_err(AgentError::Scrape)?,
+        None => Vec::new(),
     };
     let push_listener = match cfg.push.listen_address {
         Some(addr) => Some(bind("push", addr).await?),
@@ -156,6 +165,12 @@ pub async fn run(
         extra.extend(cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (p, r, every) = (pipeline.clone(), render.clone(), cfg.self_monitoring.interval);
         tokio::spawn(self_monitoring::run(p, r, extra, every, stop_rx.clone()));
+    }
+    if !scrape_jobs.is_empty() {
+        // The agent's labels are added where a scraped series has none of
+        // that name (as Prometheus' external labels).
+        let extra: Vec<(String, String)> = cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        tokio::spawn(scrape::run(scrape_jobs, pipeline.clone(), extra, stop_rx.clone()));
     }
     if let Some(store) = &push_store {
         // honor_labels: the pushed labels win; the agent's labels fill in.

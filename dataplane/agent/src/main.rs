@@ -60,6 +60,9 @@ struct Cli {
     /// Series not updated for this long drop out of the exposition.
     #[arg(long = "prometheus-exporter.expiration", env = "STRATA_AGENT_PROMETHEUS_EXPORTER_EXPIRATION", value_parser = humantime::parse_duration)]
     prometheus_exporter_expiration: Option<std::time::Duration>,
+    /// Scrape the targets of this Prometheus-format file (`global:`, `scrape_configs:`; other sections ignored).
+    #[arg(long = "scrape.config-file", env = "STRATA_AGENT_SCRAPE_CONFIG_FILE")]
+    scrape_config_file: Option<std::path::PathBuf>,
     /// Serve the Pushgateway-compatible push API (PUT/POST/DELETE
     /// /metrics/job/<job>{/<label>/<value>}, /api/v1/metrics) on this address
     /// (the Pushgateway's port is 9091); off by default.
@@ -182,6 +185,9 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     if let Some(d) = cli.prometheus_exporter_expiration {
         cfg.prometheus_exporter.expiration = d;
     }
+    if let Some(f) = cli.scrape_config_file.clone() {
+        cfg.scrape.config_file = Some(f);
+    }
     if let Some(a) = cli.push_listen_address {
         cfg.push.listen_address = Some(a);
     }
@@ -269,6 +275,11 @@ fn main() -> anyhow::Result<()> {
             cfg.queue.max_bytes,
             endpoints.join(", ")
         );
+        if let Some(p) = &cfg.scrape.config_file {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let jobs = rt.block_on(async { strata_agent::scrape::load(p) }).map_err(anyhow::Error::msg)?;
+            println!("scrape configuration OK: {} jobs in {}", jobs.len(), p.display());
+        }
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
