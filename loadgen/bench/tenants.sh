@@ -37,7 +37,12 @@ run() { # name noisy(0/1) overrides-file
       --history "$HISTORY" --interval 15s --senders 4 --samples-per-series 1 --header X-Scope-OrgID=noisy \
       >"$W/noisy.log" 2>&1 &
     n=$!
-    sleep 8   # let noisy finish generating its requests and start sending
+    # Noisy generates its requests first (CPU-bound, twice quiet's data):
+    # start quiet only once noisy is sending, so that generation does not
+    # compete with quiet's run.
+    for _ in $(seq 1 600); do grep -q '; sending' "$W/noisy.log" 2>/dev/null && break; sleep 0.2; done
+    grep -q '; sending' "$W/noisy.log" || { echo "noisy never started sending" >&2; cat "$W/noisy.log" >&2; exit 1; }
+    sleep 2
   fi
   "$B/strata-loadgen" bench write --url http://127.0.0.1:19109/api/v1/write --series "$SERIES" --history "$HISTORY" \
     --interval 15s --senders 4 --samples-per-series 1 --pid "$p" --header X-Scope-OrgID=quiet | grep '^bench write' \
