@@ -203,8 +203,12 @@ push_to_gateway('{push_addr}', job='py-batch', registry=r, grouping_key={{'branc
     assert!(got.contains_key("ci_tests_passed_total{job=ci/run,path=/var/tmp,suite=unit}"), "{got:?}");
     assert_eq!(got.get("batch_records_total{instance=node-1,job=batch,table=orders}"), Some(&1500.0));
     assert_eq!(got.get("batch_untyped{instance=node-1,job=batch}"), Some(&7.0));
-    let py = read_series(&node.grpc_addr(), "anonymous", "py_job_last_success_unixtime").await;
-    assert!(py.keys().any(|k| k.contains("branch=main") && k.contains("job=py-batch")), "{py:?}");
+    // The Python push came last: wait for a round that carries it.
+    wait_for(Duration::from_secs(30), "the Python client's push in Strata", || async {
+        let py = read_series(&node.grpc_addr(), "anonymous", "py_job_last_success_unixtime").await;
+        py.keys().any(|k| k.contains("branch=main") && k.contains("job=py-batch")).then_some(())
+    })
+    .await;
     // push_time_seconds per group, and the failure times of refused pushes.
     let pushed = read_series(&node.grpc_addr(), "anonymous", "push_failure_time_seconds").await;
     let failed = |job: &str| {

@@ -352,7 +352,6 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             format!("--web.listen-address=127.0.0.1:{web}"),
             format!("--remote-write.url=http://127.0.0.1:{}/api/v1/write", ports.ingester(0).0),
             "--label=environment=strata".to_string(),
-            "--label=data_plane_id=strata-control-plane".to_string(),
             format!("--queue.path={}", data.join("agent-strata").display()),
             format!("--scrape.config-file={}", scrape_file.display()),
             "--self-monitoring.interval=0s".to_string(),
