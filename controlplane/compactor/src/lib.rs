@@ -275,6 +275,7 @@ fn ms(d: Duration) -> i64 {
 async fn metrics(State(m): State<Arc<Metrics>>) -> ([(&'static str, &'static str); 1], String) {
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+    strata_server::process::append(&mut out);
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
 }
 

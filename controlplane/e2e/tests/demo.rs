@@ -127,6 +127,11 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
         !query(&base, r#"strata_ingester_tenant_samples_written_total{environment="strata"}"#).await.is_empty(),
         "the ingesters' own metrics are queryable"
     );
+    // Every component serves process metrics and its build.
+    let rss = query(&base, r#"process_resident_memory_bytes{environment="strata"} > 0"#).await;
+    assert_eq!(rss.len(), 6, "process metrics of every control-plane component: {rss:?}");
+    let builds = query(&base, r#"count by (version) (strata_build_info{environment="strata"})"#).await;
+    assert_eq!(builds.len(), 1, "one version: {builds:?}");
 
     // qa runs with a 10% injected error rate: the injected 500s are measured.
     wait_for(Duration::from_secs(60), "injected 500s on qa in the request metrics", || async {

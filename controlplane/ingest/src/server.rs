@@ -361,6 +361,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     st.metrics.block_upload_errors.set(st.flusher.upload_errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry);
+    strata_server::process::append(&mut out);
     ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 

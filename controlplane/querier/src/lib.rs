@@ -259,6 +259,7 @@ async fn metrics(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {
     state.metrics.queries_waiting.set(state.queries.waiting());
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry);
+    strata_server::process::append(&mut out);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
 }
 

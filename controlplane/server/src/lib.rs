@@ -36,6 +36,7 @@
 pub mod auth;
 pub mod grpc;
 mod metrics;
+pub mod process;
 pub mod reload;
 pub mod tls;
 

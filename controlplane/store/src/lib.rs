@@ -610,6 +610,7 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
     }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &g.metrics.registry);
+    strata_server::process::append(&mut out);
     ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out)
 }
 

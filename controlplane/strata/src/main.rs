@@ -358,6 +358,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
         .init();
+    strata_server::process::set_build_info(env!("CARGO_PKG_VERSION"), env!("STRATA_REVISION"));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Ingester(a) => {

@@ -131,6 +131,7 @@ impl AgentMetrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
+        strata_server::process::append(&mut out);
         out
     }
 }
