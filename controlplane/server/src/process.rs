@@ -14,11 +14,7 @@ static BUILD: OnceLock<(String, String)> = OnceLock::new();
 /// `env!("CARGO_PKG_VERSION")` and `env!("STRATA_REVISION")`; the commit
 /// is taken from a `commit <hex>, tree <hex>` description).
 pub fn set_build_info(version: &str, revision: &str) {
-    let commit = revision
-        .strip_prefix("commit ")
-        .and_then(|r| r.split(',').next())
-        .unwrap_or(revision)
-        .to_string();
+    let commit = revision.strip_prefix("commit ").and_then(|r| r.split(',').next()).unwrap_or(revision).to_string();
     let _ = BUILD.set((version.to_string(), commit));
 }
 
@@ -82,7 +78,13 @@ pub fn append(out: &mut String) {
     }
     if let Some((cpu, start)) = stat() {
         gauge(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", cpu);
-        gauge(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", start);
+        gauge(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            start,
+        );
     }
     if let Some((virt, rss)) = statm() {
         gauge(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", virt);
@@ -117,7 +119,10 @@ mod tests {
         let mut out = String::from("# TYPE x gauge\nx 1\n# EOF\n");
         let _f = std::fs::File::open("/proc/self/stat").unwrap();
         append(&mut out);
-        assert!(out.ends_with("strata_build_info{version=\"1.2.3\",revision=\"0123456789ab-dirty\"} 1\n# EOF\n"), "{out}");
+        assert!(
+            out.ends_with("strata_build_info{version=\"1.2.3\",revision=\"0123456789ab-dirty\"} 1\n# EOF\n"),
+            "{out}"
+        );
         let value = |name: &str| -> f64 {
             out.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} ")))
