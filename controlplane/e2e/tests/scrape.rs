@@ -208,4 +208,20 @@ async fn the_agent_scrapes_what_prometheus_scrapes() {
     })
     .await;
     assert_eq!(query(&strata, r#"up{job="text"}"#).await.len(), 1, "the text job keeps being scraped");
+
+    // The scrape file is re-read when it changes: a new job is scraped; a
+    // file that no longer loads leaves the running jobs alone.
+    let mut text = scrape_file(port);
+    text.push_str(&format!(
+        "  - job_name: added\n    metrics_path: /text\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    ));
+    std::fs::write(&cfg, &text).unwrap();
+    wait_for(Duration::from_secs(30), "the added job in Strata", || async {
+        (query(&strata, r#"up{job="added"} == 1"#).await.len() == 1).then_some(())
+    })
+    .await;
+    std::fs::write(&cfg, "scrape_configs:\n- job_name: [broken\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fresh = query(&strata, r#"time() - timestamp(up{job="added"}) < 3"#).await;
+    assert_eq!(fresh.len(), 1, "a broken file leaves the jobs running: {fresh:?}");
 }

@@ -166,11 +166,12 @@ pub async fn run(
         let (p, r, every) = (pipeline.clone(), render.clone(), cfg.self_monitoring.interval);
         tokio::spawn(self_monitoring::run(p, r, extra, every, stop_rx.clone()));
     }
-    if !scrape_jobs.is_empty() {
+    if cfg.scrape.config_file.is_some() {
         // The agent's labels are added where a scraped series has none of
         // that name (as Prometheus' external labels).
         let extra: Vec<(String, String)> = cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        tokio::spawn(scrape::run(scrape_jobs, pipeline.clone(), extra, stop_rx.clone()));
+        let file = cfg.scrape.config_file.clone();
+        tokio::spawn(scrape::run(file, scrape_jobs, pipeline.clone(), extra, stop_rx.clone()));
     }
     if let Some(store) = &push_store {
         // honor_labels: the pushed labels win; the agent's labels fill in.

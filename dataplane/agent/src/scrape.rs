@@ -753,29 +753,56 @@ async fn scrape_loop(
     }
 }
 
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Runs every job's targets until `stop`: starts a loop per target,
-/// re-reads `file_sd_configs` files every few seconds (and each job's
-/// `refresh_interval`), stops the loops of targets that went away.
+/// re-reads `file_sd_configs` files every 2 s, re-reads the scrape file
+/// itself when it changes (a file that no longer loads is logged and the
+/// running jobs stay), and stops the loops of targets (or jobs whose
+/// settings changed) that went away.
 pub async fn run(
+    config_file: Option<PathBuf>,
     jobs: Vec<Arc<Job>>,
     pipeline: Arc<Pipeline>,
     extra: Vec<(String, String)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut running: HashMap<(String, Target), (watch::Sender<bool>, tokio::task::JoinHandle<()>)> = HashMap::new();
+    // Keyed by the job's settings as well, so a changed job restarts its loops.
+    type Key = (String, Target);
+    let mut jobs = jobs;
+    let mut seen = config_file.as_deref().and_then(modified);
+    let mut running: HashMap<Key, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut files: HashMap<String, HashMap<PathBuf, Vec<Group>>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
-        let mut wanted: HashMap<(String, Target), Arc<Job>> = HashMap::new();
+        if let Some(path) = &config_file {
+            let now = modified(path);
+            if now != seen {
+                seen = now;
+                match load(path) {
+                    Ok(j) => {
+                        tracing::info!(file = %path.display(), jobs = j.len(), "scrape configuration reloaded");
+                        jobs = j;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reload the scrape configuration; the running jobs stay")
+                    }
+                }
+            }
+        }
+        let mut wanted: HashMap<Key, Arc<Job>> = HashMap::new();
         for job in &jobs {
             let prev = files.remove(&job.cfg.job_name).unwrap_or_default();
             let (groups, read) = groups_of(job, &prev);
             files.insert(job.cfg.job_name.clone(), read);
+            let fingerprint = format!("{:?}", job.cfg);
             for t in targets_of(job, &groups) {
-                wanted.insert((job.cfg.job_name.clone(), t), job.clone());
+                wanted.insert((fingerprint.clone(), t), job.clone());
             }
         }
-        let gone: Vec<(String, Target)> = running.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        let gone: Vec<Key> = running.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
         for k in gone {
             if let Some((tx, _)) = running.remove(&k) {
                 let _ = tx.send(true);
