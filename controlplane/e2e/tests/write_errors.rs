@@ -462,7 +462,10 @@ async fn per_tenant_label_limits_replace_the_flags_on_every_node() {
     let (status, text, _) =
         post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), wide_series("wide_metric"), Some("wide")).await;
     assert_eq!(status, 204, "35 labels within the tenant's 40: {text}");
-    assert_eq!(read_series(&follower.grpc_addr(), "wide", "wide_metric").await.len(), 1);
+    // Read where the write was acknowledged: the leader (the follower
+    // applies it a replication lag later).
+    let leader_node = cluster.nodes.iter().find(|n| n.id == leader).expect("the leader");
+    assert_eq!(read_series(&leader_node.grpc_addr(), "wide", "wide_metric").await.len(), 1);
     let (status, text, _) =
         post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), wide_series("wide_metric"), Some("other")).await;
     assert_eq!(status, 400, "{text}");
@@ -481,7 +484,7 @@ async fn per_tenant_label_limits_replace_the_flags_on_every_node() {
         text.contains("1 of 2 samples rejected") && text.contains("longer than 8 (max_label_value_length)"),
         "{text}"
     );
-    assert_eq!(read_series(&follower.grpc_addr(), "narrow", "nm").await.len(), 1);
+    assert_eq!(read_series(&leader_node.grpc_addr(), "narrow", "nm").await.len(), 1);
     let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), long_value, Some("other")).await;
     assert_eq!(status, 204, "{text}");
 }
