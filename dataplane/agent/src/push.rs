@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use strata_proto::client_model::{LabelPair, MetricFamily, MetricType as PbType};
-use strata_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest, metric_metadata};
+use strata_proto::prometheus::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
 use strata_textparse::{Format, model};
 use tokio::sync::watch;
 
@@ -190,7 +190,7 @@ impl PushStore {
         for (key, g) in groups.iter() {
             for f in g.families.values() {
                 metadata.entry(f.name().to_string()).or_insert_with(|| MetricMetadata {
-                    r#type: metadata_type(f.r#type()) as i32,
+                    r#type: model::type_of(f).to_metadata() as i32,
                     metric_family_name: f.name().to_string(),
                     help: f.help().to_string(),
                     unit: f.unit().to_string(),
@@ -208,7 +208,7 @@ impl PushStore {
             metadata.insert(
                 name.into(),
                 MetricMetadata {
-                    r#type: metadata_type(PbType::Gauge) as i32,
+                    r#type: strata_textparse::MetricType::Gauge.to_metadata() as i32,
                     metric_family_name: name.into(),
                     help: help.into(),
                     unit: String::new(),
@@ -287,18 +287,6 @@ fn status_metric(m: &strata_proto::client_model::Metric) -> serde_json::Value {
         .or(m.untyped.as_ref().map(|x| x.value()))
         .unwrap_or(0.0);
     serde_json::json!({"labels": labels, "value": g(v)})
-}
-
-fn metadata_type(t: PbType) -> metric_metadata::MetricType {
-    use metric_metadata::MetricType as M;
-    match t {
-        PbType::Counter => M::Counter,
-        PbType::Gauge => M::Gauge,
-        PbType::Summary => M::Summary,
-        PbType::Histogram => M::Histogram,
-        PbType::GaugeHistogram => M::Gaugehistogram,
-        PbType::Untyped => M::Unknown,
-    }
 }
 
 /// One series: `__name__`, the labels (empty ones dropped), the agent's

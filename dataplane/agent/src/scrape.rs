@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest, metric_metadata};
-use strata_textparse::{Family, MetricType};
+use strata_proto::prometheus::{Exemplar, Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+use strata_textparse::Family;
 use tokio::sync::watch;
 
 use crate::config::{AuthorizationConfig, BasicAuthConfig};
@@ -444,20 +444,6 @@ struct Scraped {
     scraped: usize,
 }
 
-fn metadata_type(t: MetricType) -> metric_metadata::MetricType {
-    use metric_metadata::MetricType as M;
-    match t {
-        MetricType::Counter => M::Counter,
-        MetricType::Gauge => M::Gauge,
-        MetricType::Histogram => M::Histogram,
-        MetricType::GaugeHistogram => M::Gaugehistogram,
-        MetricType::Summary => M::Summary,
-        MetricType::Info => M::Info,
-        MetricType::StateSet => M::Stateset,
-        MetricType::Unknown => M::Unknown,
-    }
-}
-
 fn to_labels(l: Vec<(String, String)>) -> Vec<Label> {
     l.into_iter().map(|(name, value)| Label { name, value }).collect()
 }
@@ -563,7 +549,7 @@ async fn scrape_once(job: &Job, target: &Target, extra: &[(String, String)], now
     let mut seen: HashSet<Vec<(String, String)>> = HashSet::new();
     for f in &families {
         metadata.push(MetricMetadata {
-            r#type: metadata_type(f.kind) as i32,
+            r#type: f.kind.to_metadata() as i32,
             metric_family_name: f.name.clone(),
             help: f.help.clone().unwrap_or_default(),
             unit: f.unit.clone().unwrap_or_default(),

@@ -59,6 +59,21 @@ impl MetricType {
         }
     }
 
+    /// The type in remote write's metadata (`prometheus.MetricMetadata`).
+    pub fn to_metadata(&self) -> strata_proto::prometheus::metric_metadata::MetricType {
+        use strata_proto::prometheus::metric_metadata::MetricType as M;
+        match self {
+            MetricType::Counter => M::Counter,
+            MetricType::Gauge => M::Gauge,
+            MetricType::Histogram => M::Histogram,
+            MetricType::GaugeHistogram => M::Gaugehistogram,
+            MetricType::Summary => M::Summary,
+            MetricType::Info => M::Info,
+            MetricType::StateSet => M::Stateset,
+            MetricType::Unknown => M::Unknown,
+        }
+    }
+
     /// The series-name suffixes a family of this type has ("" = the
     /// family's own name).
     fn suffixes(&self, openmetrics: bool) -> &'static [&'static str] {
