@@ -188,6 +188,7 @@ impl BlockFlusher {
     /// Removes spilled block files nothing refers to any more (uploaded and
     /// past retention, and not in the snapshot on disk).
     pub async fn remove_unreferenced(&self) {
+        let _no_spills = self.sm.lock_spills().await;
         // List first, then read what is referenced: a block a snapshot
         // install writes meanwhile (under the state lock) is either not
         // listed or already referenced.
@@ -205,7 +206,7 @@ impl BlockFlusher {
         };
         keep.extend(self.sm.snapshot_refs());
         for (name, path) in found {
-            // `.<id>.tmp`: an interrupted write (the spiller runs in this task).
+            // `.<id>.tmp`: an interrupted write (spills wait for this sweep).
             if keep.contains(&name) {
                 continue;
             }

@@ -266,6 +266,11 @@ pub struct StateMachine {
     snapshot_idx: Arc<std::sync::atomic::AtomicU64>,
     /// Shard name: part of every block id.
     shard: String,
+    /// Held while spilling and while sweeping the spill directory: the
+    /// flusher's loop and an operator's flush both spill, and a second
+    /// writer of one block (or a sweep) would replace its directory under an
+    /// upload reading it.
+    spill_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Snapshot body written before blocks existed (session-1 data dirs).
@@ -404,6 +409,7 @@ impl StateMachine {
             pending_bytes: Arc::new(pending_bytes.into()),
             snapshot_idx: Arc::new(0.into()),
             shard: shard.to_string(),
+            spill_lock: Default::default(),
         })
     }
 
@@ -426,6 +432,7 @@ impl StateMachine {
     /// and keeps only its index in memory. Per block: `(id, bytes)` or
     /// `(id, error)` (that block stays in memory).
     pub async fn spill_pending(&self) -> Vec<Result<(String, u64), (String, String)>> {
+        let _spilling = self.spill_lock.lock().await;
         let todo: Vec<(FrozenBlock, Arc<SeriesSamples>)> = {
             let st = self.state.read().await;
             st.blocks
@@ -468,6 +475,12 @@ impl StateMachine {
             }
         }
         out
+    }
+
+    /// Excludes [`StateMachine::spill_pending`] while held (for a sweep of
+    /// the spill directory, which must not remove a block being written).
+    pub async fn lock_spills(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.spill_lock.lock().await
     }
 
     /// Spilled blocks the snapshot on disk refers to.
@@ -889,6 +902,31 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("a").join(SPILL_DIR)).unwrap();
         let err = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").err().unwrap().to_string();
         assert!(err.contains("pending block b-") && err.contains("resync"), "{err}");
+    }
+
+    /// The flusher's loop and an operator's flush spill at the same time:
+    /// each block is written once, and its directory is never replaced
+    /// under a reader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_spills_write_each_block_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 600_000;
+        let mut a = StateMachine::open(dir.path().join("a"), HeadConfig::default(), "shard-0").unwrap();
+        a.apply(vec![
+            entry(1, write(t0, 20, 300)),
+            entry(2, Request::CutBlock { tenant: "t1".into(), before: t0 + 100_000 }),
+            entry(3, Request::CutBlock { tenant: "t1".into(), before: t0 + 200_000 }),
+        ])
+        .await
+        .unwrap();
+        let want: Vec<String> = a.state.read().await.blocks.pending.keys().cloned().collect();
+        assert_eq!(want.len(), 2);
+        let (x, y) = tokio::join!(a.spill_pending(), a.spill_pending());
+        let mut spilled: Vec<String> = x.into_iter().chain(y).map(|r| r.unwrap().0).collect();
+        spilled.sort();
+        assert_eq!(spilled, want, "every block spilled exactly once");
+        assert_eq!(spilled_samples(&a).await.len(), 2 * 20);
     }
 
     /// The view captured under the lock encodes to exactly the body the
