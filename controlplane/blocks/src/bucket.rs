@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
+
+use crate::instrumented::InstrumentedStore;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
@@ -105,7 +107,7 @@ impl BucketConfig {
                     .map_err(|e| BlockError::Config(format!("object store directory {}: {e}", path.display())))?
                     // Deleted blocks leave no empty directories behind.
                     .with_automatic_cleanup(true);
-                Ok((Arc::new(fs), String::new()))
+                Ok((Arc::new(InstrumentedStore::new(Arc::new(fs))), String::new()))
             }
             BucketConfig::S3(s3) => {
                 if s3.bucket.is_empty() {
@@ -157,7 +159,7 @@ impl BucketConfig {
                     b = b.with_secret_access_key(secret);
                 }
                 let store = b.build().map_err(|e| BlockError::Config(format!("S3 bucket {:?}: {e}", s3.bucket)))?;
-                Ok((Arc::new(store), s3.prefix.trim_matches('/').to_string()))
+                Ok((Arc::new(InstrumentedStore::new(Arc::new(store))), s3.prefix.trim_matches('/').to_string()))
             }
         }
     }

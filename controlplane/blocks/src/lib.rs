@@ -18,10 +18,12 @@
 //! the same content.
 
 mod bucket;
+mod instrumented;
 mod lifecycle;
 mod local_block;
 
 pub use bucket::{BucketConfig, S3Config};
+pub use instrumented::InstrumentedStore;
 pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_marks, mark_for_deletion};
 pub use local_block::{
     LocalBlock, UploadOptions, UploadStats, upload_local_block, write_local_block, write_local_files,

@@ -246,9 +246,8 @@ impl Metrics {
             deleted: Counter::default(),
             blocks: Gauge::default(),
             last_success: Gauge::default(),
-            http: strata_server::HttpMetrics::new(),
+            http: strata_server::HttpMetrics::global(),
         };
-        m.http.register(&mut r);
         r.register("runs", "Compaction passes started", m.runs.clone());
         r.register("run_errors", "Compaction passes that failed", m.run_errors.clone());
         r.register("blocks_written", "Compacted blocks written", m.compacted.clone());
@@ -298,7 +297,10 @@ pub async fn run(
     let m = Arc::new(Metrics::new());
     let pass = move |m: Arc<Metrics>, store: Arc<dyn ObjectStore>| async move {
         m.runs.inc();
-        match compact_once(store.as_ref(), &plan, now_ms()).await {
+        let run = strata_telemetry::BackgroundRun::start("compaction");
+        let result = compact_once(store.as_ref(), &plan, now_ms()).await;
+        run.finish(result.is_ok());
+        match result {
             Ok(r) => {
                 m.compacted.inc_by(r.compacted.len() as u64);
                 m.marked.inc_by(r.marked as u64);

@@ -1,10 +1,11 @@
 //! The alerting rules Strata ships (`helm/strata/alerts/strata.rules.yml`):
 //! valid for Prometheus (`promtool check rules`), each alert fires on the
 //! failure it describes and stays quiet on a healthy cluster (`promtool test
-//! rules`), every metric they use is served by the running binaries, and
-//! every alert has its runbook in docs/operations.md.
+//! rules`), every metric they use is served by the running binaries,
+//! every alert has its runbook in docs/operations.md, and docs/metrics.md
+//! lists exactly the metric families each binary serves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -59,6 +60,37 @@ async fn scrape_names(client: &reqwest::Client, url: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Metric families in a text exposition: name (as samples carry it:
+/// counters with `_total`) → type.
+async fn scrape_families(client: &reqwest::Client, url: &str) -> BTreeMap<String, String> {
+    let text = client.get(url).send().await.expect("scrape").text().await.expect("body");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| {
+            let name =
+                if kind == "counter" && !name.ends_with("_total") { format!("{name}_total") } else { name.into() };
+            (name, kind.trim().to_string())
+        })
+        .collect()
+}
+
+/// docs/metrics.md's tables: metric → (type, binaries serving it, labelled).
+fn documented_metrics() -> BTreeMap<String, (String, BTreeSet<String>, bool)> {
+    let text = std::fs::read_to_string(repo_root().join("docs/metrics.md")).expect("docs/metrics.md");
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert!(cells.len() >= 5, "docs/metrics.md: row with fewer than 5 cells: {line}");
+        let name = cells[0].trim_matches('`').split('{').next().expect("name").to_string();
+        let bins: BTreeSet<String> = cells[3].split(',').map(|b| b.trim().to_string()).collect();
+        let before = out.insert(name.clone(), (cells[1].to_string(), bins, cells[2] != "—"));
+        assert!(before.is_none(), "docs/metrics.md lists {name} twice");
+    }
+    assert!(out.len() > 50, "docs/metrics.md lists only {} metrics", out.len());
+    out
+}
+
 #[test]
 fn rules_are_valid_and_fire_on_the_failures_they_describe() {
     if !require("promtool") {
@@ -89,7 +121,7 @@ fn every_alert_has_a_runbook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_rules_use_is_served() {
+async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documented() {
     let dir = test_dir();
     let cluster = Cluster::start(dir.path(), 1, &[]).await;
     let store = StoreGateway::start(dir.path(), &dir.path().join("objstore"), &[]).await;
@@ -125,16 +157,63 @@ async fn every_metric_the_rules_use_is_served() {
     })
     .await;
     let _ = query(&querier.base(), "up").await;
+    // A flush: cut, spill and upload run on the ingester (background and
+    // object-storage families get series there).
+    let (status, body) = cluster.nodes[0].flush(&client).await;
+    assert_eq!(status, 200, "flush: {body}");
+    let _ = query(&querier.base(), "up").await;
 
     let mut served = BTreeSet::new();
-    for url in [
-        cluster.nodes[0].web_url("/metrics"),
-        format!("http://127.0.0.1:{}/metrics", store.web),
-        format!("{}/metrics", querier.base()),
-        agent.metrics_url(),
-        format!("http://127.0.0.1:{compactor_port}/metrics"),
+    let mut families = BTreeMap::new();
+    for (binary, url) in [
+        ("ingester", cluster.nodes[0].web_url("/metrics")),
+        ("store", format!("http://127.0.0.1:{}/metrics", store.web)),
+        ("querier", format!("{}/metrics", querier.base())),
+        ("agent", agent.metrics_url()),
+        ("compactor", format!("http://127.0.0.1:{compactor_port}/metrics")),
     ] {
         served.extend(scrape_names(&client, &url).await);
+        families.insert(binary, scrape_families(&client, &url).await);
+    }
+    let documented = documented_metrics();
+    let mut problems = Vec::new();
+    for (binary, served) in &families {
+        for (name, kind) in served {
+            match documented.get(name) {
+                None => problems.push(format!("{binary} serves {name} ({kind}), not in docs/metrics.md")),
+                Some((k, bins, _)) if k != kind || !bins.contains(*binary) => {
+                    problems.push(format!("{binary} serves {name} as a {kind}; docs/metrics.md says {k} on {bins:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for (name, (_, bins, labelled)) in &documented {
+        for b in bins {
+            // Labelled families appear with their first event.
+            if !labelled && !families.get(b.as_str()).is_some_and(|f| f.contains_key(name)) {
+                problems.push(format!("docs/metrics.md lists {name} on {b}, which does not serve it"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "docs/metrics.md and the binaries disagree:\n{}", problems.join("\n"));
+    // The shared families count what happened.
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let ingester =
+        client.get(cluster.nodes[0].web_url("/metrics")).send().await.expect("scrape").text().await.expect("body");
+    for series in [
+        r#"strata_background_runs_total{worker="spill",result="success"}"#,
+        r#"strata_background_runs_total{worker="upload",result="success"}"#,
+        r#"strata_objstore_operations_total{operation="put",result="success"}"#,
+        r#"strata_http_requests_total{handler="/api/v1/admin/flush",method="POST",code="200"}"#,
+        r#"strata_grpc_server_handled_total{grpc_service="strata.store.Store",grpc_method="Series",grpc_code="OK"}"#,
+    ] {
+        assert!(value(&ingester, series) >= 1.0, "ingester: {series} missing or 0:\n{ingester}");
     }
     let used = metrics_in_rules();
     assert!(used.len() >= 10, "rules use only {used:?}");

@@ -125,9 +125,9 @@ async fn slow_clients_are_disconnected_by_every_http_server() {
     // The shared server counted all of it by route.
     // (A new connection: the server closes one whose oversized body it did not read.)
     let m = reqwest::get(node.web_url("/metrics")).await.expect("metrics").text().await.expect("text");
-    assert!(m.contains(r#"strata_ingester_http_requests_total{handler="/api/v1/write",code="204"} "#), "{m}");
+    assert!(m.contains(r#"strata_http_requests_total{handler="/api/v1/write",method="POST",code="204"} "#), "{m}");
     assert!(
-        m.contains(r#"strata_ingester_http_requests_total{handler="/api/v1/admin/raft/membership",code="413"} 1"#),
+        m.contains(r#"strata_http_requests_total{handler="/api/v1/admin/raft/membership",method="POST",code="413"} 1"#),
         "{m}"
     );
 

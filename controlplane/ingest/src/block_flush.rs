@@ -171,7 +171,12 @@ impl BlockFlusher {
     /// Spills every pending block still in memory to local disk (every
     /// replica does). A block that cannot be written stays in memory.
     pub async fn spill_pending(&self) {
-        for r in self.sm.spill_pending().await {
+        let run = strata_telemetry::BackgroundRun::start("spill");
+        let results = self.sm.spill_pending().await;
+        if !results.is_empty() {
+            run.finish(results.iter().all(|r| r.is_ok()));
+        }
+        for r in results {
             match r {
                 Ok((id, bytes)) => {
                     tracing::info!(%id, bytes, "spilled block to disk");
@@ -228,6 +233,16 @@ impl BlockFlusher {
     async fn upload(&self, ignore_backoff: bool) -> Result<Vec<String>, FlushError> {
         let _g = self.upload_lock.lock().await;
         let pending: Vec<FrozenBlock> = self.sm.state.read().await.blocks.pending.values().cloned().collect();
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run = strata_telemetry::BackgroundRun::start("upload");
+        let r = self.upload_blocks(pending, ignore_backoff).await;
+        run.finish(r.is_ok());
+        r
+    }
+
+    async fn upload_blocks(&self, pending: Vec<FrozenBlock>, ignore_backoff: bool) -> Result<Vec<String>, FlushError> {
         let mut done = Vec::new();
         let mut first_err = None;
         let now = Instant::now();
@@ -384,7 +399,10 @@ impl BlockFlusher {
             let leader = self.is_leader();
             if leader {
                 for (tenant, before, series) in self.due_cuts(&mut idle).await {
-                    if let Err(e) = self.propose_cut(&tenant, before, series).await {
+                    let run = strata_telemetry::BackgroundRun::start("cut");
+                    let r = self.propose_cut(&tenant, before, series).await;
+                    run.finish(r.is_ok());
+                    if let Err(e) = r {
                         tracing::warn!(%tenant, error = %e, "proposing a block cut failed");
                     }
                 }

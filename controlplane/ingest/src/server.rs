@@ -129,7 +129,7 @@ pub struct IngesterMetrics {
     blocks_uploaded: Gauge,
     blocks_pending: Gauge,
     block_upload_errors: Gauge,
-    /// Requests of the HTTP server by route (`strata_ingester_http_*`).
+    /// Requests of the HTTP server by route (`strata_http_*`, process-wide).
     pub http: strata_server::HttpMetrics,
     /// Per-tenant usage (`strata_ingester_tenant_*`).
     pub usage: Arc<crate::tenant_usage::TenantUsage>,
@@ -157,11 +157,10 @@ impl IngesterMetrics {
             blocks_uploaded: Gauge::default(),
             blocks_pending: Gauge::default(),
             block_upload_errors: Gauge::default(),
-            http: strata_server::HttpMetrics::new(),
+            http: strata_server::HttpMetrics::global(),
             usage: Arc::default(),
             registry: Registry::default(),
         };
-        m.http.register(&mut r);
         m.usage.register(&mut r);
         flush.register(&mut r);
         r.register(
@@ -488,6 +487,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut s1 = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
+        .layer(strata_server::GrpcMetricsLayer)
         .add_service(
             RaftServer::new(RaftRpc {
                 raft: raft.clone(),

@@ -600,6 +600,15 @@ fn cut_block(st: &mut SmState, shard: &str, tenant: &str, before: i64, part: u32
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let run = strata_telemetry::BackgroundRun::start("snapshot");
+        let r = self.build_snapshot_file().await;
+        run.finish(r.is_ok());
+        r
+    }
+}
+
+impl StateMachine {
+    async fn build_snapshot_file(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // Under the state lock only the cheap capture; the serialization
         // runs after it is released, so applies (writes) do not wait.
         let started = std::time::Instant::now();

@@ -108,7 +108,7 @@ pub struct Metrics {
     samples: Histogram,
     pushdowns: Family<ResultLabels, Counter>,
     queries_waiting: prometheus_client::metrics::gauge::Gauge,
-    /// Requests of the HTTP server by route (`strata_querier_http_*`).
+    /// Requests of the HTTP server by route (`strata_http_*`, process-wide).
     pub http: strata_server::HttpMetrics,
 }
 
@@ -149,8 +149,7 @@ impl Metrics {
             "PromQL queries waiting for a slot (--query.max-concurrency)",
             queries_waiting.clone(),
         );
-        let http = strata_server::HttpMetrics::new();
-        http.register(&mut registry);
+        let http = strata_server::HttpMetrics::global();
         Metrics { registry, requests, duration, phases, samples, pushdowns, queries_waiting, http }
     }
 

@@ -35,12 +35,14 @@
 
 pub mod auth;
 pub mod grpc;
+mod grpc_metrics;
 mod metrics;
 pub mod process;
 pub mod reload;
 pub mod tls;
 
 pub use auth::{Access, Role, RouteAccess};
+pub use grpc_metrics::GrpcMetricsLayer;
 pub use metrics::HttpMetrics;
 
 use std::future::Future;
@@ -531,8 +533,8 @@ mod tests {
         let first = first.await.expect("first");
         assert!(first.starts_with("HTTP/1.1 200") && first.ends_with("done"), "{first}");
         // Both counted under the route, the refused one with its 503.
-        assert_eq!(metrics.count("/slow", 200), 1);
-        assert_eq!(metrics.count("/slow", 503), 1);
+        assert_eq!(metrics.count("/slow", "GET", 200), 1);
+        assert_eq!(metrics.count("/slow", "GET", 503), 1);
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //! `process_resident_memory_bytes`, `process_virtual_memory_bytes`,
 //! `process_open_fds`, `process_max_fds`, `process_start_time_seconds`
 //! (read from `/proc/self` at scrape time; left out where `/proc` is not
-//! there) and `strata_build_info{version,revision}`.
+//! there), `strata_build_info{version,revision}` and the process'
+//! self-metrics ([`strata_telemetry`]: HTTP, gRPC, object storage,
+//! background workers).
 
 use std::fmt::Write;
 use std::sync::OnceLock;
@@ -76,6 +78,7 @@ pub fn append(out: &mut String) {
     if eof {
         out.truncate(out.len() - "# EOF\n".len());
     }
+    strata_telemetry::encode(out);
     if let Some((cpu, start)) = stat() {
         gauge(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", cpu);
         gauge(

@@ -122,7 +122,7 @@ impl Gateway {
             series_requests: Counter::default(),
             aggregate_requests: Counter::default(),
             limit_hits: Counter::default(),
-            http: strata_server::HttpMetrics::new(),
+            http: strata_server::HttpMetrics::global(),
             tenant_blocks: Family::default(),
             tenant_bytes: Family::default(),
             tenant_samples: Family::default(),
@@ -135,7 +135,6 @@ impl Gateway {
             m.tenant_bytes.clone(),
         );
         registry.register("tenant_block_samples", "Samples in the blocks by tenant", m.tenant_samples.clone());
-        m.http.register(&mut registry);
         registry.register("blocks_loaded", "Blocks whose index is loaded", m.blocks.clone());
         registry.register("syncs", "Block list syncs", m.syncs.clone());
         registry.register("sync_errors", "Failed block list syncs or block loads", m.sync_errors.clone());
@@ -162,6 +161,14 @@ impl Gateway {
 
     /// Lists the bucket and loads the index of new blocks; forgets deleted ones.
     pub async fn sync(&self) -> Result<usize, strata_blocks::BlockError> {
+        let run = strata_telemetry::BackgroundRun::start("store_sync");
+        let errors_before = self.metrics.sync_errors.get();
+        let r = self.sync_blocks().await;
+        run.finish(r.is_ok() && self.metrics.sync_errors.get() == errors_before);
+        r
+    }
+
+    async fn sync_blocks(&self) -> Result<usize, strata_blocks::BlockError> {
         self.metrics.syncs.inc();
         let metas = strata_blocks::list_blocks(self.store.as_ref()).await.inspect_err(|_| {
             self.metrics.sync_errors.inc();
@@ -661,6 +668,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut s1 = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
+        .layer(strata_server::GrpcMetricsLayer)
         .add_service(StoreServer::new(GatewayService(gw)).max_encoding_message_size(256 << 20))
         .serve_with_incoming_shutdown(strata_server::grpc::incoming(grpc_listener, grpc_tls), async move {
             let _ = s1.wait_for(|s| *s).await;

@@ -200,6 +200,7 @@ pub async fn run(
         None => None,
     };
     let grpc = tonic::transport::Server::builder()
+        .layer(strata_server::GrpcMetricsLayer)
         .add_service(receiver::GrpcReceiver::service(pipeline.clone(), cfg.otlp.max_request_bytes))
         .serve_with_incoming_shutdown(strata_server::grpc::incoming(grpc_listener, grpc_tls), async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -32,7 +32,7 @@ pub struct AgentMetrics {
     pub requests_sent: Family<Labels, Counter>,
     pub send_duration: Family<Labels, Histogram, fn() -> Histogram>,
     pub delta_streams: Gauge<u64, AtomicU64>,
-    /// Requests of the OTLP/HTTP and web servers by route (`strata_agent_http_*`).
+    /// Requests of the OTLP/HTTP and web servers by route (`strata_http_*`, process-wide).
     pub http: strata_server::HttpMetrics,
 }
 
@@ -95,8 +95,7 @@ impl AgentMetrics {
         r.register("send_duration_seconds", "Remote write request latency", send_duration.clone());
         let delta_streams = Gauge::<u64, AtomicU64>::default();
         r.register("delta_streams", "Delta streams being converted to cumulative", delta_streams.clone());
-        let http = strata_server::HttpMetrics::new();
-        http.register(&mut r);
+        let http = strata_server::HttpMetrics::global();
         AgentMetrics {
             http,
             registry: r,
