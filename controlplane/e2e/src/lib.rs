@@ -82,6 +82,11 @@ impl Node {
     }
 
     pub fn start(&mut self, log_dir: &Path) {
+        self.start_with_env(log_dir, &[]);
+    }
+
+    /// [`Node::start`] with extra environment variables.
+    pub fn start_with_env(&mut self, log_dir: &Path, env: &[(&str, String)]) {
         let mut args = vec![
             "ingester".to_string(),
             "--raft.node-id".into(),
@@ -103,7 +108,7 @@ impl Node {
             self.dir.parent().unwrap_or(&self.dir).join("objstore").display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
-        self.proc = Some(Proc::start(&format!("ingester-{}", self.id), &bin("strata"), &args, &[], log_dir));
+        self.proc = Some(Proc::start(&format!("ingester-{}", self.id), &bin("strata"), &args, env, log_dir));
     }
 
     pub fn kill9(&mut self) {
@@ -138,6 +143,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(dir: &Path, voters: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(dir, voters, extra, |_| Vec::new()).await
+    }
+
+    /// [`Cluster::start`] with environment variables per node id.
+    pub async fn start_with_env(
+        dir: &Path,
+        voters: u64,
+        extra: &[&str],
+        env: impl Fn(u64) -> Vec<(&'static str, String)>,
+    ) -> Cluster {
         let ports: Vec<(u64, u16, u16)> = (1..=voters).map(|i| (i, free_port(), free_port())).collect();
         let peers = ports.iter().map(|(i, g, _)| format!("{i}=127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
         let mut nodes: Vec<Node> = ports
@@ -153,7 +168,7 @@ impl Cluster {
             })
             .collect();
         for n in &mut nodes {
-            n.start(dir);
+            n.start_with_env(dir, &env(n.id));
         }
         let c = Cluster { nodes, dir: dir.to_path_buf() };
         c.wait_leader(None, Duration::from_secs(30)).await;

@@ -2,6 +2,7 @@
 //! server side (`strata.raft.Raft`). openraft's messages travel as bincode
 //! inside protobuf `bytes`.
 
+use tracing::Instrument as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,7 +223,12 @@ impl RaftService for RaftRpc {
         let r = req.into_inner();
         check_forwarded(&r.tenant, &r.write_request, &self.overrides.current().write_limits(&r.tenant, &self.limits))
             .map_err(tonic::Status::invalid_argument)?;
-        match self.proposer.propose_local(r.tenant, crate::proposer::Payload::Raw(r.write_request.to_vec())).await {
+        match self
+            .proposer
+            .propose_local(r.tenant, crate::proposer::Payload::Raw(r.write_request.to_vec()))
+            .instrument(tracing::info_span!("raft commit", leader = self.node_id))
+            .await
+        {
             Ok(outcome) => reply(&outcome),
             Err(e) => Err(tonic::Status::unavailable(e.to_string())),
         }

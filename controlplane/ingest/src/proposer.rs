@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use tracing::Instrument as _;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -80,7 +82,7 @@ pub struct Proposer {
     raft: Raft,
     node_id: NodeId,
     tx: mpsc::Sender<Item>,
-    clients: Mutex<HashMap<String, RaftClient<Channel>>>,
+    clients: Mutex<HashMap<String, RaftClient<strata_server::trace::TracedChannel>>>,
     deadline: Duration,
     via: crate::network::PeerTransport,
 }
@@ -128,7 +130,9 @@ impl Proposer {
                 None => {
                     let ch =
                         crate::network::channel(addr, &self.via).map_err(|e| ProposeError::Forward(e.to_string()))?;
-                    let cl = RaftClient::new(ch).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30);
+                    let cl = RaftClient::with_interceptor(ch, strata_server::trace::TraceInjector)
+                        .max_decoding_message_size(1 << 30)
+                        .max_encoding_message_size(1 << 30);
                     c.insert(addr.to_string(), cl.clone());
                     cl
                 }
@@ -150,12 +154,20 @@ impl Proposer {
         let mut raw: Option<Vec<u8>> = None;
         while start.elapsed() < self.deadline {
             let result = match self.leader() {
-                Some((id, _)) if id == self.node_id => self.propose_local(tenant.to_string(), payload.clone()).await,
-                Some((_, addr)) => {
+                Some((id, _)) if id == self.node_id => {
+                    // Replicated, committed by a majority and applied on
+                    // this (the leader's) head when it returns.
+                    self.propose_local(tenant.to_string(), payload.clone())
+                        .instrument(tracing::info_span!("raft commit", leader = id))
+                        .await
+                }
+                Some((id, addr)) => {
                     if raw.is_none() {
                         raw = Some(payload.to_raw()?);
                     }
-                    self.forward(&addr, tenant, raw.as_deref().unwrap_or_default()).await
+                    self.forward(&addr, tenant, raw.as_deref().unwrap_or_default())
+                        .instrument(tracing::info_span!("forward to leader", otel.kind = "client", leader = id))
+                        .await
                 }
                 None => Err(ProposeError::NoLeader),
             };

@@ -1,6 +1,7 @@
 //! The Prometheus HTTP API (`/api/v1/*`) with Prometheus' JSON shapes,
 //! status codes and `errorType`s.
 
+use tracing::Instrument as _;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -379,7 +380,12 @@ pub async fn evaluate(
             )));
         }
     }
-    let planned = if state.pushdown { plan_push_down(state, &expr, start, end, step) } else { Vec::new() };
+    let planned = {
+        let _plan = tracing::info_span!("plan", pushed_down = tracing::field::Empty).entered();
+        let planned = if state.pushdown { plan_push_down(state, &expr, start, end, step) } else { Vec::new() };
+        tracing::Span::current().record("pushed_down", planned.len());
+        planned
+    };
     match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned, max_samples).await {
         Err(EvalFailure::PushDown) => {
             // A store could not compute its part: read raw samples instead.
@@ -445,12 +451,14 @@ async fn evaluate_with(
             futures::future::join_all(fetches),
         ),
     )
+    .instrument(tracing::info_span!("fetch", selectors = sels.len()))
     .await
     .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
     let pushed = pushed?;
     let mut warnings = Vec::new();
     let mut loaded = 0usize;
     let mut storage = MemoryStorage::new();
+    let merge_span = tracing::info_span!("merge", samples = tracing::field::Empty).entered();
     if results.len() == 1 {
         // One selector: its series are already merged and unique.
         for r in results {
@@ -487,6 +495,8 @@ async fn evaluate_with(
         infos.extend(p.infos);
         storage.add_pushed(&p.aggregation, p.values);
     }
+    merge_span.record("samples", loaded);
+    drop(merge_span);
     if loaded > max_samples {
         return Err(QueryError::TooManySamples("query execution").into());
     }
@@ -499,9 +509,13 @@ async fn evaluate_with(
     let engine = Engine::new(opts);
     let eval_start = Instant::now();
     let fetch_took = eval_start - fetch_start;
-    let (value, annotations) = tokio::task::spawn_blocking(move || match step {
-        None => engine.instant_annotated(&storage, &expr, start),
-        Some(step) => engine.range_annotated(&storage, &expr, start, end, step),
+    let eval_span = tracing::info_span!("evaluate");
+    let (value, annotations) = tokio::task::spawn_blocking(move || {
+        let _in = eval_span.entered();
+        match step {
+            None => engine.instant_annotated(&storage, &expr, start),
+            Some(step) => engine.range_annotated(&storage, &expr, start, end, step),
+        }
     })
     .await
     .map_err(|e| ApiError {

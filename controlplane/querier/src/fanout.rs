@@ -9,6 +9,8 @@ use futures::StreamExt;
 use strata_promql::{Labels, MatchOp, Matcher, Series};
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
 use strata_proto::store::store_client::StoreClient;
+use strata_server::trace::{TraceInjector, TracedChannel};
+use tracing::Instrument as _;
 use strata_proto::store::{
     AggregateRequest, ExemplarsRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest,
     MetadataRequest, SeriesRequest,
@@ -18,7 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 /// A StoreAPI source (ingester or store gateway).
 struct Source {
     addr: String,
-    client: StoreClient<Channel>,
+    client: StoreClient<TracedChannel>,
     info: Mutex<Option<InfoResponse>>,
 }
 
@@ -140,7 +142,7 @@ impl StoreSet {
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(timeout);
             let channel = strata_server::grpc::channel(ep, tls.clone(), None);
-            let client = StoreClient::new(channel).max_decoding_message_size(256 << 20);
+            let client = StoreClient::with_interceptor(channel, TraceInjector).max_decoding_message_size(256 << 20);
             sources.push(Source { addr: addr.clone(), client, info: Mutex::new(None) });
         }
         Ok(StoreSet { sources: Arc::new(sources), timeout, partial_response })
@@ -207,7 +209,7 @@ impl StoreSet {
     /// other replicas), collecting results and warnings.
     async fn each_shard<T, F, Fut>(&self, min_t: i64, max_t: i64, f: F) -> Result<FanoutResult<Vec<T>>, FanoutError>
     where
-        F: Fn(StoreClient<Channel>) -> Fut + Clone,
+        F: Fn(StoreClient<TracedChannel>) -> Fut + Clone,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.each_shard_of(min_t, max_t, None, f).await
@@ -222,7 +224,7 @@ impl StoreSet {
         f: F,
     ) -> Result<FanoutResult<Vec<T>>, FanoutError>
     where
-        F: Fn(StoreClient<Channel>) -> Fut + Clone,
+        F: Fn(StoreClient<TracedChannel>) -> Fut + Clone,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let plan = self.plan(min_t, max_t, only);
@@ -232,7 +234,17 @@ impl StoreSet {
                 let mut errs = Vec::new();
                 for i in group {
                     let s = &self.sources[i];
-                    match tokio::time::timeout(self.timeout, f(s.client.clone())).await {
+                    let span = tracing::info_span!(
+                        "store call",
+                        otel.kind = "client",
+                        store = s.addr.as_str(),
+                        otel.status_code = tracing::field::Empty,
+                    );
+                    let call = tokio::time::timeout(self.timeout, f(s.client.clone())).instrument(span.clone()).await;
+                    if !matches!(call, Ok(Ok(_))) {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    match call {
                         Ok(Ok(v)) => return Ok(v),
                         Ok(Err(st)) if st.code() == tonic::Code::InvalidArgument => {
                             return Err(FanoutError::BadRequest(st.message().to_string()));
@@ -449,7 +461,7 @@ impl StoreSet {
         call: F,
     ) -> Result<FanoutResult<Vec<String>>, FanoutError>
     where
-        F: Fn(StoreClient<Channel>) -> Fut + Clone,
+        F: Fn(StoreClient<TracedChannel>) -> Fut + Clone,
         Fut: std::future::Future<Output = Result<Vec<String>, tonic::Status>>,
     {
         let r = self.each_shard(min_t, max_t, call).await?;

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
+use tracing::Instrument as _;
 use strata_telemetry::GrpcCall;
 
 /// `tonic::transport::Server::builder().layer(GrpcMetricsLayer)`.
@@ -75,13 +76,36 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let (service, method) = split_path(req.uri().path());
         let call = strata_telemetry::global().grpc_call(service, method);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            // A trailers-only response (most errors) has the status here.
-            let header_code = resp.headers().get("grpc-status").map(|v| code_name(v.as_bytes()));
-            Ok(resp.map(|inner| MeteredBody { inner, call: Some(call), header_code }))
-        })
+        // A span only for calls that continue a trace (queries fanning out,
+        // forwarded writes): Raft's own traffic would drown the traces.
+        let span = if req.headers().contains_key("traceparent") {
+            let span = tracing::info_span!(
+                target: "strata_server::grpc",
+                "grpc",
+                otel.name = format!("{service}/{method}"),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = service,
+                rpc.method = method,
+            );
+            crate::trace::continue_from(&span, req.headers());
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let resp = fut.await?;
+                // A trailers-only response (most errors) has the status here.
+                let header_code = resp.headers().get("grpc-status").map(|v| code_name(v.as_bytes()));
+                Ok(resp.map(|inner| MeteredBody { inner, call: Some(call), header_code }))
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -40,6 +40,7 @@ mod metrics;
 pub mod process;
 pub mod reload;
 pub mod tls;
+pub mod trace;
 
 pub use auth::{Access, Role, RouteAccess};
 pub use grpc_metrics::GrpcMetricsLayer;

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument as _;
+
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -71,13 +73,34 @@ fn method_label(m: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Routes probed and scraped every few seconds: no spans.
+fn is_probe(handler: &str) -> bool {
+    matches!(handler, "/metrics" | "/-/ready" | "/-/healthy")
+}
+
 async fn observe(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let handler =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
     let method = method_label(req.method());
+    let span = if is_probe(&handler) {
+        tracing::Span::none()
+    } else {
+        let span = tracing::info_span!(
+            target: "strata_server::http",
+            "http",
+            otel.name = format!("{method} {handler}"),
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = handler.as_str(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::trace::continue_from(&span, req.headers());
+        span
+    };
     let started = Instant::now();
     m.families.in_flight.inc();
-    let resp = next.run(req).await;
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
     m.families.in_flight.dec();
     m.families.observe(&handler, method, resp.status().as_u16(), started.elapsed());
     resp

@@ -355,9 +355,16 @@ struct CompactArgs {
 fn main() -> anyhow::Result<()> {
     let args = config_file::expand(std::env::args().collect())?;
     let cli = Cli::parse_from(args);
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
-        .init();
+    let service = match &cli.cmd {
+        Cmd::Ingester(_) => "strata-ingester",
+        Cmd::Querier(_) => "strata-querier",
+        Cmd::Store(_) => "strata-store",
+        Cmd::Compact(_) => "strata-compactor",
+        _ => "strata",
+    };
+    // Spans are exported only when OTEL_EXPORTER_OTLP_*ENDPOINT is set
+    // (docs/tracing.md); the guard flushes them at exit.
+    let _tracing = strata_server::trace::init(service, &cli.log_level)?;
     strata_server::process::set_build_info(env!("CARGO_PKG_VERSION"), env!("STRATA_REVISION"));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {

@@ -258,9 +258,7 @@ fn build_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).context("invalid --log.level")?)
-        .init();
+    let _tracing = strata_server::trace::init("strata-agent", &cli.log_level)?;
     strata_server::process::set_build_info(env!("CARGO_PKG_VERSION"), env!("STRATA_REVISION"));
     let cfg = build_config(&cli)?;
     if cli.config_check {
