@@ -41,6 +41,7 @@ async fn otlp_receiver() -> (u16, Arc<Mutex<Vec<Span>>>) {
                     let mut len = 0usize;
                     let mut line = String::new();
                     let mut path = String::new();
+                    let mut head = String::new();
                     loop {
                         line.clear();
                         if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -49,6 +50,7 @@ async fn otlp_receiver() -> (u16, Arc<Mutex<Vec<Span>>>) {
                         if line == "\r\n" {
                             break;
                         }
+                        head.push_str(&line);
                         if path.is_empty() {
                             path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
                         }
@@ -63,7 +65,8 @@ async fn otlp_receiver() -> (u16, Arc<Mutex<Vec<Span>>>) {
                         return;
                     }
                     assert_eq!(path, "/v1/traces", "the exporter posts to /v1/traces");
-                    let req = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+                    let req = ExportTraceServiceRequest::decode(body.as_slice())
+                        .unwrap_or_else(|e| panic!("OTLP protobuf: {e}; request head:\n{head}"));
                     let mut got = Vec::new();
                     for rs in req.resource_spans {
                         let attr = |key: &str| {
@@ -120,8 +123,7 @@ fn child<'a>(spans: &'a [Span], name: &str, instance: &str, of: &Span) -> Option
 async fn a_write_and_a_query_produce_connected_spans_across_processes() {
     let dir = test_dir();
     let (port, spans) = otlp_receiver().await;
-    let mut cluster =
-        Cluster::start_with_env(dir.path(), 3, &[], |id| env(port, &format!("ingester-{id}"))).await;
+    let mut cluster = Cluster::start_with_env(dir.path(), 3, &[], |id| env(port, &format!("ingester-{id}"))).await;
     let leader = cluster.wait_leader(None, Duration::from_secs(30)).await;
     let follower = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).expect("a follower");
     let (leader_i, follower_i) = (format!("ingester-{leader}"), format!("ingester-{follower}"));
@@ -205,13 +207,11 @@ async fn a_write_and_a_query_produce_connected_spans_across_processes() {
     for phase in ["plan", "fetch", "store call", "merge", "evaluate", "strata.store.Store/Series"] {
         assert!(phases.contains(phase), "no {phase:?} span in the query's trace: {phases:?}");
     }
-    let services: BTreeSet<String> = spans
-        .lock()
-        .expect("spans")
-        .iter()
-        .filter(|s| s.trace == query.trace)
-        .map(|s| s.service.clone())
-        .collect();
+    let services: BTreeSet<String> =
+        spans.lock().expect("spans").iter().filter(|s| s.trace == query.trace).map(|s| s.service.clone()).collect();
     assert!(services.contains("strata-store"), "{services:?}");
-    eprintln!("query trace served by {served:?} across {services:?}; write trace {:?}", [&http.name, &forward.name, &forwarded.name, &commit.name]);
+    eprintln!(
+        "query trace served by {served:?} across {services:?}; write trace {:?}",
+        [&http.name, &forward.name, &forwarded.name, &commit.name]
+    );
 }

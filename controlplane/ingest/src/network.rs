@@ -2,9 +2,9 @@
 //! server side (`strata.raft.Raft`). openraft's messages travel as bincode
 //! inside protobuf `bytes`.
 
-use tracing::Instrument as _;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use openraft::BasicNode;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};

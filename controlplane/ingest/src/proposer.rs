@@ -12,14 +12,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tracing::Instrument as _;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use openraft::error::{ClientWriteError, RaftError};
 use strata_proto::raft::ForwardWriteRequest;
 use strata_proto::raft::raft_client::RaftClient;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tonic::transport::Channel;
 
 use crate::head::AppendOutcome;
 use crate::raft_types::{NodeId, Raft, Request};

@@ -1,11 +1,11 @@
 //! The Prometheus HTTP API (`/api/v1/*`) with Prometheus' JSON shapes,
 //! status codes and `errorType`s.
 
-use tracing::Instrument as _;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -458,45 +458,47 @@ async fn evaluate_with(
     let mut warnings = Vec::new();
     let mut loaded = 0usize;
     let mut storage = MemoryStorage::new();
-    let merge_span = tracing::info_span!("merge", samples = tracing::field::Empty).entered();
-    if results.len() == 1 {
-        // One selector: its series are already merged and unique.
-        for r in results {
-            let r = r?;
-            warnings.extend(r.warnings);
-            for s in r.data {
-                loaded += s.samples.len();
-                storage.add(s);
+    let mut infos = Vec::new();
+    let merge_span = tracing::info_span!("merge", samples = tracing::field::Empty);
+    merge_span.in_scope(|| -> Result<(), EvalFailure> {
+        if results.len() == 1 {
+            // One selector: its series are already merged and unique.
+            for r in results {
+                let r = r?;
+                warnings.extend(r.warnings);
+                for s in r.data {
+                    loaded += s.samples.len();
+                    storage.add(s);
+                }
             }
-        }
-    } else {
-        let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-        for r in results {
-            let r = r?;
-            warnings.extend(r.warnings);
-            for s in r.data {
-                loaded += s.samples.len();
-                match merged.get_mut(&s.labels) {
-                    Some(existing) => crate::fanout::merge_samples(existing, s.samples),
-                    None => {
-                        merged.insert(s.labels, s.samples);
+        } else {
+            let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+            for r in results {
+                let r = r?;
+                warnings.extend(r.warnings);
+                for s in r.data {
+                    loaded += s.samples.len();
+                    match merged.get_mut(&s.labels) {
+                        Some(existing) => crate::fanout::merge_samples(existing, s.samples),
+                        None => {
+                            merged.insert(s.labels, s.samples);
+                        }
                     }
                 }
             }
+            for (labels, samples) in merged {
+                storage.add(Series::floats(labels, samples));
+            }
         }
-        for (labels, samples) in merged {
-            storage.add(Series::floats(labels, samples));
+        for p in pushed {
+            loaded += p.loaded as usize;
+            warnings.extend(p.warnings);
+            infos.extend(p.infos);
+            storage.add_pushed(&p.aggregation, p.values);
         }
-    }
-    let mut infos = Vec::new();
-    for p in pushed {
-        loaded += p.loaded as usize;
-        warnings.extend(p.warnings);
-        infos.extend(p.infos);
-        storage.add_pushed(&p.aggregation, p.values);
-    }
+        Ok(())
+    })?;
     merge_span.record("samples", loaded);
-    drop(merge_span);
     if loaded > max_samples {
         return Err(QueryError::TooManySamples("query execution").into());
     }

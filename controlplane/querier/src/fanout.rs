@@ -9,13 +9,13 @@ use futures::StreamExt;
 use strata_promql::{Labels, MatchOp, Matcher, Series};
 use strata_proto::prometheus::{LabelMatcher, label_matcher};
 use strata_proto::store::store_client::StoreClient;
-use strata_server::trace::{TraceInjector, TracedChannel};
-use tracing::Instrument as _;
 use strata_proto::store::{
     AggregateRequest, ExemplarsRequest, InfoRequest, InfoResponse, LabelNamesRequest, LabelValuesRequest,
     MetadataRequest, SeriesRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use strata_server::trace::{TraceInjector, TracedChannel};
+use tonic::transport::Endpoint;
+use tracing::Instrument as _;
 
 /// A StoreAPI source (ingester or store gateway).
 struct Source {

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
-use tracing::Instrument as _;
 use strata_telemetry::GrpcCall;
+use tracing::Instrument as _;
 
 /// `tonic::transport::Server::builder().layer(GrpcMetricsLayer)`.
 #[derive(Clone, Copy, Debug, Default)]

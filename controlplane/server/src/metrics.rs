@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use tracing::Instrument as _;
-
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -99,7 +97,7 @@ async fn observe(State(m): State<HttpMetrics>, req: Request, next: Next) -> Resp
     };
     let started = Instant::now();
     m.families.in_flight.inc();
-    let resp = next.run(req).instrument(span.clone()).await;
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     span.record("http.response.status_code", resp.status().as_u16());
     m.families.in_flight.dec();
     m.families.observe(&handler, method, resp.status().as_u16(), started.elapsed());

@@ -92,8 +92,12 @@ pub fn init(service: &str, log_level: &str) -> Result<Tracing, TraceError> {
             break;
         }
     }
+    use opentelemetry_otlp::WithExportConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        // Both encodings are compiled in (the sample API exports JSON too):
+        // protobuf is the OTLP/HTTP default.
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .build()
         .map_err(|e| TraceError::Exporter(e.to_string()))?;
     let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.trim().is_empty()).unwrap_or(service.to_string());
