@@ -21,8 +21,14 @@
 //! renders them into a `/metrics` page. Label values come from code (route
 //! patterns, method names, worker names), never from requests, so the
 //! series count is bounded.
+//!
+//! `STRATA_SELF_METRICS=off` in the environment stops the recording (the
+//! families stay, without series): it exists to measure what the
+//! instrumentation costs (loadgen/bench/instrumentation.sh), not for
+//! production.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -52,7 +58,7 @@ struct GrpcLabels {
     grpc_code: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GrpcMethodLabels {
     grpc_service: String,
     grpc_method: String,
@@ -122,6 +128,9 @@ impl HttpFamilies {
     }
 
     pub fn observe(&self, handler: &str, method: &str, code: u16, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         let route = HttpRouteLabels { handler: handler.to_string(), method: method.to_string() };
         self.duration.get_or_create(&route).observe(elapsed.as_secs_f64());
         self.requests
@@ -222,6 +231,9 @@ impl Telemetry {
     /// code by [`GrpcCall::finish`] (or as `Canceled` when dropped first;
     /// Go's code names, as grpc-ecosystem's metrics use).
     pub fn grpc_call(&'static self, service: &str, method: &str) -> GrpcCall {
+        if !recording() {
+            return GrpcCall { t: self, labels: GrpcMethodLabels::default(), started: Instant::now(), done: true };
+        }
         self.grpc_in_flight.inc();
         GrpcCall {
             t: self,
@@ -233,6 +245,9 @@ impl Telemetry {
 
     /// Records one object-storage operation.
     pub fn objstore(&self, operation: &'static str, ok: bool, elapsed: Duration, bytes: u64) {
+        if !recording() {
+            return;
+        }
         let result = if ok { "success" } else { "error" };
         self.objstore_ops.get_or_create(&OperationResultLabels { operation, result }).inc();
         self.objstore_duration.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
@@ -243,6 +258,9 @@ impl Telemetry {
 
     /// Records one run of a background worker.
     pub fn background(&self, worker: &'static str, ok: bool, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         let result = if ok { "success" } else { "error" };
         self.background_runs.get_or_create(&WorkerResultLabels { worker, result }).inc();
         self.background_duration.get_or_create(&WorkerLabels { worker }).observe(elapsed.as_secs_f64());
@@ -284,6 +302,9 @@ impl GrpcCall {
             return;
         }
         self.done = true;
+        if !recording() {
+            return;
+        }
         self.t.grpc_in_flight.dec();
         // Paths come from clients: one nobody serves counts as `other`.
         if code == "Unimplemented" {
@@ -325,6 +346,14 @@ impl BackgroundRun {
 }
 
 static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
+static RECORDING: OnceLock<AtomicBool> = OnceLock::new();
+
+/// False when `STRATA_SELF_METRICS=off` (read once).
+fn recording() -> bool {
+    RECORDING
+        .get_or_init(|| AtomicBool::new(!std::env::var("STRATA_SELF_METRICS").is_ok_and(|v| v == "off")))
+        .load(Ordering::Relaxed)
+}
 
 /// The process' self-metrics.
 pub fn global() -> &'static Telemetry {
