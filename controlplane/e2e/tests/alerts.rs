@@ -30,26 +30,6 @@ fn promtool(args: &[&str]) {
     );
 }
 
-/// `strata_*` metric names used in the rules' expressions.
-fn metrics_in_rules() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(rules_dir().join("strata.rules.yml")).expect("rules file");
-    let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("rules yaml");
-    let mut names = BTreeSet::new();
-    for group in rules["groups"].as_sequence().expect("groups") {
-        for rule in group["rules"].as_sequence().expect("rules") {
-            let expr = rule["expr"].as_str().expect("expr");
-            let mut rest = expr;
-            while let Some(i) = rest.find("strata_") {
-                let tail = &rest[i..];
-                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-                names.insert(tail[..end].to_string());
-                rest = &tail[end..];
-            }
-        }
-    }
-    names
-}
-
 /// Metric names (without labels) in a Prometheus text exposition.
 async fn scrape_names(client: &reqwest::Client, url: &str) -> BTreeSet<String> {
     let text = client.get(url).send().await.expect("scrape").text().await.expect("body");
@@ -73,22 +53,6 @@ async fn scrape_families(client: &reqwest::Client, url: &str) -> BTreeMap<String
             (name, kind.trim().to_string())
         })
         .collect()
-}
-
-/// docs/metrics.md's tables: metric → (type, binaries serving it, labelled).
-fn documented_metrics() -> BTreeMap<String, (String, BTreeSet<String>, bool)> {
-    let text = std::fs::read_to_string(repo_root().join("docs/metrics.md")).expect("docs/metrics.md");
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("| `")) {
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        assert!(cells.len() >= 5, "docs/metrics.md: row with fewer than 5 cells: {line}");
-        let name = cells[0].trim_matches('`').split('{').next().expect("name").to_string();
-        let bins: BTreeSet<String> = cells[3].split(',').map(|b| b.trim().to_string()).collect();
-        let before = out.insert(name.clone(), (cells[1].to_string(), bins, cells[2] != "—"));
-        assert!(before.is_none(), "docs/metrics.md lists {name} twice");
-    }
-    assert!(out.len() > 50, "docs/metrics.md lists only {} metrics", out.len());
-    out
 }
 
 #[test]
@@ -175,7 +139,7 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
         served.extend(scrape_names(&client, &url).await);
         families.insert(binary, scrape_families(&client, &url).await);
     }
-    let documented = documented_metrics();
+    let documented = documented_metrics(&repo_root().join("docs/metrics.md"));
     let mut problems = Vec::new();
     for (binary, served) in &families {
         for (name, kind) in served {
@@ -215,7 +179,7 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
     ] {
         assert!(value(&ingester, series) >= 1.0, "ingester: {series} missing or 0:\n{ingester}");
     }
-    let used = metrics_in_rules();
+    let used = metrics_in_rules(&rules_dir().join("strata.rules.yml"));
     assert!(used.len() >= 10, "rules use only {used:?}");
     let missing: Vec<&String> = used.iter().filter(|m| !served.contains(*m)).collect();
     assert!(missing.is_empty(), "the rules use metrics no component serves: {missing:?}");

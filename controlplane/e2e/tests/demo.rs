@@ -162,6 +162,72 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
         eprintln!("example ok ({result} series): {q}");
     }
 
+    // Strata's own alert rules run on Strata's own metrics: every rule's
+    // expression evaluates, and every metric the rules read is there
+    // (families with labels appear with their first event: a healthy demo
+    // has no dropped samples).
+    let rules_file = repo_root().join("helm/strata/alerts/strata.rules.yml");
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&rules_file).expect("rules file")).expect("rules yaml");
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let expr = rule["expr"].as_str().expect("expr");
+            let v = instant_query(&client, &base, "anonymous", expr, now_ms()).await;
+            assert_eq!(v["status"], "success", "rule {:?}: {v}", rule["alert"]);
+        }
+    }
+    let documented = documented_metrics(&repo_root().join("docs/metrics.md"));
+    for name in metrics_in_rules(&rules_file) {
+        let labelled = documented.get(&name).map(|(_, _, l)| *l).unwrap_or(false);
+        if labelled {
+            continue;
+        }
+        wait_for(Duration::from_secs(60), &format!("{name} in the demo (the alert rules read it)"), || {
+            let (c, b, q) = (client.clone(), base.clone(), format!("count({name})"));
+            async move {
+                let v = instant_query(&c, &b, "anonymous", &q, now_ms()).await;
+                v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    // Every panel of Strata's Grafana dashboards (Helm ConfigMap and
+    // compose) shows data: at least one of its queries answers with series.
+    let default_job = ".*strata-(ingester|querier|store|compactor).*";
+    let mut panels = 0;
+    for entry in std::fs::read_dir(repo_root().join("helm/strata/dashboards")).expect("dashboards") {
+        let path = entry.expect("entry").path();
+        let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        for panel in d["panels"].as_array().expect("panels") {
+            let exprs: Vec<String> = panel["targets"]
+                .as_array()
+                .expect("targets")
+                .iter()
+                .map(|t| {
+                    t["expr"].as_str().expect("expr").replace("$__rate_interval", "1m").replace("$job", default_job)
+                })
+                .collect();
+            let what = format!("data for panel {:?} of {}", panel["title"], path.display());
+            wait_for(Duration::from_secs(90), &what, || {
+                let (c, b, exprs) = (client.clone(), base.clone(), exprs.clone());
+                async move {
+                    for e in &exprs {
+                        let v = instant_query(&c, &b, "anonymous", e, now_ms()).await;
+                        assert_eq!(v["status"], "success", "{e}: {v}");
+                        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+                            return Some(());
+                        }
+                    }
+                    None
+                }
+            })
+            .await;
+            panels += 1;
+        }
+    }
+    assert!(panels >= 40, "only {panels} panels in helm/strata/dashboards");
+
     // The dashboard in Chromium (before and into the incident).
     let out = repo_root().join("test-output/dashboard");
     let status = Command::new("node")
