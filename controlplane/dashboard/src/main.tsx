@@ -1,7 +1,7 @@
 import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 import "./style.css";
-import { Cardinality, Compare, DataPlanes, Environment, Explore, Overview } from "./pages";
+import { Cardinality, Compare, DataPlanes, Environment, Explore, Health, Overview } from "./pages";
 import { SettingsContext } from "./settings";
 import { getTenant, setTenant } from "./api";
 
@@ -25,6 +25,7 @@ const PAGES: [string, string][] = [
   ["dataplanes", "Data planes"],
   ["explore", "Explore"],
   ["cardinality", "Cardinality"],
+  ["health", "Strata health"],
 ];
 
 function useHash(): string[] {
@@ -105,6 +106,7 @@ function App() {
         {current === "dataplanes" && <DataPlanes />}
         {current === "explore" && <Explore />}
         {current === "cardinality" && <Cardinality />}
+        {current === "health" && <Health />}
       </main>
     </SettingsContext.Provider>
   );

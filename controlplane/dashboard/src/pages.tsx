@@ -351,3 +351,90 @@ export function Cardinality() {
     </div>
   );
 }
+
+interface HealthStats {
+  leader: string | null;
+  term: number | null;
+  lag: number | null;
+  pending: number | null;
+  objstoreErrors: number | null;
+  targetsUp: number | null;
+  targets: number | null;
+  warnings: string[];
+}
+
+const first = (r: { series: Series[] }) => (r.series.length ? num(r.series[0].value) : null);
+
+/** "Strata health": the control plane's own metrics (docs/metrics.md), one page. */
+export function Health() {
+  const { data, error } = useData<HealthStats>(async () => {
+    const S = Q.health.stats;
+    const [leader, term, lag, pending, errors, up, targets] = await Promise.all(
+      [S.leader, S.term, S.lag, S.pending, S.objstoreErrors, S.targetsUp, S.targets].map((q) => queryInstant(q)),
+    );
+    return {
+      leader: leader.series.length ? leader.series.map((s) => s.metric.instance ?? "?").join(", ") : null,
+      term: first(term),
+      lag: first(lag),
+      pending: first(pending),
+      objstoreErrors: first(errors),
+      targetsUp: first(up),
+      targets: first(targets),
+      warnings: [leader, term, lag, pending, errors, up, targets].flatMap((r) => r.warnings),
+    };
+  }, []);
+  const show = (v: number | null, fmt = (x: number) => formatValue(x)) => (v === null ? "–" : fmt(v));
+  const targetsOk = data && data.targets !== null && data.targetsUp === data.targets;
+  return (
+    <div>
+      <h2>Strata health</h2>
+      <Status
+        error={error}
+        warnings={data?.warnings}
+        empty={data !== null && data.targets === null && data.term === null}
+      />
+      {data && data.targets === null && data.term === null && (
+        <div className="state">
+          No self-metrics: Strata's own /metrics are not collected into this tenant (docs/operations.md#self-monitoring).
+        </div>
+      )}
+      <div className="cards" data-testid="health-stats">
+        <div className="card" data-testid="health-leader">
+          <div className="card-head">
+            <span className={data?.leader ? "dot up" : "dot down"} />
+            <strong>Raft</strong>
+          </div>
+          <dl>
+            <dt>Leader</dt>
+            <dd data-testid="health-leader-instance">{data?.leader ?? "none"}</dd>
+            <dt>Term</dt>
+            <dd data-testid="health-term">{show(data?.term ?? null, (x) => x.toFixed(0))}</dd>
+            <dt>Apply lag</dt>
+            <dd>{show(data?.lag ?? null, (x) => `${x.toFixed(0)} entries`)}</dd>
+          </dl>
+        </div>
+        <div className="card">
+          <div className="card-head">
+            <span className={targetsOk ? "dot up" : "dot down"} />
+            <strong>Components</strong>
+          </div>
+          <dl>
+            <dt>Scraped up</dt>
+            <dd data-testid="health-targets">
+              {data?.targets === null || !data ? "–" : `${show(data.targetsUp, (x) => x.toFixed(0))} / ${data.targets.toFixed(0)}`}
+            </dd>
+            <dt>Blocks pending upload</dt>
+            <dd>{show(data?.pending ?? null, (x) => x.toFixed(0))}</dd>
+            <dt>Object-storage errors (15m)</dt>
+            <dd data-testid="health-objstore-errors">{show(data?.objstoreErrors ?? null, (x) => x.toFixed(0))}</dd>
+          </dl>
+        </div>
+      </div>
+      <div className="grid" data-testid="health-panels">
+        {Q.health.panels.map((p) => (
+          <Chart key={p.title} title={p.title} queries={p.queries} unit={p.unit} />
+        ))}
+      </div>
+    </div>
+  );
+}

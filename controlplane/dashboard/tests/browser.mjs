@@ -1,6 +1,6 @@
 // Drives headless Chromium against a running querier with data from three
 // environments: overview, environment switch, compare, data planes,
-// explore (incl. an inline error) and cardinality. Screenshots go to OUT_DIR.
+// explore (incl. an inline error), cardinality and Strata health. Screenshots go to OUT_DIR.
 //
 //   node tests/browser.mjs http://127.0.0.1:9090 ./test-output/dashboard
 import { chromium } from "playwright-core";
@@ -115,6 +115,35 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=card-metrics] tr").length >= 3, null, T);
   await shot("cardinality");
   step("cardinality lists the top metrics");
+
+  // Strata health: the control plane's own metrics (the demo's self-monitoring agent).
+  await page.goto(`${base}/#/health`);
+  await page.waitForFunction(
+    () => {
+      const leader = document.querySelector("[data-testid=health-leader-instance]")?.textContent ?? "";
+      const term = Number(document.querySelector("[data-testid=health-term]")?.textContent);
+      return leader !== "" && leader !== "none" && term >= 1;
+    },
+    null,
+    T,
+  );
+  // Every ingester, the store, the compactor and the querier scraped and up.
+  await page.waitForFunction(
+    () => /^(\d+) \/ \1$/.test(document.querySelector("[data-testid=health-targets]")?.textContent ?? "")
+      && Number(document.querySelector("[data-testid=health-targets]").textContent.split(" / ")[1]) >= 6,
+    null,
+    T,
+  );
+  // Every chart but "rejected samples" has data in a healthy demo (rejections may be none).
+  await page.waitForFunction(
+    () => document.querySelectorAll("[data-testid=health-panels] [data-testid=plot]").length >= 7,
+    null,
+    T,
+  );
+  const leader = await page.textContent("[data-testid=health-leader-instance]");
+  const targets = await page.textContent("[data-testid=health-targets]");
+  await shot("health");
+  step(`Strata health: leader ${leader}, targets up ${targets}, charts drawn`);
 
   if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
   console.log(`ok: screenshots in ${outDir}`);
