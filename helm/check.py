@@ -63,6 +63,7 @@ CASES = {
         "objstore.type=filesystem",
         "objstore.filesystem.existingClaim=strata-blocks",
         "compactor.retention=30d",
+        "compactor.retentionSize=500GB",
     ],
     "no compactor": AUTH + ["compactor.enabled=false"],
     "ingress with TLS, autoscaled store and querier": AUTH + [

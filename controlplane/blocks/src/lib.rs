@@ -29,7 +29,7 @@ pub use local_block::{
     LocalBlock, UploadOptions, UploadStats, upload_local_block, write_local_block, write_local_files,
 };
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_array::types::Int32Type;
@@ -498,6 +498,28 @@ pub async fn list_meta_paths(store: &dyn ObjectStore, tenant: Option<&str>) -> R
         .filter(|o| o.location.filename() == Some("meta.json") && !marked.contains(&dir(&o.location)))
         .map(|o| o.location)
         .collect())
+}
+
+/// Bytes in object storage of each visible block (not marked for
+/// deletion), by `(tenant, block id)`: every object under the block's
+/// directory, from one LIST of the bucket.
+pub async fn visible_block_bytes(store: &dyn ObjectStore) -> Result<BTreeMap<(String, String), u64>, BlockError> {
+    use futures::TryStreamExt;
+    let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await?;
+    let block_of = |p: &Path| -> Option<(String, String)> {
+        let mut parts = p.as_ref().splitn(3, '/');
+        let (tenant, id, _file) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((tenant.to_string(), id.to_string()))
+    };
+    let marked: BTreeSet<(String, String)> =
+        objects.iter().filter(|o| o.location.filename() == Some(DELETION_MARK)).filter_map(|o| block_of(&o.location)).collect();
+    let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for o in &objects {
+        if let Some(b) = block_of(&o.location).filter(|b| !marked.contains(b)) {
+            *out.entry(b).or_default() += o.size;
+        }
+    }
+    Ok(out)
 }
 
 /// Reads one block's `meta.json`.

@@ -37,7 +37,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strata_blocks::{
     BlockError, BlockMeta, BucketConfig, Compaction, SeriesData, block_id, delete_block, list_blocks,
-    list_deletion_marks, mark_for_deletion, read_block, upload_block_as,
+    list_deletion_marks, mark_for_deletion, read_block, upload_block_as, visible_block_bytes,
 };
 use strata_model::Labels;
 
@@ -52,6 +52,10 @@ pub struct Plan {
     pub retention_ms: i64,
     /// Marked blocks are deleted this long after being marked.
     pub delete_delay_ms: i64,
+    /// Most bytes the visible blocks may take; beyond it the oldest blocks
+    /// are marked for deletion (Prometheus' `--storage.tsdb.retention.size`).
+    /// 0 keeps everything.
+    pub retention_bytes: u64,
 }
 
 /// What one pass did.
@@ -65,6 +69,8 @@ pub struct Report {
     pub deleted: usize,
     /// Blocks visible after the pass.
     pub blocks: usize,
+    /// Bytes of the blocks kept after retention (before this pass's compaction).
+    pub bytes: u64,
 }
 
 /// Id of a compacted block: the range's id plus a hash of its level-1 sources.
@@ -144,6 +150,38 @@ pub async fn compact_once(store: &dyn ObjectStore, plan: &Plan, now_ms: i64) -> 
         report.marked += 1;
     }
 
+    // 2b. Size retention: keep the newest blocks that fit, mark the rest.
+    let sizes = visible_block_bytes(store).await?;
+    let size_of = |m: &BlockMeta| sizes.get(&(m.strata.tenant.clone(), m.ulid.clone())).copied().unwrap_or(0);
+    report.bytes = visible.iter().map(size_of).sum();
+    if plan.retention_bytes > 0 && report.bytes > plan.retention_bytes {
+        let mut newest_first: Vec<usize> = (0..visible.len()).collect();
+        newest_first.sort_by(|&a, &b| {
+            let (a, b) = (&visible[a], &visible[b]);
+            (b.max_time, b.min_time, &b.ulid).cmp(&(a.max_time, a.min_time, &a.ulid))
+        });
+        let mut kept = 0u64;
+        let mut over = BTreeSet::new();
+        for i in newest_first {
+            let size = size_of(&visible[i]);
+            if !over.is_empty() || kept + size > plan.retention_bytes {
+                over.insert(i);
+            } else {
+                kept += size;
+            }
+        }
+        for &i in over.iter().rev() {
+            let m = visible.remove(i);
+            tracing::info!(
+                block = %m.ulid, tenant = %m.strata.tenant, bytes = size_of(&m), limit = plan.retention_bytes,
+                "past size retention: marked for deletion"
+            );
+            mark_for_deletion(store, &m.strata.tenant, &m.ulid, now_ms, "size retention").await?;
+            report.marked += 1;
+        }
+        report.bytes = kept;
+    }
+
     // 3. Compaction of complete windows.
     let mut windows: BTreeMap<(String, String, i64), Vec<&BlockMeta>> = BTreeMap::new();
     for m in &visible {
@@ -215,6 +253,8 @@ pub struct CompactorConfig {
     pub delay: Duration,
     /// Zero keeps data forever.
     pub retention: Duration,
+    /// Most bytes of blocks to keep (oldest deleted first); zero: no limit.
+    pub retention_size: u64,
     pub delete_delay: Duration,
     /// One pass, then exit (for cron jobs and tests).
     pub once: bool,
@@ -230,6 +270,7 @@ struct Metrics {
     marked: Counter,
     deleted: Counter,
     blocks: Gauge,
+    bytes: Gauge,
     last_success: Gauge<f64, AtomicU64>,
     http: strata_server::HttpMetrics,
 }
@@ -245,6 +286,7 @@ impl Metrics {
             marked: Counter::default(),
             deleted: Counter::default(),
             blocks: Gauge::default(),
+            bytes: Gauge::default(),
             last_success: Gauge::default(),
             http: strata_server::HttpMetrics::global(),
         };
@@ -255,12 +297,38 @@ impl Metrics {
         r.register("blocks_deleted", "Blocks deleted after the delete delay", m.deleted.clone());
         r.register("blocks", "Blocks visible in the bucket after the last pass", m.blocks.clone());
         r.register(
+            "block_bytes",
+            "Bytes of the blocks kept by the last pass's retention (before its compaction)",
+            m.bytes.clone(),
+        );
+        r.register(
             "last_success_timestamp_seconds",
             "When the last pass succeeded (Unix time)",
             m.last_success.clone(),
         );
         Metrics { registry: r, ..m }
     }
+}
+
+/// A byte size as Prometheus' `--storage.tsdb.retention.size` takes it:
+/// a whole number, optionally with `B`, `KB`, `MB`, `GB`, `TB`, `PB`, `EB`
+/// (powers of 1024, as Prometheus) or `KiB`… `EiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size: want a whole number of bytes, e.g. 512MB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KB" | "KiB" => 10,
+        "MB" | "MiB" => 20,
+        "GB" | "GiB" => 30,
+        "TB" | "TiB" => 40,
+        "PB" | "PiB" => 50,
+        "EB" | "EiB" => 60,
+        u => return Err(format!("{text:?}: unknown unit {u:?} (B, KB, MB, GB, TB, PB, EB)")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} does not fit in 64 bits"))
 }
 
 fn now_ms() -> i64 {
@@ -293,6 +361,7 @@ pub async fn run(
         delay_ms: ms(cfg.delay),
         retention_ms: ms(cfg.retention),
         delete_delay_ms: ms(cfg.delete_delay),
+        retention_bytes: cfg.retention_size,
     };
     let m = Arc::new(Metrics::new());
     let pass = move |m: Arc<Metrics>, store: Arc<dyn ObjectStore>| async move {
@@ -306,6 +375,7 @@ pub async fn run(
                 m.marked.inc_by(r.marked as u64);
                 m.deleted.inc_by(r.deleted as u64);
                 m.blocks.set(r.blocks as i64);
+                m.bytes.set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
                 m.last_success.set(now_ms() as f64 / 1000.0);
                 tracing::info!(
                     written = r.compacted.len(),
@@ -366,7 +436,7 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn plan() -> Plan {
-        Plan { range_ms: 10 * MIN, delay_ms: MIN, retention_ms: 0, delete_delay_ms: 5 * MIN }
+        Plan { range_ms: 10 * MIN, delay_ms: MIN, retention_ms: 0, delete_delay_ms: 5 * MIN, retention_bytes: 0 }
     }
 
     fn series(name: &str, env: &str, samples: Vec<(i64, f64)>) -> SeriesData {
@@ -486,11 +556,62 @@ mod tests {
         let store = InMemory::new();
         let t0 = 100 * 10 * MIN;
         minute_blocks(&store, "t", t0, 3).await;
-        let p = Plan { retention_ms: 60 * MIN, range_ms: 10 * MIN, delay_ms: 100 * MIN, delete_delay_ms: 0 };
+        let p = Plan { retention_ms: 60 * MIN, range_ms: 10 * MIN, delay_ms: 100 * MIN, delete_delay_ms: 0, retention_bytes: 0 };
         // At t0+62m the first two blocks (ending t0+1m, t0+2m) are past 60 minutes.
         let r = compact_once(&store, &p, t0 + 62 * MIN).await.unwrap();
         assert_eq!((r.marked, r.deleted, r.blocks), (2, 2, 1));
         let left = list_blocks(&store).await.unwrap();
         assert_eq!((left.len(), left[0].min_time), (1, t0 + 2 * MIN));
+    }
+
+    #[test]
+    fn sizes_parse_as_prometheus_reads_them() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("512MB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1TB"), Ok(1 << 40));
+        assert!(parse_size("1.5GB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("GB").unwrap_err().contains("not a size"));
+        assert!(parse_size("10QB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("20EB").unwrap_err().contains("64 bits"));
+    }
+
+    #[tokio::test]
+    async fn size_retention_deletes_the_oldest_blocks_until_the_rest_fits() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        minute_blocks(&store, "a", t0, 4).await;
+        minute_blocks(&store, "b", t0 + 2 * MIN, 3).await;
+        let sizes = visible_block_bytes(&store).await.unwrap();
+        assert_eq!(sizes.len(), 7);
+        let metas = list_blocks(&store).await.unwrap();
+        let size = |tenant: &str, k: i64| {
+            let m = metas.iter().find(|m| m.strata.tenant == tenant && m.min_time == t0 + k * MIN).unwrap();
+            sizes[&(tenant.to_string(), m.ulid.clone())]
+        };
+        let total: u64 = sizes.values().sum();
+        // Room for all but the two oldest blocks (a's minutes 0 and 1): the
+        // newest five (a: 2, 3; b: 2, 3, 4) fit exactly.
+        let limit = total - size("a", 0) - size("a", 1);
+        let p = Plan { retention_bytes: limit, delay_ms: 1000 * MIN, ..plan() };
+        // No limit, or a limit the bucket fits in: nothing happens.
+        let r = compact_once(&store, &Plan { retention_bytes: total, ..p }, t0 + 10 * MIN).await.unwrap();
+        assert_eq!((r.marked, r.blocks, r.bytes), (0, 7, total));
+        let r = compact_once(&store, &p, t0 + 10 * MIN).await.unwrap();
+        assert_eq!((r.marked, r.blocks, r.bytes), (2, 5, limit));
+        let left: Vec<(String, i64)> =
+            list_blocks(&store).await.unwrap().into_iter().map(|m| (m.strata.tenant, (m.min_time - t0) / MIN)).collect();
+        assert!(!left.contains(&("a".into(), 0)) && !left.contains(&("a".into(), 1)), "{left:?}");
+        assert_eq!(left.len(), 5);
+        // The marked blocks leave the size count at once and are deleted after the delay.
+        assert_eq!(visible_block_bytes(&store).await.unwrap().values().sum::<u64>(), limit);
+        let r = compact_once(&store, &p, t0 + 16 * MIN).await.unwrap();
+        assert_eq!((r.marked, r.deleted, r.blocks), (0, 2, 5));
+        // One byte less than the five: the oldest of them goes too (newest kept first).
+        let r = compact_once(&store, &Plan { retention_bytes: limit - 1, ..p }, t0 + 16 * MIN).await.unwrap();
+        assert_eq!((r.marked, r.blocks), (1, 4));
+        let ends: Vec<i64> = list_blocks(&store).await.unwrap().into_iter().map(|m| (m.max_time - t0) / MIN).collect();
+        assert_eq!(ends.iter().filter(|&&e| e == 3).count(), 1, "one of the two oldest (ending t0+3m) went: {ends:?}");
     }
 }

@@ -388,14 +388,10 @@ export function Health() {
   return (
     <div>
       <h2>Strata health</h2>
-      <Status
-        error={error}
-        warnings={data?.warnings}
-        empty={data !== null && data.targets === null && data.term === null}
-      />
+      <Status error={error} warnings={data?.warnings} />
       {data && data.targets === null && data.term === null && (
         <div className="state">
-          No self-metrics: Strata's own /metrics are not collected into this tenant (docs/operations.md#self-monitoring).
+          No self-metrics: Strata's own /metrics are not collected into this tenant (an agent scraping the control plane: docs/operations.md).
         </div>
       )}
       <div className="cards" data-testid="health-stats">

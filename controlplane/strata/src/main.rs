@@ -345,6 +345,11 @@ struct CompactArgs {
     /// Delete data older than this (0s: keep everything).
     #[arg(long = "retention", default_value = "0s", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// Most bytes of blocks to keep in the bucket; beyond it the oldest blocks are deleted first
+    /// (as Prometheus' --storage.tsdb.retention.size: bytes, or with B, KB, MB, GB, TB, PB, powers
+    /// of 1024; KiB… accepted too). 0: no limit.
+    #[arg(long = "retention.size", default_value = "0", value_parser = strata_compactor::parse_size)]
+    retention_size: u64,
     /// Run one pass and exit.
     #[arg(long = "once", default_value_t = false)]
     once: bool,
@@ -481,6 +486,7 @@ fn main() -> anyhow::Result<()> {
                 range: a.range,
                 delay: a.delay,
                 retention: a.retention,
+                retention_size: a.retention_size,
                 delete_delay: a.delete_delay,
                 once: a.once,
                 http: http_config(a.http)?,
