@@ -511,8 +511,11 @@ pub async fn visible_block_bytes(store: &dyn ObjectStore) -> Result<BTreeMap<(St
         let (tenant, id, _file) = (parts.next()?, parts.next()?, parts.next()?);
         Some((tenant.to_string(), id.to_string()))
     };
-    let marked: BTreeSet<(String, String)> =
-        objects.iter().filter(|o| o.location.filename() == Some(DELETION_MARK)).filter_map(|o| block_of(&o.location)).collect();
+    let marked: BTreeSet<(String, String)> = objects
+        .iter()
+        .filter(|o| o.location.filename() == Some(DELETION_MARK))
+        .filter_map(|o| block_of(&o.location))
+        .collect();
     let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
     for o in &objects {
         if let Some(b) = block_of(&o.location).filter(|b| !marked.contains(b)) {

@@ -317,7 +317,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size: want a whole number of bytes, e.g. 512MB"))?;
+    let n: u64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a size: want a whole number of bytes, e.g. 512MB"))?;
     let shift = match unit.trim() {
         "" | "B" => 0,
         "KB" | "KiB" => 10,
@@ -556,7 +557,13 @@ mod tests {
         let store = InMemory::new();
         let t0 = 100 * 10 * MIN;
         minute_blocks(&store, "t", t0, 3).await;
-        let p = Plan { retention_ms: 60 * MIN, range_ms: 10 * MIN, delay_ms: 100 * MIN, delete_delay_ms: 0, retention_bytes: 0 };
+        let p = Plan {
+            retention_ms: 60 * MIN,
+            range_ms: 10 * MIN,
+            delay_ms: 100 * MIN,
+            delete_delay_ms: 0,
+            retention_bytes: 0,
+        };
         // At t0+62m the first two blocks (ending t0+1m, t0+2m) are past 60 minutes.
         let r = compact_once(&store, &p, t0 + 62 * MIN).await.unwrap();
         assert_eq!((r.marked, r.deleted, r.blocks), (2, 2, 1));
@@ -600,8 +607,12 @@ mod tests {
         assert_eq!((r.marked, r.blocks, r.bytes), (0, 7, total));
         let r = compact_once(&store, &p, t0 + 10 * MIN).await.unwrap();
         assert_eq!((r.marked, r.blocks, r.bytes), (2, 5, limit));
-        let left: Vec<(String, i64)> =
-            list_blocks(&store).await.unwrap().into_iter().map(|m| (m.strata.tenant, (m.min_time - t0) / MIN)).collect();
+        let left: Vec<(String, i64)> = list_blocks(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.strata.tenant, (m.min_time - t0) / MIN))
+            .collect();
         assert!(!left.contains(&("a".into(), 0)) && !left.contains(&("a".into(), 1)), "{left:?}");
         assert_eq!(left.len(), 5);
         // The marked blocks leave the size count at once and are deleted after the delay.

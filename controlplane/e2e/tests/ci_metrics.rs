@@ -131,7 +131,8 @@ async fn pushed_ci_results_fill_every_panel_of_the_ci_dashboard() {
         .as_array()
         .and_then(|r| {
             r.iter().max_by(|a, b| {
-                let f = |x: &serde_json::Value| x["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+                let f =
+                    |x: &serde_json::Value| x["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
                 f(a).total_cmp(&f(b))
             })
         })
