@@ -546,7 +546,7 @@ async fn scrape_once(job: &Job, target: &Target, extra: &[(String, String)], now
     let mut series = Vec::new();
     let mut metadata = Vec::new();
     let mut scraped = 0;
-    let mut seen: HashSet<Vec<(String, String)>> = HashSet::new();
+    let mut seen: HashSet<u64, foldhash::fast::FixedState> = HashSet::default();
     for f in &families {
         metadata.push(MetricMetadata {
             r#type: f.kind.to_metadata() as i32,
@@ -591,7 +591,7 @@ async fn scrape_once(job: &Job, target: &Target, extra: &[(String, String)], now
                     ));
                 }
             }
-            if !seen.insert(labels.clone()) {
+            if !seen.insert(series_hash(labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))) {
                 continue;
             }
             let ts = match (cfg.honor_timestamps, s.timestamp_ms) {
@@ -621,13 +621,28 @@ async fn scrape_once(job: &Job, target: &Target, extra: &[(String, String)], now
     Ok(Scraped { series, metadata, scraped })
 }
 
-fn key_of(t: &TimeSeries) -> Vec<(String, String)> {
-    t.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+/// A series' identity within one target's scrapes: a 64-bit hash of its
+/// sorted labels (as Prometheus' scrape cache keys staleness), so the
+/// duplicate and staleness sets hold no copies of label strings.
+fn series_hash<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::quality::FixedState::with_seed(0x5eed_5c12_a9e0_0001).build_hasher();
+    for (n, v) in labels {
+        h.write(n.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xfe);
+    }
+    h.finish()
 }
 
-fn stale(key: &[(String, String)], t: i64) -> TimeSeries {
+fn proto_hash(labels: &[Label]) -> u64 {
+    series_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+}
+
+fn stale(labels: &[Label], t: i64) -> TimeSeries {
     TimeSeries {
-        labels: to_labels(key.to_vec()),
+        labels: labels.to_vec(),
         samples: vec![Sample { value: strata_otel_prom::stale_nan(), timestamp: t }],
         ..Default::default()
     }
@@ -685,7 +700,8 @@ async fn scrape_loop(
     let start = tokio::time::Instant::now() + Duration::from_millis((first - now) as u64);
     let mut tick = tokio::time::interval_at(start, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last: HashSet<Vec<(String, String)>> = HashSet::new();
+    // The previous scrape's series (hash → labels), for staleness markers.
+    let mut last: HashMap<u64, Vec<Label>, foldhash::fast::FixedState> = HashMap::default();
     let mut last_metadata = (Vec::<MetricMetadata>::new(), 0i64);
     loop {
         tokio::select! {
@@ -699,8 +715,8 @@ async fn scrape_loop(
         let mut req = WriteRequest::default();
         let (up, scraped, post, added, current) = match result {
             Ok(s) => {
-                let current: HashSet<Vec<(String, String)>> = s.series.iter().map(key_of).collect();
-                let added = current.difference(&last).count();
+                let current: Vec<u64> = s.series.iter().map(|t| proto_hash(&t.labels)).collect();
+                let added = current.iter().filter(|h| !last.contains_key(*h)).count();
                 if s.metadata != last_metadata.0 || t - last_metadata.1 >= 60_000 {
                     req.metadata = s.metadata.clone();
                     last_metadata = (s.metadata, t);
@@ -711,24 +727,26 @@ async fn scrape_loop(
             }
             Err(e) => {
                 tracing::debug!(job = %job.cfg.job_name, url = %target.url, error = %e, "scrape failed");
-                (0.0, 0, 0, 0, HashSet::new())
+                (0.0, 0, 0, 0, Vec::new())
             }
         };
-        for gone in last.difference(&current) {
+        let present: HashSet<u64, foldhash::fast::FixedState> = current.iter().copied().collect();
+        for (_, gone) in last.iter().filter(|(h, _)| !present.contains(*h)) {
             req.timeseries.push(stale(gone, t));
         }
         for (name, v) in REPORT.iter().zip([up, took, scraped as f64, post as f64, added as f64]) {
             req.timeseries.push(report(&target, &extra, name, v, t));
         }
         match pipeline.submit_series(&req).await {
-            Ok(()) => last = current,
+            // The scraped series lead the request: keep their labels (moved, not copied).
+            Ok(()) => last = current.into_iter().zip(req.timeseries.drain(..post).map(|t| t.labels)).collect(),
             Err(e) => tracing::warn!(job = %job.cfg.job_name, url = %target.url, error = %e, "cannot queue a scrape"),
         }
     }
     // The target went away: its series and its report series end now.
     let t = now_ms();
     let mut req = WriteRequest::default();
-    req.timeseries.extend(last.iter().map(|k| stale(k, t)));
+    req.timeseries.extend(last.values().map(|k| stale(k, t)));
     for name in REPORT {
         let mut r = report(&target, &extra, name, 0.0, t);
         r.samples[0].value = strata_otel_prom::stale_nan();
