@@ -1088,6 +1088,19 @@ pub fn documented_metrics(metrics_md: &Path) -> BTreeMap<String, (String, BTreeS
     out
 }
 
+/// Runs `promtool ARGS` in `dir` (rule files are named relative to it);
+/// panics with promtool's output unless it succeeds.
+pub fn promtool_in(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("promtool").args(args).current_dir(dir).output().expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool {args:?} in {} failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

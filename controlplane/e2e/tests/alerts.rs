@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use controlplane_e2e::*;
@@ -21,13 +20,7 @@ fn rules_dir() -> PathBuf {
 }
 
 fn promtool(args: &[&str]) {
-    let out = Command::new("promtool").args(args).current_dir(rules_dir()).output().expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_in(&rules_dir(), args);
 }
 
 /// Metric names (without labels) in a Prometheus text exposition.

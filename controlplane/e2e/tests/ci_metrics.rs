@@ -21,15 +21,8 @@ fn ci_rules_are_valid_and_their_unit_tests_pass() {
     if !required("promtool", require("promtool")) {
         return;
     }
-    for args in [["check", "rules", "ci.rules.yml"], ["test", "rules", "ci.rules.test.yml"]] {
-        let out = Command::new("promtool").args(args).current_dir(example_dir()).output().expect("run promtool");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    promtool_in(&example_dir(), &["check", "rules", "ci.rules.yml"]);
+    promtool_in(&example_dir(), &["test", "rules", "ci.rules.test.yml"]);
 }
 
 fn push(gateway: &str, junit: &str) {
