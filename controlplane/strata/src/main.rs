@@ -41,6 +41,10 @@ enum Cmd {
     Store(StoreArgs),
     /// Compactor: merges small blocks into larger ones, applies retention (run one per bucket).
     Compact(CompactArgs),
+    /// Ruler: evaluates Prometheus recording and alerting rules through the query service, writes
+    /// the results back through remote write and sends alerts to Alertmanager (`strata ruler test`
+    /// runs rule unit tests as `promtool test rules`).
+    Ruler(RulerArgs),
     /// The whole stack on this machine: 3 data planes, 3 ingesters, store,
     /// querier + dashboard on :9090 and the load generator (Ctrl-C stops it).
     Demo(demo::DemoArgs),
@@ -324,6 +328,79 @@ struct StoreArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RulerArgs {
+    #[command(subcommand)]
+    cmd: Option<RulerCmd>,
+    /// Rule files (Prometheus' format; a glob) for the default tenant; repeat for more.
+    #[arg(long = "rule.files")]
+    rule_files: Vec<String>,
+    /// A directory holding one subdirectory of rule files (*.yml, *.yaml) per tenant, named as the tenant.
+    #[arg(long = "rule.tenants-dir")]
+    tenants_dir: Option<PathBuf>,
+    /// Interval of groups that set none.
+    #[arg(long = "evaluation-interval", default_value = "1m", value_parser = humantime::parse_duration)]
+    evaluation_interval: Duration,
+    /// StoreAPI gRPC endpoint (ingester or store) rules read from; repeat for each (as the querier's).
+    #[arg(long = "endpoint", default_value = "127.0.0.1:9095")]
+    endpoints: Vec<String>,
+    /// Remote write URL of the ingesters (e.g. http://ingester:9009/api/v1/write) where rule results go;
+    /// repeat for alternatives, tried in turn.
+    #[arg(long = "remote-write.url")]
+    remote_write_urls: Vec<String>,
+    /// Bearer token (a file, re-read on every write) for --remote-write.url.
+    #[arg(long = "remote-write.bearer-token-file")]
+    remote_write_bearer_token_file: Option<PathBuf>,
+    /// Alertmanager base URL (API v2 at <url>/api/v2/alerts); repeat for each.
+    #[arg(long = "alertmanager.url")]
+    alertmanager_urls: Vec<String>,
+    /// Alerts waiting for Alertmanager at most; beyond it the oldest are dropped (counted).
+    #[arg(long = "alertmanager.notification-queue-capacity", default_value_t = 10_000)]
+    notification_queue_capacity: usize,
+    /// External label k=v added to alerts and written series; repeat for each.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// URL the ruler is reached at (generator URLs of alerts, `$externalURL`).
+    #[arg(long = "web.external-url")]
+    external_url: Option<String>,
+    /// Minimum time before an alert is re-sent to Alertmanager.
+    #[arg(long = "rules.alert.resend-delay", default_value = "1m", value_parser = humantime::parse_duration)]
+    resend_delay: Duration,
+    /// Longest ruler outage over which the `for` state of alerts is restored from ALERTS_FOR_STATE.
+    #[arg(long = "rules.alert.for-outage-tolerance", default_value = "1h", value_parser = humantime::parse_duration)]
+    for_outage_tolerance: Duration,
+    /// Least time an alert with a restored `for` state waits before firing.
+    #[arg(long = "rules.alert.for-grace-period", default_value = "10m", value_parser = humantime::parse_duration)]
+    for_grace_period: Duration,
+    /// /api/v1/rules, /api/v1/alerts, /-/reload, /metrics.
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9099")]
+    web_listen: SocketAddr,
+    /// Longest one rule's query may run.
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Most samples one rule's query may load.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    max_samples: usize,
+    /// How far back an instant selector looks for the latest sample.
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = humantime::parse_duration)]
+    lookback_delta: Duration,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
+    #[command(flatten)]
+    grpc_client_tls: strata_server::grpc::GrpcClientTlsArgs,
+}
+
+#[derive(Subcommand)]
+enum RulerCmd {
+    /// Runs rule unit tests (`promtool test rules` format, output and exit codes).
+    Test {
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
 struct CompactArgs {
     /// /metrics, /-/ready, /-/healthy.
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9098")]
@@ -365,6 +442,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Querier(_) => "strata-querier",
         Cmd::Store(_) => "strata-store",
         Cmd::Compact(_) => "strata-compactor",
+        Cmd::Ruler(_) => "strata-ruler",
         _ => "strata",
     };
     // Spans are exported only when OTEL_EXPORTER_OTLP_*ENDPOINT is set
@@ -430,14 +508,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Querier(a) => {
-            let endpoints: Vec<String> = a
-                .endpoints
-                .iter()
-                .flat_map(|e| e.split(','))
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(String::from)
-                .collect();
+            let endpoints = split_endpoints(&a.endpoints);
             anyhow::ensure!(!endpoints.is_empty(), "at least one --endpoint is required");
             anyhow::ensure!(a.max_concurrency >= 1, "--query.max-concurrency must be at least 1");
             let cfg = strata_querier::QuerierConfig {
@@ -493,6 +564,55 @@ fn main() -> anyhow::Result<()> {
             };
             rt.block_on(strata_compactor::run(cfg, shutdown_signal()))?;
         }
+        Cmd::Ruler(a) => {
+            if let Some(RulerCmd::Test { files }) = a.cmd {
+                let code = strata_ruler::unit_test::run_files(&files, &mut std::io::stdout());
+                std::process::exit(code);
+            }
+            anyhow::ensure!(
+                !a.rule_files.is_empty() || a.tenants_dir.is_some(),
+                "no rules: give --rule.files GLOB or --rule.tenants-dir DIR"
+            );
+            let endpoints = split_endpoints(&a.endpoints);
+            anyhow::ensure!(!endpoints.is_empty(), "at least one --endpoint is required");
+            let mut external_labels = std::collections::BTreeMap::new();
+            for l in &a.labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: expected name=value"))?;
+                anyhow::ensure!(strata_ruler::rule_file::valid_label_name(k), "--label {l:?}: invalid label name");
+                external_labels.insert(k.to_string(), v.trim_matches('"').to_string());
+            }
+            let external_url =
+                a.external_url.unwrap_or_else(|| format!("http://{}", a.web_listen)).trim_end_matches('/').to_string();
+            let cfg = strata_ruler::RulerConfig {
+                web_listen: a.web_listen,
+                rule_files: a.rule_files,
+                tenants_dir: a.tenants_dir,
+                evaluation_interval: a.evaluation_interval,
+                remote_write_urls: a.remote_write_urls,
+                remote_write_bearer_token_file: a.remote_write_bearer_token_file,
+                alertmanager_urls: a.alertmanager_urls,
+                notification_queue_capacity: a.notification_queue_capacity,
+                options: strata_ruler::RulerOptions {
+                    external_labels,
+                    external_url,
+                    resend_delay: a.resend_delay,
+                    for_outage_tolerance: a.for_outage_tolerance,
+                    for_grace_period: a.for_grace_period,
+                },
+                query: strata_querier::QuerierConfig {
+                    endpoints,
+                    timeout: a.timeout,
+                    max_samples: a.max_samples,
+                    lookback_delta: a.lookback_delta,
+                    // A rule over a partial answer would write wrong results.
+                    partial_response: false,
+                    grpc_client_tls: a.grpc_client_tls.config(),
+                    ..Default::default()
+                },
+                http: http_config(a.http)?,
+            };
+            rt.block_on(strata_ruler::run(cfg, shutdown_signal()))?;
+        }
         Cmd::Demo(a) => rt.block_on(demo::run(a))?,
         Cmd::HashPassword { cost } => {
             let pw = secret_from_stdin("password")?;
@@ -507,6 +627,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--endpoint` values, each possibly a comma-separated list.
+fn split_endpoints(given: &[String]) -> Vec<String> {
+    given.iter().flat_map(|e| e.split(',')).map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect()
 }
 
 /// The `--web.*` server flags, checked.
