@@ -32,6 +32,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "unavailable", message: message.into() }
+    }
+
     pub fn bad_data(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::BAD_REQUEST, kind: "bad_data", message: message.into() }
     }
@@ -940,15 +944,65 @@ fn metric_type_name(t: i32) -> &'static str {
     }
 }
 
-/// Strata evaluates no rules (no ruler): Prometheus' answer for a server
-/// without rule files, so Grafana's alert list shows "none" instead of an error.
-pub async fn rules() -> Response {
-    success(r#"{"groups":[]}"#, &[])
+/// `/api/v1/rules` and `/api/v1/alerts` from the rulers given by
+/// `--ruler.url`, merged (groups or alerts of every ruler, in the order
+/// given), for the caller's tenant; with no ruler, Prometheus' answer for a
+/// server without rule files, so Grafana's alert list shows "none".
+async fn from_rulers(
+    state: &QuerierState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    path: &str,
+    key: &str,
+) -> Response {
+    if state.ruler_urls.is_empty() {
+        return success(&format!("{{\"{key}\":[]}}"), &[]);
+    }
+    let tenant = tenant(headers);
+    let mut merged: Vec<serde_json::Value> = Vec::new();
+    for base in &state.ruler_urls {
+        let mut url = format!("{}{path}", base.trim_end_matches('/'));
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(q);
+        }
+        let answer = state
+            .http
+            .get(&url)
+            .header(strata_model::tenant::TENANT_HEADER, &tenant)
+            .send()
+            .await
+            .map_err(|e| e.to_string());
+        let body: serde_json::Value = match answer {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(v) => v,
+                Err(e) => return ApiError::unavailable(format!("ruler {base}: {e}")).into_response(),
+            },
+            Ok(r) if r.status() == StatusCode::BAD_REQUEST => {
+                let text = r.text().await.unwrap_or_default();
+                let msg = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(String::from))
+                    .unwrap_or(text);
+                return ApiError::bad_data(msg).into_response();
+            }
+            Ok(r) => return ApiError::unavailable(format!("ruler {base}: HTTP {}", r.status())).into_response(),
+            Err(e) => return ApiError::unavailable(format!("ruler {base}: {e}")).into_response(),
+        };
+        if let Some(items) = body["data"][key].as_array() {
+            merged.extend(items.iter().cloned());
+        }
+    }
+    let data = serde_json::json!({ key: merged });
+    success(&data.to_string(), &[])
 }
 
-/// No rules, so no alerts.
-pub async fn alerts() -> Response {
-    success(r#"{"alerts":[]}"#, &[])
+pub async fn rules(State(state): State<Arc<QuerierState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    from_rulers(&state, &headers, q.as_deref(), "/api/v1/rules", "groups").await
+}
+
+pub async fn alerts(State(state): State<Arc<QuerierState>>, headers: HeaderMap) -> Response {
+    from_rulers(&state, &headers, None, "/api/v1/alerts", "alerts").await
 }
 
 /// `/api/v1/query_exemplars`: the exemplars the ingesters keep for the

@@ -57,6 +57,8 @@ pub struct QuerierConfig {
     pub grpc_client_tls: Option<strata_server::tls::TlsClientConfig>,
     /// Per-tenant query limits reloaded at run time (`--limits.overrides-file`).
     pub overrides_file: Option<std::path::PathBuf>,
+    /// Rulers whose `/api/v1/rules` and `/api/v1/alerts` this querier serves (`--ruler.url`).
+    pub ruler_urls: Vec<String>,
 }
 
 impl Default for QuerierConfig {
@@ -79,6 +81,7 @@ impl Default for QuerierConfig {
             http: strata_server::HttpServerConfig::default(),
             grpc_client_tls: None,
             overrides_file: None,
+            ruler_urls: Vec::new(),
         }
     }
 }
@@ -190,6 +193,10 @@ pub struct QuerierState {
     pub overrides: Arc<strata_server::reload::LiveOverrides>,
     /// Per-tenant admission (`max_concurrent_queries`).
     pub tenant_queries: query_queue::TenantQueues,
+    /// Rulers answering `/api/v1/rules` and `/api/v1/alerts`.
+    pub ruler_urls: Vec<String>,
+    /// Client of the rulers.
+    pub http: reqwest::Client,
 }
 
 impl QuerierState {
@@ -238,6 +245,8 @@ impl QuerierState {
             overrides: strata_server::reload::LiveOverrides::load(cfg.overrides_file.as_deref())
                 .map_err(fanout::FanoutError::Config)?,
             tenant_queries: query_queue::TenantQueues::default(),
+            ruler_urls: cfg.ruler_urls.clone(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default(),
         }))
     }
 }

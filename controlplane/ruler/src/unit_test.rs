@@ -104,7 +104,7 @@ pub fn run_files(files: &[PathBuf], out: &mut dyn Write) -> i32 {
                 code = 1;
                 let _ = writeln!(out, "  FAILED:");
                 for e in errs {
-                    let _ = writeln!(out, "{e}");
+                    let _ = writeln!(out, "{e}\n");
                 }
             }
         }
@@ -113,31 +113,27 @@ pub fn run_files(files: &[PathBuf], out: &mut dyn Write) -> i32 {
     code
 }
 
-/// Go's `time.Duration.String()`.
-pub fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis() as u64;
+/// Prometheus' `model.Duration` as text (`4m`, `1h30m`, `1d`, `500ms`).
+pub fn prom_duration(d: Duration) -> String {
+    let mut ms = d.as_millis() as u64;
     if ms == 0 {
         return "0s".into();
     }
-    let (h, m, s, frac) = (ms / 3_600_000, (ms / 60_000) % 60, (ms / 1000) % 60, ms % 1000);
     let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    if frac > 0 {
-        let mut f = format!("{frac:03}");
-        while f.ends_with('0') {
-            f.pop();
+    for (unit, size) in [
+        ("y", 31_536_000_000u64),
+        ("w", 604_800_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        let n = ms / size;
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+            ms -= n * size;
         }
-        out.push_str(&format!("{s}.{f}s"));
-    } else {
-        out.push_str(&format!("{s}s"));
     }
     out
 }
@@ -232,10 +228,7 @@ fn run_file(path: &Path) -> Result<Vec<String>, Vec<String>> {
             return Err(vec![format!("  {}: no such file", full.display())]);
         }
         for f in matched {
-            groups.extend(
-                rule_file::load(&f, eval_interval)
-                    .map_err(|errs| errs.into_iter().map(|e| format!("  {e}")).collect::<Vec<_>>())?,
-            );
+            groups.extend(rule_file::load(&f, eval_interval).map_err(|errs| errs)?);
         }
     }
     if !tf.group_eval_order.is_empty() {
@@ -440,7 +433,7 @@ fn run_test(t: &TestGroup, groups: &[rule_file::Group], eval_interval: Duration)
                 errs.push(format!(
                     "    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
                     test.alertname,
-                    go_duration(Duration::from_millis(at as u64)),
+                    prom_duration(Duration::from_millis(at as u64)),
                     indent(&show(&exp), "            "),
                     indent(&show(&got), "            ")
                 ));
@@ -451,7 +444,7 @@ fn run_test(t: &TestGroup, groups: &[rule_file::Group], eval_interval: Duration)
     let storage = store.storage();
     for p in &t.promql_expr_test {
         let at = parse_duration(&p.eval_time)?.as_millis() as i64;
-        let when = go_duration(Duration::from_millis(at as u64));
+        let when = prom_duration(Duration::from_millis(at as u64));
         let mut got = match instant(&engine, &storage, &p.expr, at) {
             Ok(g) => g,
             Err(e) => {
@@ -515,10 +508,10 @@ mod tests {
     }
 
     #[test]
-    fn durations_print_as_go() {
-        assert_eq!(go_duration(Duration::from_secs(600)), "10m0s");
-        assert_eq!(go_duration(Duration::from_secs(3725)), "1h2m5s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(go_duration(Duration::ZERO), "0s");
+    fn durations_print_as_prometheus() {
+        assert_eq!(prom_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(prom_duration(Duration::from_secs(3725)), "1h2m5s");
+        assert_eq!(prom_duration(Duration::from_millis(1500)), "1s500ms");
+        assert_eq!(prom_duration(Duration::ZERO), "0s");
     }
 }

@@ -132,6 +132,9 @@ struct QuerierArgs {
     /// The blocks bucket, for SQL (same flags as the ingesters and stores).
     #[command(flatten)]
     objstore: ObjstoreArgs,
+    /// A `strata ruler` whose rules and alerts /api/v1/rules and /api/v1/alerts serve; repeat for each.
+    #[arg(long = "ruler.url")]
+    ruler_urls: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -528,6 +531,7 @@ fn main() -> anyhow::Result<()> {
                 http: http_config(a.http)?,
                 grpc_client_tls: a.grpc_client_tls.config(),
                 overrides_file: a.overrides_file,
+                ruler_urls: a.ruler_urls,
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;

@@ -252,9 +252,14 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub async fn start(dir: &Path, port: u16) -> Prometheus {
+        Prometheus::start_with_config(dir, port, "global:\n  scrape_interval: 15s\n").await
+    }
+
+    /// [`Prometheus::start`] with `config` as its prometheus.yml (rule files, alerting, …).
+    pub async fn start_with_config(dir: &Path, port: u16, config: &str) -> Prometheus {
         let data = dir.join("prometheus-data");
         let cfg = dir.join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").expect("write prometheus.yml");
+        std::fs::write(&cfg, config).expect("write prometheus.yml");
         let args = vec![
             format!("--config.file={}", cfg.display()),
             format!("--storage.tsdb.path={}", data.display()),
