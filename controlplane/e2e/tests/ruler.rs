@@ -280,7 +280,7 @@ fn data_fraction(rules: &Path) -> i64 {
     let file = rules.display().to_string();
     let fracs: Vec<i64> = ["red", "alerts"]
         .iter()
-        .map(|g| (strata_ruler::group::eval_timestamp(&file, g, INTERVAL, 0).rem_euclid(1_000_000_000) / 1_000_000))
+        .map(|g| strata_ruler::group::eval_timestamp(&file, g, INTERVAL, 0).rem_euclid(1_000_000_000) / 1_000_000)
         .collect();
     [100, 350, 600, 850].into_iter().find(|f: &i64| fracs.iter().all(|g| (g - f).abs() > 20)).unwrap_or(475)
 }
