@@ -91,8 +91,9 @@ struct ExpSample {
 }
 
 /// Runs every file, printing as promtool does; the exit code (0: all
-/// passed, 1: a test failed or a file could not be read).
-pub fn run_files(files: &[PathBuf], out: &mut dyn Write) -> i32 {
+/// passed, 1: a test failed or a file could not be read). As promtool,
+/// failures go to `err`, the rest to `out`.
+pub fn run_files(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let mut code = 0;
     for f in files {
         let _ = writeln!(out, "Unit Testing:  {}", f.display());
@@ -102,9 +103,9 @@ pub fn run_files(files: &[PathBuf], out: &mut dyn Write) -> i32 {
             }
             Ok(errs) | Err(errs) => {
                 code = 1;
-                let _ = writeln!(out, "  FAILED:");
+                let _ = writeln!(err, "  FAILED:");
                 for e in errs {
-                    let _ = writeln!(out, "{e}\n");
+                    let _ = writeln!(err, "{e}\n");
                 }
             }
         }

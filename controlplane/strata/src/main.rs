@@ -570,7 +570,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ruler(a) => {
             if let Some(RulerCmd::Test { files }) = a.cmd {
-                let code = strata_ruler::unit_test::run_files(&files, &mut std::io::stdout());
+                let code = strata_ruler::unit_test::run_files(&files, &mut std::io::stdout(), &mut std::io::stderr());
                 std::process::exit(code);
             }
             anyhow::ensure!(
