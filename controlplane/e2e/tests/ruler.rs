@@ -311,7 +311,7 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
     let frac = data_fraction(&rules);
     let s = (now_ms() / 1000) * 1000 + frac;
     let start = s - 600_000;
-    let series = data(start, 750, s + 40_000, (s + 30_000, s + 70_000));
+    let series = data(start, 750, s + 10_000, (s + 30_000, s + 70_000));
     let client = reqwest::Client::new();
     write_series(&client, &node.write_url(), &series).await;
     write_series(&client, &prom.write_url(), &series).await;
@@ -338,7 +338,7 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
     let ruler_base = format!("http://127.0.0.1:{p1}");
     let mut same = false;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
+    for _ in 0..20 {
         ours = alerts(&ruler_base).await;
         theirs = alerts(&prom.base()).await;
         same = ours.len() == theirs.len()
