@@ -319,7 +319,7 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
     let (hook_port, hooks) = webhook().await;
     let am = start_alertmanager(dir.path(), hook_port).await;
     let am_url = format!("--alertmanager.url=http://127.0.0.1:{}", am.port);
-    let (_r1, p1) = start_ruler(dir.path(), "ruler-1", &rules, node, &[am_url.clone()]);
+    let (_r1, p1) = start_ruler(dir.path(), "ruler-1", &rules, node, std::slice::from_ref(&am_url));
     let (_r2, p2) = start_ruler(dir.path(), "ruler-2", &rules, node, &[am_url]);
     for p in [p1, p2] {
         wait_ready(&format!("http://127.0.0.1:{p}/-/ready"), Duration::from_secs(30)).await;

@@ -41,9 +41,9 @@ pub fn http_access(method: &axum::http::Method, path: &str) -> strata_server::Ac
     }
 }
 
-fn tenant(headers: &HeaderMap) -> Result<String, Response> {
+fn tenant(headers: &HeaderMap) -> Result<String, Box<Response>> {
     strata_model::tenant::tenant_from_header(headers.get(strata_model::tenant::TENANT_HEADER).map(|v| v.as_bytes()))
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_data", &e))
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "bad_data", &e)))
 }
 
 fn error(status: StatusCode, kind: &str, msg: &str) -> Response {
@@ -132,7 +132,7 @@ fn rule_json(r: &RuleState, with_alerts: bool) -> Value {
 async fn rules(State(m): State<Arc<Manager>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let p = params(q.as_deref());
     let kind = p.get("type").and_then(|v| v.first()).map(|s| s.to_lowercase());
@@ -194,7 +194,7 @@ fn group_json(g: &GroupRuntime, alerts: bool, records: bool, names: &[String], w
 async fn alerts(State(m): State<Arc<Manager>>, headers: HeaderMap) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut out = Vec::new();
     for g in m.groups_of(&tenant) {

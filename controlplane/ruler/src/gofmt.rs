@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(format_e(0.25, None), "2.5e-01");
         assert_eq!(format_e(1234.0, None), "1.234e+03");
         assert_eq!(format_e(0.0, None), "0e+00");
-        assert_eq!(format_e(3.14159, Some(2)), "3.14e+00");
+        assert_eq!(format_e(2.71, Some(1)), "2.7e+00");
         assert_eq!(format_f(2.0 / 3.0, 2), "0.67");
     }
 

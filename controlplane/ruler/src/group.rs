@@ -330,7 +330,8 @@ pub async fn restore(g: &GroupRuntime, svc: &Services, ts: i64) {
         Err(_) => return,
     };
     let tolerance = svc.options.for_outage_tolerance;
-    let mut found: Vec<(usize, Vec<(LabelSet, i64, f64)>)> = Vec::new();
+    type LastSamples = Vec<(LabelSet, i64, f64)>;
+    let mut found: Vec<(usize, LastSamples)> = Vec::new();
     for (i, name) in names {
         let q = format!(
             "ALERTS_FOR_STATE{{alertname=\"{}\"}}[{}ms]",
@@ -351,7 +352,7 @@ pub async fn restore(g: &GroupRuntime, svc: &Services, ts: i64) {
                     .find(|(l, _, _)| {
                         let mut l = l.clone();
                         l.remove("__name__");
-                        l.retain(|k, v| labels.get(k) == Some(v) || !(external.get(k) == Some(v)));
+                        l.retain(|k, v| labels.get(k) == Some(v) || external.get(k) != Some(v));
                         &l == labels
                     })
                     .map(|(_, t, v)| (*t, *v))

@@ -233,7 +233,7 @@ fn run_file(path: &Path) -> Result<Vec<String>, Vec<String>> {
             return Err(vec![format!("  {}: no such file", full.display())]);
         }
         for f in matched {
-            groups.extend(rule_file::load(&f, eval_interval).map_err(|errs| errs)?);
+            groups.extend(rule_file::load(&f, eval_interval)?);
         }
     }
     if !tf.group_eval_order.is_empty() {
@@ -261,8 +261,10 @@ fn run_file(path: &Path) -> Result<Vec<String>, Vec<String>> {
     Ok(errs)
 }
 
+type SeriesKey = Vec<(String, String)>;
+
 struct Store {
-    series: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>,
+    series: BTreeMap<SeriesKey, Vec<(i64, f64)>>,
 }
 
 impl Store {
