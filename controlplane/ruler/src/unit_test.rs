@@ -103,13 +103,12 @@ pub fn run_files(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) ->
             }
             Ok(errs) | Err(errs) => {
                 code = 1;
-                // promtool's layout: the failures on standard error, two
-                // more blank lines on standard output.
-                let _ = writeln!(out);
-                let _ = writeln!(out);
+                // promtool's layout: the failures on standard error, a
+                // blank line on standard output after each.
                 let _ = writeln!(err, "  FAILED:");
                 for e in errs {
-                    let _ = writeln!(err, "{e}\n");
+                    let _ = writeln!(err, "{e}");
+                    let _ = writeln!(out);
                 }
             }
         }
