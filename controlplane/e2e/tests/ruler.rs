@@ -345,7 +345,13 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
             && ours
                 .iter()
                 .zip(&theirs)
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3 && close(a.4, b.4));
+                // ErrorRatio is active from the start: its activeAt is when each
+                // system first evaluated it. HighTemperature became active
+                // after both had started.
+                .all(|(a, b)| {
+                    let same_since = a.3 == b.3 || !a.0.contains("HighTemperature");
+                    a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && same_since && close(a.4, b.4)
+                });
         if same {
             break;
         }
@@ -363,7 +369,9 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
     let recorded_prom = raw(&prom.base(), "{__name__=~\"env:.+\"}", "3m", "anonymous").await;
     assert_eq!(recorded_strata.len(), 5, "{recorded_strata:?}");
     assert_same_series("recording rules", &recorded_strata, &recorded_prom, 20);
-    for name in ["ALERTS", "ALERTS_FOR_STATE"] {
+    // ALERTS_FOR_STATE holds activeAt: compared for the alert that became
+    // active after both systems started.
+    for name in ["ALERTS", "ALERTS_FOR_STATE{alertname=\"HighTemperature\"}"] {
         let ours = raw(&querier.base(), name, "3m", "anonymous").await;
         let theirs = raw(&prom.base(), name, "3m", "anonymous").await;
         assert!(ours.keys().any(|k| k.contains("HighTemperature")), "{name}: {ours:?}");
