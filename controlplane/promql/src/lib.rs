@@ -28,6 +28,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use functions::civil_from_days;
 pub use histogram::FloatHistogram;
 pub use labels::Labels;
 pub use promql_parser::label::{MatchOp, Matcher};
