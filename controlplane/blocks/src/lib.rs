@@ -472,6 +472,15 @@ fn u32_column(b: &RecordBatch, name: &str) -> Result<UInt32Array, BlockError> {
         .ok_or_else(|| BlockError::Invalid(format!("column {name} is not u32")))
 }
 
+/// The objects under tenants' directories (not under reserved ones such as
+/// the ruler's rule groups).
+fn tenant_objects(objects: Vec<object_store::ObjectMeta>) -> Vec<object_store::ObjectMeta> {
+    objects
+        .into_iter()
+        .filter(|o| o.location.parts().next().is_some_and(|t| strata_model::tenant::is_tenant_dir(t.as_ref())))
+        .collect()
+}
+
 /// Lists the `meta.json` of every block in the store, except blocks marked
 /// for deletion (`deletion-mark.json`: replaced by a compacted block, or
 /// past retention).
@@ -490,6 +499,7 @@ pub async fn list_meta_paths(store: &dyn ObjectStore, tenant: Option<&str>) -> R
     use futures::TryStreamExt;
     let prefix = tenant.map(Path::from);
     let objects: Vec<object_store::ObjectMeta> = store.list(prefix.as_ref()).try_collect().await?;
+    let objects = tenant_objects(objects);
     let dir = |p: &Path| p.as_ref().rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
     let marked: BTreeSet<String> =
         objects.iter().filter(|o| o.location.filename() == Some(DELETION_MARK)).map(|o| dir(&o.location)).collect();
@@ -506,6 +516,7 @@ pub async fn list_meta_paths(store: &dyn ObjectStore, tenant: Option<&str>) -> R
 pub async fn visible_block_bytes(store: &dyn ObjectStore) -> Result<BTreeMap<(String, String), u64>, BlockError> {
     use futures::TryStreamExt;
     let objects: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await?;
+    let objects = tenant_objects(objects);
     let block_of = |p: &Path| -> Option<(String, String)> {
         let mut parts = p.as_ref().splitn(3, '/');
         let (tenant, id, _file) = (parts.next()?, parts.next()?, parts.next()?);

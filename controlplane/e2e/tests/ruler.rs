@@ -3,7 +3,8 @@
 //! Strata (two ruler replicas writing back into the ingesters), recording
 //! series, `ALERTS` and `/api/v1/alerts` compared; Debian's Alertmanager
 //! with a webhook receiver run by the test; the `for` state across a ruler
-//! restart; `strata ruler test` against `promtool test rules`.
+//! restart; `strata ruler test` against `promtool test rules`; the
+//! Cortex/Mimir rule configuration API with two replicas and two tenants.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -268,6 +269,7 @@ fn start_ruler(dir: &Path, name: &str, rules: &Path, node: &Node, extra: &[Strin
         format!("--remote-write.url={}", node.write_url()),
         format!("--web.listen-address=127.0.0.1:{port}"),
         "--evaluation-interval=2s".to_string(),
+        format!("--objstore.path={}", dir.join("rules-bucket").display()),
     ];
     args.extend(extra.iter().cloned());
     (Proc::start(name, &bin("strata"), &args, &[], dir), port)
@@ -494,4 +496,149 @@ fn strata_ruler_test_agrees_with_promtool() {
             assert_eq!(ours_err, theirs_err, "{case}: standard error");
         }
     }
+}
+
+/// Sends one request to a ruler's configuration API as `tenant`.
+async fn rules_api(method: reqwest::Method, url: &str, tenant: &str, body: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().request(method, url).header("X-Scope-OrgID", tenant);
+    if let Some(b) = body {
+        req = req.header("Content-Type", "application/yaml").body(b.to_string());
+    }
+    let r = req.send().await.expect("ruler API");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// The group names `/api/v1/rules` (Prometheus' JSON) reports for `tenant`.
+async fn running_groups(port: u16, tenant: &str) -> Vec<(String, String)> {
+    let r: Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/rules"))
+        .header("X-Scope-OrgID", tenant)
+        .send()
+        .await
+        .expect("rules")
+        .json()
+        .await
+        .expect("rules JSON");
+    r["data"]["groups"]
+        .as_array()
+        .map(|gs| {
+            gs.iter()
+                .map(|g| (g["file"].as_str().unwrap_or("").to_string(), g["name"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rule_groups_uploaded_through_the_api_run_per_tenant_on_every_replica() {
+    let dir = test_dir();
+    let limits = dir.path().join("limits.yml");
+    std::fs::write(
+        &limits,
+        "tenants:\n  team-a: {ruler_max_rule_groups_per_tenant: 1, ruler_max_rules_per_rule_group: 2, ruler_min_evaluation_interval: 1s}\n",
+    )
+    .unwrap();
+    let mut cluster = Cluster::start(dir.path(), 1, &[]).await;
+    cluster.wait_leader(None, Duration::from_secs(30)).await;
+    let node = cluster.node(1);
+    let client = reqwest::Client::new();
+    let s = now_ms();
+    let series: SeriesData = vec![(
+        labels(&[("__name__", "temperature"), ("room", "a")]),
+        (-60..120).map(|k| (s + k * 1000, 21.0)).collect(),
+    )];
+    for tenant in ["team-a", "team-b"] {
+        assert_eq!(remote_write(&client, &node.write_url(), tenant, &series).await.0, 200);
+    }
+    let no_files = dir.path().join("none-*.yml");
+    let flags = |poll: &str| {
+        vec![format!("--limits.overrides-file={}", limits.display()), format!("--rule.storage.poll-interval={poll}")]
+    };
+    let (_a, pa) = start_ruler(dir.path(), "ruler-a", &no_files, node, &flags("1h"));
+    let (_b, pb) = start_ruler(dir.path(), "ruler-b", &no_files, node, &flags("1s"));
+    for p in [pa, pb] {
+        wait_ready(&format!("http://127.0.0.1:{p}/-/ready"), Duration::from_secs(30)).await;
+    }
+    let a = |path: &str| format!("http://127.0.0.1:{pa}{path}");
+    use reqwest::Method;
+
+    // Bad uploads: 400 with the reason.
+    let (st, body) = rules_api(Method::POST, &a("/api/v1/rules/ns1"), "team-a", Some("name: [oops")).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("not a rule group"), "{body}");
+    let bad_expr = "name: g\nrules:\n- record: x\n  expr: sum(\n";
+    let (st, body) = rules_api(Method::POST, &a("/api/v1/rules/ns1"), "team-a", Some(bad_expr)).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("ns1") && body.contains("x"), "names the namespace and rule: {body}");
+    let too_often = "name: g\ninterval: 500ms\nrules:\n- record: x\n  expr: up\n";
+    let (st, body) = rules_api(Method::POST, &a("/api/v1/rules/ns1"), "team-a", Some(too_often)).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("ruler_min_evaluation_interval"), "{body}");
+    let too_many = "name: g\nrules:\n- record: x\n  expr: up\n- record: y\n  expr: up\n- record: z\n  expr: up\n";
+    let (st, body) = rules_api(Method::POST, &a("/api/v1/rules/ns1"), "team-a", Some(too_many)).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("ruler_max_rules_per_rule_group"), "{body}");
+
+    // A good group for team-a, through Mimir's route, in a namespace with a slash.
+    let group = "name: doubled\ninterval: 1s\nrules:\n- record: temperature:doubled\n  expr: temperature * 2\n";
+    let (st, body) = rules_api(Method::POST, &a("/prometheus/config/v1/rules/team%2Fa"), "team-a", Some(group)).await;
+    assert_eq!(st, 202, "{body}");
+    let second = "name: other\nrules:\n- record: other\n  expr: up\n";
+    let (st, body) = rules_api(Method::POST, &a("/api/v1/rules/ns2"), "team-a", Some(second)).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("ruler_max_rule_groups_per_tenant"), "{body}");
+    // Replacing the one group is not a second one.
+    let (st, body) = rules_api(Method::POST, &a("/api/v1/rules/team%2Fa"), "team-a", Some(group)).await;
+    assert_eq!(st, 202, "{body}");
+
+    // Listing: the group for team-a, nothing for team-b.
+    let (st, body) = rules_api(Method::GET, &a("/api/v1/rules/team%2Fa"), "team-a", None).await;
+    assert_eq!(st, 200, "{body}");
+    let listed: BTreeMap<String, Vec<Value>> = serde_yaml::from_str(&body).expect("YAML namespace");
+    assert_eq!(listed["team/a"][0]["name"], "doubled", "{body}");
+    assert_eq!(listed["team/a"][0]["rules"][0]["expr"], "temperature * 2", "{body}");
+    let (st, body) = rules_api(Method::GET, &a("/api/v1/rules/team%2Fa/doubled"), "team-a", None).await;
+    assert_eq!(st, 200, "{body}");
+    let g: Value = serde_yaml::from_str(&body).expect("YAML group");
+    assert_eq!(g["interval"], "1s", "{body}");
+    let (st, body) = rules_api(Method::GET, &a("/prometheus/config/v1/rules"), "team-a", None).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("team/a") && body.contains("doubled"), "{body}");
+    assert_eq!(rules_api(Method::GET, &a("/api/v1/rules/team%2Fa"), "team-b", None).await.0, 404);
+    assert_eq!(rules_api(Method::GET, &a("/api/v1/rules/team%2Fa/doubled"), "team-b", None).await.0, 404);
+    let (st, body) = rules_api(Method::GET, &a("/prometheus/config/v1/rules"), "team-b", None).await;
+    assert_eq!((st, body.trim()), (200, "{}"));
+    assert_eq!(rules_api(Method::DELETE, &a("/api/v1/rules/team%2Fa/doubled"), "team-b", None).await.0, 404);
+
+    // Both replicas run it for team-a only: replica A at once, B at its poll.
+    let want = vec![("team/a".to_string(), "doubled".to_string())];
+    assert_eq!(running_groups(pa, "team-a").await, want);
+    wait_for(Duration::from_secs(20), "replica B running the uploaded group", || async {
+        (running_groups(pb, "team-a").await == want).then_some(())
+    })
+    .await;
+    assert!(running_groups(pa, "team-b").await.is_empty());
+    assert!(running_groups(pb, "team-b").await.is_empty());
+    let recorded = wait_for(Duration::from_secs(30), "temperature:doubled written for team-a", || async {
+        let got = read_series(&node.grpc_addr(), "team-a", "temperature:doubled").await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert!(recorded.values().flatten().all(|(_, v)| *v == 42.0), "{recorded:?}");
+    assert!(read_series(&node.grpc_addr(), "team-b", "temperature:doubled").await.is_empty());
+
+    // Deleting stops it on both replicas.
+    let (st, body) = rules_api(Method::DELETE, &a("/api/v1/rules/team%2Fa/doubled"), "team-a", None).await;
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(rules_api(Method::GET, &a("/api/v1/rules/team%2Fa/doubled"), "team-a", None).await.0, 404);
+    assert!(running_groups(pa, "team-a").await.is_empty());
+    wait_for(Duration::from_secs(20), "replica B dropping the deleted group", || async {
+        running_groups(pb, "team-a").await.is_empty().then_some(())
+    })
+    .await;
+    // Now a group in another namespace fits the limit; deleting the namespace removes it.
+    assert_eq!(rules_api(Method::POST, &a("/api/v1/rules/ns2"), "team-a", Some(second)).await.0, 202);
+    assert_eq!(rules_api(Method::DELETE, &a("/api/v1/rules/ns2"), "team-a", None).await.0, 202);
+    assert_eq!(rules_api(Method::GET, &a("/api/v1/rules/ns2"), "team-a", None).await.0, 404);
 }

@@ -23,7 +23,10 @@
 //! `max_samples_per_query` (within `--query.max-samples`),
 //! `max_query_length` (the longest range a query may read, e.g. `31d`)
 //! and `max_concurrent_queries` (evaluations of the tenant at once, within
-//! `--query.max-concurrency`). One file can serve both.
+//! `--query.max-concurrency`); rulers read `ruler_max_rule_groups_per_tenant`,
+//! `ruler_max_rules_per_rule_group` and `ruler_min_evaluation_interval`
+//! (checked when a group is uploaded through the ruler API). One file can
+//! serve every component.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -40,7 +43,7 @@ pub struct TenantOverrides {
     /// Samples one query may load (queriers).
     pub max_samples_per_query: Option<u64>,
     /// The longest time range one query may read (queriers).
-    #[serde(default, deserialize_with = "duration_text")]
+    #[serde(default, deserialize_with = "max_query_length_text")]
     pub max_query_length: Option<std::time::Duration>,
     /// PromQL evaluations of the tenant running at once (queriers).
     pub max_concurrent_queries: Option<u32>,
@@ -55,6 +58,21 @@ pub struct TenantOverrides {
     pub max_label_name_length: Option<usize>,
     /// Bytes in a label value (ingesters; replaces `--limits.max-label-value-length`).
     pub max_label_value_length: Option<usize>,
+    /// Rule groups the tenant may upload through the ruler API (rulers).
+    pub ruler_max_rule_groups_per_tenant: Option<usize>,
+    /// Rules in one uploaded group (rulers).
+    pub ruler_max_rules_per_rule_group: Option<usize>,
+    /// The shortest `interval` an uploaded group may have (rulers).
+    #[serde(default, deserialize_with = "ruler_min_interval_text")]
+    pub ruler_min_evaluation_interval: Option<std::time::Duration>,
+}
+
+/// A tenant's limits on groups uploaded to the ruler; `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RulerLimits {
+    pub max_rule_groups: Option<usize>,
+    pub max_rules_per_group: Option<usize>,
+    pub min_interval: Option<std::time::Duration>,
 }
 
 /// A tenant's series limits at the write path; `None`: not limited by the
@@ -71,11 +89,16 @@ impl SeriesLimits {
     }
 }
 
-fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("max_query_length: {s:?} is not a duration: {e}")))
+fn duration_text(key: &str, s: &str) -> Result<Option<std::time::Duration>, String> {
+    humantime::parse_duration(s).map(Some).map_err(|e| format!("{key}: {s:?} is not a duration: {e}"))
+}
+
+fn max_query_length_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+    duration_text("max_query_length", &String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn ruler_min_interval_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+    duration_text("ruler_min_evaluation_interval", &String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// A tenant's query limits; `None`: not limited by the overrides.
@@ -193,6 +216,17 @@ impl Overrides {
         }
     }
 
+    /// `tenant`'s ruler limits.
+    pub fn ruler(&self, tenant: &str) -> RulerLimits {
+        let own = self.tenants.get(tenant).copied().unwrap_or_default();
+        let d = &self.defaults;
+        RulerLimits {
+            max_rule_groups: own.ruler_max_rule_groups_per_tenant.or(d.ruler_max_rule_groups_per_tenant),
+            max_rules_per_group: own.ruler_max_rules_per_rule_group.or(d.ruler_max_rules_per_rule_group),
+            min_interval: own.ruler_min_evaluation_interval.or(d.ruler_min_evaluation_interval),
+        }
+    }
+
     /// `tenant`'s query limits.
     pub fn query(&self, tenant: &str) -> QueryLimits {
         let own = self.tenants.get(tenant).copied().unwrap_or_default();
@@ -296,11 +330,25 @@ mod tests {
         let s = Overrides::parse("defaults: {max_series: 100}\ntenants: {a: {max_series_per_metric: 10}}").unwrap();
         assert_eq!(s.series("a"), SeriesLimits { max_series: Some(100), max_series_per_metric: Some(10) });
         assert!(!Overrides::parse("").unwrap().series("a").any());
+        let r = Overrides::parse(
+            "defaults: {ruler_max_rule_groups_per_tenant: 10, ruler_min_evaluation_interval: 30s}\ntenants: {a: {ruler_max_rules_per_rule_group: 5}}",
+        )
+        .unwrap();
+        assert_eq!(
+            r.ruler("a"),
+            RulerLimits {
+                max_rule_groups: Some(10),
+                max_rules_per_group: Some(5),
+                min_interval: Some(std::time::Duration::from_secs(30))
+            }
+        );
+        assert_eq!(r.ruler("b").max_rules_per_group, None);
         for (text, want) in [
             ("defaults: {max_query_length: forever}", "max_query_length"),
             ("tenants: {a: {max_concurrent_queries: 0}}", "max_concurrent_queries must be at least 1"),
             ("tenants: {a: {max_samples_per_query: 0}}", "max_samples_per_query must be at least 1"),
             ("defaults: {max_series: 0}", "max_series must be at least 1"),
+            ("defaults: {ruler_min_evaluation_interval: often}", "ruler_min_evaluation_interval"),
         ] {
             let err = Overrides::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");

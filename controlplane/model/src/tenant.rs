@@ -7,8 +7,21 @@ pub const TENANT_HEADER: &str = "X-Scope-OrgID";
 /// Longest tenant id accepted.
 pub const MAX_TENANT_LEN: usize = 150;
 
+/// Tenant ids may not start with this: top-level object-storage
+/// directories starting with it hold data that is not a tenant's blocks
+/// (the ruler's rule groups under [`RULES_DIR`]).
+pub const RESERVED_PREFIX: &str = "__";
+
+/// The bucket directory of rule groups uploaded through the ruler's API.
+pub const RULES_DIR: &str = "__rules__";
+
+/// Whether a top-level bucket directory is a tenant's (holds blocks).
+pub fn is_tenant_dir(name: &str) -> bool {
+    !name.starts_with(RESERVED_PREFIX)
+}
+
 /// Checks a tenant id: 1–150 characters of `[A-Za-z0-9._-]`, not `.` or
-/// `..` (tenant ids become object-storage path segments). The message
+/// `..` nor starting with `__` (tenant ids become object-storage path segments). The message
 /// says what is wrong.
 pub fn validate_tenant(t: &str) -> Result<(), String> {
     if t.is_empty() {
@@ -19,6 +32,9 @@ pub fn validate_tenant(t: &str) -> Result<(), String> {
     }
     if t == "." || t == ".." {
         return Err(format!("{t:?} is not a tenant id"));
+    }
+    if t.starts_with(RESERVED_PREFIX) {
+        return Err(format!("tenant ids starting with {RESERVED_PREFIX:?} are reserved"));
     }
     if let Some(c) = t.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c))) {
         return Err(format!("a tenant id uses only [A-Za-z0-9._-], not {c:?}"));
@@ -48,8 +64,14 @@ mod tests {
         for ok in ["anonymous", "team-a", "a.b_c-9", &"x".repeat(150)] {
             assert_eq!(validate_tenant(ok), Ok(()), "{ok}");
         }
-        for (bad, why) in [("", "empty"), (".", "not a tenant"), ("..", "not a tenant"), ("a/b", "'/'"), ("a b", "' '")]
-        {
+        for (bad, why) in [
+            ("", "empty"),
+            (".", "not a tenant"),
+            ("..", "not a tenant"),
+            ("a/b", "'/'"),
+            ("a b", "' '"),
+            ("__rules__", "reserved"),
+        ] {
             assert!(validate_tenant(bad).unwrap_err().contains(why), "{bad}");
         }
         assert!(validate_tenant(&"x".repeat(151)).unwrap_err().contains("at most 150"));

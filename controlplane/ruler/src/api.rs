@@ -1,5 +1,6 @@
 //! The ruler's HTTP API: Prometheus' `/api/v1/rules` and `/api/v1/alerts`
-//! (per tenant, `X-Scope-OrgID`), `/-/reload`, `/-/ready`, `/metrics`.
+//! (per tenant, `X-Scope-OrgID`), `/-/reload`, `/-/ready`, `/metrics`, and
+//! the Cortex/Mimir configuration API of [`crate::config_api`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/-/ready", get(ready))
         .route("/-/healthy", get(|| async { "Strata ruler is Healthy.\n" }))
         .route("/metrics", get(metrics))
+        .merge(crate::config_api::routes())
         .with_state(m)
 }
 
@@ -36,7 +38,13 @@ pub fn http_access(method: &axum::http::Method, path: &str) -> strata_server::Ac
     match path {
         "/-/healthy" | "/-/ready" => Access::Open,
         "/metrics" => Access::Role(Role::Read),
-        p if method == axum::http::Method::GET && p.starts_with("/api/v1/") => Access::Role(Role::Read),
+        p if method == axum::http::Method::GET
+            && (p.starts_with("/api/v1/") || p.starts_with(crate::config_api::MIMIR_PREFIX)) =>
+        {
+            Access::Role(Role::Read)
+        }
+        // A tenant's writers manage its rule groups.
+        p if crate::config_api::is_config_write(method, p) => Access::Role(Role::Write),
         _ => Access::Role(Role::Admin),
     }
 }

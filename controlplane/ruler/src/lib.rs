@@ -5,6 +5,7 @@
 
 pub mod alerting;
 pub mod api;
+pub mod config_api;
 pub mod gofmt;
 pub mod group;
 pub mod metrics;
@@ -12,6 +13,7 @@ pub mod notifier;
 pub mod query;
 pub mod remote_write;
 pub mod rule_file;
+pub mod rule_store;
 pub mod template;
 pub mod unit_test;
 
@@ -52,6 +54,11 @@ pub struct RulerConfig {
     pub alertmanager_urls: Vec<String>,
     pub notification_queue_capacity: usize,
     pub options: RulerOptions,
+    /// Where groups uploaded through the ruler configuration API are kept
+    /// (`--objstore.*`); `None`: the API answers 501.
+    pub rule_storage: Option<strata_blocks::BucketConfig>,
+    /// How often every replica reads the uploaded groups again.
+    pub rule_storage_poll_interval: Duration,
     /// The query service (endpoints, timeouts, limits) as the querier's.
     pub query: strata_querier::QuerierConfig,
     pub http: strata_server::HttpServerConfig,
@@ -80,6 +87,11 @@ pub struct Manager {
     svc: Arc<Services>,
     groups: Mutex<BTreeMap<GroupKey, Running>>,
     loaded: std::sync::atomic::AtomicBool,
+    store: Option<rule_store::RuleStore>,
+    /// The checked groups last read from `store`, by tenant.
+    stored: Mutex<Vec<(String, rule_file::Group)>>,
+    /// One sync of `stored` at a time.
+    sync_lock: tokio::sync::Mutex<()>,
 }
 
 /// Every rule file of the configuration by tenant, in a stable order.
@@ -156,16 +168,70 @@ impl Manager {
             metrics,
             options: cfg.options.clone(),
         });
+        let store = match &cfg.rule_storage {
+            Some(b) => Some(rule_store::RuleStore::new(b.open().map_err(|e| e.to_string())?)),
+            None => None,
+        };
         Ok(Arc::new(Manager {
             cfg,
             svc,
             groups: Mutex::new(BTreeMap::new()),
             loaded: std::sync::atomic::AtomicBool::new(false),
+            store,
+            stored: Mutex::new(Vec::new()),
+            sync_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
     pub fn services(&self) -> &Arc<Services> {
         &self.svc
+    }
+
+    pub fn config(&self) -> &RulerConfig {
+        &self.cfg
+    }
+
+    pub fn rule_store(&self) -> Option<&rule_store::RuleStore> {
+        self.store.as_ref()
+    }
+
+    /// Reads the uploaded groups again and applies them (with the rule
+    /// files). A group that no longer checks is logged, counted and left
+    /// out; the others run. An unreachable bucket keeps the groups read last.
+    pub async fn sync_store(&self) -> Result<usize, String> {
+        let Some(store) = &self.store else { return self.reload().map_err(|e| e.join("\n")) };
+        let _one = self.sync_lock.lock().await;
+        let listed = match store.list(None, None).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.svc.metrics.rule_storage_sync_failures.inc();
+                tracing::error!(error = %e, "reading uploaded rule groups failed; the ones read last stay");
+                return Err(e.to_string());
+            }
+        };
+        let mut groups = Vec::new();
+        for item in listed {
+            let g = match item {
+                Ok(g) => g,
+                Err(e) => {
+                    self.svc.metrics.rule_storage_sync_failures.inc();
+                    tracing::error!(error = %e, "an uploaded rule group is left out");
+                    continue;
+                }
+            };
+            let file = rule_file::RuleFile { groups: vec![g.spec] };
+            match rule_file::check(&g.namespace, &file, self.cfg.evaluation_interval) {
+                Ok(checked) => groups.extend(checked.into_iter().map(|c| (g.tenant.clone(), c))),
+                Err(errs) => {
+                    self.svc.metrics.rule_storage_sync_failures.inc();
+                    tracing::error!(tenant = %g.tenant, namespace = %g.namespace, errors = ?errs, "an uploaded rule group does not check; left out");
+                }
+            }
+        }
+        if let Ok(mut s) = self.stored.lock() {
+            *s = groups;
+        }
+        self.reload().map_err(|e| e.join("\n"))
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -177,7 +243,12 @@ impl Manager {
     /// that does not load keeps every current group and returns why.
     pub fn reload(&self) -> Result<usize, Vec<String>> {
         let loaded = match load_rules(&self.cfg) {
-            Ok(g) => g,
+            Ok(mut g) => {
+                if let Ok(stored) = self.stored.lock() {
+                    g.extend(stored.iter().cloned());
+                }
+                g
+            }
             Err(errs) => {
                 self.svc.metrics.config_reload_success.set(0);
                 self.svc.metrics.config_reloads_failed.inc();
@@ -250,9 +321,21 @@ pub async fn run(
     let http = cfg.http.clone();
     let refresh = cfg.query.store_refresh;
     let files = cfg.rule_files.clone();
+    let poll = cfg.rule_storage_poll_interval;
     let manager = Manager::new(cfg).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     if let Err(errs) = manager.reload() {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, errs.join("\n")));
+    }
+    if manager.store.is_some() {
+        // Uploaded groups: read now (an unreachable bucket is retried on
+        // the next poll; the rule files run meanwhile) and every `poll`.
+        let m = manager.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = m.sync_store().await;
+                tokio::time::sleep(poll).await;
+            }
+        });
     }
     tokio::spawn(strata_querier::refresh_loop(manager.svc.query.state().clone(), refresh));
     tokio::spawn(manager.svc.notifier.clone().run());

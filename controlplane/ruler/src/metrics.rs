@@ -40,6 +40,8 @@ pub struct RulerMetrics {
     pub write_failures: Counter,
     pub config_reload_success: Gauge,
     pub config_reloads_failed: Counter,
+    pub rule_storage_sync_failures: Counter,
+    pub api_changes: Counter,
 }
 
 impl Default for RulerMetrics {
@@ -69,6 +71,8 @@ impl RulerMetrics {
             write_failures: Counter::default(),
             config_reload_success: Gauge::default(),
             config_reloads_failed: Counter::default(),
+            rule_storage_sync_failures: Counter::default(),
+            api_changes: Counter::default(),
             registry: Registry::default(),
         };
         r.register("rule_evaluations", "Rule evaluations", m.evaluations.clone());
@@ -119,6 +123,16 @@ impl RulerMetrics {
             "config_reloads_failed",
             "Rule reloads that failed (the previous rules stayed)",
             m.config_reloads_failed.clone(),
+        );
+        r.register(
+            "rule_storage_sync_failures",
+            "Reads of the uploaded rule groups that failed, and uploaded groups left out because they no longer check",
+            m.rule_storage_sync_failures.clone(),
+        );
+        r.register(
+            "config_api_changes",
+            "Rule groups stored or deleted through the ruler configuration API",
+            m.api_changes.clone(),
         );
         RulerMetrics { registry: r, ..m }
     }

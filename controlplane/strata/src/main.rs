@@ -375,6 +375,19 @@ struct RulerArgs {
     /// Least time an alert with a restored `for` state waits before firing.
     #[arg(long = "rules.alert.for-grace-period", default_value = "10m", value_parser = humantime::parse_duration)]
     for_grace_period: Duration,
+    /// Serve the Cortex/Mimir rule configuration API (/api/v1/rules/{namespace}[/{group}]), keeping uploaded
+    /// groups in the --objstore.* bucket under __rules__/ (share the bucket with every ruler replica).
+    #[arg(long = "rule.api", default_value_t = true, action = clap::ArgAction::Set)]
+    rule_api: bool,
+    /// How often uploaded rule groups are read again from the bucket (changes made at this replica apply at once).
+    #[arg(long = "rule.storage.poll-interval", default_value = "1m", value_parser = humantime::parse_duration)]
+    rule_storage_poll_interval: Duration,
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
+    /// Per-tenant limits (ruler_max_rule_groups_per_tenant, ruler_max_rules_per_rule_group,
+    /// ruler_min_evaluation_interval for uploads; query limits), reloaded when the file changes.
+    #[arg(long = "limits.overrides-file")]
+    overrides_file: Option<PathBuf>,
     /// /api/v1/rules, /api/v1/alerts, /-/reload, /metrics.
     #[arg(long = "web.listen-address", default_value = "127.0.0.1:9099")]
     web_listen: SocketAddr,
@@ -574,8 +587,8 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
             anyhow::ensure!(
-                !a.rule_files.is_empty() || a.tenants_dir.is_some(),
-                "no rules: give --rule.files GLOB or --rule.tenants-dir DIR"
+                !a.rule_files.is_empty() || a.tenants_dir.is_some() || a.rule_api,
+                "no rules: give --rule.files GLOB or --rule.tenants-dir DIR, or keep --rule.api on"
             );
             let endpoints = split_endpoints(&a.endpoints);
             anyhow::ensure!(!endpoints.is_empty(), "at least one --endpoint is required");
@@ -596,6 +609,8 @@ fn main() -> anyhow::Result<()> {
                 remote_write_bearer_token_file: a.remote_write_bearer_token_file,
                 alertmanager_urls: a.alertmanager_urls,
                 notification_queue_capacity: a.notification_queue_capacity,
+                rule_storage: a.rule_api.then(|| a.objstore.bucket()),
+                rule_storage_poll_interval: a.rule_storage_poll_interval,
                 options: strata_ruler::RulerOptions {
                     external_labels,
                     external_url,
@@ -611,6 +626,7 @@ fn main() -> anyhow::Result<()> {
                     // A rule over a partial answer would write wrong results.
                     partial_response: false,
                     grpc_client_tls: a.grpc_client_tls.config(),
+                    overrides_file: a.overrides_file,
                     ..Default::default()
                 },
                 http: http_config(a.http)?,
