@@ -152,7 +152,10 @@ async fn check_upload(m: &Manager, tenant: &str, ns: &str, body: &[u8]) -> Resul
         .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("the body is not a rule group: {e}")))?;
     let file = RuleFile { groups: vec![spec.clone()] };
     let checked = crate::rule_file::check(ns, &file, m.config().evaluation_interval)
-        .map_err(|errs| plain(StatusCode::BAD_REQUEST, errs.join("\n")))?;
+        .map_err(|errs| {
+            let errs: Vec<String> = errs.into_iter().map(|e| format!("namespace {ns:?}: {e}")).collect();
+            plain(StatusCode::BAD_REQUEST, errs.join("\n"))
+        })?;
     let limits = m.services().query.state().overrides.current().ruler(tenant);
     if let Some(max) = limits.max_rules_per_group
         && spec.rules.len() > max
