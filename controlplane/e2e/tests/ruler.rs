@@ -641,4 +641,28 @@ async fn rule_groups_uploaded_through_the_api_run_per_tenant_on_every_replica() 
     assert_eq!(rules_api(Method::POST, &a("/api/v1/rules/ns2"), "team-a", Some(second)).await.0, 202);
     assert_eq!(rules_api(Method::DELETE, &a("/api/v1/rules/ns2"), "team-a", None).await.0, 202);
     assert_eq!(rules_api(Method::GET, &a("/api/v1/rules/ns2"), "team-a", None).await.0, 404);
+
+    // Through the querier (--ruler.url), as Grafana and mimirtool use it.
+    let ruler_url = format!("--ruler.url=http://127.0.0.1:{pa}");
+    let querier = Querier::start(dir.path(), &[node.grpc_addr()], &[ruler_url.as_str()]).await;
+    let q = |path: &str| format!("{}{path}", querier.base());
+    let (st, body) = rules_api(Method::POST, &q("/prometheus/config/v1/rules/web"), "team-b", Some(second)).await;
+    assert_eq!(st, 202, "{body}");
+    let (st, body) = rules_api(Method::GET, &q("/prometheus/config/v1/rules/web/other"), "team-b", None).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("record: other"), "{body}");
+    assert_eq!(rules_api(Method::GET, &q("/api/v1/rules/web/other"), "team-a", None).await.0, 404);
+    let (st, body) = rules_api(Method::POST, &q("/api/v1/rules/web"), "team-b", Some("rules: 3")).await;
+    assert_eq!(st, 400, "{body}");
+    let groups: Value = reqwest::Client::new()
+        .get(q("/api/v1/rules"))
+        .header("X-Scope-OrgID", "team-b")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(groups["data"]["groups"][0]["file"], "web", "{groups}");
+    assert_eq!(rules_api(Method::DELETE, &q("/api/v1/rules/web"), "team-b", None).await.0, 202);
 }

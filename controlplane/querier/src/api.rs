@@ -997,6 +997,55 @@ async fn from_rulers(
     success(&data.to_string(), &[])
 }
 
+/// The ruler configuration API (`/api/v1/rules/{namespace}[/{group}]`,
+/// `/prometheus/config/v1/rules…`), forwarded for the caller's tenant to
+/// the first `--ruler.url` that answers, so clients (Grafana, mimirtool)
+/// need only the querier's address. The ruler's status and body come back.
+pub async fn rule_config(
+    State(state): State<Arc<QuerierState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if state.ruler_urls.is_empty() {
+        return (StatusCode::NOT_IMPLEMENTED, "no ruler: start the querier with --ruler.url\n").into_response();
+    }
+    let tenant = tenant(&headers);
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    let mut last = String::new();
+    for base in &state.ruler_urls {
+        let mut req = state
+            .http
+            .request(method.clone(), format!("{}{path_and_query}", base.trim_end_matches('/')))
+            .header(strata_model::tenant::TENANT_HEADER, &tenant)
+            .body(body.clone());
+        if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
+            req = req.header(axum::http::header::CONTENT_TYPE, ct);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status();
+                let ct = r.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+                let bytes = match r.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        last = format!("ruler {base}: {e}");
+                        continue;
+                    }
+                };
+                let mut resp = (status, bytes).into_response();
+                if let Some(ct) = ct {
+                    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
+                }
+                return resp;
+            }
+            Err(e) => last = format!("ruler {base}: {e}"),
+        }
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, format!("no ruler answered: {last}\n")).into_response()
+}
+
 pub async fn rules(State(state): State<Arc<QuerierState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     from_rulers(&state, &headers, q.as_deref(), "/api/v1/rules", "groups").await
 }

@@ -279,6 +279,15 @@ async fn ready(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {
     }
 }
 
+/// Mimir's prefix of the ruler configuration API (Cortex's is
+/// `/api/v1/rules/{namespace}`).
+pub const RULE_CONFIG_PREFIX: &str = "/prometheus/config/v1/rules";
+
+/// Whether `path` is in the ruler configuration API (either prefix).
+pub fn is_rule_config_path(path: &str) -> bool {
+    path.starts_with("/api/v1/rules/") || path.starts_with(RULE_CONFIG_PREFIX)
+}
+
 /// The querier's HTTP routes.
 pub fn router(state: Arc<QuerierState>) -> Router {
     Router::new()
@@ -292,6 +301,9 @@ pub fn router(state: Arc<QuerierState>) -> Router {
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/rules", get(api::rules))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/rules/{*rest}", axum::routing::any(api::rule_config))
+        .route(RULE_CONFIG_PREFIX, axum::routing::any(api::rule_config))
+        .route(&format!("{RULE_CONFIG_PREFIX}/{{*rest}}"), axum::routing::any(api::rule_config))
         .route("/api/v1/format_query", get(api::format_query).post(api::format_query))
         .route("/api/v1/read", axum::routing::post(remote_read::read))
         .route("/api/v1/stores", get(api::stores))
@@ -341,6 +353,14 @@ pub fn http_access(method: &axum::http::Method, path: &str) -> strata_server::Ac
     match path {
         "/-/healthy" | "/-/ready" => Access::Open,
         "/" | "/metrics" => Access::Role(Role::Read),
+        // A tenant's writers manage its rule groups (forwarded to a ruler).
+        p if is_rule_config_path(p) => {
+            if method == axum::http::Method::GET {
+                Access::Role(Role::Read)
+            } else {
+                Access::Role(Role::Write)
+            }
+        }
         p if read_method && (p.starts_with("/api/v1/") || p.starts_with("/assets/")) => Access::Role(Role::Read),
         _ => Access::Role(Role::Admin),
     }

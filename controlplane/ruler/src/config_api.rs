@@ -26,7 +26,7 @@ use crate::Manager;
 use crate::rule_file::{GroupSpec, RuleFile};
 
 /// Mimir's prefix for the same routes.
-pub const MIMIR_PREFIX: &str = "/prometheus/config/v1/rules";
+pub const MIMIR_PREFIX: &str = strata_querier::RULE_CONFIG_PREFIX;
 
 pub fn routes() -> Router<Arc<Manager>> {
     let mut r = Router::new().route(MIMIR_PREFIX, get(list_all));
@@ -41,7 +41,7 @@ pub fn routes() -> Router<Arc<Manager>> {
 /// Whether a request is a change through this API (needs the `write` role).
 pub fn is_config_write(method: &axum::http::Method, path: &str) -> bool {
     (method == axum::http::Method::POST || method == axum::http::Method::DELETE)
-        && (path.starts_with("/api/v1/rules/") || path.starts_with(MIMIR_PREFIX))
+        && strata_querier::is_rule_config_path(path)
 }
 
 fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -151,11 +151,10 @@ async fn check_upload(m: &Manager, tenant: &str, ns: &str, body: &[u8]) -> Resul
     let spec: GroupSpec = serde_yaml::from_str(text)
         .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("the body is not a rule group: {e}")))?;
     let file = RuleFile { groups: vec![spec.clone()] };
-    let checked = crate::rule_file::check(ns, &file, m.config().evaluation_interval)
-        .map_err(|errs| {
-            let errs: Vec<String> = errs.into_iter().map(|e| format!("namespace {ns:?}: {e}")).collect();
-            plain(StatusCode::BAD_REQUEST, errs.join("\n"))
-        })?;
+    let checked = crate::rule_file::check(ns, &file, m.config().evaluation_interval).map_err(|errs| {
+        let errs: Vec<String> = errs.into_iter().map(|e| format!("namespace {ns:?}: {e}")).collect();
+        plain(StatusCode::BAD_REQUEST, errs.join("\n"))
+    })?;
     let limits = m.services().query.state().overrides.current().ruler(tenant);
     if let Some(max) = limits.max_rules_per_group
         && spec.rules.len() > max
