@@ -1,8 +1,10 @@
 //! `strata demo`: the whole stack on one machine, as child processes of
 //! this one. Three data planes (prod/dev/qa: sample API + strata-agent), a
 //! 3-node Raft cluster of ingesters cutting short blocks into a local
-//! directory, a store gateway, the compactor, the querier with the dashboard on :9090 and
-//! the load generator. Logs go to `<data-dir>/logs/`; the data survives a
+//! directory, a store gateway, the compactor, the querier with the dashboard on :9090,
+//! the ruler (Strata's own alerts and the data planes' RED rules, shipped in
+//! `helm/strata/alerts/`), Debian's `prometheus-alertmanager` when installed,
+//! and the load generator. Logs go to `<data-dir>/logs/`; the data survives a
 //! restart; Ctrl-C (or SIGTERM) stops the children in reverse start order
 //! and waits for them. If one dies, the demo says which, points at its log
 //! and stops the rest.
@@ -75,6 +77,12 @@ impl Ports {
     fn compactor(&self) -> u16 {
         self.at(9098)
     }
+    fn ruler(&self) -> u16 {
+        self.at(9099)
+    }
+    fn alertmanager(&self) -> u16 {
+        self.at(9093)
+    }
     /// Store gateway: (gRPC, web).
     fn store(&self) -> (u16, u16) {
         (self.at(9096), self.at(9097))
@@ -86,6 +94,23 @@ impl Ports {
 }
 
 const ENVIRONMENTS: [&str; 3] = ["prod", "dev", "qa"];
+
+/// The rule files the ruler evaluates: Strata's own alerts and the data
+/// planes' RED rules (the Helm chart ships the same files).
+const RULE_FILES: [(&str, &str); 2] = [
+    ("strata.rules.yml", include_str!("../../../helm/strata/alerts/strata.rules.yml")),
+    ("red.rules.yml", include_str!("../../../helm/strata/alerts/red.rules.yml")),
+];
+
+/// Alertmanager's configuration in the demo: every alert to one receiver
+/// without integrations (its UI and API show them).
+const ALERTMANAGER_CONFIG: &str = "route:\n  receiver: demo\n  group_by: [alertname, environment]\n  group_wait: 10s\n  group_interval: 1m\nreceivers:\n  - name: demo\n";
+
+/// Debian's Alertmanager binary, if installed.
+fn find_alertmanager() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("prometheus-alertmanager")).find(|p| p.is_file())
+}
 
 struct Running {
     name: String,
@@ -281,7 +306,51 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     ];
     querier_args.extend((0..3).map(|i| format!("--endpoint=127.0.0.1:{}", ports.ingester(i).1)));
     querier_args.push(format!("--endpoint=127.0.0.1:{store_grpc}"));
+    querier_args.push(format!("--ruler.url=http://127.0.0.1:{}", ports.ruler()));
     sup.spawn("querier", &strata, &querier_args, &[])?;
+
+    // Alertmanager (when installed) and the ruler.
+    let alertmanager = find_alertmanager();
+    if let Some(am) = &alertmanager {
+        let am_dir = data.join("alertmanager");
+        std::fs::create_dir_all(&am_dir).with_context(|| format!("cannot create {}", am_dir.display()))?;
+        let am_config = am_dir.join("alertmanager.yml");
+        std::fs::write(&am_config, ALERTMANAGER_CONFIG)
+            .with_context(|| format!("cannot write {}", am_config.display()))?;
+        sup.spawn(
+            "alertmanager",
+            am,
+            &[
+                format!("--config.file={}", am_config.display()),
+                format!("--storage.path={}", am_dir.display()),
+                format!("--web.listen-address=127.0.0.1:{}", ports.alertmanager()),
+                s("--cluster.listen-address="),
+            ],
+            &[],
+        )?;
+    }
+    let rules_dir = data.join("rules");
+    std::fs::create_dir_all(&rules_dir).with_context(|| format!("cannot create {}", rules_dir.display()))?;
+    for (name, text) in RULE_FILES {
+        let path = rules_dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let mut ruler_args = vec![
+        s("ruler"),
+        format!("--rule.files={}", rules_dir.join("*.yml").display()),
+        format!("--web.listen-address=127.0.0.1:{}", ports.ruler()),
+        s("--evaluation-interval=15s"),
+        format!("--objstore.path={objstore}"),
+        format!("--web.external-url=http://127.0.0.1:{}", ports.querier()),
+    ];
+    ruler_args.extend((0..3).map(|i| format!("--endpoint=127.0.0.1:{}", ports.ingester(i).1)));
+    ruler_args.push(format!("--endpoint=127.0.0.1:{store_grpc}"));
+    ruler_args
+        .extend((0..3).map(|i| format!("--remote-write.url=http://127.0.0.1:{}/api/v1/write", ports.ingester(i).0)));
+    if alertmanager.is_some() {
+        ruler_args.push(format!("--alertmanager.url=http://127.0.0.1:{}", ports.alertmanager()));
+    }
+    sup.spawn("ruler", &strata, &ruler_args, &[])?;
 
     let mut targets = String::from("targets:\n");
     for (i, env) in ENVIRONMENTS.iter().enumerate() {
@@ -341,6 +410,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     job("strata-store", vec![ports.store().1]);
     job("strata-compactor", vec![ports.compactor()]);
     job("strata-querier", vec![ports.querier()]);
+    job("strata-ruler", vec![ports.ruler()]);
     let scrape_file = data.join("scrape-strata.yml");
     std::fs::write(&scrape_file, scrape).with_context(|| format!("cannot write {}", scrape_file.display()))?;
     sup.spawn(
@@ -377,7 +447,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         &[s("run"), format!("--scenario-file={}", scenario_file.display()), s("--duration=8760h")],
         &[],
     )?;
-    print_banner(&ports, &data, a.scenario, a.incident_after, a.incident_duration);
+    print_banner(&ports, &data, a.scenario, a.incident_after, a.incident_duration, alertmanager.is_some());
 
     let first_data = first_data(client, base, up);
     tokio::pin!(first_data);
@@ -397,7 +467,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("\nstopping the demo (traffic, data planes, querier, store, ingesters)");
+    eprintln!("\nstopping the demo (traffic, data planes, ruler, querier, store, ingesters)");
     sup.stop_all();
     eprintln!("stopped; data kept in {}", data.display());
     Ok(())
@@ -438,7 +508,7 @@ async fn first_data(client: reqwest::Client, base: String, up: Instant) {
     println!("no data for all 3 environments 5 minutes after the querier was up: see the logs");
 }
 
-fn print_banner(p: &Ports, data: &Path, scenario: DemoScenario, after: Duration, length: Duration) {
+fn print_banner(p: &Ports, data: &Path, scenario: DemoScenario, after: Duration, length: Duration, am: bool) {
     let q = p.querier();
     let (w1, w2, w3) = (p.ingester(0).0, p.ingester(1).0, p.ingester(2).0);
     let (sg, sw) = p.store();
@@ -463,6 +533,17 @@ fn print_banner(p: &Ports, data: &Path, scenario: DemoScenario, after: Duration,
         agents[2],
         p.data_plane(3).3
     );
+    println!(
+        "  ruler (alerts, recording rules) http://127.0.0.1:{}/api/v1/alerts   (dashboard: #/alerts; rules in {d}/rules)",
+        p.ruler()
+    );
+    if am {
+        println!("  Alertmanager                   http://127.0.0.1:{}", p.alertmanager());
+    } else {
+        println!(
+            "  Alertmanager                   not installed (apt-get install prometheus-alertmanager): alerts show in the dashboard only"
+        );
+    }
     let incident = match scenario {
         DemoScenario::Steady => None,
         DemoScenario::ProdLatency => Some("prod latency ×5"),
@@ -501,6 +582,7 @@ mod tests {
         assert_eq!(p.querier(), 9090);
         assert_eq!(p.ingester(2), (9209, 9295));
         assert_eq!((p.store(), p.compactor()), ((9096, 9097), 9098));
+        assert_eq!((p.ruler(), p.alertmanager()), (9099, 9093));
         assert_eq!(p.data_plane(0), (8081, 4317, 4318, 8888));
         assert_eq!(p.data_plane(2), (8083, 4337, 4338, 8908));
         let q = Ports(1000);
