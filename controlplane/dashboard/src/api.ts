@@ -139,3 +139,57 @@ export function num(p?: Point): number | null {
   const v = parseFloat(p[1]);
   return Number.isFinite(v) ? v : null;
 }
+
+// Alerts and rules, from the rulers behind the querier (`--ruler.url`).
+export interface Alert {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  state: "pending" | "firing";
+  activeAt: string;
+  value: string;
+}
+
+export interface Rule {
+  name: string;
+  type: "alerting" | "recording";
+  health: "ok" | "err" | "unknown";
+  lastError?: string;
+  state?: string;
+}
+
+export interface RuleGroup {
+  name: string;
+  file: string;
+  rules: Rule[];
+  lastEvaluation: string;
+}
+
+async function getJSON(path: string): Promise<unknown> {
+  let resp: Response;
+  try {
+    resp = await fetch(path, { headers: tenantHeaders() });
+  } catch {
+    throw new QueryError("Querier unreachable", "network");
+  }
+  let body: { status?: string; data?: unknown; error?: string; errorType?: string };
+  try {
+    body = await resp.json();
+  } catch {
+    throw new QueryError(`Querier answered HTTP ${resp.status} without JSON`, "internal");
+  }
+  if (body.status !== "success") {
+    const kind = body.errorType ?? "internal";
+    throw new QueryError(kind === "unavailable" ? `Ruler unreachable: ${body.error ?? ""}` : `${kind}: ${body.error ?? ""}`, kind);
+  }
+  return body.data;
+}
+
+export async function alerts(): Promise<Alert[]> {
+  const d = (await getJSON("api/v1/alerts")) as { alerts: Alert[] };
+  return d.alerts ?? [];
+}
+
+export async function ruleGroups(): Promise<RuleGroup[]> {
+  const d = (await getJSON("api/v1/rules?exclude_alerts=true")) as { groups: RuleGroup[] };
+  return d.groups ?? [];
+}

@@ -1,7 +1,7 @@
 import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 import "./style.css";
-import { Cardinality, Compare, DataPlanes, Environment, Explore, Health, Overview } from "./pages";
+import { Alerts, Cardinality, Compare, DataPlanes, Environment, Explore, Health, Overview } from "./pages";
 import { SettingsContext } from "./settings";
 import { getTenant, setTenant } from "./api";
 
@@ -23,6 +23,7 @@ const PAGES: [string, string][] = [
   ["env", "Environment"],
   ["compare", "Compare"],
   ["dataplanes", "Data planes"],
+  ["alerts", "Alerts"],
   ["explore", "Explore"],
   ["cardinality", "Cardinality"],
   ["health", "Strata health"],
@@ -104,6 +105,7 @@ function App() {
         {current === "env" && <Environment env={arg} />}
         {current === "compare" && <Compare />}
         {current === "dataplanes" && <DataPlanes />}
+        {current === "alerts" && <Alerts />}
         {current === "explore" && <Explore />}
         {current === "cardinality" && <Cardinality />}
         {current === "health" && <Health />}

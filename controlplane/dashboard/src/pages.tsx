@@ -1,7 +1,19 @@
 import { useEffect, useState } from "react";
 import { Chart } from "./Chart";
 import { formatValue } from "./Chart";
-import { labelNames, labelValues, num, queryInstant, queryRange, QueryError, seriesName, type Series } from "./api";
+import {
+  alerts as fetchAlerts,
+  labelNames,
+  labelValues,
+  num,
+  queryInstant,
+  queryRange,
+  QueryError,
+  ruleGroups,
+  seriesName,
+  type Alert,
+  type Series,
+} from "./api";
 import * as Q from "./queries";
 import { useSettings } from "./settings";
 
@@ -91,8 +103,33 @@ function Status({ error, warnings, empty }: { error: string | null; warnings?: s
   return null;
 }
 
+/** Pending and firing alerts; an unreachable ruler is an error, not "none". */
+function useAlerts() {
+  return useData(() => fetchAlerts(), []);
+}
+
+/** An environment's alert state on its overview card. */
+function AlertBadge({ list }: { list: Alert[] }) {
+  const firing = list.filter((a) => a.state === "firing").length;
+  const pending = list.length - firing;
+  if (list.length === 0) return <span className="badge ok" data-testid="dp-alerts" data-state="ok">no alerts</span>;
+  return (
+    <span
+      className={`badge ${firing ? "firing" : "pending"}`}
+      data-testid="dp-alerts"
+      data-state={firing ? "firing" : "pending"}
+      title={list.map((a) => `${a.labels.alertname} (${a.state})`).join(", ")}
+    >
+      {firing ? `${firing} firing` : ""}
+      {firing && pending ? ", " : ""}
+      {pending ? `${pending} pending` : ""}
+    </span>
+  );
+}
+
 export function Overview() {
   const { data, error } = useDataPlanes();
+  const active = useAlerts();
   if (!data && !error) return <div className="state">Loading…</div>;
   return (
     <div>
@@ -105,6 +142,7 @@ export function Overview() {
               <span className={healthy(r) ? "dot up" : "dot down"} />
               <strong data-testid="dp-env">{r.environment}</strong>
               <span className="muted">{r.dataPlane}</span>
+              {active.data && <AlertBadge list={active.data.filter((a) => a.labels.environment === r.environment)} />}
             </div>
             <dl>
               <dt>Requests</dt>
@@ -431,6 +469,109 @@ export function Health() {
           <Chart key={p.title} title={p.title} queries={p.queries} unit={p.unit} />
         ))}
       </div>
+    </div>
+  );
+}
+
+function since(iso: string): string {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "–";
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+
+/** The Alerts page: firing then pending alerts, and the rules' health. */
+export function Alerts() {
+  const active = useAlerts();
+  const rules = useData(() => ruleGroups(), []);
+  const list = [...(active.data ?? [])].sort(
+    (a, b) =>
+      (a.state === b.state ? 0 : a.state === "firing" ? -1 : 1) ||
+      (a.labels.alertname ?? "").localeCompare(b.labels.alertname ?? "") ||
+      Date.parse(a.activeAt) - Date.parse(b.activeAt),
+  );
+  const groups = rules.data ?? [];
+  const all = groups.flatMap((g) => g.rules.map((r) => ({ ...r, group: g.name })));
+  const broken = all.filter((r) => r.health === "err");
+  return (
+    <div>
+      <h2>Alerts</h2>
+      <Status error={active.error} />
+      {active.data && list.length === 0 && <div className="state" data-testid="alerts-none">No alert is pending or firing.</div>}
+      {list.length > 0 && (
+        <table data-testid="alerts">
+          <thead>
+            <tr>
+              <th>State</th>
+              <th>Alert</th>
+              <th>Labels</th>
+              <th>Summary</th>
+              <th>Active for</th>
+              <th>Runbook</th>
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((a) => {
+              const labels = Object.entries(a.labels).filter(([k]) => k !== "alertname");
+              return (
+                <tr
+                  key={JSON.stringify(a.labels)}
+                  data-testid="alert-row"
+                  data-alertname={a.labels.alertname}
+                  data-state={a.state}
+                  data-environment={a.labels.environment ?? ""}
+                >
+                  <td>
+                    <span className={`badge ${a.state}`}>{a.state}</span>
+                  </td>
+                  <td>
+                    <strong>{a.labels.alertname}</strong>
+                  </td>
+                  <td className="mono">{labels.map(([k, v]) => `${k}="${v}"`).join(", ")}</td>
+                  <td>
+                    <div data-testid="alert-summary">{a.annotations.summary ?? ""}</div>
+                    {a.annotations.description && <div className="muted small">{a.annotations.description}</div>}
+                  </td>
+                  <td title={`since ${new Date(Date.parse(a.activeAt)).toLocaleString()}`}>{since(a.activeAt)}</td>
+                  <td>
+                    {a.annotations.runbook_url ? (
+                      <a href={a.annotations.runbook_url} target="_blank" rel="noreferrer" data-testid="alert-runbook">
+                        runbook
+                      </a>
+                    ) : (
+                      "–"
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+      <h3 className="section">Rules</h3>
+      <Status error={rules.error} />
+      {rules.data && (
+        <div data-testid="rules-summary">
+          {groups.length} groups, {all.filter((r) => r.type === "alerting").length} alerting and{" "}
+          {all.filter((r) => r.type === "recording").length} recording rules
+          {broken.length ? `, ${broken.length} failing` : ", all healthy"}.
+        </div>
+      )}
+      {broken.length > 0 && (
+        <table data-testid="rules-failing">
+          <tbody>
+            {broken.map((r) => (
+              <tr key={r.group + r.name}>
+                <td>{r.group}</td>
+                <td>{r.name}</td>
+                <td className="error">{r.lastError}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </div>
   );
 }

@@ -120,7 +120,7 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
         let r = query(&base, r#"up{environment="strata"} == 1"#).await;
         let jobs: std::collections::BTreeSet<String> =
             r.iter().filter_map(|s| s["metric"]["job"].as_str().map(String::from)).collect();
-        (r.len() == 6 && jobs.len() == 4).then_some(())
+        (r.len() == 7 && jobs.len() == 5).then_some(())
     })
     .await;
     assert!(
@@ -129,7 +129,7 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
     );
     // Every component serves process metrics and its build.
     let rss = query(&base, r#"process_resident_memory_bytes{environment="strata"} > 0"#).await;
-    assert_eq!(rss.len(), 6, "process metrics of every control-plane component: {rss:?}");
+    assert_eq!(rss.len(), 7, "process metrics of every control-plane component: {rss:?}");
     let builds = query(&base, r#"count by (version) (strata_build_info{environment="strata"})"#).await;
     assert_eq!(builds.len(), 1, "one version: {builds:?}");
 
@@ -256,6 +256,92 @@ async fn demo_shows_three_environments_and_the_prod_latency_incident() {
     };
     assert!(d > 2.5 * b, "prod p95 did not rise during the incident: before {b} s, during {d} s");
     eprintln!("prod p95: {b:.3} s before the incident, {d:.3} s during it");
+
+    // The ruler (Strata's own alerts + the RED rules) sees the incident:
+    // HighRequestLatency for prod goes pending, then firing, as the querier's
+    // /api/v1/alerts (from --ruler.url) reports.
+    let latency_alert = |alerts: &serde_json::Value, state: &str| {
+        alerts["data"]["alerts"].as_array().is_some_and(|l| {
+            l.iter().any(|a| {
+                a["labels"]["alertname"] == "HighRequestLatency"
+                    && a["labels"]["environment"] == "prod"
+                    && a["state"] == state
+            })
+        })
+    };
+    let firing_at = wait_for(Duration::from_secs(240), "HighRequestLatency firing for prod", || {
+        let (c, b) = (client.clone(), base.clone());
+        async move {
+            let v: serde_json::Value = c.get(format!("{b}/api/v1/alerts")).send().await.ok()?.json().await.ok()?;
+            latency_alert(&v, "firing").then(now_ms)
+        }
+    })
+    .await;
+    // Before firing it was pending: the ALERTS series the ruler wrote back
+    // through the ingesters say when, and the pending state came first.
+    let states =
+        |state: &str| format!(r#"ALERTS{{alertname="HighRequestLatency",environment="prod",alertstate="{state}"}}"#);
+    let first_at = |state: &str| {
+        let (c, b, q) = (client.clone(), base.clone(), states(state));
+        async move {
+            let v: serde_json::Value = c
+                .get(format!("{b}/api/v1/query_range"))
+                .query(&[
+                    ("query", q.as_str()),
+                    ("start", &format!("{}", t0 / 1000)),
+                    ("end", &format!("{}", now_ms() / 1000)),
+                    ("step", "5"),
+                ])
+                .send()
+                .await
+                .expect("query_range")
+                .json()
+                .await
+                .expect("json");
+            v["data"]["result"][0]["values"][0][0].as_f64()
+        }
+    };
+    let pending_since =
+        wait_for(Duration::from_secs(30), "ALERTS{alertstate=\"pending\"} for prod", || first_at("pending")).await;
+    let firing_since =
+        wait_for(Duration::from_secs(30), "ALERTS{alertstate=\"firing\"} for prod", || first_at("firing")).await;
+    assert!(
+        pending_since + 55.0 <= firing_since,
+        "pending from {pending_since}, firing from {firing_since}: not `for: 1m` apart"
+    );
+    eprintln!(
+        "HighRequestLatency: pending {:.0} s, firing {:.0} s after the demo started",
+        pending_since - t0 as f64 / 1000.0,
+        firing_since - t0 as f64 / 1000.0
+    );
+    assert!(firing_at > t0);
+    let status = Command::new("node")
+        .arg("tests/browser.mjs")
+        .arg(&base)
+        .arg(&out)
+        .arg("alerts")
+        .current_dir(&dash)
+        .status()
+        .expect("run node");
+    assert!(status.success(), "browser test of the Alerts page failed; screenshots in {}", out.display());
+    for shot in ["alerts", "overview-alert", "alerts-page"] {
+        assert!(out.join(format!("{shot}.png")).exists(), "missing screenshot {shot}");
+    }
+    // Alertmanager (Debian's, started by the demo when installed) got it.
+    if require("prometheus-alertmanager") {
+        let am = format!("http://127.0.0.1:{}/api/v2/alerts", 9093 + offset);
+        wait_for(Duration::from_secs(60), "HighRequestLatency in Alertmanager", || {
+            let (c, am) = (client.clone(), am.clone());
+            async move {
+                let v: serde_json::Value = c.get(&am).send().await.ok()?.json().await.ok()?;
+                v.as_array()?
+                    .iter()
+                    .any(|a| a["labels"]["alertname"] == "HighRequestLatency" && a["labels"]["environment"] == "prod")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
 
     // Ctrl-C stops every process: all ports are free again.
     let stop_ms = now_ms();
