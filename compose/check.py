@@ -116,8 +116,13 @@ def check_secure(strata: dict) -> int:
                 fail(f"secure profile: {name} does not read the web config")
             if cmd[1] in ("ingester", "store") and "--grpc.tls-client-ca-file=/certs/ca.crt" not in cmd:
                 fail(f"secure profile: {name}'s gRPC port does not require client certificates")
-            if cmd[1] in ("ingester", "querier") and "--grpc-client.tls-cert-file=/certs/tls.crt" not in cmd:
+            if cmd[1] in ("ingester", "querier", "ruler") and "--grpc-client.tls-cert-file=/certs/tls.crt" not in cmd:
                 fail(f"secure profile: {name} does not present a client certificate")
+            if cmd[1] == "ruler" and (
+                not all(a.startswith("--remote-write.url=https://") for a in cmd if a.startswith("--remote-write.url="))
+                or "--remote-write.bearer-token-file=/etc/strata/secure/ruler-token" not in cmd
+            ):
+                fail(f"secure profile: {name} does not write rule results over HTTPS with its token")
         elif not any(a.startswith("--remote-write.url=https://") for a in cmd) or \
                 "--remote-write.bearer-token-file=/etc/strata/secure/agent-token" not in cmd:
             fail(f"secure profile: {name} does not write over HTTPS with the token")

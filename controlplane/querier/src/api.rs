@@ -966,18 +966,23 @@ async fn from_rulers(
             url.push('?');
             url.push_str(q);
         }
-        let answer = state
-            .http
-            .get(&url)
+        let answer = with_credential(state.http.current().get(&url), headers)
             .header(strata_model::tenant::TENANT_HEADER, &tenant)
             .send()
             .await
             .map_err(|e| e.to_string());
         let body: serde_json::Value = match answer {
-            Ok(r) if r.status().is_success() => match r.json().await {
-                Ok(v) => v,
-                Err(e) => return ApiError::unavailable(format!("ruler {base}: {e}")).into_response(),
-            },
+            Ok(r) if r.status().is_success() => {
+                match r
+                    .bytes()
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(v) => v,
+                    Err(e) => return ApiError::unavailable(format!("ruler {base}: {e}")).into_response(),
+                }
+            }
             Ok(r) if r.status() == StatusCode::BAD_REQUEST => {
                 let text = r.text().await.unwrap_or_default();
                 let msg = serde_json::from_str::<serde_json::Value>(&text)
@@ -995,6 +1000,15 @@ async fn from_rulers(
     }
     let data = serde_json::json!({ key: merged });
     success(&data.to_string(), &[])
+}
+
+/// The caller's credential passed on to a ruler (which reads the same web
+/// config), so the ruler checks the same roles and tenant.
+fn with_credential(req: reqwest_rustls::RequestBuilder, headers: &HeaderMap) -> reqwest_rustls::RequestBuilder {
+    match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(v) => req.header(axum::http::header::AUTHORIZATION, v.clone()),
+        None => req,
+    }
 }
 
 /// The ruler configuration API (`/api/v1/rules/{namespace}[/{group}]`,
@@ -1015,11 +1029,12 @@ pub async fn rule_config(
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
     let mut last = String::new();
     for base in &state.ruler_urls {
-        let mut req = state
-            .http
-            .request(method.clone(), format!("{}{path_and_query}", base.trim_end_matches('/')))
-            .header(strata_model::tenant::TENANT_HEADER, &tenant)
-            .body(body.clone());
+        let mut req = with_credential(
+            state.http.current().request(method.clone(), format!("{}{path_and_query}", base.trim_end_matches('/'))),
+            &headers,
+        )
+        .header(strata_model::tenant::TENANT_HEADER, &tenant)
+        .body(body.clone());
         if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
             req = req.header(axum::http::header::CONTENT_TYPE, ct);
         }

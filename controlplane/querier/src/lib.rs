@@ -59,6 +59,8 @@ pub struct QuerierConfig {
     pub overrides_file: Option<std::path::PathBuf>,
     /// Rulers whose `/api/v1/rules` and `/api/v1/alerts` this querier serves (`--ruler.url`).
     pub ruler_urls: Vec<String>,
+    /// TLS of the calls to `--ruler.url` (`--http-client.tls-*`).
+    pub http_client_tls: Option<strata_server::tls::TlsClientConfig>,
 }
 
 impl Default for QuerierConfig {
@@ -82,6 +84,7 @@ impl Default for QuerierConfig {
             grpc_client_tls: None,
             overrides_file: None,
             ruler_urls: Vec::new(),
+            http_client_tls: None,
         }
     }
 }
@@ -195,8 +198,8 @@ pub struct QuerierState {
     pub tenant_queries: query_queue::TenantQueues,
     /// Rulers answering `/api/v1/rules` and `/api/v1/alerts`.
     pub ruler_urls: Vec<String>,
-    /// Client of the rulers.
-    pub http: reqwest::Client,
+    /// Client of the rulers (`--http-client.tls-*`).
+    pub http: strata_server::http_client::HttpClient,
 }
 
 impl QuerierState {
@@ -246,7 +249,13 @@ impl QuerierState {
                 .map_err(fanout::FanoutError::Config)?,
             tenant_queries: query_queue::TenantQueues::default(),
             ruler_urls: cfg.ruler_urls.clone(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default(),
+            http: strata_server::http_client::HttpClient::with_tls(
+                cfg.http_client_tls.clone(),
+                false,
+                Duration::from_secs(30),
+                concat!("strata-querier/", env!("CARGO_PKG_VERSION")),
+            )
+            .map_err(|e| fanout::FanoutError::Config(format!("--http-client.tls-*: {e}")))?,
         }))
     }
 }

@@ -26,6 +26,9 @@ use std::time::Duration;
 use alerting::LabelSet;
 use group::GroupRuntime;
 
+/// The ruler's User-Agent.
+pub const USER_AGENT: &str = concat!("strata-ruler/", env!("CARGO_PKG_VERSION"));
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -53,6 +56,8 @@ pub struct RulerConfig {
     pub remote_write_bearer_token_file: Option<PathBuf>,
     pub alertmanager_urls: Vec<String>,
     pub notification_queue_capacity: usize,
+    /// TLS of the remote-write and Alertmanager clients (`--http-client.tls-*`).
+    pub http_client_tls: Option<strata_server::tls::TlsClientConfig>,
     pub options: RulerOptions,
     /// Where groups uploaded through the ruler configuration API are kept
     /// (`--objstore.*`); `None`: the API answers 501.
@@ -154,17 +159,19 @@ impl Manager {
             writer: remote_write::RemoteWriter::new(
                 cfg.remote_write_urls.clone(),
                 Duration::from_secs(30),
+                cfg.http_client_tls.clone(),
                 cfg.options.external_labels.clone(),
                 cfg.remote_write_bearer_token_file.clone(),
                 metrics.clone(),
-            ),
+            )?,
             notifier: notifier::Notifier::new(
                 cfg.alertmanager_urls.clone(),
                 cfg.notification_queue_capacity,
                 Duration::from_secs(10),
+                cfg.http_client_tls.clone(),
                 cfg.options.external_labels.clone(),
                 metrics.clone(),
-            ),
+            )?,
             metrics,
             options: cfg.options.clone(),
         });

@@ -18,7 +18,7 @@ pub struct Notifier {
     capacity: usize,
     wake: tokio::sync::Notify,
     urls: Vec<String>,
-    client: reqwest::Client,
+    client: strata_server::http_client::HttpClient,
     external_labels: LabelSet,
     metrics: Arc<RulerMetrics>,
 }
@@ -28,12 +28,14 @@ impl Notifier {
         urls: Vec<String>,
         capacity: usize,
         timeout: Duration,
+        tls: Option<strata_server::tls::TlsClientConfig>,
         external_labels: LabelSet,
         metrics: Arc<RulerMetrics>,
-    ) -> Arc<Notifier> {
-        let client = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
+    ) -> Result<Arc<Notifier>, String> {
+        let client = strata_server::http_client::HttpClient::with_tls(tls, false, timeout, crate::USER_AGENT)
+            .map_err(|e| format!("--http-client.tls-*: {e}"))?;
         let urls = urls.into_iter().map(|u| format!("{}/api/v2/alerts", u.trim_end_matches('/'))).collect();
-        Arc::new(Notifier {
+        Ok(Arc::new(Notifier {
             queue: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             wake: tokio::sync::Notify::new(),
@@ -41,7 +43,7 @@ impl Notifier {
             client,
             external_labels,
             metrics,
-        })
+        }))
     }
 
     /// Queues alerts; never waits.
@@ -95,11 +97,13 @@ impl Notifier {
                 }
             };
             let this = &*self;
+            let client = this.client.current();
             let sends = this.urls.iter().map(|url| {
                 let body = body.clone();
+                let client = client.clone();
                 async move {
                     let r =
-                        this.client
+                        client
                             .post(url)
                             .header("Content-Type", "application/json")
                             .body(body)
@@ -143,7 +147,8 @@ mod tests {
     fn a_full_queue_drops_the_oldest_and_counts_them() {
         let m = Arc::new(RulerMetrics::new());
         let ext: LabelSet = [("cluster".to_string(), "eu".to_string())].into_iter().collect();
-        let n = Notifier::new(vec!["http://127.0.0.1:1".into()], 100, Duration::from_secs(1), ext, m.clone());
+        let n = Notifier::new(vec!["http://127.0.0.1:1".into()], 100, Duration::from_secs(1), None, ext, m.clone())
+            .unwrap();
         n.send((0..150).map(alert).collect());
         assert_eq!(n.queue_length(), 100);
         assert_eq!(m.notifications_dropped.get(), 50);

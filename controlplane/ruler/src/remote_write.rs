@@ -14,7 +14,7 @@ use crate::metrics::RulerMetrics;
 
 pub struct RemoteWriter {
     urls: Vec<String>,
-    client: reqwest::Client,
+    client: strata_server::http_client::HttpClient,
     external_labels: LabelSet,
     bearer_token_file: Option<std::path::PathBuf>,
     metrics: Arc<RulerMetrics>,
@@ -25,12 +25,14 @@ impl RemoteWriter {
     pub fn new(
         urls: Vec<String>,
         timeout: Duration,
+        tls: Option<strata_server::tls::TlsClientConfig>,
         external_labels: LabelSet,
         bearer_token_file: Option<std::path::PathBuf>,
         metrics: Arc<RulerMetrics>,
-    ) -> Self {
-        let client = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
-        RemoteWriter { urls, client, external_labels, bearer_token_file, metrics, attempts: 3 }
+    ) -> Result<Self, String> {
+        let client = strata_server::http_client::HttpClient::with_tls(tls, false, timeout, crate::USER_AGENT)
+            .map_err(|e| format!("--http-client.tls-*: {e}"))?;
+        Ok(RemoteWriter { urls, client, external_labels, bearer_token_file, metrics, attempts: 3 })
     }
 
     /// Writes `series` at `t` (ms) for `tenant`. Tries each URL in turn
@@ -72,9 +74,9 @@ impl RemoteWriter {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
+            let client = self.client.current();
             for url in &self.urls {
-                let mut rb = self
-                    .client
+                let mut rb = client
                     .post(url)
                     .header("Content-Type", strata_proto::remote_write::CONTENT_TYPE_V1)
                     .header("Content-Encoding", strata_proto::remote_write::CONTENT_ENCODING)

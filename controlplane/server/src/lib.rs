@@ -36,6 +36,7 @@
 pub mod auth;
 pub mod grpc;
 mod grpc_metrics;
+pub mod http_client;
 mod metrics;
 pub mod process;
 pub mod reload;

@@ -135,6 +135,8 @@ struct QuerierArgs {
     /// A `strata ruler` whose rules and alerts /api/v1/rules and /api/v1/alerts serve; repeat for each.
     #[arg(long = "ruler.url")]
     ruler_urls: Vec<String>,
+    #[command(flatten)]
+    http_client_tls: strata_server::http_client::HttpClientTlsArgs,
 }
 
 #[derive(clap::Args)]
@@ -404,6 +406,8 @@ struct RulerArgs {
     http: strata_server::HttpServerArgs,
     #[command(flatten)]
     grpc_client_tls: strata_server::grpc::GrpcClientTlsArgs,
+    #[command(flatten)]
+    http_client_tls: strata_server::http_client::HttpClientTlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -545,6 +549,7 @@ fn main() -> anyhow::Result<()> {
                 grpc_client_tls: a.grpc_client_tls.config(),
                 overrides_file: a.overrides_file,
                 ruler_urls: a.ruler_urls,
+                http_client_tls: a.http_client_tls.config(),
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
@@ -610,6 +615,7 @@ fn main() -> anyhow::Result<()> {
                 alertmanager_urls: a.alertmanager_urls,
                 notification_queue_capacity: a.notification_queue_capacity,
                 rule_storage: a.rule_api.then(|| a.objstore.bucket()),
+                http_client_tls: a.http_client_tls.config(),
                 rule_storage_poll_interval: a.rule_storage_poll_interval,
                 options: strata_ruler::RulerOptions {
                     external_labels,

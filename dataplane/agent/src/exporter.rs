@@ -70,69 +70,16 @@ struct Endpoint {
     metrics: Arc<AgentMetrics>,
 }
 
-/// The HTTP client of one endpoint: with TLS (an `https` URL), rebuilt
-/// when its certificates are reloaded.
-pub(crate) struct HttpClient {
-    tls: Option<Arc<strata_server::tls::ClientTls>>,
-    timeout: std::time::Duration,
-    built: std::sync::Mutex<(u64, reqwest_rustls::Client)>,
+/// The HTTP client of one endpoint (an `https` URL: TLS, rebuilt when its
+/// certificates are reloaded).
+pub(crate) use strata_server::http_client::HttpClient;
+
+fn endpoint_client(endpoint: &EndpointConfig, timeout: std::time::Duration) -> Result<HttpClient, String> {
+    HttpClient::with_tls(endpoint.tls_config.clone(), endpoint.url.starts_with("https://"), timeout, AGENT_UA)
 }
 
-impl HttpClient {
-    fn new(endpoint: &EndpointConfig, timeout: std::time::Duration) -> Result<HttpClient, String> {
-        Self::with_tls(endpoint.tls_config.clone(), endpoint.url.starts_with("https://"), timeout)
-    }
-
-    /// A client verifying servers with `tls_config` (or the system roots
-    /// when `https` without one), reloading its certificates when they change.
-    pub(crate) fn with_tls(
-        tls_config: Option<strata_server::tls::TlsClientConfig>,
-        https: bool,
-        timeout: std::time::Duration,
-    ) -> Result<HttpClient, String> {
-        let tls = if https || tls_config.is_some() {
-            let cfg = tls_config.unwrap_or_default();
-            let tls = strata_server::tls::ClientTls::new(cfg, strata_server::tls::ALPN_HTTP1, "tls_config")
-                .map_err(|e| e.to_string())?;
-            tls.watch(std::time::Duration::from_secs(5));
-            Some(tls)
-        } else {
-            None
-        };
-        let client = Self::build(tls.as_deref(), timeout)?;
-        let generation = tls.as_ref().map_or(0, |t| t.generation());
-        Ok(HttpClient { tls, timeout, built: std::sync::Mutex::new((generation, client)) })
-    }
-
-    fn build(
-        tls: Option<&strata_server::tls::ClientTls>,
-        timeout: std::time::Duration,
-    ) -> Result<reqwest_rustls::Client, String> {
-        let mut b = reqwest_rustls::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("strata-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(t) = tls {
-            b = b.use_preconfigured_tls((*t.config()).clone());
-        }
-        b.build().map_err(|e| e.to_string())
-    }
-
-    /// The client for the next request (rebuilt after a certificate reload;
-    /// connections already open keep the previous certificates).
-    pub(crate) fn current(&self) -> reqwest_rustls::Client {
-        let Ok(mut g) = self.built.lock() else { return reqwest_rustls::Client::new() };
-        if let Some(t) = &self.tls {
-            let now = t.generation();
-            if now != g.0 {
-                match Self::build(Some(t), self.timeout) {
-                    Ok(c) => *g = (now, c),
-                    Err(e) => tracing::error!(error = %e, "cannot rebuild the HTTP client; the previous one stays"),
-                }
-            }
-        }
-        g.1.clone()
-    }
-}
+/// The agent's User-Agent.
+pub(crate) const AGENT_UA: &str = concat!("strata-agent/", env!("CARGO_PKG_VERSION"));
 
 /// Runs the exporter for one endpoint until `shutdown` flips to true.
 /// `oldest_age` receives the enqueue time of the oldest record not yet
@@ -146,7 +93,7 @@ pub async fn run_endpoint(
     last_delivered: Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = match HttpClient::new(&endpoint, cfg.timeout) {
+    let client = match endpoint_client(&endpoint, cfg.timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(endpoint = %endpoint.url, error = %e, "cannot build HTTP client");

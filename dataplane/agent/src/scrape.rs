@@ -234,8 +234,9 @@ fn jobs(file: ScrapeFile, base_dir: &Path) -> Result<Vec<Arc<Job>>, String> {
                 }
             }
         }
-        let client = HttpClient::with_tls(cfg.tls_config.clone(), cfg.scheme == "https", timeout)
-            .map_err(|m| format!("{at}: tls_config: {m}"))?;
+        let client =
+            HttpClient::with_tls(cfg.tls_config.clone(), cfg.scheme == "https", timeout, crate::exporter::AGENT_UA)
+                .map_err(|m| format!("{at}: tls_config: {m}"))?;
         out.push(Arc::new(Job {
             interval,
             timeout,
