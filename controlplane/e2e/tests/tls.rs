@@ -564,3 +564,66 @@ async fn certificates_rotate_without_a_restart() {
     assert!(read_series_tls(&node.grpc_addr(), Pki::grpc_client(&old.ca, None), "anonymous", "x").await.is_err());
     drop(grpc_old);
 }
+
+/// `strata ruler` against an HTTPS ingester that requires a client
+/// certificate and a credential: its results arrive with
+/// `--http-client.tls-*` and a bearer token; without the CA they are
+/// refused at the handshake and counted, never lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ruler_writes_over_https_with_a_client_certificate_and_a_token() {
+    let s = secured().await;
+    let dir = s._dir.path();
+    let rules = dir.join("ruler-tenants/team-a");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(
+        rules.join("check.yml"),
+        "groups:\n- name: tls\n  interval: 1s\n  rules:\n  - record: ruler_tls_check\n    expr: vector(7)\n",
+    )
+    .expect("rule file");
+    let token = dir.join("ruler-token");
+    std::fs::write(&token, "agent-token").expect("token");
+    let start = |name: &str, http_tls: bool| {
+        let port = free_port();
+        let mut args = vec![
+            "ruler".to_string(),
+            format!("--rule.tenants-dir={}", dir.join("ruler-tenants").display()),
+            format!("--endpoint={}", s.node.grpc_addr()),
+            format!("--remote-write.url={}/api/v1/write", s.ingester_base),
+            format!("--remote-write.bearer-token-file={}", token.display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--rule.api=false".to_string(),
+        ];
+        args.extend(s.pki.client_flags());
+        if http_tls {
+            args.push(format!("--http-client.tls-ca-file={}", s.pki.ca.display()));
+            args.push(format!("--http-client.tls-cert-file={}", s.pki.member.cert.display()));
+            args.push(format!("--http-client.tls-key-file={}", s.pki.member.key.display()));
+        }
+        (Proc::start(name, &bin("strata"), &args, &[], dir), port)
+    };
+    // Without the cluster CA the writes fail (and say so in the metrics).
+    let (mut untrusting, p) = start("ruler-no-ca", false);
+    wait_for(Duration::from_secs(30), "the untrusting ruler counting failed writes", || async {
+        let m = reqwest::get(format!("http://127.0.0.1:{p}/metrics")).await.ok()?.text().await.ok()?;
+        m.lines()
+            .find(|l| l.starts_with("strata_ruler_remote_write_failures_total "))
+            .and_then(|l| l.split(' ').nth(1)?.parse::<f64>().ok())
+            .filter(|v| *v >= 1.0)
+    })
+    .await;
+    untrusting.kill9();
+    let tls = Pki::grpc_client(&s.pki.ca, Some(&s.pki.member));
+    assert!(read_series_tls(&s.node.grpc_addr(), tls.clone(), "team-a", "ruler_tls_check").await.unwrap().is_empty());
+    // With it, the recording rule's output lands in the token's tenant.
+    let (_ruler, _) = start("ruler", true);
+    let got = wait_for(Duration::from_secs(30), "ruler_tls_check written over HTTPS", || {
+        let tls = tls.clone();
+        let addr = s.node.grpc_addr();
+        async move {
+            let got = read_series_tls(&addr, tls, "team-a", "ruler_tls_check").await.ok()?;
+            (!got.is_empty()).then_some(got)
+        }
+    })
+    .await;
+    assert!(got.values().flatten().all(|(_, v)| *v == 7.0), "{got:?}");
+}
