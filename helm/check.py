@@ -66,6 +66,14 @@ CASES = {
         "compactor.retentionSize=500GB",
     ],
     "no compactor": AUTH + ["compactor.enabled=false"],
+    "ruler with Alertmanager and a token, 5 voters": AUTH + [
+        "ruler.enabled=true", "ruler.remoteWriteTokenSecret=strata-ruler-token",
+        "ruler.alertmanagerUrls={http://alertmanager.monitoring:9093}", "ruler.externalLabels.cluster=eu-1",
+        "ruler.extraRuleFiles.team\\.yml=groups: []", "ingester.replicas=5",
+    ],
+    "ruler with TLS, auth off": [
+        "auth.enabled=false", "tls.enabled=true", "tls.existingSecret=strata-tls", "ruler.enabled=true",
+    ],
     "ingress with TLS, autoscaled store and querier": AUTH + [
         "querier.ingress.enabled=true",
         "querier.ingress.className=nginx",
@@ -106,6 +114,7 @@ MUST_FAIL = {
     "filesystem without a volume": (AUTH + ["objstore.type=filesystem"], "existingClaim (a ReadWriteMany PVC) is required"),
     "access key without secret": (AUTH + ["objstore.s3.accessKeyId=a"], "secretAccessKey is required"),
     "no voters": (AUTH + ["ingester.replicas=0"], "ingester.replicas must be at least 1"),
+    "ruler with auth, no token": (AUTH + ["ruler.enabled=true"], "needs ruler.remoteWriteTokenSecret"),
     "auth on without credentials": ([], "auth.enabled: give auth.existingSecret"),
     "TLS without certificates": (AUTH + ["tls.enabled=true"], "tls.enabled needs tls.existingSecret"),
     "ServiceMonitor with auth, no scrape credential": (AUTH + ["serviceMonitor.enabled=true"],
@@ -135,7 +144,7 @@ def check_security(name, sets, docs, strata, failures):
         grpc_server = "--grpc.tls-client-ca-file=/etc/strata/tls/ca.crt" in args
         grpc_client = "--grpc-client.tls-cert-file=/etc/strata/tls/tls.crt" in args
         want_server = tls_on and who.endswith(("-ingester", "-store"))
-        want_client = tls_on and who.endswith(("-ingester", "-querier"))
+        want_client = tls_on and who.endswith(("-ingester", "-querier", "-ruler"))
         if grpc_server != want_server or grpc_client != want_client:
             failures.append(f"{name}: {who}: gRPC TLS server={grpc_server} client={grpc_client}")
         mounts = {m["mountPath"] for m in c.get("volumeMounts") or []}
@@ -324,6 +333,30 @@ def main():
     r = helm_template(AUTH + ["prometheusRule.enabled=true", "ingester.replicas=5"])
     if "count(strata_ingester_raft_term) < 5" not in r.stdout:
         failures.append("prometheusRule with 5 voters: StrataIngesterReplicaDown does not expect 5 ingesters")
+    # The ruler's rule files: both shipped files (voter count of the release)
+    # plus extra ones, each accepted by promtool; the querier reads the ruler.
+    r = helm_template(AUTH + ["ruler.enabled=true", "ruler.remoteWriteTokenSecret=t", "ingester.replicas=5",
+                              "ruler.extraRuleFiles.team\\.yml=groups: []"])
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-ruler-rules")]
+    files = maps[0]["data"] if len(maps) == 1 else {}
+    querier_args = [a for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-querier")
+                    for a in d["spec"]["template"]["spec"]["containers"][0]["args"]]
+    if sorted(files) != ["red.rules.yml", "strata.rules.yml", "team.yml"] \
+            or "count(strata_ingester_raft_term) < 5" not in files.get("strata.rules.yml", "") \
+            or not any(a.startswith("--ruler.url=http://t-strata-ruler.obs.svc:9099") for a in querier_args):
+        failures.append(f"ruler.enabled: rule files {sorted(files)}, querier args {querier_args}: {r.stderr}")
+    elif shutil.which("promtool"):
+        with tempfile.TemporaryDirectory() as d:
+            for fname, text in files.items():
+                with open(os.path.join(d, fname), "w") as f:
+                    f.write(text)
+                p = subprocess.run(["promtool", "check", "rules", fname], cwd=d, capture_output=True, text=True)
+                if p.returncode != 0:
+                    failures.append(f"ruler.enabled: promtool rejects the rendered {fname}: {p.stdout}{p.stderr}")
+        print(f"ok   ruler.enabled: rule files {', '.join(sorted(files))} (promtool check rules)")
+    else:
+        failures.append("promtool not found (apt-get install prometheus): the ruler's rule files are unchecked")
     # Grafana dashboards: one ConfigMap holding every dashboards/*.json unchanged, sidecar label on.
     r = helm_template(AUTH + ["grafanaDashboards.enabled=true"])
     maps = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ConfigMap"
