@@ -122,6 +122,31 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
         dir.path(),
     );
     wait_ready(&format!("http://127.0.0.1:{compactor_port}/-/ready"), Duration::from_secs(30)).await;
+    // A ruler with a recording and an alerting rule, an Alertmanager that
+    // does not answer (the error family gets a series) and rule storage.
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: g\n  interval: 1s\n  rules:\n  - record: r\n    expr: vector(1)\n  - alert: A\n    expr: vector(1)\n",
+    )
+    .expect("rules");
+    let ruler_port = free_port();
+    let _ruler = Proc::start(
+        "ruler",
+        &bin("strata"),
+        &[
+            "ruler".into(),
+            format!("--web.listen-address=127.0.0.1:{ruler_port}"),
+            format!("--rule.files={}", rules.display()),
+            format!("--endpoint={}", cluster.nodes[0].grpc_addr()),
+            format!("--remote-write.url={}", cluster.nodes[0].write_url()),
+            format!("--alertmanager.url=http://127.0.0.1:{}", free_port()),
+            format!("--objstore.path={}", dir.path().join("objstore").display()),
+        ],
+        &[],
+        dir.path(),
+    );
+    wait_ready(&format!("http://127.0.0.1:{ruler_port}/-/ready"), Duration::from_secs(30)).await;
     // A second endpoint that answers 404 (the querier has no write path):
     // the agent drops what it rejects, so the dropped-samples family has a series.
     let urls = format!("{},{}/api/v1/write", cluster.nodes[0].write_url(), querier.base());
@@ -154,6 +179,7 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
         ("querier", format!("{}/metrics", querier.base())),
         ("agent", agent.metrics_url()),
         ("compactor", format!("http://127.0.0.1:{compactor_port}/metrics")),
+        ("ruler", format!("http://127.0.0.1:{ruler_port}/metrics")),
     ] {
         served.extend(scrape_names(&client, &url).await);
         families.insert(binary, scrape_families(&client, &url).await);
