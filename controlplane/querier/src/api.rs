@@ -17,6 +17,7 @@ use strata_promql::{
 
 use crate::QuerierState;
 use crate::fanout::FanoutError;
+use crate::query_service::{ServiceError, admit, evaluate};
 
 /// Prometheus' limit on points per series in a range query.
 pub const MAX_POINTS: i64 = 11_000;
@@ -62,6 +63,19 @@ impl From<FanoutError> for ApiError {
             FanoutError::SourceLimit(m) => QueryError::Execution(m).into(),
             other => {
                 ApiError { status: StatusCode::SERVICE_UNAVAILABLE, kind: "unavailable", message: other.to_string() }
+            }
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Query(q) => q.into(),
+            ServiceError::Fanout(f) => f.into(),
+            ServiceError::Limit(m) => ApiError::bad_data(m),
+            ServiceError::Internal(m) => {
+                ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: m }
             }
         }
     }
@@ -350,317 +364,6 @@ pub fn encode_value(v: &QueryValue) -> String {
     out
 }
 
-/// A PromQL answer: the value, warnings (partial results from the sources
-/// and PromQL warning annotations) and PromQL info annotations.
-pub struct Evaluated {
-    pub value: QueryValue,
-    pub warnings: Vec<String>,
-    pub infos: Vec<String>,
-}
-
-/// Fetches everything `expr` reads, then evaluates it off the async runtime.
-pub async fn evaluate(
-    state: &QuerierState,
-    tenant: &str,
-    expr: strata_promql::Expr,
-    start: i64,
-    end: i64,
-    step: Option<i64>,
-    deadline: Instant,
-) -> Result<Evaluated, ApiError> {
-    let limits = state.overrides.current().query(tenant);
-    let max_samples = state.max_samples_for(tenant);
-    if let Some(max) = limits.max_length {
-        // What the query reads: its range plus lookback, range selectors
-        // and subqueries, offsets and @.
-        let lookback = state.engine.options().lookback_delta.as_millis() as i64;
-        let sels = strata_promql::selections(&expr, start, end, lookback);
-        let (lo, hi) = sels.iter().fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(s.min_t), hi.max(s.max_t)));
-        if lo <= hi && (hi - lo) as u128 > max.as_millis() {
-            return Err(ApiError::bad_data(format!(
-                "the query reads {} of data, over the limit of tenant {tenant:?} (max_query_length {}, --limits.overrides-file)",
-                humantime::format_duration(std::time::Duration::from_millis((hi - lo) as u64)),
-                humantime::format_duration(max)
-            )));
-        }
-    }
-    let planned = {
-        let _plan = tracing::info_span!("plan", pushed_down = tracing::field::Empty).entered();
-        let planned = if state.pushdown { plan_push_down(state, &expr, start, end, step) } else { Vec::new() };
-        tracing::Span::current().record("pushed_down", planned.len());
-        planned
-    };
-    match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned, max_samples).await {
-        Err(EvalFailure::PushDown) => {
-            // A store could not compute its part: read raw samples instead.
-            let planned = Vec::new();
-            match evaluate_with(state, tenant, &expr, start, end, step, deadline, planned, max_samples).await {
-                Ok(v) => Ok(v),
-                Err(EvalFailure::Api(e)) => Err(e),
-                Err(EvalFailure::PushDown) => Err(ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: "internal",
-                    message: "push-down failed without push-down".into(),
-                }),
-            }
-        }
-        Err(EvalFailure::Api(e)) => Err(e),
-        Ok(v) => Ok(v),
-    }
-}
-
-enum EvalFailure {
-    Api(ApiError),
-    /// An aggregation push-down failed for a reason other than the query's
-    /// limits.
-    PushDown,
-}
-
-impl<E: Into<ApiError>> From<E> for EvalFailure {
-    fn from(e: E) -> Self {
-        EvalFailure::Api(e.into())
-    }
-}
-
-/// Fetches the pushed-down aggregations of `planned` and the raw samples
-/// everything else reads, concurrently, then evaluates off the async runtime.
-#[allow(clippy::too_many_arguments)]
-async fn evaluate_with(
-    state: &QuerierState,
-    tenant: &str,
-    expr: &strata_promql::Expr,
-    start: i64,
-    end: i64,
-    step: Option<i64>,
-    deadline: Instant,
-    planned: Vec<PlannedPushDown>,
-    max_samples: usize,
-) -> Result<Evaluated, EvalFailure> {
-    let expr = expr.clone();
-    let engine: Engine = state.engine.clone();
-    let lookback = engine.options().lookback_delta.as_millis() as i64;
-    let fetch_start = Instant::now();
-    let remaining: HashMap<String, Vec<(i64, i64)>> =
-        planned.iter().map(|p| (strata_promql::pushdown::key(&p.aggregation), p.remaining.clone())).collect();
-    let sels = strata_promql::selections_pushed(&expr, start, end, lookback, &|a| {
-        remaining.get(&strata_promql::pushdown::key(a)).cloned()
-    });
-    // Raw samples count against --query.max-samples as they stream in.
-    let budget = crate::fanout::SampleBudget::new(max_samples);
-    let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false, &budget));
-    let (pushed, results) = tokio::time::timeout_at(
-        deadline.into(),
-        futures::future::join(
-            run_push_down(state, tenant, planned, deadline, max_samples),
-            futures::future::join_all(fetches),
-        ),
-    )
-    .instrument(tracing::info_span!("fetch", selectors = sels.len()))
-    .await
-    .map_err(|_| ApiError::from(QueryError::Timeout("fetching series")))?;
-    let pushed = pushed?;
-    let mut warnings = Vec::new();
-    let mut loaded = 0usize;
-    let mut storage = MemoryStorage::new();
-    let mut infos = Vec::new();
-    let merge_span = tracing::info_span!("merge", samples = tracing::field::Empty);
-    merge_span.in_scope(|| -> Result<(), EvalFailure> {
-        if results.len() == 1 {
-            // One selector: its series are already merged and unique.
-            for r in results {
-                let r = r?;
-                warnings.extend(r.warnings);
-                for s in r.data {
-                    loaded += s.samples.len();
-                    storage.add(s);
-                }
-            }
-        } else {
-            let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-            for r in results {
-                let r = r?;
-                warnings.extend(r.warnings);
-                for s in r.data {
-                    loaded += s.samples.len();
-                    match merged.get_mut(&s.labels) {
-                        Some(existing) => crate::fanout::merge_samples(existing, s.samples),
-                        None => {
-                            merged.insert(s.labels, s.samples);
-                        }
-                    }
-                }
-            }
-            for (labels, samples) in merged {
-                storage.add(Series::floats(labels, samples));
-            }
-        }
-        for p in pushed {
-            loaded += p.loaded as usize;
-            warnings.extend(p.warnings);
-            infos.extend(p.infos);
-            storage.add_pushed(&p.aggregation, p.values);
-        }
-        Ok(())
-    })?;
-    merge_span.record("samples", loaded);
-    if loaded > max_samples {
-        return Err(QueryError::TooManySamples("query execution").into());
-    }
-    warnings.sort();
-    warnings.dedup();
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let mut opts = engine.options().clone();
-    opts.timeout = remaining;
-    opts.max_samples = max_samples;
-    let engine = Engine::new(opts);
-    let eval_start = Instant::now();
-    let fetch_took = eval_start - fetch_start;
-    let eval_span = tracing::info_span!("evaluate");
-    let (value, annotations) = tokio::task::spawn_blocking(move || {
-        let _in = eval_span.entered();
-        match step {
-            None => engine.instant_annotated(&storage, &expr, start),
-            Some(step) => engine.range_annotated(&storage, &expr, start, end, step),
-        }
-    })
-    .await
-    .map_err(|e| ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        kind: "internal",
-        message: e.to_string(),
-    })??;
-    let eval_took = eval_start.elapsed();
-    state.metrics.observe_query(fetch_took, eval_took, loaded);
-    tracing::debug!(
-        fetch_ms = fetch_took.as_millis() as u64,
-        eval_ms = eval_took.as_millis() as u64,
-        samples = loaded,
-        "query"
-    );
-    warnings.extend(annotations.warnings);
-    warnings.sort();
-    warnings.dedup();
-    infos.extend(annotations.infos);
-    infos.sort();
-    infos.dedup();
-    Ok(Evaluated { value, warnings, infos })
-}
-
-/// An aggregation to push down: which steps, and what stays local.
-struct PlannedPushDown {
-    aggregation: strata_promql::AggregateExpr,
-    text: String,
-    /// Covered steps (one contiguous run of the query's steps).
-    steps: Vec<i64>,
-    step: i64,
-    /// Step spans still evaluated here from raw samples.
-    remaining: Vec<(i64, i64)>,
-}
-
-/// One aggregation computed by the store gateways at some of the query's
-/// steps.
-struct Pushed {
-    aggregation: strata_promql::AggregateExpr,
-    values: strata_promql::PushedAggregate,
-    loaded: u64,
-    warnings: Vec<String>,
-    infos: Vec<String>,
-}
-
-/// Aggregation push-down: every pushable aggregation of `expr` is computed
-/// by the store gateways for the steps whose data window lies entirely in
-/// their blocks (and in no ingester's memory); the querier reads raw samples
-/// only for the other steps.
-fn plan_push_down(
-    state: &QuerierState,
-    expr: &strata_promql::Expr,
-    start: i64,
-    end: i64,
-    step: Option<i64>,
-) -> Vec<PlannedPushDown> {
-    let mut out = Vec::new();
-    let aggs = strata_promql::pushdown::pushable_aggregates(expr);
-    if aggs.is_empty() {
-        return out;
-    }
-    let Some(coverage) = state.stores.coverage() else {
-        return out;
-    };
-    let step_ms = step.unwrap_or(0);
-    let steps: Vec<i64> = match step {
-        Some(s) if s > 0 => (0..=(end - start) / s).map(|i| start + i * s).collect(),
-        _ => vec![start],
-    };
-    let lookback = state.engine.options().lookback_delta.as_millis() as i64;
-    for a in aggs {
-        let (before, after) = strata_promql::pushdown::data_window(a, lookback);
-        let covered: Vec<i64> = steps.iter().copied().filter(|t| coverage.covers(t - before, t - after)).collect();
-        let (Some(&first), Some(&last)) = (covered.first(), covered.last()) else {
-            continue;
-        };
-        let Some(text) = strata_promql::pushdown::query_text(a) else {
-            continue;
-        };
-        let mut remaining = Vec::new();
-        if first > start {
-            remaining.push((start, first - step_ms));
-        }
-        if last < end {
-            remaining.push((last + step_ms, end));
-        }
-        out.push(PlannedPushDown { aggregation: a.clone(), text, steps: covered, step: step_ms, remaining });
-    }
-    out
-}
-
-/// Asks the store gateways for every planned aggregation. Failing for any
-/// reason other than the query's own limits is [`EvalFailure::PushDown`].
-async fn run_push_down(
-    state: &QuerierState,
-    tenant: &str,
-    planned: Vec<PlannedPushDown>,
-    deadline: Instant,
-    max_samples: usize,
-) -> Result<Vec<Pushed>, EvalFailure> {
-    let opts = state.engine.options();
-    let lookback = opts.lookback_delta.as_millis() as i64;
-    let calls = planned.into_iter().map(|p| async move {
-        let (first, last) = (p.steps[0], p.steps[p.steps.len() - 1]);
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let r = state.stores.aggregate(tenant, &p.text, first, last, p.step, lookback, max_samples, timeout).await;
-        (p, r)
-    });
-    let mut out = Vec::new();
-    let mut failed = false;
-    for (p, r) in futures::future::join_all(calls).await {
-        match r {
-            Ok((parts, loaded, warnings, infos)) => {
-                state.metrics.observe_pushdown(true);
-                let series = strata_promql::pushdown::combine(&p.aggregation, parts);
-                out.push(Pushed {
-                    values: strata_promql::PushedAggregate { steps: p.steps, series },
-                    aggregation: p.aggregation,
-                    loaded,
-                    warnings,
-                    infos,
-                });
-            }
-            Err(e @ (FanoutError::TooManySamples | FanoutError::Timeout | FanoutError::SourceLimit(_))) => {
-                return Err(e.into());
-            }
-            Err(e) => {
-                tracing::warn!(aggregation = %p.text, error = %e, "aggregation push-down failed; reading raw samples");
-                state.metrics.observe_pushdown(false);
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        return Err(EvalFailure::PushDown);
-    }
-    Ok(out)
-}
-
 fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError> {
     let max = state.engine.options().timeout;
     match p.get("timeout") {
@@ -674,25 +377,6 @@ fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError>
         },
         None => Ok(max),
     }
-}
-
-/// A slot of the tenant (`max_concurrent_queries`), then one among
-/// `--query.max-concurrency`, each waited for until `deadline` (then
-/// Prometheus' 503 "query timed out in query queue").
-async fn admit(
-    state: &QuerierState,
-    tenant: &str,
-    deadline: Instant,
-) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, crate::query_queue::Admitted), ApiError> {
-    let limit = state.overrides.current().query(tenant).max_concurrent;
-    let own = state
-        .tenant_queries
-        .admit(tenant, limit, deadline)
-        .await
-        .map_err(|()| ApiError::from(QueryError::Timeout("query queue")))?;
-    let global =
-        state.queries.admit(deadline).await.ok_or_else(|| ApiError::from(QueryError::Timeout("query queue")))?;
-    Ok((own, global))
 }
 
 fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod dashboard;
 pub mod fanout;
 pub mod query_queue;
+pub mod query_service;
 pub mod remote_read;
 
 use std::net::SocketAddr;

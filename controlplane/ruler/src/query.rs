@@ -1,6 +1,7 @@
-//! Rules are evaluated by the querier's query service (planning,
-//! push-down, StoreAPI fan-out, merge, PromQL), the same code that answers
-//! `/api/v1/query`, over the ingesters' and stores' StoreAPI.
+//! Rules are evaluated by the querier's query service
+//! ([`strata_querier::query_service`]: planning, push-down, StoreAPI
+//! fan-out, merge, PromQL), the same code that answers `/api/v1/query`,
+//! over the ingesters' and stores' StoreAPI.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +32,9 @@ impl RuleQuerier {
     async fn run(&self, tenant: &str, expr: &str, t: i64) -> Result<QueryValue, String> {
         let parsed = promql_parser::parser::parse(expr).map_err(|e| format!("could not parse expression: {e}"))?;
         let deadline = Instant::now() + self.timeout;
-        let out = strata_querier::api::evaluate(&self.state, tenant, parsed, t, t, None, deadline)
+        let out = strata_querier::query_service::evaluate(&self.state, tenant, parsed, t, t, None, deadline)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.to_string())?;
         for w in &out.warnings {
             tracing::debug!(tenant, expr, warning = %w, "rule query warning");
         }
