@@ -5,15 +5,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::Instrument as _;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use strata_promql::{
-    Engine, Error as QueryError, FloatHistogram, Labels, MemoryStorage, QueryValue, Series, format_float,
-};
+use strata_promql::{Error as QueryError, FloatHistogram, Labels, QueryValue, format_float};
 
 use crate::QuerierState;
 use crate::fanout::FanoutError;
@@ -909,6 +906,7 @@ pub async fn stores(State(state): State<Arc<QuerierState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_promql::Series;
 
     #[test]
     fn parses_times_and_durations() {

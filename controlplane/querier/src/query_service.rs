@@ -347,8 +347,6 @@ pub async fn admit(
         .admit(tenant, limit, deadline)
         .await
         .map_err(|()| ServiceError::Query(QueryError::Timeout("query queue")))?;
-    let global =
-        state.queries.admit(deadline).await.ok_or(ServiceError::Query(QueryError::Timeout("query queue")))?;
+    let global = state.queries.admit(deadline).await.ok_or(ServiceError::Query(QueryError::Timeout("query queue")))?;
     Ok((own, global))
 }
-

@@ -68,18 +68,21 @@ fn accepted() -> Response {
         .into_response()
 }
 
-fn tenant(headers: &HeaderMap) -> Result<String, Response> {
+fn tenant(headers: &HeaderMap) -> Result<String, Box<Response>> {
     strata_model::tenant::tenant_from_header(headers.get(strata_model::tenant::TENANT_HEADER).map(|v| v.as_bytes()))
-        .map_err(|e| plain(StatusCode::BAD_REQUEST, e))
+        .map_err(|e| Box::new(plain(StatusCode::BAD_REQUEST, e)))
 }
 
 fn storage_error(e: impl std::fmt::Display) -> Response {
     plain(StatusCode::SERVICE_UNAVAILABLE, format!("rule storage unavailable: {e}"))
 }
 
-fn store(m: &Manager) -> Result<&crate::rule_store::RuleStore, Response> {
+fn store(m: &Manager) -> Result<&crate::rule_store::RuleStore, Box<Response>> {
     m.rule_store().ok_or_else(|| {
-        plain(StatusCode::NOT_IMPLEMENTED, "the ruler configuration API is off: this ruler has no rule storage")
+        Box::new(plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "the ruler configuration API is off: this ruler has no rule storage",
+        ))
     })
 }
 
@@ -89,7 +92,7 @@ async fn listed(
     tenant: &str,
     namespace: Option<&str>,
 ) -> Result<BTreeMap<String, Vec<GroupSpec>>, Response> {
-    let store = store(m)?;
+    let store = store(m).map_err(|r| *r)?;
     let mut out: BTreeMap<String, Vec<GroupSpec>> = BTreeMap::new();
     for g in store.list(Some(tenant), namespace).await.map_err(storage_error)? {
         match g {
@@ -103,7 +106,7 @@ async fn listed(
 async fn list_all(State(m): State<Arc<Manager>>, headers: HeaderMap) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match listed(&m, &tenant, None).await {
         // Mimir answers an empty map (Cortex answered 404); clients take both.
@@ -115,7 +118,7 @@ async fn list_all(State(m): State<Arc<Manager>>, headers: HeaderMap) -> Response
 async fn get_namespace(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match listed(&m, &tenant, Some(&ns)).await {
         Ok(groups) if groups.is_empty() => plain(StatusCode::NOT_FOUND, "no rule groups found"),
@@ -131,11 +134,11 @@ async fn get_group(
 ) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = match store(&m) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match store.get(&tenant, &ns, &group).await {
         Ok(Some(g)) => yaml(&g),
@@ -210,11 +213,11 @@ async fn apply(m: &Manager) {
 async fn set_group(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>, body: Bytes) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = match store(&m) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let spec = match check_upload(&m, &tenant, &ns, &body).await {
         Ok(s) => s,
@@ -235,11 +238,11 @@ async fn delete_group(
 ) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = match store(&m) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match store.delete_group(&tenant, &ns, &group).await {
         Ok(true) => {
@@ -255,11 +258,11 @@ async fn delete_group(
 async fn delete_namespace(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = match store(&m) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match store.delete_namespace(&tenant, &ns).await {
         Ok(0) => plain(StatusCode::NOT_FOUND, "no rule groups found"),
