@@ -261,7 +261,10 @@ async fn start_alertmanager(dir: &Path, hook_port: u16) -> Alertmanager {
 }
 
 fn start_ruler(dir: &Path, name: &str, rules: &Path, node: &Node, extra: &[String]) -> (Proc, u16) {
-    let port = free_port();
+    start_ruler_at(dir, name, rules, node, extra, free_port())
+}
+
+fn start_ruler_at(dir: &Path, name: &str, rules: &Path, node: &Node, extra: &[String], port: u16) -> (Proc, u16) {
     let mut args = vec![
         "ruler".to_string(),
         format!("--rule.files={}", rules.display()),
@@ -322,7 +325,7 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
     let am = start_alertmanager(dir.path(), hook_port).await;
     let am_url = format!("--alertmanager.url=http://127.0.0.1:{}", am.port);
     let (_r1, p1) = start_ruler(dir.path(), "ruler-1", &rules, node, std::slice::from_ref(&am_url));
-    let (_r2, p2) = start_ruler(dir.path(), "ruler-2", &rules, node, &[am_url]);
+    let (mut r2, p2) = start_ruler(dir.path(), "ruler-2", &rules, node, std::slice::from_ref(&am_url));
     for p in [p1, p2] {
         wait_ready(&format!("http://127.0.0.1:{p}/-/ready"), Duration::from_secs(30)).await;
     }
@@ -363,6 +366,27 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
     assert!(ours.iter().any(|a| a.0.contains("HighTemperature") && a.2 == "firing"), "{ours:?}");
     assert!(ours.iter().any(|a| a.0.contains("ErrorRatio") && a.2 == "firing"), "{ours:?}");
 
+    // A replica restarts while both alerts fire: it restores HighTemperature's
+    // `for` state from ALERTS_FOR_STATE, fires it again and re-sends both
+    // alerts. Alertmanager has them already: the webhook hears nothing new
+    // (checked below with the notification counts).
+    r2.kill9();
+    let restarted_flags = [am_url.clone(), "--rules.alert.for-grace-period=1s".to_string()];
+    let (_r2, _) = start_ruler_at(dir.path(), "ruler-2-restarted", &rules, node, &restarted_flags, p2);
+    wait_ready(&format!("http://127.0.0.1:{p2}/-/ready"), Duration::from_secs(30)).await;
+    let restarted_base = format!("http://127.0.0.1:{p2}");
+    wait_for(Duration::from_secs(15), "the restarted replica firing and re-sending HighTemperature", || async {
+        let firing = alerts(&restarted_base).await.iter().any(|a| a.0.contains("HighTemperature") && a.2 == "firing");
+        let metrics = reqwest::get(format!("{restarted_base}/metrics")).await.ok()?.text().await.ok()?;
+        let sent: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("strata_ruler_notifications_sent_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (firing && sent >= 2.0).then_some(())
+    })
+    .await;
+
     // Past the resolution (+70 s, kept firing 4 s more) and its notification.
     let at = s + 90_000 - now_ms();
     tokio::time::sleep(Duration::from_millis(at.max(0) as u64)).await;
@@ -400,7 +424,7 @@ async fn rules_agree_with_prometheus_and_alertmanager_hears_each_alert_once() {
 
     // Alertmanager told the webhook once that HighTemperature fires and
     // once that it resolved (with endsAt), although two rulers sent it
-    // every evaluation.
+    // every evaluation and one of them restarted and sent it again.
     let hooks = hooks.lock().unwrap().clone();
     let high: Vec<&Value> = hooks.iter().filter(|h| h["groupLabels"]["alertname"] == "HighTemperature").collect();
     let firing: Vec<_> = high.iter().filter(|h| h["status"] == "firing").collect();
