@@ -3,7 +3,10 @@
 //! with `WWW-Authenticate`) and with a credential lacking its role (403),
 //! a path no table lists needs `admin`, and tenant A's credentials never
 //! see tenant B's series, label values or data — whatever `X-Scope-OrgID`
-//! they send.
+//! they send. The ruler: every route checked the same way, its rules and
+//! alerts per tenant through the querier (which passes the caller's
+//! credential on), uploads need `write`, results written with its own
+//! gateway token.
 
 use std::time::Duration;
 
@@ -54,6 +57,7 @@ async fn call(c: &reqwest::Client, base: &str, (method, path, body): Route) -> r
     let req = match method {
         "GET" => c.get(url),
         "POST" => c.post(url).body(body.to_vec()),
+        "DELETE" => c.delete(url),
         m => panic!("method {m}"),
     };
     req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
@@ -624,4 +628,141 @@ async fn store_compactor_and_agent_routes_need_credentials() {
     let receiver = format!("http://127.0.0.1:{}", agent.http_port);
     check_routes(&receiver, &[("POST", "/v1/metrics", b"{}")], &reader, &writer).await;
     check_routes(&receiver, admin_routes, &writer, &ops).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ruler_checks_roles_and_keeps_tenants_apart() {
+    let dir = test_dir();
+    let hash = |pw: &str| bcrypt::hash(pw, 4).expect("bcrypt");
+    let web_config = format!(
+        "basic_auth_users:\n  reader-a: '{}'\n  reader-b: '{}'\n  ops: '{}'\n\
+         tenants:\n\
+         \x20 - {{ user: reader-a, tenant: team-a, roles: [read] }}\n\
+         \x20 - {{ user: reader-b, tenant: team-b, roles: [read] }}\n\
+         \x20 - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n\
+         \x20 - {{ token_sha256: {}, tenants: [\"*\"], roles: [write] }}\n",
+        hash("pa"),
+        hash("pb"),
+        hash("po"),
+        sha256_hex("token-a"),
+        sha256_hex("ruler-token"),
+    );
+    let web_file = dir.path().join("web.yml");
+    std::fs::write(&web_file, web_config).expect("write web config");
+    let web_flag = format!("--web.config.file={}", web_file.display());
+    let node = start_ingester(dir.path(), &web_flag).await;
+
+    let tenants = dir.path().join("rules");
+    for (tenant, rule, v) in [("team-a", "a_rule", 1), ("team-b", "b_rule", 2)] {
+        std::fs::create_dir_all(tenants.join(tenant)).expect("rules dir");
+        std::fs::write(
+            tenants.join(tenant).join("g.yml"),
+            format!("groups:\n- name: {tenant}-group\n  interval: 1s\n  rules:\n  - record: {rule}\n    expr: vector({v})\n"),
+        )
+        .expect("rule file");
+    }
+    let token = dir.path().join("ruler-token");
+    std::fs::write(&token, "ruler-token").expect("token");
+    let port = free_port();
+    let _ruler = Proc::start(
+        "ruler",
+        &bin("strata"),
+        &[
+            "ruler".to_string(),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            format!("--rule.tenants-dir={}", tenants.display()),
+            format!("--endpoint={}", node.grpc_addr()),
+            format!("--remote-write.url={}", node.write_url()),
+            format!("--remote-write.bearer-token-file={}", token.display()),
+            format!("--objstore.path={}", dir.path().join("objstore").display()),
+            web_flag.clone(),
+        ],
+        &[],
+        dir.path(),
+    );
+    let ruler = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{ruler}/-/ready"), Duration::from_secs(30)).await;
+    let ruler_url = format!("--ruler.url={ruler}");
+    let querier = Querier::start(dir.path(), &[node.grpc_addr()], &[&web_flag, &ruler_url]).await;
+    let q = querier.base();
+
+    let writer_a = client(Some("Bearer token-a".into()));
+    let reader_a = client(basic("reader-a", "pa"));
+    let reader_b = client(basic("reader-b", "pb"));
+    let ops = client(basic("ops", "po"));
+
+    // The ruler's routes: reading needs read, rule uploads write, reload admin.
+    let reads: &[Route] = &[
+        ("GET", "/api/v1/rules", b""),
+        ("GET", "/api/v1/alerts", b""),
+        ("GET", "/api/v1/rules/ns", b""),
+        ("GET", "/api/v1/rules/ns/g", b""),
+        ("GET", "/prometheus/config/v1/rules", b""),
+        ("GET", "/metrics", b""),
+    ];
+    check_routes(&ruler, reads, &writer_a, &reader_a).await;
+    let writes: &[Route] = &[
+        ("POST", "/api/v1/rules/ns", b"name: g\nrules: []\n"),
+        ("DELETE", "/api/v1/rules/ns/g", b""),
+        ("DELETE", "/prometheus/config/v1/rules/ns", b""),
+    ];
+    check_routes(&ruler, writes, &reader_a, &writer_a).await;
+    check_routes(&ruler, &[("POST", "/-/reload", b""), ("GET", "/not-a-route", b"")], &reader_a, &ops).await;
+    // The same through the querier, which forwards the caller's credential.
+    check_routes(&q, &reads[..5], &writer_a, &reader_a).await;
+    check_routes(&q, writes, &reader_a, &writer_a).await;
+
+    // Each reader sees its own tenant's rules, through the querier too.
+    let groups = |c: reqwest::Client, url: String| async move {
+        let v: serde_json::Value = c.get(url).send().await.expect("rules").json().await.expect("json");
+        v["data"]["groups"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|g| g["name"].as_str().map(str::to_string)).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    for base in [&ruler, &q] {
+        assert_eq!(groups(reader_a.clone(), format!("{base}/api/v1/rules")).await, vec!["team-a-group"]);
+        assert_eq!(groups(reader_b.clone(), format!("{base}/api/v1/rules")).await, vec!["team-b-group"]);
+        let r = reader_a.get(format!("{base}/api/v1/rules")).header("X-Scope-OrgID", "team-b").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "reader-a asking for team-b's rules at {base}");
+    }
+    // An upload by team-a's writer lands in team-a only.
+    let r = writer_a
+        .post(format!("{q}/api/v1/rules/uploaded"))
+        .body("name: up-group\nrules:\n- record: up_rule\n  expr: vector(3)\n")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap_or_default());
+    assert_eq!(reader_a.get(format!("{q}/api/v1/rules/uploaded")).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(reader_b.get(format!("{q}/api/v1/rules/uploaded")).send().await.unwrap().status().as_u16(), 404);
+
+    // The results, written with the ruler's gateway token, in each tenant.
+    let names = |v: serde_json::Value| -> Vec<String> {
+        let mut n: Vec<String> = v["data"]["result"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    let query = r#"{__name__=~".+_rule"}"#;
+    let seen_a = wait_for(Duration::from_secs(30), "team-a's rule results", || {
+        let (c, q) = (reader_a.clone(), q.clone());
+        async move {
+            let n = names(instant_query(&c, &q, "team-a", query, now_ms()).await);
+            (n.len() == 2).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(seen_a, vec!["a_rule".to_string(), "up_rule".to_string()]);
+    let seen_b = wait_for(Duration::from_secs(30), "team-b's rule results", || {
+        let (c, q) = (reader_b.clone(), q.clone());
+        async move {
+            let n = names(instant_query(&c, &q, "team-b", query, now_ms()).await);
+            (!n.is_empty()).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(seen_b, vec!["b_rule".to_string()]);
 }
