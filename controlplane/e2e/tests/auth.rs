@@ -657,7 +657,9 @@ async fn the_ruler_checks_roles_and_keeps_tenants_apart() {
         std::fs::create_dir_all(tenants.join(tenant)).expect("rules dir");
         std::fs::write(
             tenants.join(tenant).join("g.yml"),
-            format!("groups:\n- name: {tenant}-group\n  interval: 1s\n  rules:\n  - record: {rule}\n    expr: vector({v})\n"),
+            format!(
+                "groups:\n- name: {tenant}-group\n  interval: 1s\n  rules:\n  - record: {rule}\n    expr: vector({v})\n"
+            ),
         )
         .expect("rule file");
     }

@@ -249,11 +249,16 @@ impl AlertingRule {
     /// for an alert's labels, the newest `ALERTS_FOR_STATE` sample within
     /// the outage tolerance (its time in ms and value, the `activeAt` in
     /// seconds).
+    ///
+    /// Unlike Prometheus, alerts without `for` get their `activeAt` back
+    /// too (it was active throughout): replicas writing into one store
+    /// must write the same `ALERTS_FOR_STATE` value at a timestamp, so a
+    /// restarted replica takes the other's instead of starting anew.
     pub fn restore(&mut self, ts: i64, grace: Duration, last: impl Fn(&LabelSet) -> Option<(i64, f64)>) -> usize {
         let hold = self.spec.hold.as_millis() as i64;
         let grace = grace.as_millis() as i64;
         let mut restored = 0;
-        if hold > 0 {
+        {
             for a in self.active.values_mut() {
                 let Some((down_at, v)) = last(&a.labels) else { continue };
                 let down_at = down_at.div_euclid(1000) * 1000;
@@ -394,5 +399,17 @@ mod tests {
         r.eval(1_200_000, sample(5.0), 0, &ctx()).unwrap();
         r.restore(1_200_000, Duration::from_secs(300), |_| Some((480_000, 0.0)));
         assert_eq!(r.active.values().next().unwrap().active_at, 1_200_000 - 600_000 + 300_000);
+    }
+
+    #[test]
+    fn alerts_without_for_take_the_stored_active_at() {
+        // A replica restarted at t=20m finds the alert active since 5m: it
+        // writes the same ALERTS_FOR_STATE value as the replica that ran on.
+        let mut r = rule(0, 0);
+        r.eval(1_200_000, sample(5.0), 0, &ctx()).unwrap();
+        assert_eq!(r.restore(1_200_000, Duration::from_secs(600), |_| Some((1_190_000, 300.0))), 1);
+        let out = r.eval(1_202_000, sample(5.0), 0, &ctx()).unwrap();
+        assert_eq!(state(&r), Some(AlertState::Firing));
+        assert_eq!(out[1].1, 300.0, "ALERTS_FOR_STATE: {out:?}");
     }
 }

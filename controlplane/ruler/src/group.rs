@@ -321,9 +321,7 @@ pub async fn restore(g: &GroupRuntime, svc: &Services, ts: i64) {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| match &r.kind {
-                RuleKind::Alerting(a) if !a.restored && !a.spec.hold.is_zero() && !a.active.is_empty() => {
-                    Some((i, a.spec.name.clone()))
-                }
+                RuleKind::Alerting(a) if !a.restored && !a.active.is_empty() => Some((i, a.spec.name.clone())),
                 _ => None,
             })
             .collect(),
