@@ -640,7 +640,7 @@ async fn the_ruler_checks_roles_and_keeps_tenants_apart() {
          \x20 - {{ user: reader-a, tenant: team-a, roles: [read] }}\n\
          \x20 - {{ user: reader-b, tenant: team-b, roles: [read] }}\n\
          \x20 - {{ token_sha256: {}, tenant: team-a, roles: [write] }}\n\
-         \x20 - {{ token_sha256: {}, tenants: [\"*\"], roles: [write] }}\n",
+         \x20 - {{ token_sha256: {}, tenants: \"*\", roles: [write] }}\n",
         hash("pa"),
         hash("pb"),
         hash("po"),
