@@ -731,7 +731,7 @@ async fn the_ruler_checks_roles_and_keeps_tenants_apart() {
     // An upload by team-a's writer lands in team-a only.
     let r = writer_a
         .post(format!("{q}/api/v1/rules/uploaded"))
-        .body("name: up-group\nrules:\n- record: up_rule\n  expr: vector(3)\n")
+        .body("name: up-group\ninterval: 1s\nrules:\n- record: up_rule\n  expr: vector(3)\n")
         .send()
         .await
         .expect("upload");
