@@ -68,21 +68,39 @@ fn accepted() -> Response {
         .into_response()
 }
 
-fn tenant(headers: &HeaderMap) -> Result<String, Box<Response>> {
+/// An answer a handler gives early (an error); `?` returns it.
+struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(r: Response) -> Self {
+        Refusal(Box::new(r))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+type Answer = Result<Response, Refusal>;
+
+fn refuse(status: StatusCode, msg: impl Into<String>) -> Refusal {
+    plain(status, msg).into()
+}
+
+fn tenant(headers: &HeaderMap) -> Result<String, Refusal> {
     strata_model::tenant::tenant_from_header(headers.get(strata_model::tenant::TENANT_HEADER).map(|v| v.as_bytes()))
-        .map_err(|e| Box::new(plain(StatusCode::BAD_REQUEST, e)))
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e))
 }
 
-fn storage_error(e: impl std::fmt::Display) -> Response {
-    plain(StatusCode::SERVICE_UNAVAILABLE, format!("rule storage unavailable: {e}"))
+fn storage_error(e: impl std::fmt::Display) -> Refusal {
+    refuse(StatusCode::SERVICE_UNAVAILABLE, format!("rule storage unavailable: {e}"))
 }
 
-fn store(m: &Manager) -> Result<&crate::rule_store::RuleStore, Box<Response>> {
+fn store(m: &Manager) -> Result<&crate::rule_store::RuleStore, Refusal> {
     m.rule_store().ok_or_else(|| {
-        Box::new(plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "the ruler configuration API is off: this ruler has no rule storage",
-        ))
+        refuse(StatusCode::NOT_IMPLEMENTED, "the ruler configuration API is off: this ruler has no rule storage")
     })
 }
 
@@ -91,96 +109,67 @@ async fn listed(
     m: &Manager,
     tenant: &str,
     namespace: Option<&str>,
-) -> Result<BTreeMap<String, Vec<GroupSpec>>, Response> {
-    let store = store(m).map_err(|r| *r)?;
+) -> Result<BTreeMap<String, Vec<GroupSpec>>, Refusal> {
     let mut out: BTreeMap<String, Vec<GroupSpec>> = BTreeMap::new();
-    for g in store.list(Some(tenant), namespace).await.map_err(storage_error)? {
-        match g {
-            Ok(g) => out.entry(g.namespace).or_default().push(g.spec),
-            Err(e) => return Err(plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        }
+    for g in store(m)?.list(Some(tenant), namespace).await.map_err(storage_error)? {
+        let g = g.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        out.entry(g.namespace).or_default().push(g.spec);
     }
     Ok(out)
 }
 
-async fn list_all(State(m): State<Arc<Manager>>, headers: HeaderMap) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    match listed(&m, &tenant, None).await {
-        // Mimir answers an empty map (Cortex answered 404); clients take both.
-        Ok(groups) => yaml(&groups),
-        Err(r) => r,
-    }
+async fn list_all(State(m): State<Arc<Manager>>, headers: HeaderMap) -> Answer {
+    // Mimir answers an empty map (Cortex answered 404); clients take both.
+    Ok(yaml(&listed(&m, &tenant(&headers)?, None).await?))
 }
 
-async fn get_namespace(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    match listed(&m, &tenant, Some(&ns)).await {
-        Ok(groups) if groups.is_empty() => plain(StatusCode::NOT_FOUND, "no rule groups found"),
-        Ok(groups) => yaml(&groups),
-        Err(r) => r,
+async fn get_namespace(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>) -> Answer {
+    let groups = listed(&m, &tenant(&headers)?, Some(&ns)).await?;
+    if groups.is_empty() {
+        return Err(refuse(StatusCode::NOT_FOUND, "no rule groups found"));
     }
+    Ok(yaml(&groups))
 }
 
 async fn get_group(
     State(m): State<Arc<Manager>>,
     headers: HeaderMap,
     Path((ns, group)): Path<(String, String)>,
-) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    let store = match store(&m) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    match store.get(&tenant, &ns, &group).await {
-        Ok(Some(g)) => yaml(&g),
-        Ok(None) => plain(StatusCode::NOT_FOUND, "group does not exist"),
-        Err(e) => storage_error(e),
+) -> Answer {
+    match store(&m)?.get(&tenant(&headers)?, &ns, &group).await.map_err(storage_error)? {
+        Some(g) => Ok(yaml(&g)),
+        None => Err(refuse(StatusCode::NOT_FOUND, "group does not exist")),
     }
 }
 
 /// Checks an uploaded group as a rule file holding it, then against the
 /// tenant's limits; the message says what is wrong.
-async fn check_upload(m: &Manager, tenant: &str, ns: &str, body: &[u8]) -> Result<GroupSpec, Response> {
-    let text = std::str::from_utf8(body).map_err(|_| plain(StatusCode::BAD_REQUEST, "the body is not UTF-8"))?;
-    let spec: GroupSpec = serde_yaml::from_str(text)
-        .map_err(|e| plain(StatusCode::BAD_REQUEST, format!("the body is not a rule group: {e}")))?;
+async fn check_upload(m: &Manager, tenant: &str, ns: &str, body: &[u8]) -> Result<GroupSpec, Refusal> {
+    let bad = |msg: String| refuse(StatusCode::BAD_REQUEST, msg);
+    let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8".into()))?;
+    let spec: GroupSpec = serde_yaml::from_str(text).map_err(|e| bad(format!("the body is not a rule group: {e}")))?;
     let file = RuleFile { groups: vec![spec.clone()] };
     let checked = crate::rule_file::check(ns, &file, m.config().evaluation_interval).map_err(|errs| {
         let errs: Vec<String> = errs.into_iter().map(|e| format!("namespace {ns:?}: {e}")).collect();
-        plain(StatusCode::BAD_REQUEST, errs.join("\n"))
+        bad(errs.join("\n"))
     })?;
     let limits = m.services().query.state().overrides.current().ruler(tenant);
     if let Some(max) = limits.max_rules_per_group
         && spec.rules.len() > max
     {
-        return Err(plain(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "per-group rules limit exceeded: group {:?} has {} rules, tenant {tenant:?} may have {max} (ruler_max_rules_per_rule_group)",
-                spec.name,
-                spec.rules.len()
-            ),
-        ));
+        return Err(bad(format!(
+            "per-group rules limit exceeded: group {:?} has {} rules, tenant {tenant:?} may have {max} (ruler_max_rules_per_rule_group)",
+            spec.name,
+            spec.rules.len()
+        )));
     }
     if let (Some(min), Some(g)) = (limits.min_interval, checked.first())
         && g.interval < min
     {
-        return Err(plain(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "group {:?}: interval {:?} is shorter than tenant {tenant:?}'s minimum {:?} (ruler_min_evaluation_interval)",
-                spec.name, g.interval, min
-            ),
-        ));
+        return Err(bad(format!(
+            "group {:?}: interval {:?} is shorter than tenant {tenant:?}'s minimum {:?} (ruler_min_evaluation_interval)",
+            spec.name, g.interval, min
+        )));
     }
     if let Some(max) = limits.max_rule_groups {
         let existing = listed(m, tenant, None).await?;
@@ -190,12 +179,9 @@ async fn check_upload(m: &Manager, tenant: &str, ns: &str, body: &[u8]) -> Resul
             .filter(|(n, name)| !(n.as_str() == ns && **name == spec.name))
             .count();
         if others + 1 > max {
-            return Err(plain(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "per-tenant rule groups limit exceeded: tenant {tenant:?} has {others} groups and may have {max} (ruler_max_rule_groups_per_tenant)"
-                ),
-            ));
+            return Err(bad(format!(
+                "per-tenant rule groups limit exceeded: tenant {tenant:?} has {others} groups and may have {max} (ruler_max_rule_groups_per_tenant)"
+            )));
         }
     }
     Ok(spec)
@@ -203,74 +189,43 @@ async fn check_upload(m: &Manager, tenant: &str, ns: &str, body: &[u8]) -> Resul
 
 /// Applies a change on this replica at once (the others see it at their
 /// next poll).
-async fn apply(m: &Manager) {
+async fn apply(m: &Manager) -> Response {
     m.services().metrics.api_changes.inc();
     if let Err(e) = m.sync_store().await {
         tracing::warn!(error = %e, "rule groups changed but not reloaded yet");
     }
+    accepted()
 }
 
-async fn set_group(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>, body: Bytes) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    let store = match store(&m) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    let spec = match check_upload(&m, &tenant, &ns, &body).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(e) = store.put(&tenant, &ns, &spec).await {
-        return storage_error(e);
-    }
+async fn set_group(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>, body: Bytes) -> Answer {
+    let tenant = tenant(&headers)?;
+    let store = store(&m)?;
+    let spec = check_upload(&m, &tenant, &ns, &body).await?;
+    store.put(&tenant, &ns, &spec).await.map_err(storage_error)?;
     tracing::info!(%tenant, namespace = %ns, group = %spec.name, "rule group stored");
-    apply(&m).await;
-    accepted()
+    Ok(apply(&m).await)
 }
 
 async fn delete_group(
     State(m): State<Arc<Manager>>,
     headers: HeaderMap,
     Path((ns, group)): Path<(String, String)>,
-) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    let store = match store(&m) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    match store.delete_group(&tenant, &ns, &group).await {
-        Ok(true) => {
-            tracing::info!(%tenant, namespace = %ns, %group, "rule group deleted");
-            apply(&m).await;
-            accepted()
-        }
-        Ok(false) => plain(StatusCode::NOT_FOUND, "group does not exist"),
-        Err(e) => storage_error(e),
+) -> Answer {
+    let tenant = tenant(&headers)?;
+    if !store(&m)?.delete_group(&tenant, &ns, &group).await.map_err(storage_error)? {
+        return Err(refuse(StatusCode::NOT_FOUND, "group does not exist"));
     }
+    tracing::info!(%tenant, namespace = %ns, %group, "rule group deleted");
+    Ok(apply(&m).await)
 }
 
-async fn delete_namespace(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    let store = match store(&m) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    match store.delete_namespace(&tenant, &ns).await {
-        Ok(0) => plain(StatusCode::NOT_FOUND, "no rule groups found"),
-        Ok(n) => {
+async fn delete_namespace(State(m): State<Arc<Manager>>, headers: HeaderMap, Path(ns): Path<String>) -> Answer {
+    let tenant = tenant(&headers)?;
+    match store(&m)?.delete_namespace(&tenant, &ns).await.map_err(storage_error)? {
+        0 => Err(refuse(StatusCode::NOT_FOUND, "no rule groups found")),
+        n => {
             tracing::info!(%tenant, namespace = %ns, groups = n, "rule namespace deleted");
-            apply(&m).await;
-            accepted()
+            Ok(apply(&m).await)
         }
-        Err(e) => storage_error(e),
     }
 }
