@@ -49,6 +49,26 @@ function tenantHeaders(extra: Record<string, string> = {}): Record<string, strin
   return tenant ? { ...extra, "X-Scope-OrgID": tenant } : extra;
 }
 
+type Body = { status?: string; data?: unknown; error?: string; errorType?: string; warnings?: string[] };
+
+/** The Prometheus API's JSON answer, or a QueryError naming what failed
+ * (`unavailable`: what could not be reached). */
+async function answer(resp: Response, unavailable: string): Promise<{ data: unknown; warnings: string[] }> {
+  let body: Body;
+  try {
+    body = await resp.json();
+  } catch {
+    throw new QueryError(`Querier answered HTTP ${resp.status} without JSON`, "internal");
+  }
+  if (body.status !== "success") {
+    const kind = body.errorType ?? "internal";
+    const msg =
+      kind === "unavailable" ? `${unavailable}: ${body.error ?? ""}` : `${kind}: ${body.error ?? `HTTP ${resp.status}`}`;
+    throw new QueryError(msg, kind);
+  }
+  return { data: body.data, warnings: body.warnings ?? [] };
+}
+
 async function call(path: string, params: Record<string, string>): Promise<{ data: unknown; warnings: string[] }> {
   let resp: Response;
   try {
@@ -60,21 +80,7 @@ async function call(path: string, params: Record<string, string>): Promise<{ dat
   } catch {
     throw new QueryError("Querier unreachable: the dashboard cannot reach the Strata querier.", "network");
   }
-  let body: { status?: string; data?: unknown; error?: string; errorType?: string; warnings?: string[] };
-  try {
-    body = await resp.json();
-  } catch {
-    throw new QueryError(`Querier answered HTTP ${resp.status} without JSON`, "internal");
-  }
-  if (body.status !== "success") {
-    const kind = body.errorType ?? "internal";
-    const msg =
-      kind === "unavailable"
-        ? `Ingesters unreachable: ${body.error ?? ""}`
-        : `${kind}: ${body.error ?? `HTTP ${resp.status}`}`;
-    throw new QueryError(msg, kind);
-  }
-  return { data: body.data, warnings: body.warnings ?? [] };
+  return answer(resp, "Ingesters unreachable");
 }
 
 export async function queryRange(query: string, start: number, end: number, step: number): Promise<Result> {
@@ -171,17 +177,7 @@ async function getJSON(path: string): Promise<unknown> {
   } catch {
     throw new QueryError("Querier unreachable", "network");
   }
-  let body: { status?: string; data?: unknown; error?: string; errorType?: string };
-  try {
-    body = await resp.json();
-  } catch {
-    throw new QueryError(`Querier answered HTTP ${resp.status} without JSON`, "internal");
-  }
-  if (body.status !== "success") {
-    const kind = body.errorType ?? "internal";
-    throw new QueryError(kind === "unavailable" ? `Ruler unreachable: ${body.error ?? ""}` : `${kind}: ${body.error ?? ""}`, kind);
-  }
-  return body.data;
+  return (await answer(resp, "Ruler unreachable")).data;
 }
 
 export async function alerts(): Promise<Alert[]> {
