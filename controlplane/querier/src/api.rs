@@ -443,7 +443,7 @@ pub async fn query_range(
     let deadline = Instant::now() + query_timeout(&state, &p)?;
     let tenant = tenant(&headers);
     let _slot = admit(&state, &tenant, deadline).await?;
-    let r = evaluate(&state, &tenant, expr, start, end, Some(step), deadline).await;
+    let r = crate::query_frontend::range_query(&state, &tenant, expr, start, end, step, deadline).await;
     state.metrics.observe("query_range", started.elapsed(), r.is_ok());
     let e = r?;
     Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))

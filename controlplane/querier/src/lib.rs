@@ -5,9 +5,12 @@
 pub mod api;
 pub mod dashboard;
 pub mod fanout;
+mod memcached;
+pub mod query_frontend;
 pub mod query_queue;
 pub mod query_service;
 pub mod remote_read;
+pub mod results_cache;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -62,6 +65,8 @@ pub struct QuerierConfig {
     pub ruler_urls: Vec<String>,
     /// TLS of the calls to `--ruler.url` (`--http-client.tls-*`).
     pub http_client_tls: Option<strata_server::tls::TlsClientConfig>,
+    /// Range query splitting and the results cache (`--query.split-interval`, `--query.results-cache.*`).
+    pub frontend: query_frontend::FrontendConfig,
 }
 
 impl Default for QuerierConfig {
@@ -86,6 +91,7 @@ impl Default for QuerierConfig {
             overrides_file: None,
             ruler_urls: Vec::new(),
             http_client_tls: None,
+            frontend: query_frontend::FrontendConfig::default(),
         }
     }
 }
@@ -201,6 +207,8 @@ pub struct QuerierState {
     pub ruler_urls: Vec<String>,
     /// Client of the rulers (`--http-client.tls-*`).
     pub http: strata_server::http_client::HttpClient,
+    /// Range query splitting and the results cache.
+    pub frontend: query_frontend::QueryFrontend,
 }
 
 impl QuerierState {
@@ -238,10 +246,13 @@ impl QuerierState {
             timeout: cfg.timeout,
             ..EngineOptions::default()
         });
+        let mut metrics = Metrics::new();
+        let frontend = query_frontend::QueryFrontend::new(&cfg.frontend, &mut metrics.registry);
         Ok(Arc::new(QuerierState {
             stores,
             engine,
-            metrics: Metrics::new(),
+            metrics,
+            frontend,
             ready: Mutex::new(false),
             sql,
             pushdown: cfg.pushdown,

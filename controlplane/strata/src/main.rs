@@ -137,6 +137,29 @@ struct QuerierArgs {
     ruler_urls: Vec<String>,
     #[command(flatten)]
     http_client_tls: strata_server::http_client::HttpClientTlsArgs,
+    /// Range queries are split at multiples of this (UTC days by default), the parts evaluated in
+    /// parallel and cached one by one; `0s`: not split.
+    #[arg(long = "query.split-interval", default_value = "24h", value_parser = humantime::parse_duration)]
+    split_interval: Duration,
+    /// Results reading data newer than this (before now) are not cached: such data may still arrive.
+    /// Keep it above how late samples reach the ingesters (their out-of-order window, agents' retries).
+    #[arg(long = "query.cache-freshness", default_value = "10m", value_parser = humantime::parse_duration)]
+    cache_freshness: Duration,
+    /// Bytes the in-process results cache holds (`0`: none); unused with memcached.
+    #[arg(long = "query.results-cache.max-bytes", default_value = "128MB", value_parser = strata_compactor::parse_size)]
+    results_cache_max_bytes: u64,
+    /// memcached servers (host:port, comma-separated) shared by several queriers as the results cache.
+    #[arg(long = "query.results-cache.memcached.addresses", value_delimiter = ',')]
+    results_cache_memcached: Vec<String>,
+    /// Longest one memcached operation may take; past it the cache is bypassed.
+    #[arg(long = "query.results-cache.memcached.timeout", default_value = "200ms", value_parser = humantime::parse_duration)]
+    results_cache_memcached_timeout: Duration,
+    /// Largest cached result (memcached's default item size is 1 MiB).
+    #[arg(long = "query.results-cache.max-item-size", default_value = "1MB", value_parser = strata_compactor::parse_size)]
+    results_cache_max_item: u64,
+    /// How long a cached result is kept.
+    #[arg(long = "query.results-cache.ttl", default_value = "7d", value_parser = humantime::parse_duration)]
+    results_cache_ttl: Duration,
 }
 
 #[derive(clap::Args)]
@@ -550,6 +573,17 @@ fn main() -> anyhow::Result<()> {
                 overrides_file: a.overrides_file,
                 ruler_urls: a.ruler_urls,
                 http_client_tls: a.http_client_tls.config(),
+                frontend: strata_querier::query_frontend::FrontendConfig {
+                    split_interval: a.split_interval,
+                    freshness: a.cache_freshness,
+                    cache: strata_querier::results_cache::ResultsCacheConfig {
+                        max_bytes: a.results_cache_max_bytes as usize,
+                        memcached: a.results_cache_memcached.into_iter().filter(|m| !m.is_empty()).collect(),
+                        memcached_timeout: a.results_cache_memcached_timeout,
+                        max_item_bytes: a.results_cache_max_item as usize,
+                        ttl: a.results_cache_ttl,
+                    },
+                },
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
@@ -633,6 +667,12 @@ fn main() -> anyhow::Result<()> {
                     partial_response: false,
                     grpc_client_tls: a.grpc_client_tls.config(),
                     overrides_file: a.overrides_file,
+                    // Rules ask for instants at now: nothing to split or cache.
+                    frontend: strata_querier::query_frontend::FrontendConfig {
+                        split_interval: Duration::ZERO,
+                        cache: strata_querier::results_cache::ResultsCacheConfig { max_bytes: 0, ..Default::default() },
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 http: http_config(a.http)?,

@@ -1,0 +1,214 @@
+//! The query frontend: range queries split and cached give byte for byte
+//! the answer of one unsplit, uncached evaluation — cold, warm, with the
+//! window moved forward, after a late sample, per tenant — in process and
+//! through a real memcached shared by two queriers, and with memcached
+//! gone the queries still answer (the cache bypassed and counted).
+
+use std::time::Duration;
+
+use controlplane_e2e::*;
+
+const STEP_MS: i64 = 15_000;
+const MINUTES: i64 = 120;
+
+/// `MINUTES` of 15 s samples, offset 7 s from the minute: counters with
+/// resets per env × status, a classic histogram per env, gauges. `scale`
+/// tells tenants apart.
+fn generate(base: i64, scale: f64) -> SeriesData {
+    let n = (MINUTES * 60_000 / STEP_MS) as usize;
+    let times: Vec<i64> = (0..n).map(|k| base + k as i64 * STEP_MS).collect();
+    let mut out = Vec::new();
+    for (ei, env) in ["prod", "dev", "qa"].iter().enumerate() {
+        for (si, status) in ["200", "500"].iter().enumerate() {
+            let mut v = 0.0;
+            let samples = times
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| {
+                    // A restart every 97 samples.
+                    if k % 97 == 96 {
+                        v = 0.0;
+                    }
+                    v += scale * (1.0 + ei as f64 + ((k * 7 + si) % 5) as f64 * if si == 0 { 2.0 } else { 0.2 });
+                    (t, v)
+                })
+                .collect();
+            out.push((labels(&[("__name__", "requests_total"), ("env", env), ("status", status)]), samples));
+        }
+        let mut counts = [0.0f64; 5];
+        let mut buckets: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 5];
+        for (k, &t) in times.iter().enumerate() {
+            let mut cum = 0.0;
+            for (b, c) in counts.iter_mut().enumerate() {
+                cum += scale * (1 + (k * (b + 1) + ei) % 7) as f64;
+                *c += cum;
+                buckets[b].push((t, *c));
+            }
+        }
+        for (b, le) in ["0.05", "0.1", "0.5", "1", "+Inf"].iter().enumerate() {
+            out.push((labels(&[("__name__", "latency_seconds_bucket"), ("env", env), ("le", le)]), buckets[b].clone()));
+        }
+        let samples = times
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| (t, scale * (20.0 + ((k as f64) / 11.0 + ei as f64).sin())))
+            .collect();
+        out.push((labels(&[("__name__", "temperature"), ("env", env)]), samples));
+    }
+    out
+}
+
+const QUERIES: &[&str] = &[
+    "sum by (env) (rate(requests_total[5m]))",
+    "histogram_quantile(0.95, sum by (le, env) (rate(latency_seconds_bucket[5m])))",
+    "sum by (env) (rate(requests_total{status=\"500\"}[5m])) / sum by (env) (rate(requests_total[5m]))",
+    "topk(2, temperature)",
+    "resets(requests_total[15m])",
+    "max_over_time(temperature[10m] offset 5m)",
+    "temperature @ end()",
+    "time()",
+];
+
+/// The raw body of a range query (asserting 200).
+async fn range_body(client: &reqwest::Client, base: &str, tenant: &str, q: &str, start: i64, end: i64) -> String {
+    let r = client
+        .get(format!("{base}/api/v1/query_range"))
+        .header("X-Scope-OrgID", tenant)
+        .query(&[
+            ("query", q.to_string()),
+            ("start", format!("{}", start as f64 / 1000.0)),
+            ("end", format!("{}", end as f64 / 1000.0)),
+            ("step", "60".to_string()),
+        ])
+        .send()
+        .await
+        .expect("query_range");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, 200, "{q}: {body}");
+    body
+}
+
+fn lookups(backend: &str, result: &str) -> String {
+    format!("strata_querier_results_cache_lookups_total{{backend=\"{backend}\",result=\"{result}\"}}")
+}
+
+/// For every query and tenant: `frontend`'s answer equals `reference`'s byte for byte.
+async fn assert_same(
+    client: &reqwest::Client,
+    frontend: &str,
+    reference: &str,
+    tenants: &[&str],
+    start: i64,
+    end: i64,
+    what: &str,
+) {
+    for q in QUERIES {
+        for t in tenants {
+            let want = range_body(client, reference, t, q, start, end).await;
+            assert!(want.contains("\"values\""), "{what}: {q} for {t}: no data: {want}");
+            let got = range_body(client, frontend, t, q, start, end).await;
+            assert_eq!(got, want, "{what}: {q} for tenant {t}: split/cached answer differs from the unsplit one");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_and_cached_range_queries_answer_exactly_like_one_evaluation() {
+    let memcached_found = require("memcached");
+    let dir = test_dir();
+    let cluster = Cluster::start(dir.path(), 1, &[]).await;
+    let endpoints = vec![cluster.nodes[0].grpc_addr()];
+    let client = reqwest::Client::new();
+    let now = now_ms();
+    let base = (now - MINUTES * 60_000) / 60_000 * 60_000 + 7_000;
+    for (tenant, scale) in [("anonymous", 1.0), ("team-b", 10.0)] {
+        let data = generate(base, scale);
+        let n = data[0].1.len();
+        for from in (0..n).step_by(40) {
+            let part: SeriesData =
+                data.iter().map(|(l, s)| (l.clone(), s[from..(from + 40).min(n)].to_vec())).collect();
+            let (status, body) = remote_write(&client, &cluster.nodes[0].write_url(), tenant, &part).await;
+            assert!((200..300).contains(&status), "write: {status} {body}");
+        }
+    }
+    // The reference: one evaluation per query, no cache.
+    let reference =
+        Querier::start(dir.path(), &endpoints, &["--query.split-interval=0s", "--query.results-cache.max-bytes=0"])
+            .await;
+    // 10-minute splits: a 2 h query is 13 of them, the first partial.
+    let frontend = ["--query.split-interval=10m", "--query.cache-freshness=10m"];
+    let inproc = Querier::start(dir.path(), &endpoints, &frontend).await;
+    let (r, a) = (reference.base(), inproc.base());
+    let tenants = ["anonymous", "team-b"];
+    let metrics = format!("{a}/metrics");
+
+    // An unaligned start (7 s past the minute) and an end at now.
+    let (start, end) = (base + 5_000, now_ms());
+    assert_same(&client, &a, &r, &tenants, start, end, "cold").await;
+    let misses = metric_value(&client, &metrics, &lookups("inprocess", "miss")).await;
+    let hits = metric_value(&client, &metrics, &lookups("inprocess", "hit")).await;
+    assert!(misses >= 10.0 && hits == 0.0, "cold: {misses} misses, {hits} hits");
+    assert!(metric_value(&client, &metrics, "strata_querier_results_cache_bytes").await > 0.0);
+    let splits = metric_value(&client, &metrics, "strata_querier_query_splits_total").await;
+    assert!(splits >= (QUERIES.len() - 1) as f64 * 2.0 * 12.0, "{splits} splits");
+
+    // Refreshed: the same bytes, from the cache.
+    assert_same(&client, &a, &r, &tenants, start, end, "warm").await;
+    let warm_hits = metric_value(&client, &metrics, &lookups("inprocess", "hit")).await;
+    assert!(warm_hits >= (QUERIES.len() - 1) as f64 * 2.0 * 11.0, "warm: only {warm_hits} hits");
+
+    // A sample arriving late — timestamped inside the window just
+    // answered, within the freshness — shows on the next refresh.
+    let late_t = end - 180_000;
+    let late = vec![(labels(&[("__name__", "temperature"), ("env", "edge")]), vec![(late_t, 999.0)])];
+    let (status, body) = remote_write(&client, &cluster.nodes[0].write_url(), "anonymous", &late).await;
+    assert!((200..300).contains(&status), "late write: {status} {body}");
+    let shown = range_body(&client, &a, "anonymous", "temperature", start, end).await;
+    assert!(shown.contains("\"999\""), "the late sample is missing: {shown}");
+    assert_same(&client, &a, &r, &tenants, start, end, "after a late sample").await;
+    // The window moved forward (a dashboard's next refresh) reuses the
+    // cached extents.
+    let end2 = now_ms();
+    assert_same(&client, &a, &r, &tenants, start + 120_000, end2, "moved window").await;
+    let before = metric_value(&client, &metrics, &lookups("inprocess", "hit")).await;
+    assert!(before > warm_hits, "the moved window reused nothing");
+
+    // A shared memcached: what one querier cached, the other serves.
+    if !memcached_found {
+        return;
+    }
+    let port = free_port();
+    let mut mc = Proc::start(
+        "memcached",
+        std::path::Path::new("memcached"),
+        &["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "64", "-u", "root"].map(String::from),
+        &[],
+        dir.path(),
+    );
+    wait_for(Duration::from_secs(10), "memcached to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+    let shared = format!("--query.results-cache.memcached.addresses=127.0.0.1:{port}");
+    let c1 = Querier::start(dir.path(), &endpoints, &[frontend[0], frontend[1], &shared]).await;
+    let c2 = Querier::start(dir.path(), &endpoints, &[frontend[0], frontend[1], &shared]).await;
+    let (end3, m2) = (now_ms(), format!("{}/metrics", c2.base()));
+    assert_same(&client, &c1.base(), &r, &tenants, start, end3, "memcached, first querier").await;
+    let stored = metric_value(
+        &client,
+        &format!("{}/metrics", c1.base()),
+        "strata_querier_results_cache_stores_total{backend=\"memcached\",result=\"stored\"}",
+    )
+    .await;
+    assert!(stored >= 10.0, "{stored} results stored in memcached");
+    assert_same(&client, &c2.base(), &r, &tenants, start, end3, "memcached, second querier").await;
+    let shared_hits = metric_value(&client, &m2, &lookups("memcached", "hit")).await;
+    assert!(shared_hits >= 10.0, "the second querier found only {shared_hits} results in memcached");
+
+    // memcached gone: the same answers, the failures counted.
+    mc.kill9();
+    assert_same(&client, &c2.base(), &r, &tenants, start, end3, "memcached down").await;
+    let errors = metric_value(&client, &m2, &lookups("memcached", "error")).await;
+    assert!(errors >= 10.0, "{errors} lookup errors counted with memcached down");
+}
