@@ -71,6 +71,7 @@ CASES = {
         "ruler.alertmanagerUrls={http://alertmanager.monitoring:9093}", "ruler.externalLabels.cluster=eu-1",
         "ruler.extraRuleFiles.team\\.yml=groups: []", "ingester.replicas=5",
     ],
+    "memcached results cache, 3 replicas": AUTH + ["memcached.enabled=true", "memcached.replicas=3"],
     "ruler with TLS, auth off": [
         "auth.enabled=false", "tls.enabled=true", "tls.existingSecret=strata-tls", "ruler.enabled=true",
     ],
@@ -114,6 +115,8 @@ MUST_FAIL = {
     "filesystem without a volume": (AUTH + ["objstore.type=filesystem"], "existingClaim (a ReadWriteMany PVC) is required"),
     "access key without secret": (AUTH + ["objstore.s3.accessKeyId=a"], "secretAccessKey is required"),
     "no voters": (AUTH + ["ingester.replicas=0"], "ingester.replicas must be at least 1"),
+    "memcached without replicas": (AUTH + ["memcached.enabled=true", "memcached.replicas=0"],
+                                   "memcached.replicas must be at least 1"),
     "ruler with auth, no token": (AUTH + ["ruler.enabled=true"], "needs ruler.remoteWriteTokenSecret"),
     "auth on without credentials": ([], "auth.enabled: give auth.existingSecret"),
     "TLS without certificates": (AUTH + ["tls.enabled=true"], "tls.enabled needs tls.existingSecret"),
@@ -125,6 +128,12 @@ MUST_FAIL = {
 CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 
 
+def is_strata_workload(d):
+    """A Deployment or StatefulSet running strata (not the memcached one)."""
+    return d["kind"] in ("Deployment", "StatefulSet") and \
+        d["metadata"]["labels"].get("app.kubernetes.io/component") != "memcached"
+
+
 def check_security(name, sets, docs, strata, failures):
     """What auth and TLS values render: the web config every server reads
     (parsed by the real binary), the TLS flags and mounts, HTTPS probes."""
@@ -133,7 +142,7 @@ def check_security(name, sets, docs, strata, failures):
     https = tls_on and "tls.http=false" not in sets
     web = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-web-config")]
     for d in docs:
-        if d["kind"] not in ("Deployment", "StatefulSet"):
+        if not is_strata_workload(d):
             continue
         pod = d["spec"]["template"]["spec"]
         c = pod["containers"][0]
@@ -297,7 +306,7 @@ def main():
             if len(certs) != 1 or not any(n.startswith("*.") for n in certs[0]["spec"]["dnsNames"]):
                 failures.append(f"{name}: expected one cert-manager Certificate with the headless wildcard: {certs}")
         for d in docs:
-            if d["kind"] not in ("Deployment", "StatefulSet"):
+            if not is_strata_workload(d):
                 continue
             for c in d["spec"]["template"]["spec"]["containers"]:
                 argv = argv_of(c) + ["--help"]
@@ -357,6 +366,25 @@ def main():
         print(f"ok   ruler.enabled: rule files {', '.join(sorted(files))} (promtool check rules)")
     else:
         failures.append("promtool not found (apt-get install prometheus): the ruler's rule files are unchecked")
+    # The results cache: in process by default; with memcached, every
+    # querier lists every replica by its stable name.
+    for sets, want in ((AUTH, ["--query.results-cache.max-bytes=128MB"]),
+                       (AUTH + ["memcached.enabled=true", "memcached.replicas=2"],
+                        ["--query.results-cache.memcached.addresses="
+                         "t-strata-memcached-0.t-strata-memcached.obs.svc:11211,"
+                         "t-strata-memcached-1.t-strata-memcached.obs.svc:11211"])):
+        r = helm_template(sets)
+        docs = [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+        args = [a for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-querier")
+                for a in d["spec"]["template"]["spec"]["containers"][0]["args"]]
+        cache_args = [a for a in args if a.startswith("--query.results-cache.") and "ttl" not in a
+                      and "timeout" not in a]
+        sts = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "t-strata-memcached"]
+        if cache_args != want or len(sts) != (1 if "memcached.enabled=true" in sets else 0):
+            failures.append(f"results cache {sets[len(AUTH):]}: querier cache flags {cache_args}, "
+                            f"memcached StatefulSets {len(sts)}: {r.stderr}")
+        else:
+            print(f"ok   results cache {sets[len(AUTH):] or 'in process'}: {cache_args[0][:60]}...")
     # Grafana dashboards: one ConfigMap holding every dashboards/*.json unchanged, sidecar label on.
     r = helm_template(AUTH + ["grafanaDashboards.enabled=true"])
     maps = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ConfigMap"

@@ -170,3 +170,13 @@ true
 {{- define "strata.probeScheme" -}}
 {{- if and .Values.tls.enabled .Values.tls.http }}HTTPS{{ else }}HTTP{{ end -}}
 {{- end -}}
+
+{{/* host:port of every memcached replica, comma-separated (the StatefulSet's stable names). */}}
+{{- define "strata.memcachedAddresses" -}}
+{{- $fullname := include "strata.fullname" . -}}
+{{- $out := list -}}
+{{- range $i := until (int .Values.memcached.replicas) -}}
+{{- $out = append $out (printf "%s-memcached-%d.%s-memcached.%s.svc:11211" $fullname $i $fullname $.Release.Namespace) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
