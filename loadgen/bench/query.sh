@@ -50,11 +50,27 @@ P1=$!; wait_up http://127.0.0.1:19109/-/ready; alive $P1
 "$B/strata" store --grpc.listen-address 127.0.0.1:19196 --web.listen-address 127.0.0.1:19197 \
   --objstore.path "$W/objstore" --store.sync-interval 2s --log.level warn >"$W/st.log" 2>&1 &
 P3=$!; wait_up http://127.0.0.1:19197/-/ready; alive $P3
+# Without the query frontend (no splitting, no results cache): every run
+# evaluates the whole range, as Prometheus and VictoriaMetrics (cache off) do.
 "$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --endpoint 127.0.0.1:19196 \
-  --log.level warn >"$W/q.log" 2>&1 &
+  --query.split-interval 0s --query.results-cache.max-bytes 0 --log.level warn >"$W/q.log" 2>&1 &
 P2=$!; wait_up http://127.0.0.1:19190/-/ready; alive $P2
+# With the defaults: split by UTC day, results cached in process.
+"$B/strata" querier --web.listen-address 127.0.0.1:19193 --endpoint 127.0.0.1:19195 --endpoint 127.0.0.1:19196 \
+  --log.level warn >"$W/q2.log" 2>&1 &
+P4=$!; wait_up http://127.0.0.1:19193/-/ready; alive $P4
 load http://127.0.0.1:19109/api/v1/write
 sleep 15  # blocks cut during the load: uploaded, synced by the store, released by the ingester
 echo "   blocks in object storage: $(find "$W/objstore" -name meta.json | wc -l); ingester: $(curl -s http://127.0.0.1:19109/api/v1/status/raft | grep -o '"head_samples":[0-9]*')"
-run_queries "strata (1 ingester + store + querier)" http://127.0.0.1:19190
-kill $P1 $P2 $P3; wait $P1 $P2 $P3 2>/dev/null || true
+run_queries "strata (1 ingester + store + querier, no frontend)" http://127.0.0.1:19190
+if [ -z "${SKIP_FRONTEND:-}" ]; then
+  # Cold: each query once on an empty cache (split, evaluated, stored).
+  RUNS_SAVED=$RUNS; RUNS=1
+  run_queries "strata frontend, cold (empty results cache)" http://127.0.0.1:19193
+  RUNS=$RUNS_SAVED
+  # Warm: the dashboard refreshed; the window moves with the clock, so the
+  # last minutes are evaluated again on every run.
+  run_queries "strata frontend, warm (results cache)" http://127.0.0.1:19193
+  echo "   $(curl -s http://127.0.0.1:19193/metrics | grep -E '^strata_querier_results_cache_(lookups_total|bytes)' | tr '\n' ' ')"
+fi
+kill $P1 $P2 $P3 $P4; wait $P1 $P2 $P3 $P4 2>/dev/null || true

@@ -21,10 +21,12 @@ mod bucket;
 mod instrumented;
 mod lifecycle;
 mod local_block;
+mod streaming;
 
 pub use bucket::{BucketConfig, S3Config};
 pub use instrumented::InstrumentedStore;
 pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_marks, mark_for_deletion};
+pub use streaming::{BlockWriter, SampleCursor, publish_block, sample_rows};
 pub use local_block::{
     LocalBlock, UploadOptions, UploadStats, upload_local_block, write_local_block, write_local_files,
 };
@@ -149,11 +151,16 @@ pub fn block_id(shard: &str, tenant: &str, min_t: i64, max_t: i64) -> String {
 }
 
 fn props(series_file: bool) -> Result<WriterProperties, BlockError> {
+    props_with_row_groups(series_file, 1 << 20)
+}
+
+/// [`props`] with row groups of at most `rows` rows.
+fn props_with_row_groups(series_file: bool, rows: usize) -> Result<WriterProperties, BlockError> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(8192)
-        .set_max_row_group_row_count(Some(1 << 20));
+        .set_max_row_group_row_count(Some(rows));
     if series_file {
         b = b.set_column_bloom_filter_enabled(ColumnPath::from(METRIC_NAME), true);
     } else {

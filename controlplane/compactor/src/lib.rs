@@ -36,10 +36,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strata_blocks::{
-    BlockError, BlockMeta, BucketConfig, Compaction, SeriesData, block_id, delete_block, list_blocks,
-    list_deletion_marks, mark_for_deletion, read_block, upload_block_as, visible_block_bytes,
+    BlockError, BlockIndex, BlockMeta, BlockWriter, BucketConfig, Compaction, SampleCursor, block_id, delete_block,
+    list_blocks, list_deletion_marks, mark_for_deletion, publish_block, sample_rows, visible_block_bytes,
 };
-use strata_model::Labels;
+use strata_model::{Labels, METRIC_NAME};
 
 /// What one pass does (all times in ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,9 @@ pub struct Report {
     pub blocks: usize,
     /// Bytes of the blocks kept after retention (before this pass's compaction).
     pub bytes: u64,
+    /// Windows not compacted because their blocks are unreadable or
+    /// disagree (why, per window).
+    pub halted: Vec<String>,
 }
 
 /// Id of a compacted block: the range's id plus a hash of its level-1 sources.
@@ -89,29 +92,122 @@ fn sources(m: &BlockMeta) -> BTreeSet<&str> {
     m.compaction.sources.iter().map(String::as_str).collect()
 }
 
-/// Merges blocks' series: one per label set, samples in time order, one per timestamp.
-async fn merge(store: &dyn ObjectStore, tenant: &str, blocks: &[&BlockMeta]) -> Result<Vec<SeriesData>, BlockError> {
-    let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-    for m in blocks {
-        let (_, series) = read_block(store, tenant, &m.ulid).await?;
-        for s in series {
-            merged.entry(s.labels).or_default().extend(s.samples);
-        }
+/// Why a window's blocks were not compacted.
+#[derive(Debug)]
+enum GroupFailure {
+    /// The blocks themselves: unreadable, inconsistent, or disagreeing on
+    /// a sample. Only this group stops; the pass goes on.
+    Halt(String),
+    /// Object storage failed: the pass fails and is retried.
+    Store(BlockError),
+}
+
+fn failure(context: &str, e: BlockError) -> GroupFailure {
+    match e {
+        BlockError::Store(_) | BlockError::Timeout(_) | BlockError::Io { .. } => GroupFailure::Store(e),
+        other => GroupFailure::Halt(format!("{context}: {other}")),
     }
-    Ok(merged
-        .into_iter()
-        .map(|(labels, mut samples)| {
-            // Stable sort, so dedup keeps the first block's sample.
-            samples.sort_by_key(|s| s.0);
-            samples.dedup_by_key(|s| s.0);
-            SeriesData { labels, samples }
-        })
-        .collect())
+}
+
+/// Merges `group` into the block `id`, series by series (memory bounded by
+/// the series index and one series' samples, not by the blocks' size):
+/// series by label set, samples by timestamp. Equal timestamps must hold
+/// equal values (bit for bit); blocks that disagree halt the group. The
+/// written block is read back and checked (every series and its sample
+/// count, the samples file's row count) before its `meta.json` makes it
+/// visible.
+async fn compact_group(
+    store: &Arc<dyn ObjectStore>,
+    tenant: &str,
+    shard: &str,
+    id: &str,
+    range: (i64, i64),
+    compaction: Compaction,
+    group: &[&BlockMeta],
+) -> Result<BlockMeta, GroupFailure> {
+    // The output's series in block order, each with its (input,
+    // series_ref)s; each label set is kept once, and of each input only
+    // where its series' rows start.
+    let mut order: BTreeMap<(String, Labels), Vec<(usize, u32)>> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    let mut row_starts: Vec<Vec<u64>> = Vec::with_capacity(group.len());
+    for (i, m) in group.iter().enumerate() {
+        let idx = BlockIndex::load(store.as_ref(), (*m).clone()).await.map_err(|e| failure(&format!("block {}", m.ulid), e))?;
+        let BlockIndex { labels, row_start, .. } = idx;
+        for (r, l) in labels.into_iter().enumerate() {
+            names.extend(l.iter().map(|(n, _)| n).filter(|n| !names.contains(*n)).map(str::to_string).collect::<Vec<_>>());
+            let key = (l.get(METRIC_NAME).unwrap_or("").to_string(), l);
+            let members = order.entry(key).or_default();
+            if members.last().is_some_and(|(j, _)| *j == i) {
+                return Err(GroupFailure::Halt(format!("block {}: a series is listed twice", m.ulid)));
+            }
+            members.push((i, r as u32));
+        }
+        row_starts.push(row_start);
+    }
+    let mut cursors = Vec::with_capacity(group.len());
+    for m in group {
+        cursors.push(SampleCursor::open(store.clone(), m).await.map_err(|e| failure(&format!("block {}", m.ulid), e))?);
+    }
+    let out = |e| failure(&format!("writing block {id}"), e);
+    let mut writer = BlockWriter::new(store.clone(), tenant, shard, id, &names).map_err(out)?;
+    let mut counts = Vec::with_capacity(order.len());
+    let mut merged: Vec<(i64, f64)> = Vec::new();
+    for ((_, labels), members) in &order {
+        merged.clear();
+        for &(i, r) in members {
+            let rows = row_starts[i][r as usize + 1] - row_starts[i][r as usize];
+            cursors[i].take(r, rows, &mut merged).await.map_err(|e| failure(&format!("block {}", group[i].ulid), e))?;
+        }
+        if members.len() > 1 {
+            // Stable: equal timestamps keep block order; they must agree.
+            merged.sort_by_key(|s| s.0);
+            let mut conflict = None;
+            merged.dedup_by(|b, a| {
+                let same_t = a.0 == b.0;
+                if same_t && a.1.to_bits() != b.1.to_bits() && conflict.is_none() {
+                    conflict = Some((a.0, a.1, b.1));
+                }
+                same_t
+            });
+            if let Some((t, a, b)) = conflict {
+                let ids: Vec<&str> = members.iter().map(|&(i, _)| group[i].ulid.as_str()).collect();
+                return Err(GroupFailure::Halt(format!(
+                    "blocks {ids:?} disagree on series {labels:?} at {t}: {a} and {b} (two writers for one series, or a corrupt block)"
+                )));
+            }
+        }
+        writer.add(labels, &merged).await.map_err(out)?;
+        counts.push(merged.len() as u64);
+    }
+    for (i, c) in cursors.into_iter().enumerate() {
+        c.finish().await.map_err(|e| failure(&format!("block {}", group[i].ulid), e))?;
+    }
+    let meta = writer.finish(range, compaction).await.map_err(out)?;
+    // Read back what was written before anything depends on it.
+    let check = |e| failure(&format!("checking block {id}"), e);
+    let written = BlockIndex::load(store.as_ref(), meta.clone()).await.map_err(check)?;
+    let rows = sample_rows(store.clone(), &meta).await.map_err(check)?;
+    let want_total: u64 = counts.iter().sum();
+    let same_series = written.labels.len() == order.len()
+        && written.labels.iter().zip(order.keys()).all(|(a, (_, b))| a == b)
+        && written.row_start.windows(2).map(|w| w[1] - w[0]).eq(counts.iter().copied());
+    if !same_series || rows != want_total || meta.stats.num_samples != want_total {
+        return Err(GroupFailure::Halt(format!(
+            "block {id} as written does not hold what was merged ({} series, {rows} sample rows; expected {} series, {want_total} samples)",
+            written.labels.len(),
+            order.len()
+        )));
+    }
+    publish_block(store.as_ref(), &meta).await.map_err(|e| failure(&format!("publishing block {id}"), e))?;
+    Ok(meta)
 }
 
 /// One pass over the bucket at time `now_ms`.
-pub async fn compact_once(store: &dyn ObjectStore, plan: &Plan, now_ms: i64) -> Result<Report, BlockError> {
+pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64) -> Result<Report, BlockError> {
     let mut report = Report::default();
+    let objects = store.clone();
+    let store = objects.as_ref();
     let mut visible = list_blocks(store).await?;
 
     // 1. Retention.
@@ -195,7 +291,6 @@ pub async fn compact_once(store: &dyn ObjectStore, plan: &Plan, now_ms: i64) -> 
         if group.len() < 2 {
             continue;
         }
-        let series = merge(store, &tenant, &group).await?;
         let min_t = group.iter().map(|m| m.min_time).min().unwrap_or(w);
         let max_t = group.iter().map(|m| m.max_time).max().unwrap_or(w + plan.range_ms);
         let all_sources: BTreeSet<String> = group.iter().flat_map(|m| m.compaction.sources.iter().cloned()).collect();
@@ -204,7 +299,19 @@ pub async fn compact_once(store: &dyn ObjectStore, plan: &Plan, now_ms: i64) -> 
             level: group.iter().map(|m| m.compaction.level).max().unwrap_or(1) + 1,
             sources: all_sources.into_iter().collect(),
         };
-        let meta = upload_block_as(store, &tenant, &shard, &id, (min_t, max_t), compaction, &series).await?;
+        let meta = match compact_group(&objects, &tenant, &shard, &id, (min_t, max_t), compaction, &group).await {
+            Ok(meta) => meta,
+            Err(GroupFailure::Store(e)) => return Err(e),
+            Err(GroupFailure::Halt(why)) => {
+                tracing::error!(
+                    tenant = %tenant, shard = %shard, window_start = w, inputs = group.len(), error = %why,
+                    "compaction of this window halted: its blocks stay as they are (queries still read them); \
+                     see docs/operations.md#stratacompactorhalted"
+                );
+                report.halted.push(format!("tenant {tenant}, window at {w}: {why}"));
+                continue;
+            }
+        };
         tracing::info!(
             block = %id, tenant = %tenant, inputs = group.len(), series = meta.stats.num_series,
             samples = meta.stats.num_samples, "compacted"
@@ -271,6 +378,7 @@ struct Metrics {
     deleted: Counter,
     blocks: Gauge,
     bytes: Gauge,
+    halted: Gauge,
     last_success: Gauge<f64, AtomicU64>,
     http: strata_server::HttpMetrics,
 }
@@ -287,6 +395,7 @@ impl Metrics {
             deleted: Counter::default(),
             blocks: Gauge::default(),
             bytes: Gauge::default(),
+            halted: Gauge::default(),
             last_success: Gauge::default(),
             http: strata_server::HttpMetrics::global(),
         };
@@ -300,6 +409,11 @@ impl Metrics {
             "block_bytes",
             "Bytes of the blocks kept by the last pass's retention (before its compaction)",
             m.bytes.clone(),
+        );
+        r.register(
+            "halted_groups",
+            "Windows the last pass did not compact because their blocks are unreadable or disagree (see the logs)",
+            m.halted.clone(),
         );
         r.register(
             "last_success_timestamp_seconds",
@@ -368,7 +482,7 @@ pub async fn run(
     let pass = move |m: Arc<Metrics>, store: Arc<dyn ObjectStore>| async move {
         m.runs.inc();
         let run = strata_telemetry::BackgroundRun::start("compaction");
-        let result = compact_once(store.as_ref(), &plan, now_ms()).await;
+        let result = compact_once(&store, &plan, now_ms()).await;
         run.finish(result.is_ok());
         match result {
             Ok(r) => {
@@ -377,6 +491,7 @@ pub async fn run(
                 m.deleted.inc_by(r.deleted as u64);
                 m.blocks.set(r.blocks as i64);
                 m.bytes.set(i64::try_from(r.bytes).unwrap_or(i64::MAX));
+                m.halted.set(r.halted.len() as i64);
                 m.last_success.set(now_ms() as f64 / 1000.0);
                 tracing::info!(
                     written = r.compacted.len(),
@@ -432,9 +547,34 @@ mod tests {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
-    use strata_blocks::upload_block;
+    use strata_blocks::{SeriesData, read_block, upload_block};
 
     const MIN: i64 = 60_000;
+
+    fn arc(s: &InMemory) -> Arc<dyn ObjectStore> {
+        Arc::new(s.clone())
+    }
+
+/// The reference the streaming merge is checked against: merges blocks' series: one per label set, samples in time order, one per timestamp.
+async fn merge_in_memory(store: &dyn ObjectStore, tenant: &str, blocks: &[&BlockMeta]) -> Result<Vec<SeriesData>, BlockError> {
+    let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+    for m in blocks {
+        let (_, series) = read_block(store, tenant, &m.ulid).await?;
+        for s in series {
+            merged.entry(s.labels).or_default().extend(s.samples);
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(labels, mut samples)| {
+            // Stable sort, so dedup keeps the first block's sample.
+            samples.sort_by_key(|s| s.0);
+            samples.dedup_by_key(|s| s.0);
+            SeriesData { labels, samples }
+        })
+        .collect())
+}
+
 
     fn plan() -> Plan {
         Plan { range_ms: 10 * MIN, delay_ms: MIN, retention_ms: 0, delete_delay_ms: 5 * MIN, retention_bytes: 0 }
@@ -470,7 +610,7 @@ mod tests {
     async fn everything(store: &InMemory, tenant: &str) -> Vec<SeriesData> {
         let metas: Vec<BlockMeta> =
             list_blocks(store).await.unwrap().into_iter().filter(|m| m.strata.tenant == tenant).collect();
-        merge(store, tenant, &metas.iter().collect::<Vec<_>>()).await.unwrap()
+        merge_in_memory(store, tenant, &metas.iter().collect::<Vec<_>>()).await.unwrap()
     }
 
     #[tokio::test]
@@ -479,10 +619,10 @@ mod tests {
         let t0 = 100 * 10 * MIN; // window-aligned
         let want = minute_blocks(&store, "t", t0, 10).await;
         // The window is not complete yet (delay): nothing happens.
-        let r = compact_once(&store, &plan(), t0 + 10 * MIN + MIN / 2).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 10 * MIN + MIN / 2).await.unwrap();
         assert_eq!((r.compacted.len(), r.marked, r.blocks), (0, 0, 10));
 
-        let r = compact_once(&store, &plan(), t0 + 11 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 11 * MIN).await.unwrap();
         assert_eq!(r.compacted.len(), 1);
         let c = &r.compacted[0];
         assert_eq!((c.min_time, c.max_time, c.compaction.level), (t0, t0 + 10 * MIN, 2));
@@ -501,10 +641,10 @@ mod tests {
             async move { s.list(None).try_collect::<Vec<_>>().await.unwrap().len() }
         };
         let before = objects(&store).await;
-        let r = compact_once(&store, &plan(), t0 + 12 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 12 * MIN).await.unwrap();
         assert_eq!((r.deleted, r.compacted.len(), r.marked), (0, 0, 0));
         assert_eq!(objects(&store).await, before);
-        let r = compact_once(&store, &plan(), t0 + 16 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 16 * MIN).await.unwrap();
         assert_eq!(r.deleted, 10);
         assert_eq!(objects(&store).await, 3, "only the compacted block's three files are left");
         assert_eq!(everything(&store, "t").await, want);
@@ -517,7 +657,7 @@ mod tests {
         // 15 minutes for tenant a: one full window and half of the next; 3 minutes for b.
         let want_a = minute_blocks(&store, "a", t0, 15).await;
         let want_b = minute_blocks(&store, "b", t0, 3).await;
-        let r = compact_once(&store, &plan(), t0 + 15 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 15 * MIN).await.unwrap();
         let mut got: Vec<(String, i64, i64)> =
             r.compacted.iter().map(|m| (m.strata.tenant.clone(), m.min_time, m.max_time)).collect();
         got.sort();
@@ -533,7 +673,7 @@ mod tests {
         let store = InMemory::new();
         let t0 = 100 * 10 * MIN;
         let want = minute_blocks(&store, "t", t0, 10).await;
-        let r = compact_once(&store, &plan(), t0 + 11 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 11 * MIN).await.unwrap();
         let compacted = r.compacted[0].ulid.clone();
         // An ingester re-uploads one of the compacted level-1 blocks (e.g. after a
         // failover that lost its BlockUploaded entry): same id, same content.
@@ -545,7 +685,7 @@ mod tests {
             store.delete(&p).await.unwrap();
         }
         assert_eq!(list_blocks(&store).await.unwrap().len(), 11);
-        let r = compact_once(&store, &plan(), t0 + 12 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &plan(), t0 + 12 * MIN).await.unwrap();
         assert_eq!((r.compacted.len(), r.marked, r.blocks), (0, 10, 1), "sources of the compacted block are redundant");
         assert_eq!(list_blocks(&store).await.unwrap()[0].ulid, compacted);
         assert_eq!(everything(&store, "t").await, want);
@@ -565,7 +705,7 @@ mod tests {
             retention_bytes: 0,
         };
         // At t0+62m the first two blocks (ending t0+1m, t0+2m) are past 60 minutes.
-        let r = compact_once(&store, &p, t0 + 62 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &p, t0 + 62 * MIN).await.unwrap();
         assert_eq!((r.marked, r.deleted, r.blocks), (2, 2, 1));
         let left = list_blocks(&store).await.unwrap();
         assert_eq!((left.len(), left[0].min_time), (1, t0 + 2 * MIN));
@@ -603,9 +743,9 @@ mod tests {
         let limit = total - size("a", 0) - size("a", 1);
         let p = Plan { retention_bytes: limit, delay_ms: 1000 * MIN, ..plan() };
         // No limit, or a limit the bucket fits in: nothing happens.
-        let r = compact_once(&store, &Plan { retention_bytes: total, ..p }, t0 + 10 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &Plan { retention_bytes: total, ..p }, t0 + 10 * MIN).await.unwrap();
         assert_eq!((r.marked, r.blocks, r.bytes), (0, 7, total));
-        let r = compact_once(&store, &p, t0 + 10 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &p, t0 + 10 * MIN).await.unwrap();
         assert_eq!((r.marked, r.blocks, r.bytes), (2, 5, limit));
         let left: Vec<(String, i64)> = list_blocks(&store)
             .await
@@ -617,12 +757,76 @@ mod tests {
         assert_eq!(left.len(), 5);
         // The marked blocks leave the size count at once and are deleted after the delay.
         assert_eq!(visible_block_bytes(&store).await.unwrap().values().sum::<u64>(), limit);
-        let r = compact_once(&store, &p, t0 + 16 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &p, t0 + 16 * MIN).await.unwrap();
         assert_eq!((r.marked, r.deleted, r.blocks), (0, 2, 5));
         // One byte less than the five: the oldest of them goes too (newest kept first).
-        let r = compact_once(&store, &Plan { retention_bytes: limit - 1, ..p }, t0 + 16 * MIN).await.unwrap();
+        let r = compact_once(&arc(&store), &Plan { retention_bytes: limit - 1, ..p }, t0 + 16 * MIN).await.unwrap();
         assert_eq!((r.marked, r.blocks), (1, 4));
         let ends: Vec<i64> = list_blocks(&store).await.unwrap().into_iter().map(|m| (m.max_time - t0) / MIN).collect();
         assert_eq!(ends.iter().filter(|&&e| e == 3).count(), 1, "one of the two oldest (ending t0+3m) went: {ends:?}");
+    }
+
+    #[tokio::test]
+    async fn blocks_that_disagree_or_are_corrupt_halt_only_their_window() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        let want_a = minute_blocks(&store, "a", t0, 10).await;
+        // Tenant b: two blocks with different values for one sample.
+        upload_block(&store, "b", "shard-0", t0, t0 + MIN, &[series("x", "prod", vec![(t0, 1.0)])]).await.unwrap();
+        let other = [series("x", "prod", vec![(t0, 2.0), (t0 + MIN, 3.0)])];
+        upload_block(&store, "b", "shard-0", t0 + MIN, t0 + 2 * MIN, &other).await.unwrap();
+        // Tenant c: a block whose samples file lost its footer.
+        minute_blocks(&store, "c", t0, 2).await;
+        let victim = list_blocks(&store).await.unwrap().into_iter().find(|m| m.strata.tenant == "c").unwrap();
+        let path = object_store::path::Path::from(format!("c/{}/samples.parquet", victim.ulid));
+        let mut bytes = store.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(b"XXXX");
+        store.put(&path, object_store::PutPayload::from(bytes)).await.unwrap();
+
+        let r = compact_once(&arc(&store), &plan(), t0 + 11 * MIN).await.unwrap();
+        assert_eq!(r.compacted.len(), 1, "tenant a's window is compacted: {:?}", r.halted);
+        assert_eq!(r.halted.len(), 2, "{:?}", r.halted);
+        assert!(r.halted.iter().any(|h| h.contains("tenant b") && h.contains("disagree") && h.contains("at 60000000")));
+        assert!(r.halted.iter().any(|h| h.contains("tenant c") && h.contains(&victim.ulid)), "{:?}", r.halted);
+        // Halted windows keep their blocks, unmarked and readable.
+        let mut left: Vec<String> = list_blocks(&store).await.unwrap().into_iter().map(|m| m.strata.tenant).collect();
+        left.sort();
+        assert_eq!(left, ["a", "b", "b", "c", "c"].map(String::from), "{left:?}");
+        assert_eq!(everything(&store, "a").await, want_a);
+    }
+
+    #[tokio::test]
+    async fn the_streaming_merge_equals_the_in_memory_one_on_overlapping_blocks() {
+        // Blocks overlapping in time (a late block in a compacted window),
+        // series present in some blocks only, equal duplicates.
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        let mut blocks = Vec::new();
+        for b in 0..4i64 {
+            let block: Vec<SeriesData> = (0..300)
+                .filter(|i| (i + b) % 3 != 0)
+                .map(|i| {
+                    let env = format!("e{i:03}");
+                    // Equal timestamps in two blocks hold equal values.
+                    let samples = (0..40)
+                        .map(|k| {
+                            let t = t0 + b * 30_000 + k * 15_000;
+                            (t, (i * 1000) as f64 + ((t - t0) / 15_000) as f64)
+                        })
+                        .collect();
+                    let name = if i % 2 == 0 { "up" } else { "requests_total" };
+                    series(name, &env, samples)
+                })
+                .collect();
+            upload_block(&store, "t", "shard-0", t0 + b * MIN, t0 + (b + 1) * MIN, &block).await.unwrap();
+            blocks.push(block);
+        }
+        let want = everything(&store, "t").await;
+        let r = compact_once(&arc(&store), &plan(), t0 + 11 * MIN).await.unwrap();
+        assert_eq!((r.compacted.len(), r.halted.len()), (1, 0), "{:?}", r.halted);
+        let got = everything(&store, "t").await;
+        assert_eq!(got, want);
+        assert_eq!(r.compacted[0].stats.num_samples, want.iter().map(|s| s.samples.len() as u64).sum::<u64>());
     }
 }
