@@ -9,12 +9,14 @@
 # data is read from Parquet blocks.
 #
 #   bash loadgen/bench/query.sh [SERIES] [HISTORY] [RUNS]
+# (SKIP_FRONTEND=1 leaves out the results-cache runs; ONLY_STRATA=1 the others.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 SERIES="${1:-10000}"; HISTORY="${2:-2h}"; RUNS="${3:-10}"
-make -s binaries  # the release set `make demo` builds, so the two share one build
-B="$CARGO_TARGET_DIR/release"
+# BIN_DIR: binaries already built (skips the release build).
+if [ -z "${BIN_DIR:-}" ]; then make -s binaries; fi  # the release set `make demo` builds, so the two share one build
+B="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
 W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
 wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
 alive() { kill -0 "$1" 2>/dev/null || { echo "process $1 exited right after starting (port already in use? see its log)" >&2; exit 1; }; }

@@ -26,10 +26,10 @@ mod streaming;
 pub use bucket::{BucketConfig, S3Config};
 pub use instrumented::InstrumentedStore;
 pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_marks, mark_for_deletion};
-pub use streaming::{BlockWriter, SampleCursor, publish_block, sample_rows};
 pub use local_block::{
     LocalBlock, UploadOptions, UploadStats, upload_local_block, write_local_block, write_local_files,
 };
+pub use streaming::{BlockWriter, SampleCursor, publish_block, sample_rows};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -14,10 +14,10 @@ use arrow_array::{ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBat
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use object_store::ObjectStore;
-use object_store::path::Path;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use strata_model::{Labels, METRIC_NAME};
@@ -63,13 +63,10 @@ impl SampleCursor {
     /// Opens `samples.parquet` of the block `meta` describes.
     pub async fn open(store: Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<SampleCursor, BlockError> {
         use parquet::arrow::async_reader::AsyncFileReader;
-        let size = meta
-            .strata
-            .files
-            .iter()
-            .find(|f| f.path == "samples.parquet")
-            .map(|f| f.size)
-            .ok_or_else(|| BlockError::Invalid(format!("block {}: meta.json lists no samples.parquet", meta.ulid)))?;
+        let size =
+            meta.strata.files.iter().find(|f| f.path == "samples.parquet").map(|f| f.size).ok_or_else(|| {
+                BlockError::Invalid(format!("block {}: meta.json lists no samples.parquet", meta.ulid))
+            })?;
         let path = Path::from(format!("{}/{}/samples.parquet", meta.strata.tenant, meta.ulid));
         let mut reader = ObjectReader { store: store.clone(), path: path.clone(), size, footer: None };
         let footer = reader.get_metadata(None).await?;
@@ -98,16 +95,18 @@ impl SampleCursor {
             return Ok(None);
         }
         let n = WINDOW_ROWS.min(self.total_rows - self.next_row);
-        let selection = RowSelection::from(vec![
-            RowSelector::skip(self.next_row as usize),
-            RowSelector::select(n as usize),
-        ]);
+        let selection =
+            RowSelection::from(vec![RowSelector::skip(self.next_row as usize), RowSelector::select(n as usize)]);
         self.next_row += n;
         let options =
             ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
         let metadata = ArrowReaderMetadata::try_new(self.footer.clone(), options)?;
-        let reader =
-            ObjectReader { store: self.store.clone(), path: self.path.clone(), size: self.size, footer: Some(self.footer.clone()) };
+        let reader = ObjectReader {
+            store: self.store.clone(),
+            path: self.path.clone(),
+            size: self.size,
+            footer: Some(self.footer.clone()),
+        };
         let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
             .with_batch_size(BATCH_ROWS)
             .with_row_selection(selection)
@@ -245,8 +244,10 @@ impl BlockWriter {
             |name: &str| BufWriter::with_capacity(store.clone(), Path::from(format!("{dir}/{name}")), UPLOAD_BUFFER);
         let series_props = props_with_row_groups(true, WRITER_ROW_GROUP)?;
         let samples_props = props_with_row_groups(false, WRITER_ROW_GROUP)?;
-        let series_file = AsyncArrowWriter::try_new(writer("series.parquet"), series_schema.clone(), Some(series_props))?;
-        let samples_file = AsyncArrowWriter::try_new(writer("samples.parquet"), samples_schema.clone(), Some(samples_props))?;
+        let series_file =
+            AsyncArrowWriter::try_new(writer("series.parquet"), series_schema.clone(), Some(series_props))?;
+        let samples_file =
+            AsyncArrowWriter::try_new(writer("samples.parquet"), samples_schema.clone(), Some(samples_props))?;
         Ok(BlockWriter {
             tenant: tenant.into(),
             shard: shard.into(),
@@ -273,14 +274,17 @@ impl BlockWriter {
         if self.last_key.as_ref().is_some_and(|k| *k >= key) {
             return Err(BlockError::Invalid(format!("series {labels:?} added out of order")));
         }
-        let unknown = labels.iter().find(|(n, _)| *n != METRIC_NAME && self.label_names.binary_search_by(|x| x.as_str().cmp(n)).is_err());
+        let unknown = labels
+            .iter()
+            .find(|(n, _)| *n != METRIC_NAME && self.label_names.binary_search_by(|x| x.as_str().cmp(n)).is_err());
         if let Some((n, _)) = unknown {
             return Err(BlockError::Invalid(format!("label {n} not among the block's label names")));
         }
         self.last_key = Some(key);
         let r = self.next_ref;
         self.next_ref = self.next_ref.checked_add(1).ok_or_else(|| BlockError::Invalid("too many series".into()))?;
-        let n = u32::try_from(samples.len()).map_err(|_| BlockError::Invalid("too many samples in one series".into()))?;
+        let n =
+            u32::try_from(samples.len()).map_err(|_| BlockError::Invalid("too many samples in one series".into()))?;
         self.pending_series.push((labels.clone(), n));
         for &(t, v) in samples {
             self.refs.push(r);
@@ -322,7 +326,11 @@ impl BlockWriter {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from((first..self.next_ref).collect::<Vec<u32>>())),
             Arc::new(UInt32Array::from(rows.iter().map(|(_, n)| *n).collect::<Vec<u32>>())),
-            Arc::new(rows.iter().map(|(l, _)| Some(l.get(METRIC_NAME).unwrap_or(""))).collect::<DictionaryArray<Int32Type>>()),
+            Arc::new(
+                rows.iter()
+                    .map(|(l, _)| Some(l.get(METRIC_NAME).unwrap_or("")))
+                    .collect::<DictionaryArray<Int32Type>>(),
+            ),
         ];
         for n in &self.label_names {
             columns.push(Arc::new(rows.iter().map(|(l, _)| l.get(n)).collect::<DictionaryArray<Int32Type>>()));
@@ -398,9 +406,7 @@ mod tests {
                 samples: (0..(i % 7) as i64 * 3).map(|k| (k * 1000, (i * 10) as f64 + k as f64)).collect(),
             })
             .collect();
-        input.sort_by(|a, b| {
-            (a.labels.get(METRIC_NAME), &a.labels).cmp(&(b.labels.get(METRIC_NAME), &b.labels))
-        });
+        input.sort_by(|a, b| (a.labels.get(METRIC_NAME), &a.labels).cmp(&(b.labels.get(METRIC_NAME), &b.labels)));
         let names: BTreeSet<String> = ["i", "even", "odd"].map(String::from).into();
         let mut w = BlockWriter::new(store.clone(), "t", "s", "b-1", &names).unwrap();
         for s in &input {

@@ -132,10 +132,14 @@ async fn compact_group(
     let mut names = BTreeSet::new();
     let mut row_starts: Vec<Vec<u64>> = Vec::with_capacity(group.len());
     for (i, m) in group.iter().enumerate() {
-        let idx = BlockIndex::load(store.as_ref(), (*m).clone()).await.map_err(|e| failure(&format!("block {}", m.ulid), e))?;
+        let idx = BlockIndex::load(store.as_ref(), (*m).clone())
+            .await
+            .map_err(|e| failure(&format!("block {}", m.ulid), e))?;
         let BlockIndex { labels, row_start, .. } = idx;
         for (r, l) in labels.into_iter().enumerate() {
-            names.extend(l.iter().map(|(n, _)| n).filter(|n| !names.contains(*n)).map(str::to_string).collect::<Vec<_>>());
+            names.extend(
+                l.iter().map(|(n, _)| n).filter(|n| !names.contains(*n)).map(str::to_string).collect::<Vec<_>>(),
+            );
             let key = (l.get(METRIC_NAME).unwrap_or("").to_string(), l);
             let members = order.entry(key).or_default();
             if members.last().is_some_and(|(j, _)| *j == i) {
@@ -555,26 +559,29 @@ mod tests {
         Arc::new(s.clone())
     }
 
-/// The reference the streaming merge is checked against: merges blocks' series: one per label set, samples in time order, one per timestamp.
-async fn merge_in_memory(store: &dyn ObjectStore, tenant: &str, blocks: &[&BlockMeta]) -> Result<Vec<SeriesData>, BlockError> {
-    let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-    for m in blocks {
-        let (_, series) = read_block(store, tenant, &m.ulid).await?;
-        for s in series {
-            merged.entry(s.labels).or_default().extend(s.samples);
+    /// The reference the streaming merge is checked against: merges blocks' series: one per label set, samples in time order, one per timestamp.
+    async fn merge_in_memory(
+        store: &dyn ObjectStore,
+        tenant: &str,
+        blocks: &[&BlockMeta],
+    ) -> Result<Vec<SeriesData>, BlockError> {
+        let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        for m in blocks {
+            let (_, series) = read_block(store, tenant, &m.ulid).await?;
+            for s in series {
+                merged.entry(s.labels).or_default().extend(s.samples);
+            }
         }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                // Stable sort, so dedup keeps the first block's sample.
+                samples.sort_by_key(|s| s.0);
+                samples.dedup_by_key(|s| s.0);
+                SeriesData { labels, samples }
+            })
+            .collect())
     }
-    Ok(merged
-        .into_iter()
-        .map(|(labels, mut samples)| {
-            // Stable sort, so dedup keeps the first block's sample.
-            samples.sort_by_key(|s| s.0);
-            samples.dedup_by_key(|s| s.0);
-            SeriesData { labels, samples }
-        })
-        .collect())
-}
-
 
     fn plan() -> Plan {
         Plan { range_ms: 10 * MIN, delay_ms: MIN, retention_ms: 0, delete_delay_ms: 5 * MIN, retention_bytes: 0 }

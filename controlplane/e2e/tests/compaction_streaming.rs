@@ -127,7 +127,7 @@ async fn compacting_ten_times_the_memory_budget_stays_under_it() {
     let (status, peak) = run_measuring_peak(cmd);
     eprintln!(
         "compacted {samples} samples ({} MB decoded) in {:?}, peak RSS {} MB",
-        samples * 16 >> 20,
+        (samples * 16) >> 20,
         started.elapsed(),
         peak >> 20
     );
@@ -174,7 +174,8 @@ async fn killed_at_random_moments_the_compactor_never_loses_or_duplicates_a_samp
     let store = StoreGateway::start(dir.path(), &bucket, &["--store.sync-interval=300ms"]).await;
     let querier = Querier::start(dir.path(), &[store.grpc_addr()], &[]).await;
     let client = reqwest::Client::new();
-    let v = instant_query(&client, &querier.base(), "anonymous", "sum(count_over_time(load_total[5d]))", now_ms()).await;
+    let v =
+        instant_query(&client, &querier.base(), "anonymous", "sum(count_over_time(load_total[5d]))", now_ms()).await;
     let counted: f64 = v["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
     assert_eq!(counted as usize, samples, "querier counts {v}");
 }
