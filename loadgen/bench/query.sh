@@ -21,9 +21,9 @@ W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null ||
 wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
 alive() { kill -0 "$1" 2>/dev/null || { echo "process $1 exited right after starting (port already in use? see its log)" >&2; exit 1; }; }
 load() { "$B/strata-loadgen" bench write --url "$1" --series "$SERIES" --history "$HISTORY" --interval 15s --senders 4 --samples-per-series 20 | grep '^bench write'; }
-run_queries() { # name base-url
+run_queries() { # name base-url [more bench query flags]
   echo "== $1"
-  "$B/strata-loadgen" bench query --url "$2" --queries loadgen/queries/dashboard.txt --range "$HISTORY" --step 60s --runs "$RUNS"
+  "$B/strata-loadgen" bench query --url "$2" --queries loadgen/queries/dashboard.txt --range "$HISTORY" --step 60s --runs "$RUNS" "${@:3}"
 }
 
 if [ -z "${ONLY_STRATA:-}" ] && command -v prometheus >/dev/null; then
@@ -66,9 +66,9 @@ sleep 15  # blocks cut during the load: uploaded, synced by the store, released 
 echo "   blocks in object storage: $(find "$W/objstore" -name meta.json | wc -l); ingester: $(curl -s http://127.0.0.1:19109/api/v1/status/raft | grep -o '"head_samples":[0-9]*')"
 run_queries "strata (1 ingester + store + querier, no frontend)" http://127.0.0.1:19190
 if [ -z "${SKIP_FRONTEND:-}" ]; then
-  # Cold: each query once on an empty cache (split, evaluated, stored).
+  # Cold: each query once, no warm-up, on an empty cache (split, evaluated, stored).
   RUNS_SAVED=$RUNS; RUNS=1
-  run_queries "strata frontend, cold (empty results cache)" http://127.0.0.1:19193
+  run_queries "strata frontend, cold (empty results cache)" http://127.0.0.1:19193 --warmup=false
   RUNS=$RUNS_SAVED
   # Warm: the dashboard refreshed; the window moves with the clock, so the
   # last minutes are evaluated again on every run.

@@ -73,8 +73,9 @@ run() { # name secured(0/1) write-header
     --raft.snapshot-logs 100000000 --block.duration 24h "${iflags[@]}" >"$W/s.log" 2>&1 &
   local p=$!
   wait_up "$scheme://127.0.0.1:19109/-/ready" "${curl_opts[@]}"
+  # No results cache: every run evaluates (the cost measured is TLS's and auth's).
   "$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --log.level warn \
-    "${qflags[@]}" >"$W/q.log" 2>&1 &
+    --query.split-interval 0s --query.results-cache.max-bytes 0 "${qflags[@]}" >"$W/q.log" 2>&1 &
   local q=$!
   wait_up "$scheme://127.0.0.1:19190/-/ready" "${curl_opts[@]}"
   echo "== $name"

@@ -345,6 +345,8 @@ pub struct QueryBench {
     pub range: Duration,
     pub step: Duration,
     pub runs: usize,
+    /// One untimed run first.
+    pub warmup: bool,
     pub end: Option<f64>,
     /// Sent with every query (e.g. Authorization).
     pub headers: Vec<(String, String)>,
@@ -365,7 +367,8 @@ pub fn parse_query_file(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Times `query_range` for each query `runs` times (after one warm-up).
+/// Times `query_range` for each query `runs` times (after one untimed
+/// warm-up unless `warmup` is false).
 pub async fn query(b: QueryBench) -> anyhow::Result<()> {
     let client = http_client(Duration::from_secs(120), b.ca_file.as_deref())?;
     let end = b.end.unwrap_or_else(|| now_ms() as f64 / 1000.0);
@@ -376,7 +379,8 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
         let mut lat = Vec::new();
         let mut series = 0usize;
         let mut error = None;
-        for run in 0..=b.runs {
+        let first_timed = usize::from(b.warmup);
+        for run in 0..b.runs + first_timed {
             let t = Instant::now();
             let (start_s, end_s) = (start.to_string(), end.to_string());
             // `series <selector>` and `label_values <name>` time the metadata endpoints.
@@ -420,7 +424,7 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
                     break;
                 }
             }
-            if run > 0 {
+            if run >= first_timed {
                 lat.push(elapsed.as_micros() as u64);
             }
         }

@@ -136,6 +136,10 @@ enum BenchCmd {
         step: Duration,
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// Run each query once untimed before the timed runs (false: every
+        /// run is timed, e.g. to time a cold cache).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        warmup: bool,
         /// End of the range as Unix seconds (default: now).
         #[arg(long)]
         end: Option<f64>,
@@ -237,13 +241,13 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Cmd::Bench { kind: BenchCmd::Sink { listen } } => sink::run(listen).await,
-            Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, end, header, ca_file } } => {
+            Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, warmup, end, header, ca_file } } => {
                 let text =
                     std::fs::read_to_string(&queries).with_context(|| format!("cannot read {}", queries.display()))?;
                 let queries = bench::parse_query_file(&text);
                 anyhow::ensure!(!queries.is_empty(), "no queries in the file");
                 let headers = parse_headers(&header)?;
-                bench::query(bench::QueryBench { url, queries, range, step, runs, end, headers, ca_file }).await
+                bench::query(bench::QueryBench { url, queries, range, step, runs, warmup, end, headers, ca_file }).await
             }
         }
     })
