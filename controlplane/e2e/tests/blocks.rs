@@ -17,7 +17,14 @@ async fn head_and_blocks_answer_like_the_head_alone() {
     let mut endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
     endpoints.push(store.grpc_addr());
     let objstore_arg = format!("--objstore.path={}", objstore.display());
-    let querier = Querier::start(dir.path(), &endpoints, &["--sql.enabled=true", &objstore_arg]).await;
+    // No frontend: the same queries must be evaluated again over the blocks, whole
+    // (the push-down counts below are per evaluation).
+    let querier = Querier::start(
+        dir.path(),
+        &endpoints,
+        &["--sql.enabled=true", &objstore_arg, "--query.results-cache.max-bytes=0", "--query.split-interval=0s"],
+    )
+    .await;
     let client = reqwest::Client::new();
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;

@@ -37,7 +37,8 @@ async fn compacted_blocks_answer_like_their_sources() {
     let querier = Querier::start(
         dir.path(),
         &[cluster.nodes[0].grpc_addr(), store.grpc_addr()],
-        &["--sql.enabled=true", &objstore_arg],
+        // No frontend: the same queries must be evaluated again, whole, over the compacted blocks.
+        &["--sql.enabled=true", &objstore_arg, "--query.results-cache.max-bytes=0", "--query.split-interval=0s"],
     )
     .await;
     let client = reqwest::Client::new();

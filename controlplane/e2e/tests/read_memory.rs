@@ -65,7 +65,13 @@ async fn reading_everything_ends_in_422_with_bounded_memory() {
 
     let gw = StoreGateway::start(dir.path(), &bucket, &[]).await;
     let max = format!("--query.max-samples={MAX_SAMPLES}");
-    let querier = Querier::start(dir.path(), &[gw.grpc_addr()], &[&max]).await;
+    // Whole queries, no cache: the read path's memory is what is measured.
+    let querier = Querier::start(
+        dir.path(),
+        &[gw.grpc_addr()],
+        &[&max, "--query.split-interval=0s", "--query.results-cache.max-bytes=0"],
+    )
+    .await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
     let (start, end) = (t0 / 1000, (t0 + BLOCKS * BLOCK_MS) / 1000);
     wait_querier_sees_blocks(&c, &querier.base(), 1, t0 + BLOCKS * BLOCK_MS - 1, i64::MIN).await;

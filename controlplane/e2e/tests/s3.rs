@@ -122,7 +122,10 @@ async fn round_trip_suite(dir: &Path, s3: &mut S3Server) {
     let store = StoreGateway::start(dir, &unused, &store_args).await;
     let mut endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc_addr()).collect();
     endpoints.push(store.grpc_addr());
-    let mut querier_args: Vec<&str> = vec!["--sql.enabled=true"];
+    // No frontend: the same queries must be evaluated again over the blocks, whole
+    // (the push-down counts below are per evaluation).
+    let mut querier_args: Vec<&str> =
+        vec!["--sql.enabled=true", "--query.results-cache.max-bytes=0", "--query.split-interval=0s"];
     querier_args.extend(bucket_args.iter().map(String::as_str));
     let querier = Querier::start(dir, &endpoints, &querier_args).await;
     let client = reqwest::Client::new();

@@ -132,7 +132,13 @@ pub async fn range_query(
         .buffered(SPLIT_PARALLELISM)
         .try_collect()
         .await?;
-    Ok(merge(parts))
+    let answer = merge(parts);
+    // `--query.max-samples` (and the tenant's limit) bound the whole
+    // query, not each part: the parts' evaluated samples add up.
+    if answer.loaded > state.max_samples_for(tenant) {
+        return Err(strata_promql::Error::TooManySamples("query execution").into());
+    }
+    Ok(answer)
 }
 
 fn now_ms() -> i64 {
@@ -214,6 +220,7 @@ impl Split<'_> {
                 value: QueryValue::Matrix(extract(&x.series, self.start, self.end.min(x.end))),
                 warnings: Vec::new(),
                 infos: x.infos.clone(),
+                loaded: 0,
             });
         }
         if let Some(f) = fresh {
@@ -292,8 +299,9 @@ fn merge(parts: Vec<Evaluated>) -> Evaluated {
     if parts.len() == 1 {
         return parts.into_iter().next().unwrap_or_else(|| unreachable!());
     }
-    let (mut warnings, mut infos, mut series) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut warnings, mut infos, mut series, mut loaded) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for p in parts {
+        loaded += p.loaded;
         warnings.extend(p.warnings);
         infos.extend(p.infos);
         if let QueryValue::Matrix(m) = p.value {
@@ -304,7 +312,7 @@ fn merge(parts: Vec<Evaluated>) -> Evaluated {
     warnings.dedup();
     infos.sort();
     infos.dedup();
-    Evaluated { value: QueryValue::Matrix(merge_series(series)), warnings, infos }
+    Evaluated { value: QueryValue::Matrix(merge_series(series)), warnings, infos, loaded }
 }
 
 /// A cached run of steps `[start, end]` of one split.

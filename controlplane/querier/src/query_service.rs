@@ -36,6 +36,8 @@ pub struct Evaluated {
     pub value: QueryValue,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
+    /// Samples loaded from the sources (raw, and read for pushed-down aggregations).
+    pub loaded: usize,
 }
 
 /// Fetches everything `expr` reads, then evaluates it off the async runtime.
@@ -215,7 +217,7 @@ async fn evaluate_with(
     infos.extend(annotations.infos);
     infos.sort();
     infos.dedup();
-    Ok(Evaluated { value, warnings, infos })
+    Ok(Evaluated { value, warnings, infos, loaded })
 }
 
 /// An aggregation to push down: which steps, and what stays local.
