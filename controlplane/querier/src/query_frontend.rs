@@ -241,7 +241,11 @@ impl Split<'_> {
                 grown.infos.sort();
                 grown.infos.dedup();
                 grown.end = c;
-                cache.put(&key, grown.encode()).await;
+                // A long split of many series can be far over the item
+                // size: check before encoding a copy of it.
+                if cache.accepts(grown.encoded_len()) {
+                    cache.put(&key, grown.encode()).await;
+                }
             }
             parts.push(f);
         }
@@ -405,6 +409,29 @@ fn reset_hint_code(h: strata_promql::histogram::ResetHint) -> u8 {
 }
 
 impl Extent {
+    /// The length of [`Extent::encode`]'s output, without encoding.
+    fn encoded_len(&self) -> usize {
+        let strs = |v: &mut usize, s: &str| *v += 4 + s.len();
+        let mut n = FORMAT.len() + 24 + 4;
+        for i in &self.infos {
+            strs(&mut n, i);
+        }
+        n += 4;
+        for s in &self.series {
+            n += 4;
+            for (k, v) in s.labels.iter() {
+                strs(&mut n, k);
+                strs(&mut n, v);
+            }
+            n += 4 + s.samples.len() * 16 + 4;
+            for (_, h) in &s.histograms {
+                n += 8 + 4 + 32 + 4 + h.positive.len() * 12 + 4 + h.negative.len() * 12;
+                n += 4 + h.custom_values.len() * 8 + 1;
+            }
+        }
+        n
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.series.iter().map(|s| 64 + s.samples.len() * 16).sum::<usize>());
         out.extend_from_slice(FORMAT);
@@ -560,6 +587,7 @@ mod tests {
             ],
         };
         let bytes = x.encode();
+        assert_eq!(x.encoded_len(), bytes.len());
         let back = Extent::decode(&bytes).unwrap();
         assert_eq!(back.encode(), bytes, "bit-exact (NaN and -0 included)");
         assert_eq!(back.series[0].histograms, x.series[0].histograms);

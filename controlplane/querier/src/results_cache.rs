@@ -144,6 +144,16 @@ impl ResultsCache {
         found
     }
 
+    /// Whether a value of about `bytes` would be stored; when not, the
+    /// refusal is counted (so callers skip encoding it).
+    pub fn accepts(&self, bytes: usize) -> bool {
+        let fits = bytes <= self.max_item_bytes;
+        if !fits {
+            self.count_store("too_large");
+        }
+        fits
+    }
+
     /// Stores `value` under `key` (values over the item size are skipped).
     pub async fn put(&self, key: &str, value: Vec<u8>) {
         if value.len() > self.max_item_bytes {
