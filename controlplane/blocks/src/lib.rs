@@ -21,6 +21,7 @@ mod bucket;
 mod instrumented;
 mod lifecycle;
 mod local_block;
+mod range_cache;
 mod streaming;
 
 pub use bucket::{BucketConfig, S3Config};
@@ -29,6 +30,7 @@ pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_mar
 pub use local_block::{
     LocalBlock, UploadOptions, UploadStats, upload_local_block, write_local_block, write_local_files,
 };
+pub use range_cache::{RangeCache, RangeCacheMetrics};
 pub use streaming::{BlockWriter, SampleCursor, publish_block, sample_rows};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -422,6 +424,8 @@ pub struct BlockIndex {
     /// Label name → its distinct values in this block (label APIs without matchers).
     pub values: std::collections::BTreeMap<String, BTreeSet<String>>,
     footer: std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
+    /// Where [`BlockIndex::read_samples`] keeps the pages it read (none by default).
+    pub cache: Option<Arc<RangeCache>>,
 }
 
 /// Ranged reads of one Parquet object, with a cached footer.
@@ -430,6 +434,8 @@ struct ObjectReader {
     path: Path,
     size: u64,
     footer: Option<Arc<parquet::file::metadata::ParquetMetaData>>,
+    /// Page data already read (the store gateway's `--store.cache.max-bytes`).
+    cache: Option<Arc<RangeCache>>,
 }
 
 fn to_parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
@@ -448,7 +454,22 @@ impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        Box::pin(async move { self.store.get_ranges(&self.path, &ranges).await.map_err(to_parquet_err) })
+        Box::pin(async move {
+            let Some(cache) = self.cache.clone() else {
+                return self.store.get_ranges(&self.path, &ranges).await.map_err(to_parquet_err);
+            };
+            let mut out: Vec<Option<Bytes>> = ranges.iter().map(|r| cache.get(&self.path, r)).collect();
+            let missing: Vec<usize> = (0..ranges.len()).filter(|&i| out[i].is_none()).collect();
+            if !missing.is_empty() {
+                let wanted: Vec<std::ops::Range<u64>> = missing.iter().map(|&i| ranges[i].clone()).collect();
+                let fetched = self.store.get_ranges(&self.path, &wanted).await.map_err(to_parquet_err)?;
+                for (&i, data) in missing.iter().zip(fetched) {
+                    cache.put(&self.path, &ranges[i], &data);
+                    out[i] = Some(data);
+                }
+            }
+            Ok(out.into_iter().flatten().collect())
+        })
     }
 
     fn get_metadata<'a>(
@@ -586,7 +607,15 @@ impl BlockIndex {
                 values.entry(n.to_string()).or_default().insert(v.to_string());
             }
         }
-        Ok(BlockIndex { meta, labels, row_start, samples_size, values, footer: std::sync::Mutex::new(None) })
+        Ok(BlockIndex {
+            meta,
+            labels,
+            row_start,
+            samples_size,
+            values,
+            footer: std::sync::Mutex::new(None),
+            cache: None,
+        })
     }
 
     /// Samples of the given series (ascending refs) in `[min_t, max_t]`,
@@ -620,7 +649,8 @@ impl BlockIndex {
         }
         let path = Path::from(format!("{}/{}/samples.parquet", self.meta.strata.tenant, self.meta.ulid));
         let cached = self.footer.lock().ok().and_then(|g| g.clone());
-        let mut reader = ObjectReader { store, path, size: self.samples_size, footer: cached };
+        let mut reader =
+            ObjectReader { store, path, size: self.samples_size, footer: cached, cache: self.cache.clone() };
         let footer = reader.get_metadata(None).await?;
         if let Ok(mut g) = self.footer.lock() {
             *g = Some(footer.clone());
@@ -767,6 +797,32 @@ mod tests {
             let g: Vec<(i64, u64)> = got[k].iter().map(|(t, v)| (*t, v.to_bits())).collect();
             assert_eq!(g, exp, "series {r}");
         }
+    }
+
+    #[tokio::test]
+    async fn repeated_reads_come_from_the_cache_and_equal_uncached_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        upload_block(store.as_ref(), "t1", "shard-0", 0, i64::MAX, &series(300, 100)).await.unwrap();
+        let meta = list_blocks(store.as_ref()).await.unwrap().remove(0);
+        let plain = BlockIndex::load(store.as_ref(), meta.clone()).await.unwrap();
+        let mut cached = BlockIndex::load(store.as_ref(), meta).await.unwrap();
+        let metrics = RangeCacheMetrics::default();
+        cached.cache = Some(Arc::new(RangeCache::new(64 << 20, metrics.clone())));
+        let refs = [3u32, 150, 299];
+        let (lo, hi) = (1_700_000_000_000 + 10 * 15_000, 1_700_000_000_000 + 60 * 15_000);
+        let bits = |v: Vec<Vec<(i64, f64)>>| -> Vec<Vec<(i64, u64)>> {
+            v.into_iter().map(|s| s.into_iter().map(|(t, x)| (t, x.to_bits())).collect()).collect()
+        };
+        let want = bits(plain.read_samples(store.clone(), &refs, lo, hi).await.unwrap());
+        let first = bits(cached.read_samples(store.clone(), &refs, lo, hi).await.unwrap());
+        let misses = metrics.misses.get();
+        assert!(misses > 0 && metrics.hits.get() == 0 && metrics.bytes.get() > 0);
+        // The same read again: every range from memory, nothing from the store.
+        let second = bits(cached.read_samples(store.clone(), &refs, lo, hi).await.unwrap());
+        assert_eq!((metrics.hits.get(), metrics.misses.get()), (misses, misses));
+        assert_eq!(first, want);
+        assert_eq!(second, want);
     }
 
     #[tokio::test]

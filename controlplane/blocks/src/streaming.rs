@@ -68,7 +68,7 @@ impl SampleCursor {
                 BlockError::Invalid(format!("block {}: meta.json lists no samples.parquet", meta.ulid))
             })?;
         let path = Path::from(format!("{}/{}/samples.parquet", meta.strata.tenant, meta.ulid));
-        let mut reader = ObjectReader { store: store.clone(), path: path.clone(), size, footer: None };
+        let mut reader = ObjectReader { store: store.clone(), path: path.clone(), size, footer: None, cache: None };
         let footer = reader.get_metadata(None).await?;
         let total_rows = u64::try_from(footer.file_metadata().num_rows())
             .map_err(|_| BlockError::Invalid(format!("block {}: negative row count", meta.ulid)))?;
@@ -106,6 +106,7 @@ impl SampleCursor {
             path: self.path.clone(),
             size: self.size,
             footer: Some(self.footer.clone()),
+            cache: None,
         };
         let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
             .with_batch_size(BATCH_ROWS)
@@ -382,7 +383,7 @@ pub async fn publish_block(store: &dyn ObjectStore, meta: &BlockMeta) -> Result<
 pub async fn sample_rows(store: Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<u64, BlockError> {
     let size = meta.strata.files.iter().find(|f| f.path == "samples.parquet").map(|f| f.size).unwrap_or(0);
     let path = Path::from(format!("{}/{}/samples.parquet", meta.strata.tenant, meta.ulid));
-    let reader = ObjectReader { store, path, size, footer: None };
+    let reader = ObjectReader { store, path, size, footer: None, cache: None };
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }

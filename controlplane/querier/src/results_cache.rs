@@ -4,15 +4,16 @@
 //! way a cache failure only costs time: a lookup that fails is a miss, a
 //! store that fails is dropped, both counted.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use strata_model::lru::ByteLru;
 
 use crate::memcached::Memcached;
 
@@ -57,6 +58,11 @@ struct CacheMetrics {
     bytes: Gauge,
     items: Gauge,
 }
+
+/// Per-entry bookkeeping counted against the byte budget besides the value.
+const ENTRY_OVERHEAD: usize = 96;
+
+type Lru = ByteLru<String, Arc<[u8]>>;
 
 enum Backend {
     InProcess(Mutex<Lru>),
@@ -130,7 +136,7 @@ impl ResultsCache {
     /// The value under `key`; `None` on a miss or when the cache fails.
     pub async fn get(&self, key: &str) -> Option<Arc<[u8]>> {
         let found = match &self.backend {
-            Backend::InProcess(lru) => lru.lock().ok().and_then(|mut l| l.get(key, self.ttl)),
+            Backend::InProcess(lru) => lru.lock().ok().and_then(|mut l| l.get(&key.to_string(), Some(self.ttl))),
             Backend::Memcached(mc) => match mc.get(key).await {
                 Ok(v) => v.map(Arc::from),
                 Err(e) => {
@@ -163,9 +169,10 @@ impl ResultsCache {
         let result = match &self.backend {
             Backend::InProcess(lru) => match lru.lock() {
                 Ok(mut l) => {
-                    l.put(key, value.into());
-                    self.metrics.bytes.set(l.bytes as i64);
-                    self.metrics.items.set(l.map.len() as i64);
+                    let cost = key.len() + value.len() + ENTRY_OVERHEAD;
+                    l.put(key.to_string(), value.into(), cost);
+                    self.metrics.bytes.set(l.bytes() as i64);
+                    self.metrics.items.set(l.len() as i64);
                     "stored"
                 }
                 Err(_) => "error",
@@ -180,104 +187,5 @@ impl ResultsCache {
             },
         };
         self.count_store(result);
-    }
-}
-
-/// Per-entry bookkeeping counted against the byte budget besides the value.
-const ENTRY_OVERHEAD: usize = 96;
-
-struct LruEntry {
-    value: Arc<[u8]>,
-    tick: u64,
-    stored: Instant,
-}
-
-/// Least recently used entries go first once `bytes` would exceed `max_bytes`.
-struct Lru {
-    map: HashMap<String, LruEntry>,
-    order: BTreeMap<u64, String>,
-    tick: u64,
-    bytes: usize,
-    max_bytes: usize,
-}
-
-impl Lru {
-    fn new(max_bytes: usize) -> Lru {
-        Lru { map: HashMap::new(), order: BTreeMap::new(), tick: 0, bytes: 0, max_bytes }
-    }
-
-    fn cost(key: &str, value: &[u8]) -> usize {
-        key.len() + value.len() + ENTRY_OVERHEAD
-    }
-
-    fn get(&mut self, key: &str, ttl: Duration) -> Option<Arc<[u8]>> {
-        let expired = self.map.get(key)?.stored.elapsed() > ttl;
-        if expired {
-            self.remove(key);
-            return None;
-        }
-        self.tick += 1;
-        let tick = self.tick;
-        let e = self.map.get_mut(key)?;
-        self.order.remove(&e.tick);
-        e.tick = tick;
-        self.order.insert(tick, key.to_string());
-        Some(e.value.clone())
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(e) = self.map.remove(key) {
-            self.order.remove(&e.tick);
-            self.bytes -= Self::cost(key, &e.value);
-        }
-    }
-
-    fn put(&mut self, key: &str, value: Arc<[u8]>) {
-        self.remove(key);
-        let cost = Self::cost(key, &value);
-        if cost > self.max_bytes {
-            return;
-        }
-        while self.bytes + cost > self.max_bytes {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            if let Some(e) = self.map.remove(&oldest) {
-                self.bytes -= Self::cost(&oldest, &e.value);
-            }
-        }
-        self.tick += 1;
-        self.order.insert(self.tick, key.to_string());
-        self.map.insert(key.to_string(), LruEntry { value, tick: self.tick, stored: Instant::now() });
-        self.bytes += cost;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lru_stays_within_its_bytes_and_drops_the_least_recent() {
-        let budget = 4 * (2 + 100 + ENTRY_OVERHEAD);
-        let mut lru = Lru::new(budget);
-        for k in ["k1", "k2", "k3", "k4"] {
-            lru.put(k, vec![0u8; 100].into());
-        }
-        let day = Duration::from_secs(86_400);
-        assert!(lru.get("k1", day).is_some(), "k1 used: k2 is now the least recent");
-        lru.put("k5", vec![0u8; 100].into());
-        assert!(lru.bytes <= budget);
-        assert!(lru.get("k2", day).is_none());
-        for k in ["k1", "k3", "k4", "k5"] {
-            assert!(lru.get(k, day).is_some(), "{k}");
-        }
-        // Replacing a key does not count it twice; an oversize value is not kept.
-        lru.put("k5", vec![1u8; 100].into());
-        assert_eq!(lru.bytes, budget);
-        lru.put("huge", vec![0u8; budget].into());
-        assert!(lru.get("huge", day).is_none());
-        assert_eq!(lru.bytes, budget);
-        // Expired entries are misses and free their bytes.
-        assert!(lru.get("k1", Duration::ZERO).is_none());
-        assert_eq!(lru.bytes, budget - (2 + 100 + ENTRY_OVERHEAD));
     }
 }

@@ -51,6 +51,8 @@ pub struct StoreConfig {
     pub limits: SeriesLimits,
     /// TLS of the gRPC listener (`--grpc.tls-*`).
     pub grpc_tls: Option<strata_server::tls::TlsServerConfig>,
+    /// Bytes of block data kept in memory for repeated reads (`--store.cache.max-bytes`; 0: none).
+    pub cache_max_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -64,6 +66,7 @@ impl Default for StoreConfig {
             http: strata_server::HttpServerConfig::default(),
             limits: SeriesLimits::default(),
             grpc_tls: None,
+            cache_max_bytes: 256 << 20,
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Gateway {
     limits: SeriesLimits,
     metrics: Metrics,
     synced: std::sync::atomic::AtomicBool,
+    /// Block data read for queries (`--store.cache.max-bytes`).
+    cache: Option<Arc<strata_blocks::RangeCache>>,
 }
 
 fn to_status(e: impl std::fmt::Display) -> tonic::Status {
@@ -114,6 +119,17 @@ fn to_status(e: impl std::fmt::Display) -> tonic::Status {
 
 impl Gateway {
     pub fn new(store: Arc<dyn ObjectStore>, shard: &str, limits: SeriesLimits) -> Arc<Gateway> {
+        Gateway::with_cache(store, shard, limits, 0)
+    }
+
+    /// [`Gateway::new`] keeping up to `cache_max_bytes` of block data read
+    /// for queries in memory.
+    pub fn with_cache(
+        store: Arc<dyn ObjectStore>,
+        shard: &str,
+        limits: SeriesLimits,
+        cache_max_bytes: u64,
+    ) -> Arc<Gateway> {
         let mut registry = Registry::with_prefix("strata_store");
         let m = Metrics {
             blocks: Gauge::default(),
@@ -149,6 +165,21 @@ impl Gateway {
             "Series calls refused or stopped at a --store.max-*-per-query limit or the caller's sample limit",
             m.limit_hits.clone(),
         );
+        let cache = (cache_max_bytes > 0).then(|| {
+            let cm = strata_blocks::RangeCacheMetrics::default();
+            registry.register(
+                "block_cache_hits",
+                "Reads of block data answered from memory (--store.cache.max-bytes)",
+                cm.hits.clone(),
+            );
+            registry.register(
+                "block_cache_misses",
+                "Reads of block data that went to object storage",
+                cm.misses.clone(),
+            );
+            registry.register("block_cache_bytes", "Bytes of block data held in memory", cm.bytes.clone());
+            Arc::new(strata_blocks::RangeCache::new(usize::try_from(cache_max_bytes).unwrap_or(usize::MAX), cm))
+        });
         Arc::new(Gateway {
             store,
             blocks: RwLock::new(BTreeMap::new()),
@@ -156,6 +187,7 @@ impl Gateway {
             limits,
             metrics: Metrics { registry, ..m },
             synced: false.into(),
+            cache,
         })
     }
 
@@ -181,7 +213,10 @@ impl Gateway {
                 continue;
             }
             match BlockIndex::load(self.store.as_ref(), m.clone()).await {
-                Ok(idx) => fresh.push((key, Arc::new(idx))),
+                Ok(mut idx) => {
+                    idx.cache = self.cache.clone();
+                    fresh.push((key, Arc::new(idx)))
+                }
                 Err(e) => {
                     self.metrics.sync_errors.inc();
                     tracing::warn!(block = %m.ulid, error = %e, "cannot load block index");
@@ -637,7 +672,7 @@ pub async fn run(
     let path = cfg.objstore.describe();
     let store: Arc<dyn ObjectStore> =
         cfg.objstore.open().map_err(|e| StoreError::ObjectStore(path.clone(), e.to_string()))?;
-    let gw = Gateway::new(store, &cfg.shard, cfg.limits);
+    let gw = Gateway::with_cache(store, &cfg.shard, cfg.limits, cfg.cache_max_bytes);
     let sync_gw = gw.clone();
     let every = cfg.sync_interval;
     tokio::spawn(async move {

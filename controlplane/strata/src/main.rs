@@ -349,6 +349,10 @@ struct StoreArgs {
     /// Bytes one Series call may send (encoded chunks, 16 per raw sample; 0: no limit).
     #[arg(long = "store.max-bytes-per-query", default_value_t = 1 << 30)]
     max_bytes: u64,
+    /// Block data (Parquet pages) read for queries kept in memory for the next reads, at most this many
+    /// bytes (`0`: none); blocks never change, so entries stay valid until evicted.
+    #[arg(long = "store.cache.max-bytes", default_value = "256MB", value_parser = strata_compactor::parse_size)]
+    cache_max_bytes: u64,
     #[command(flatten)]
     http: strata_server::HttpServerArgs,
     #[command(flatten)]
@@ -602,6 +606,7 @@ fn main() -> anyhow::Result<()> {
                     max_bytes: a.max_bytes,
                 },
                 grpc_tls: a.grpc_tls.config().map_err(anyhow::Error::msg)?,
+                cache_max_bytes: a.cache_max_bytes,
             };
             rt.block_on(strata_store::run(cfg, shutdown_signal()))?;
         }
