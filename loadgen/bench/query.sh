@@ -49,8 +49,10 @@ fi
   --web.listen-address 127.0.0.1:19109 --storage.path "$W/s1" --objstore.path "$W/objstore" \
   --block.duration 2h --block.retain-after-upload 1s --log.level warn >"$W/s1.log" 2>&1 &
 P1=$!; wait_up http://127.0.0.1:19109/-/ready; alive $P1
+# STORE_FLAGS: more store gateway flags, e.g. "--store.cache.max-bytes 0".
+# shellcheck disable=SC2086
 "$B/strata" store --grpc.listen-address 127.0.0.1:19196 --web.listen-address 127.0.0.1:19197 \
-  --objstore.path "$W/objstore" --store.sync-interval 2s --log.level warn >"$W/st.log" 2>&1 &
+  --objstore.path "$W/objstore" --store.sync-interval 2s --log.level warn ${STORE_FLAGS:-} >"$W/st.log" 2>&1 &
 P3=$!; wait_up http://127.0.0.1:19197/-/ready; alive $P3
 # Without the query frontend (no splitting, no results cache): every run
 # evaluates the whole range, as Prometheus and VictoriaMetrics (cache off) do.
@@ -74,5 +76,6 @@ if [ -z "${SKIP_FRONTEND:-}" ]; then
   # last minutes are evaluated again on every run.
   run_queries "strata frontend, warm (results cache)" http://127.0.0.1:19193
   echo "   $(curl -s http://127.0.0.1:19193/metrics | grep -E '^strata_querier_results_cache_(lookups_total|bytes)' | tr '\n' ' ')"
+  echo "   $(curl -s http://127.0.0.1:19197/metrics | grep -E '^strata_store_block_cache_' | tr '\n' ' ')"
 fi
 kill $P1 $P2 $P3 $P4; wait $P1 $P2 $P3 $P4 2>/dev/null || true
