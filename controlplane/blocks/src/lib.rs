@@ -18,6 +18,7 @@
 //! the same content.
 
 mod bucket;
+mod downsample;
 mod instrumented;
 mod lifecycle;
 mod local_block;
@@ -25,6 +26,7 @@ mod range_cache;
 mod streaming;
 
 pub use bucket::{BucketConfig, S3Config};
+pub use downsample::{Window, downsample, window_of, windows_of_samples};
 pub use instrumented::InstrumentedStore;
 pub use lifecycle::{DELETION_MARK, DeletionMark, delete_block, list_deletion_marks, mark_for_deletion};
 pub use local_block::{
@@ -48,7 +50,56 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
+use strata_model::downsample::{View, ViewRequest};
 use strata_model::{Labels, METRIC_NAME};
+
+/// A block chosen to answer a read, with the `[from, to)` time ranges a
+/// coarser block answers for instead.
+#[derive(Debug, Clone)]
+pub struct ReadSource {
+    pub block: Arc<BlockIndex>,
+    pub hidden: Vec<(i64, i64)>,
+}
+
+/// The blocks that answer a read of `view` (or of raw samples): for raw
+/// reads the raw blocks; for a view, per shard, the coarsest blocks of a
+/// resolution up to the view's, then finer ones (raw last) for the time
+/// they leave uncovered. Sorted by time.
+pub fn choose_sources(blocks: Vec<Arc<BlockIndex>>, view: Option<ViewRequest>) -> Vec<ReadSource> {
+    let max_res = view.map_or(0, |v| v.max_resolution_ms);
+    let usable: Vec<Arc<BlockIndex>> = blocks.into_iter().filter(|b| b.meta.downsample.resolution <= max_res).collect();
+    // Per shard: (resolution, from, to) of every usable block.
+    let mut ranges: BTreeMap<&str, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    for b in &usable {
+        let m = &b.meta;
+        ranges.entry(m.strata.shard.as_str()).or_default().push((m.downsample.resolution, m.min_time, m.max_time));
+    }
+    let mut out = Vec::with_capacity(usable.len());
+    for b in &usable {
+        let m = &b.meta;
+        let (res, lo, hi) = (m.downsample.resolution, m.min_time, m.max_time);
+        let mut hidden: Vec<(i64, i64)> = ranges
+            .get(m.strata.shard.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|(r, a, z)| *r > res && *a < hi && *z > lo)
+            .map(|(_, a, z)| (*a, *z))
+            .collect();
+        hidden.sort();
+        let mut uncovered = lo;
+        for (a, z) in &hidden {
+            if *a <= uncovered {
+                uncovered = uncovered.max(*z);
+            }
+        }
+        // A block wholly hidden is not read at all.
+        if uncovered < hi {
+            out.push(ReadSource { block: b.clone(), hidden });
+        }
+    }
+    out.sort_by_key(|s| (s.block.meta.min_time, s.block.meta.max_time, s.block.meta.downsample.resolution));
+    out
+}
 
 /// 2: `series.parquet` carries `num_samples` per series (row ranges in
 /// `samples.parquet` without reading it).
@@ -140,7 +191,28 @@ pub struct BlockMeta {
     pub compaction: Compaction,
     pub version: u32,
     pub strata: StrataMeta,
+    /// The block's resolution: 0 for raw samples, else the window (ms) of
+    /// its aggregates (Thanos' `thanos.downsample.resolution`).
+    #[serde(default)]
+    pub downsample: Downsample,
 }
+
+/// `meta.json`'s `downsample` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Downsample {
+    pub resolution: i64,
+}
+
+impl BlockMeta {
+    /// The file holding the block's rows: `samples.parquet`, or
+    /// `aggregates.parquet` for a downsampled block.
+    pub fn data_file(&self) -> &'static str {
+        if self.downsample.resolution > 0 { AGGREGATES_FILE } else { "samples.parquet" }
+    }
+}
+
+/// The rows of a downsampled block (see [`Window`]).
+pub const AGGREGATES_FILE: &str = "aggregates.parquet";
 
 /// The deterministic block id of a (shard, tenant, range).
 pub fn block_id(shard: &str, tenant: &str, min_t: i64, max_t: i64) -> String {
@@ -332,6 +404,7 @@ pub fn encode_block_files<S: BlockSeries>(
             raft_log_range: None,
             files,
         },
+        downsample: Downsample::default(),
     };
     Ok((meta, [("series.parquet", series_pq), ("samples.parquet", samples_pq)]))
 }
@@ -598,9 +671,9 @@ impl BlockIndex {
             .strata
             .files
             .iter()
-            .find(|f| f.path == "samples.parquet")
+            .find(|f| f.path == meta.data_file())
             .map(|f| f.size)
-            .ok_or_else(|| BlockError::Invalid("meta.json lists no samples.parquet".into()))?;
+            .ok_or_else(|| BlockError::Invalid(format!("meta.json lists no {}", meta.data_file())))?;
         let mut values: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
         for l in &labels {
             for (n, v) in l.iter() {
@@ -618,23 +691,13 @@ impl BlockIndex {
         })
     }
 
-    /// Samples of the given series (ascending refs) in `[min_t, max_t]`,
-    /// reading only the pages that hold those series' rows.
-    pub async fn read_samples(
-        &self,
-        store: Arc<dyn ObjectStore>,
-        refs: &[u32],
-        min_t: i64,
-        max_t: i64,
-    ) -> Result<Vec<Vec<(i64, f64)>>, BlockError> {
+    /// The rows of the given series (ascending refs) of the block's data
+    /// file, reading only the pages that hold them.
+    async fn read_rows(&self, store: Arc<dyn ObjectStore>, refs: &[u32]) -> Result<Vec<RecordBatch>, BlockError> {
         use futures::TryStreamExt;
         use parquet::arrow::ParquetRecordBatchStreamBuilder;
         use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
         use parquet::arrow::async_reader::AsyncFileReader;
-        let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); refs.len()];
-        if refs.is_empty() {
-            return Ok(out);
-        }
         let mut selectors = Vec::new();
         let mut pos = 0u64;
         for &r in refs {
@@ -647,7 +710,7 @@ impl BlockIndex {
             }
             pos = b;
         }
-        let path = Path::from(format!("{}/{}/samples.parquet", self.meta.strata.tenant, self.meta.ulid));
+        let path = Path::from(format!("{}/{}/{}", self.meta.strata.tenant, self.meta.ulid, self.meta.data_file()));
         let cached = self.footer.lock().ok().and_then(|g| g.clone());
         let mut reader =
             ObjectReader { store, path, size: self.samples_size, footer: cached, cache: self.cache.clone() };
@@ -661,7 +724,111 @@ impl BlockIndex {
             .await?
             .with_row_selection(RowSelection::from(selectors))
             .build()?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        Ok(stream.try_collect().await?)
+    }
+
+    /// Windows of the given series (ascending refs) of a downsampled block
+    /// whose last sample lies in `[min_t, max_t]`.
+    pub async fn read_windows(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        refs: &[u32],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Vec<Window>>, BlockError> {
+        let mut out: Vec<Vec<Window>> = vec![Vec::new(); refs.len()];
+        if refs.is_empty() {
+            return Ok(out);
+        }
+        if self.meta.downsample.resolution <= 0 {
+            return Err(BlockError::Invalid(format!("block {} holds raw samples, not windows", self.meta.ulid)));
+        }
+        let mut slot = 0usize;
+        for b in self.read_rows(store, refs).await? {
+            let c = downsample::WindowColumns::of(&b)?;
+            for i in 0..b.num_rows() {
+                let sref = c.series_ref.value(i);
+                while slot < refs.len() && refs[slot] != sref {
+                    slot += 1;
+                }
+                if slot == refs.len() {
+                    return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in aggregates")));
+                }
+                let w = c.window(i);
+                if w.t >= min_t && w.t <= max_t {
+                    out[slot].push(w);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The given series (ascending refs) in `[min_t, max_t]`, in `view`'s
+    /// terms when one is given (from the windows of a downsampled block,
+    /// or converted from raw samples), without the points in `hidden`
+    /// (`[from, to)` ranges a coarser block answers for).
+    pub async fn read_view(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        refs: &[u32],
+        (min_t, max_t): (i64, i64),
+        view: Option<View>,
+        hidden: &[(i64, i64)],
+    ) -> Result<Vec<Vec<(i64, f64)>>, BlockError> {
+        let mut out = match (self.meta.downsample.resolution > 0, view) {
+            (true, None) => {
+                return Err(BlockError::Invalid(format!(
+                    "block {} is downsampled: it answers only reads of a view",
+                    self.meta.ulid
+                )));
+            }
+            (true, Some(v)) => {
+                let windows = self.read_windows(store, refs, min_t, max_t).await?;
+                windows
+                    .into_iter()
+                    .map(|ws| {
+                        let mut p = Vec::with_capacity(ws.len());
+                        for w in &ws {
+                            w.points(v, &mut p);
+                        }
+                        p.retain(|(t, _)| *t >= min_t && *t <= max_t);
+                        p
+                    })
+                    .collect()
+            }
+            (false, v) => {
+                let mut samples = self.read_samples(store, refs, min_t, max_t).await?;
+                if let Some(v) = v {
+                    samples.iter_mut().for_each(|s| v.apply_to_raw(s));
+                }
+                samples
+            }
+        };
+        if !hidden.is_empty() {
+            for s in out.iter_mut() {
+                s.retain(|(t, _)| !hidden.iter().any(|(a, b)| t >= a && t < b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Samples of the given series (ascending refs) in `[min_t, max_t]`,
+    /// reading only the pages that hold those series' rows.
+    pub async fn read_samples(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        refs: &[u32],
+        min_t: i64,
+        max_t: i64,
+    ) -> Result<Vec<Vec<(i64, f64)>>, BlockError> {
+        let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); refs.len()];
+        if refs.is_empty() {
+            return Ok(out);
+        }
+        if self.meta.downsample.resolution > 0 {
+            return Err(BlockError::Invalid(format!("block {} holds windows, not raw samples", self.meta.ulid)));
+        }
+        let batches: Vec<RecordBatch> = self.read_rows(store, refs).await?;
         let mut slot = 0usize;
         for b in batches {
             let r = u32_column(&b, "series_ref")?;

@@ -23,8 +23,8 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use strata_model::{Labels, METRIC_NAME};
 
 use crate::{
-    BlockError, BlockMeta, BlockStats, Compaction, FileInfo, ObjectReader, SCHEMA_VERSION, StrataMeta, dict_type,
-    props_with_row_groups,
+    BlockError, BlockMeta, BlockStats, Compaction, Downsample, FileInfo, ObjectReader, SCHEMA_VERSION, StrataMeta,
+    dict_type, props_with_row_groups,
 };
 
 /// Rows per record batch read or written.
@@ -56,6 +56,9 @@ pub struct SampleCursor {
     refs: Vec<u32>,
     ts: Vec<i64>,
     vs: Vec<f64>,
+    /// The rows of a downsampled block.
+    windows: Vec<crate::Window>,
+    downsampled: bool,
     pos: usize,
 }
 
@@ -63,11 +66,15 @@ impl SampleCursor {
     /// Opens `samples.parquet` of the block `meta` describes.
     pub async fn open(store: Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<SampleCursor, BlockError> {
         use parquet::arrow::async_reader::AsyncFileReader;
-        let size =
-            meta.strata.files.iter().find(|f| f.path == "samples.parquet").map(|f| f.size).ok_or_else(|| {
-                BlockError::Invalid(format!("block {}: meta.json lists no samples.parquet", meta.ulid))
-            })?;
-        let path = Path::from(format!("{}/{}/samples.parquet", meta.strata.tenant, meta.ulid));
+        let file = meta.data_file();
+        let size = meta
+            .strata
+            .files
+            .iter()
+            .find(|f| f.path == file)
+            .map(|f| f.size)
+            .ok_or_else(|| BlockError::Invalid(format!("block {}: meta.json lists no {file}", meta.ulid)))?;
+        let path = Path::from(format!("{}/{}/{file}", meta.strata.tenant, meta.ulid));
         let mut reader = ObjectReader { store: store.clone(), path: path.clone(), size, footer: None, cache: None };
         let footer = reader.get_metadata(None).await?;
         let total_rows = u64::try_from(footer.file_metadata().num_rows())
@@ -84,6 +91,8 @@ impl SampleCursor {
             refs: Vec::new(),
             ts: Vec::new(),
             vs: Vec::new(),
+            windows: Vec::new(),
+            downsampled: meta.downsample.resolution > 0,
             pos: 0,
         })
     }
@@ -131,6 +140,13 @@ impl SampleCursor {
                 }
             };
             let batch = batch?;
+            if self.downsampled {
+                let c = crate::downsample::WindowColumns::of(&batch)?;
+                self.windows = (0..batch.num_rows()).map(|i| c.window(i)).collect();
+                self.refs = c.series_ref.values().to_vec();
+                self.pos = 0;
+                continue;
+            }
             let col = |name: &str| {
                 batch.column_by_name(name).cloned().ok_or_else(|| {
                     BlockError::Invalid(format!("block {}: samples.parquet has no column {name}", self.block))
@@ -150,6 +166,9 @@ impl SampleCursor {
     /// file — to `out`, checking that the rows are that series' and in time
     /// order.
     pub async fn take(&mut self, sref: u32, n: u64, out: &mut Vec<(i64, f64)>) -> Result<(), BlockError> {
+        if self.downsampled {
+            return Err(BlockError::Invalid(format!("block {} is downsampled: read its windows", self.block)));
+        }
         let mut left = n;
         let mut last = i64::MIN;
         while left > 0 {
@@ -175,6 +194,38 @@ impl SampleCursor {
                 }
                 last = t;
                 out.push((t, self.vs[self.pos]));
+                self.pos += 1;
+                left -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`SampleCursor::take`] for a downsampled block: the next `n`
+    /// windows, of series `sref`.
+    pub async fn take_windows(&mut self, sref: u32, n: u64, out: &mut Vec<crate::Window>) -> Result<(), BlockError> {
+        if !self.downsampled {
+            return Err(BlockError::Invalid(format!("block {} holds raw samples", self.block)));
+        }
+        let mut left = n;
+        let mut last = i64::MIN;
+        while left > 0 {
+            if !self.fill().await? {
+                return Err(BlockError::Invalid(format!(
+                    "block {}: aggregates end {left} rows short of series {sref}",
+                    self.block
+                )));
+            }
+            while left > 0 && self.pos < self.refs.len() {
+                let (r, w) = (self.refs[self.pos], self.windows[self.pos]);
+                if r != sref || w.t <= last {
+                    return Err(BlockError::Invalid(format!(
+                        "block {}: aggregates out of order at series_ref {r} (expected {sref}), time {}",
+                        self.block, w.t
+                    )));
+                }
+                last = w.t;
+                out.push(w);
                 self.pos += 1;
                 left -= 1;
             }
@@ -213,6 +264,10 @@ pub struct BlockWriter {
     refs: Vec<u32>,
     ts: Vec<i64>,
     vs: Vec<f64>,
+    /// Rows of a downsampled block (with `refs`).
+    windows: Vec<crate::Window>,
+    /// 0, or the resolution of a downsampled block.
+    resolution: i64,
     next_ref: u32,
     samples: u64,
     last_key: Option<(String, Labels)>,
@@ -227,6 +282,19 @@ impl BlockWriter {
         id: &str,
         label_names: &BTreeSet<String>,
     ) -> Result<BlockWriter, BlockError> {
+        BlockWriter::with_resolution(store, tenant, shard, id, label_names, 0)
+    }
+
+    /// A writer of a downsampled block of `resolution` ms (rows added
+    /// with [`BlockWriter::add_windows`]).
+    pub fn with_resolution(
+        store: Arc<dyn ObjectStore>,
+        tenant: &str,
+        shard: &str,
+        id: &str,
+        label_names: &BTreeSet<String>,
+        resolution: i64,
+    ) -> Result<BlockWriter, BlockError> {
         let label_names: Vec<String> = label_names.iter().filter(|n| *n != METRIC_NAME).cloned().collect();
         let mut fields = vec![
             Field::new("series_ref", DataType::UInt32, false),
@@ -235,20 +303,27 @@ impl BlockWriter {
         ];
         fields.extend(label_names.iter().map(|n| Field::new(format!("l_{n}"), dict_type(), true)));
         let series_schema = Arc::new(Schema::new(fields));
-        let samples_schema = Arc::new(Schema::new(vec![
-            Field::new("series_ref", DataType::UInt32, false),
-            Field::new("timestamp", DataType::Int64, false),
-            Field::new("value", DataType::Float64, false),
-        ]));
+        let samples_schema = if resolution > 0 {
+            crate::downsample::aggregates_schema()
+        } else {
+            Arc::new(Schema::new(vec![
+                Field::new("series_ref", DataType::UInt32, false),
+                Field::new("timestamp", DataType::Int64, false),
+                Field::new("value", DataType::Float64, false),
+            ]))
+        };
         let dir = format!("{tenant}/{id}");
         let writer =
             |name: &str| BufWriter::with_capacity(store.clone(), Path::from(format!("{dir}/{name}")), UPLOAD_BUFFER);
         let series_props = props_with_row_groups(true, WRITER_ROW_GROUP)?;
-        let samples_props = props_with_row_groups(false, WRITER_ROW_GROUP)?;
+        let (data_file, samples_props) = if resolution > 0 {
+            (crate::AGGREGATES_FILE, crate::downsample::aggregates_props(WRITER_ROW_GROUP)?)
+        } else {
+            ("samples.parquet", props_with_row_groups(false, WRITER_ROW_GROUP)?)
+        };
         let series_file =
             AsyncArrowWriter::try_new(writer("series.parquet"), series_schema.clone(), Some(series_props))?;
-        let samples_file =
-            AsyncArrowWriter::try_new(writer("samples.parquet"), samples_schema.clone(), Some(samples_props))?;
+        let samples_file = AsyncArrowWriter::try_new(writer(data_file), samples_schema.clone(), Some(samples_props))?;
         Ok(BlockWriter {
             tenant: tenant.into(),
             shard: shard.into(),
@@ -263,6 +338,8 @@ impl BlockWriter {
             refs: Vec::new(),
             ts: Vec::new(),
             vs: Vec::new(),
+            windows: Vec::new(),
+            resolution,
             next_ref: 0,
             samples: 0,
             last_key: None,
@@ -271,22 +348,10 @@ impl BlockWriter {
 
     /// Adds the next series (in block order) with its samples (time order).
     pub async fn add(&mut self, labels: &Labels, samples: &[(i64, f64)]) -> Result<(), BlockError> {
-        let key = (labels.get(METRIC_NAME).unwrap_or("").to_string(), labels.clone());
-        if self.last_key.as_ref().is_some_and(|k| *k >= key) {
-            return Err(BlockError::Invalid(format!("series {labels:?} added out of order")));
+        if self.resolution > 0 {
+            return Err(BlockError::Invalid("raw samples added to a downsampled block".into()));
         }
-        let unknown = labels
-            .iter()
-            .find(|(n, _)| *n != METRIC_NAME && self.label_names.binary_search_by(|x| x.as_str().cmp(n)).is_err());
-        if let Some((n, _)) = unknown {
-            return Err(BlockError::Invalid(format!("label {n} not among the block's label names")));
-        }
-        self.last_key = Some(key);
-        let r = self.next_ref;
-        self.next_ref = self.next_ref.checked_add(1).ok_or_else(|| BlockError::Invalid("too many series".into()))?;
-        let n =
-            u32::try_from(samples.len()).map_err(|_| BlockError::Invalid("too many samples in one series".into()))?;
-        self.pending_series.push((labels.clone(), n));
+        let r = self.next_series(labels, samples.len())?;
         for &(t, v) in samples {
             self.refs.push(r);
             self.ts.push(t);
@@ -302,8 +367,55 @@ impl BlockWriter {
         Ok(())
     }
 
+    /// Adds the next series (in block order) of a downsampled block with
+    /// its windows (time order).
+    pub async fn add_windows(&mut self, labels: &Labels, windows: &[crate::Window]) -> Result<(), BlockError> {
+        if self.resolution <= 0 {
+            return Err(BlockError::Invalid("windows added to a raw block".into()));
+        }
+        let r = self.next_series(labels, windows.len())?;
+        for w in windows {
+            self.refs.push(r);
+            self.windows.push(*w);
+            if self.refs.len() >= BATCH_ROWS {
+                self.flush_samples().await?;
+            }
+        }
+        self.samples += windows.len() as u64;
+        if self.pending_series.len() >= SERIES_BATCH {
+            self.flush_series().await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the order and label names of the next series and gives it its ref.
+    fn next_series(&mut self, labels: &Labels, rows: usize) -> Result<u32, BlockError> {
+        let key = (labels.get(METRIC_NAME).unwrap_or("").to_string(), labels.clone());
+        if self.last_key.as_ref().is_some_and(|k| *k >= key) {
+            return Err(BlockError::Invalid(format!("series {labels:?} added out of order")));
+        }
+        let unknown = labels
+            .iter()
+            .find(|(n, _)| *n != METRIC_NAME && self.label_names.binary_search_by(|x| x.as_str().cmp(n)).is_err());
+        if let Some((n, _)) = unknown {
+            return Err(BlockError::Invalid(format!("label {n} not among the block's label names")));
+        }
+        self.last_key = Some(key);
+        let r = self.next_ref;
+        self.next_ref = self.next_ref.checked_add(1).ok_or_else(|| BlockError::Invalid("too many series".into()))?;
+        let n = u32::try_from(rows).map_err(|_| BlockError::Invalid("too many samples in one series".into()))?;
+        self.pending_series.push((labels.clone(), n));
+        Ok(r)
+    }
+
     async fn flush_samples(&mut self) -> Result<(), BlockError> {
         if self.refs.is_empty() {
+            return Ok(());
+        }
+        if self.resolution > 0 {
+            let rows = std::mem::take(&mut self.windows);
+            let batch = crate::downsample::windows_batch(&self.samples_schema, std::mem::take(&mut self.refs), &rows)?;
+            self.samples_file.write(&batch).await?;
             return Ok(());
         }
         let batch = RecordBatch::try_new(
@@ -350,7 +462,8 @@ impl BlockWriter {
         self.series_file.close().await?;
         let dir = format!("{}/{}", self.tenant, self.id);
         let mut files = Vec::new();
-        for name in ["series.parquet", "samples.parquet"] {
+        let data_file = if self.resolution > 0 { crate::AGGREGATES_FILE } else { "samples.parquet" };
+        for name in ["series.parquet", data_file] {
             let head = self.store.head(&Path::from(format!("{dir}/{name}"))).await?;
             files.push(FileInfo { path: name.into(), size: head.size });
         }
@@ -368,6 +481,7 @@ impl BlockWriter {
                 raft_log_range: None,
                 files,
             },
+            downsample: Downsample { resolution: self.resolution },
         })
     }
 }
@@ -381,8 +495,9 @@ pub async fn publish_block(store: &dyn ObjectStore, meta: &BlockMeta) -> Result<
 
 /// Rows of a block's `samples.parquet` per its footer (read back from the store).
 pub async fn sample_rows(store: Arc<dyn ObjectStore>, meta: &BlockMeta) -> Result<u64, BlockError> {
-    let size = meta.strata.files.iter().find(|f| f.path == "samples.parquet").map(|f| f.size).unwrap_or(0);
-    let path = Path::from(format!("{}/{}/samples.parquet", meta.strata.tenant, meta.ulid));
+    let file = meta.data_file();
+    let size = meta.strata.files.iter().find(|f| f.path == file).map(|f| f.size).unwrap_or(0);
+    let path = Path::from(format!("{}/{}/{file}", meta.strata.tenant, meta.ulid));
     let reader = ObjectReader { store, path, size, footer: None, cache: None };
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)

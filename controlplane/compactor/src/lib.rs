@@ -56,7 +56,47 @@ pub struct Plan {
     /// are marked for deletion (Prometheus' `--storage.tsdb.retention.size`).
     /// 0 keeps everything.
     pub retention_bytes: u64,
+    /// Downsampling and per-resolution retention.
+    pub downsampling: DownsamplePlan,
 }
+
+/// When blocks are downsampled and how long each resolution is kept (ms;
+/// a retention of 0 keeps that resolution forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DownsamplePlan {
+    /// Write 5-minute blocks of raw blocks whose data ended this long ago
+    /// (`None`: no downsampling).
+    pub after_5m_ms: Option<i64>,
+    /// Write 1-hour blocks of blocks whose data ended this long ago.
+    pub after_1h_ms: Option<i64>,
+    pub retention_raw_ms: i64,
+    pub retention_5m_ms: i64,
+    pub retention_1h_ms: i64,
+}
+
+impl DownsamplePlan {
+    /// Thanos' defaults: 5m after 40h, 1h after 10 days, every resolution kept.
+    pub fn thanos_defaults() -> DownsamplePlan {
+        DownsamplePlan {
+            after_5m_ms: Some(40 * 3_600_000),
+            after_1h_ms: Some(240 * 3_600_000),
+            retention_raw_ms: 0,
+            retention_5m_ms: 0,
+            retention_1h_ms: 0,
+        }
+    }
+
+    fn retention_of(&self, resolution: i64) -> i64 {
+        match resolution {
+            0 => self.retention_raw_ms,
+            r if r <= RES_5M => self.retention_5m_ms,
+            _ => self.retention_1h_ms,
+        }
+    }
+}
+
+const RES_5M: i64 = strata_model::downsample::RESOLUTIONS[0];
+const RES_1H: i64 = strata_model::downsample::RESOLUTIONS[1];
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -74,6 +114,8 @@ pub struct Report {
     /// Windows not compacted because their blocks are unreadable or
     /// disagree (why, per window).
     pub halted: Vec<String>,
+    /// Downsampled blocks written by this pass.
+    pub downsampled: Vec<BlockMeta>,
 }
 
 /// Id of a compacted block: the range's id plus a hash of its level-1 sources.
@@ -207,6 +249,160 @@ async fn compact_group(
     Ok(meta)
 }
 
+/// The id of the downsampled block of `resolution` made of the data of
+/// `m` (raw or downsampled): the same for every block of those sources.
+fn downsampled_id(m: &BlockMeta, resolution: i64) -> String {
+    let sources: BTreeSet<String> = m.compaction.sources.iter().cloned().collect();
+    let base = compacted_id(&m.strata.shard, &m.strata.tenant, m.min_time, m.max_time, &sources);
+    format!("{base}-ds{}m", resolution / 60_000)
+}
+
+/// Writes the block of `resolution` made of `src` (a raw block, or a
+/// downsampled one of a finer resolution), series by series, and makes it
+/// visible after reading it back.
+async fn downsample_block(
+    store: &Arc<dyn ObjectStore>,
+    src: &BlockMeta,
+    resolution: i64,
+) -> Result<BlockMeta, GroupFailure> {
+    let id = downsampled_id(src, resolution);
+    let input = |e| failure(&format!("block {}", src.ulid), e);
+    let idx = BlockIndex::load(store.as_ref(), src.clone()).await.map_err(input)?;
+    let names: BTreeSet<String> = idx.values.keys().cloned().collect();
+    let mut cursor = SampleCursor::open(store.clone(), src).await.map_err(input)?;
+    let out = |e| failure(&format!("writing block {id}"), e);
+    let (tenant, shard) = (&src.strata.tenant, &src.strata.shard);
+    let mut writer =
+        BlockWriter::with_resolution(store.clone(), tenant, shard, &id, &names, resolution).map_err(out)?;
+    let (mut samples, mut windows, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut counts = Vec::with_capacity(idx.labels.len());
+    for (r, labels) in idx.labels.iter().enumerate() {
+        let n = idx.row_start[r + 1] - idx.row_start[r];
+        rows.clear();
+        if src.downsample.resolution > 0 {
+            windows.clear();
+            cursor.take_windows(r as u32, n, &mut windows).await.map_err(input)?;
+            strata_blocks::downsample(&windows, resolution, &mut rows);
+        } else {
+            samples.clear();
+            cursor.take(r as u32, n, &mut samples).await.map_err(input)?;
+            strata_blocks::windows_of_samples(&samples, resolution, &mut rows);
+        }
+        writer.add_windows(labels, &rows).await.map_err(out)?;
+        counts.push(rows.len() as u64);
+    }
+    cursor.finish().await.map_err(input)?;
+    let compaction = Compaction { level: src.compaction.level, sources: src.compaction.sources.clone() };
+    let meta = writer.finish((src.min_time, src.max_time), compaction).await.map_err(out)?;
+    let check = |e| failure(&format!("checking block {id}"), e);
+    let written = BlockIndex::load(store.as_ref(), meta.clone()).await.map_err(check)?;
+    let written_rows = sample_rows(store.clone(), &meta).await.map_err(check)?;
+    let want: u64 = counts.iter().sum();
+    if written.labels != idx.labels
+        || written_rows != want
+        || !written.row_start.windows(2).map(|w| w[1] - w[0]).eq(counts.iter().copied())
+    {
+        return Err(GroupFailure::Halt(format!(
+            "block {id} as written does not hold what was downsampled ({} series, {written_rows} rows; expected {}, {want})",
+            written.labels.len(),
+            idx.labels.len()
+        )));
+    }
+    publish_block(store.as_ref(), &meta).await.map_err(|e| failure(&format!("publishing block {id}"), e))?;
+    Ok(meta)
+}
+
+/// Step 3b of a pass: raw blocks that will not be compacted any further
+/// (alone in their window, the window settled) and whose data ended
+/// `after_5m` ago get a 5-minute block; blocks whose data ended `after_1h`
+/// ago get a 1-hour block, made of the 5-minute block when there is one
+/// (the raw block may be gone by then).
+async fn downsample_pass(
+    store: &Arc<dyn ObjectStore>,
+    plan: &Plan,
+    now_ms: i64,
+    current: &[BlockMeta],
+    report: &mut Report,
+) -> Result<(), BlockError> {
+    let d = plan.downsampling;
+    if d.after_5m_ms.is_none() && d.after_1h_ms.is_none() {
+        return Ok(());
+    }
+    let window = |m: &BlockMeta| m.min_time.div_euclid(plan.range_ms) * plan.range_ms;
+    let mut raw_in_window: BTreeMap<(&str, &str, i64), usize> = BTreeMap::new();
+    for m in current.iter().filter(|m| m.downsample.resolution == 0) {
+        *raw_in_window.entry((&m.strata.tenant, &m.strata.shard, window(m))).or_default() += 1;
+    }
+    // What exists of each (tenant, shard, sources), by resolution.
+    type Key = (String, String, Vec<String>);
+    let key = |m: &BlockMeta| -> Key {
+        let mut s = m.compaction.sources.clone();
+        s.sort();
+        (m.strata.tenant.clone(), m.strata.shard.clone(), s)
+    };
+    let mut have: BTreeMap<Key, BTreeMap<i64, BlockMeta>> = BTreeMap::new();
+    for m in current {
+        have.entry(key(m)).or_default().insert(m.downsample.resolution, m.clone());
+    }
+    let old_enough = |m: &BlockMeta, after: Option<i64>| after.is_some_and(|a| m.max_time.saturating_add(a) <= now_ms);
+    for (k, by_res) in have.iter_mut() {
+        if let Some(raw) = by_res.get(&0).cloned() {
+            let w = window(&raw);
+            let settled = raw_in_window.get(&(raw.strata.tenant.as_str(), raw.strata.shard.as_str(), w)) == Some(&1)
+                && w + plan.range_ms + plan.delay_ms <= now_ms;
+            if !settled {
+                continue;
+            }
+            if old_enough(&raw, d.after_5m_ms) && !by_res.contains_key(&RES_5M) {
+                match downsample_block(store, &raw, RES_5M).await {
+                    Ok(meta) => {
+                        by_res.insert(RES_5M, meta.clone());
+                        report.downsampled.push(meta);
+                    }
+                    Err(GroupFailure::Store(e)) => return Err(e),
+                    Err(GroupFailure::Halt(why)) => {
+                        tracing::error!(tenant = %k.0, block = %raw.ulid, error = %why, "downsampling of this block halted");
+                        report.halted.push(format!("tenant {}, block {}: {why}", k.0, raw.ulid));
+                        continue;
+                    }
+                }
+            }
+        }
+        let src = by_res.get(&RES_5M).or_else(|| by_res.get(&0)).cloned();
+        if let Some(src) = src
+            && old_enough(&src, d.after_1h_ms)
+            && !by_res.contains_key(&RES_1H)
+        {
+            if src.downsample.resolution == 0 {
+                // Raw without a 5-minute block: only once settled (above).
+                let w = window(&src);
+                let alone = raw_in_window.get(&(src.strata.tenant.as_str(), src.strata.shard.as_str(), w)) == Some(&1);
+                if !alone || w + plan.range_ms + plan.delay_ms > now_ms {
+                    continue;
+                }
+            }
+            match downsample_block(store, &src, RES_1H).await {
+                Ok(meta) => {
+                    by_res.insert(RES_1H, meta.clone());
+                    report.downsampled.push(meta);
+                }
+                Err(GroupFailure::Store(e)) => return Err(e),
+                Err(GroupFailure::Halt(why)) => {
+                    tracing::error!(tenant = %k.0, block = %src.ulid, error = %why, "downsampling of this block halted");
+                    report.halted.push(format!("tenant {}, block {}: {why}", k.0, src.ulid));
+                }
+            }
+        }
+    }
+    for m in &report.downsampled {
+        tracing::info!(
+            block = %m.ulid, tenant = %m.strata.tenant, resolution = m.downsample.resolution,
+            series = m.stats.num_series, windows = m.stats.num_samples, "downsampled"
+        );
+    }
+    Ok(())
+}
+
 /// One pass over the bucket at time `now_ms`.
 pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64) -> Result<Report, BlockError> {
     let mut report = Report::default();
@@ -214,16 +410,24 @@ pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64
     let store = objects.as_ref();
     let mut visible = list_blocks(store).await?;
 
-    // 1. Retention.
-    if plan.retention_ms > 0 {
-        let cutoff = now_ms - plan.retention_ms;
-        for m in visible.iter().filter(|m| m.max_time <= cutoff) {
-            tracing::info!(block = %m.ulid, tenant = %m.strata.tenant, "past retention: marked for deletion");
-            mark_for_deletion(store, &m.strata.tenant, &m.ulid, now_ms, "retention").await?;
-            report.marked += 1;
+    // 1. Retention: overall, and per resolution.
+    let retention = |m: &BlockMeta| -> i64 {
+        let per_resolution = plan.downsampling.retention_of(m.downsample.resolution);
+        match (plan.retention_ms, per_resolution) {
+            (0, r) | (r, 0) => r,
+            (a, b) => a.min(b),
         }
-        visible.retain(|m| m.max_time > cutoff);
+    };
+    let expired = |m: &BlockMeta| retention(m) > 0 && m.max_time <= now_ms - retention(m);
+    for m in visible.iter().filter(|m| expired(m)) {
+        tracing::info!(
+            block = %m.ulid, tenant = %m.strata.tenant, resolution = m.downsample.resolution,
+            "past retention: marked for deletion"
+        );
+        mark_for_deletion(store, &m.strata.tenant, &m.ulid, now_ms, "retention").await?;
+        report.marked += 1;
     }
+    visible.retain(|m| !expired(m));
 
     // 2. Blocks whose data another block already holds.
     let redundant: Vec<(usize, String)> = visible
@@ -235,6 +439,7 @@ pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64
                 .iter()
                 .find(|o| {
                     o.ulid != m.ulid
+                        && (o.downsample.resolution == m.downsample.resolution || o.downsample.resolution == 0)
                         && o.strata.tenant == m.strata.tenant
                         && o.strata.shard == m.strata.shard
                         && o.compaction.sources.len() > mine.len()
@@ -258,7 +463,13 @@ pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64
         let mut newest_first: Vec<usize> = (0..visible.len()).collect();
         newest_first.sort_by(|&a, &b| {
             let (a, b) = (&visible[a], &visible[b]);
-            (b.max_time, b.min_time, &b.ulid).cmp(&(a.max_time, a.min_time, &a.ulid))
+            // At equal ranges raw blocks go before downsampled ones.
+            (b.max_time, b.min_time, b.downsample.resolution, &b.ulid).cmp(&(
+                a.max_time,
+                a.min_time,
+                a.downsample.resolution,
+                &a.ulid,
+            ))
         });
         let mut kept = 0u64;
         let mut over = BTreeSet::new();
@@ -284,7 +495,7 @@ pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64
 
     // 3. Compaction of complete windows.
     let mut windows: BTreeMap<(String, String, i64), Vec<&BlockMeta>> = BTreeMap::new();
-    for m in &visible {
+    for m in visible.iter().filter(|m| m.downsample.resolution == 0) {
         let w = m.min_time.div_euclid(plan.range_ms) * plan.range_ms;
         if m.max_time <= w + plan.range_ms && w + plan.range_ms + plan.delay_ms <= now_ms {
             windows.entry((m.strata.tenant.clone(), m.strata.shard.clone(), w)).or_default().push(m);
@@ -329,6 +540,16 @@ pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64
     }
     report.blocks = visible.len() - replaced.len() + report.compacted.len();
 
+    // 3b. Downsampling of settled raw blocks.
+    let current: Vec<BlockMeta> = visible
+        .iter()
+        .filter(|m| !replaced.contains(&m.ulid))
+        .cloned()
+        .chain(report.compacted.iter().cloned())
+        .collect();
+    downsample_pass(&objects, plan, now_ms, &current, &mut report).await?;
+    report.blocks += report.downsampled.len();
+
     // 4. Deletion of blocks marked long enough ago.
     for mark in list_deletion_marks(store).await? {
         if mark.deletion_time + plan.delete_delay_ms <= now_ms {
@@ -367,6 +588,8 @@ pub struct CompactorConfig {
     /// Most bytes of blocks to keep (oldest deleted first); zero: no limit.
     pub retention_size: u64,
     pub delete_delay: Duration,
+    /// Downsampling and per-resolution retention.
+    pub downsampling: DownsamplePlan,
     /// One pass, then exit (for cron jobs and tests).
     pub once: bool,
     /// HTTP timeouts and limits (`--web.*`).
@@ -378,6 +601,7 @@ struct Metrics {
     runs: Counter,
     run_errors: Counter,
     compacted: Counter,
+    downsampled: Counter,
     marked: Counter,
     deleted: Counter,
     blocks: Gauge,
@@ -395,6 +619,7 @@ impl Metrics {
             runs: Counter::default(),
             run_errors: Counter::default(),
             compacted: Counter::default(),
+            downsampled: Counter::default(),
             marked: Counter::default(),
             deleted: Counter::default(),
             blocks: Gauge::default(),
@@ -406,6 +631,7 @@ impl Metrics {
         r.register("runs", "Compaction passes started", m.runs.clone());
         r.register("run_errors", "Compaction passes that failed", m.run_errors.clone());
         r.register("blocks_written", "Compacted blocks written", m.compacted.clone());
+        r.register("blocks_downsampled", "Downsampled blocks (5m, 1h) written", m.downsampled.clone());
         r.register("blocks_marked", "Blocks marked for deletion (inputs, redundant, retention)", m.marked.clone());
         r.register("blocks_deleted", "Blocks deleted after the delete delay", m.deleted.clone());
         r.register("blocks", "Blocks visible in the bucket after the last pass", m.blocks.clone());
@@ -481,6 +707,7 @@ pub async fn run(
         retention_ms: ms(cfg.retention),
         delete_delay_ms: ms(cfg.delete_delay),
         retention_bytes: cfg.retention_size,
+        downsampling: cfg.downsampling,
     };
     let m = Arc::new(Metrics::new());
     let pass = move |m: Arc<Metrics>, store: Arc<dyn ObjectStore>| async move {
@@ -491,6 +718,7 @@ pub async fn run(
         match result {
             Ok(r) => {
                 m.compacted.inc_by(r.compacted.len() as u64);
+                m.downsampled.inc_by(r.downsampled.len() as u64);
                 m.marked.inc_by(r.marked as u64);
                 m.deleted.inc_by(r.deleted as u64);
                 m.blocks.set(r.blocks as i64);
@@ -499,6 +727,7 @@ pub async fn run(
                 m.last_success.set(now_ms() as f64 / 1000.0);
                 tracing::info!(
                     written = r.compacted.len(),
+                    downsampled = r.downsampled.len(),
                     marked = r.marked,
                     deleted = r.deleted,
                     blocks = r.blocks,
@@ -584,7 +813,14 @@ mod tests {
     }
 
     fn plan() -> Plan {
-        Plan { range_ms: 10 * MIN, delay_ms: MIN, retention_ms: 0, delete_delay_ms: 5 * MIN, retention_bytes: 0 }
+        Plan {
+            range_ms: 10 * MIN,
+            delay_ms: MIN,
+            retention_ms: 0,
+            delete_delay_ms: 5 * MIN,
+            retention_bytes: 0,
+            downsampling: DownsamplePlan::default(),
+        }
     }
 
     fn series(name: &str, env: &str, samples: Vec<(i64, f64)>) -> SeriesData {
@@ -710,6 +946,7 @@ mod tests {
             delay_ms: 100 * MIN,
             delete_delay_ms: 0,
             retention_bytes: 0,
+            downsampling: DownsamplePlan::default(),
         };
         // At t0+62m the first two blocks (ending t0+1m, t0+2m) are past 60 minutes.
         let r = compact_once(&arc(&store), &p, t0 + 62 * MIN).await.unwrap();

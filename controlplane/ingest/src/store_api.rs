@@ -125,12 +125,15 @@ impl Store for HeadStore {
 
     async fn series(&self, req: tonic::Request<SeriesRequest>) -> Result<tonic::Response<SeriesStream>, tonic::Status> {
         let r = req.into_inner();
-        let ms = matchers(&r.matchers)?;
+        // A downsampled read: the head holds raw samples, answered in the
+        // view's terms (as samples, not chunks).
+        let (ms, view) = strata_model::downsample::split_view(matchers(&r.matchers)?)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
         self.read_barrier().await?;
-        let use_chunks = r.accept_chunks && !r.skip_samples;
+        let use_chunks = r.accept_chunks && !r.skip_samples && view.is_none();
         let (head_chunks, mut sel, spilled) = {
             let st = self.sm.state.read().await;
             let t = tenant(&r.tenant);
@@ -221,7 +224,10 @@ impl Store for HeadStore {
                 }
             }
         }
-        let selected = merge_by_labels(sel);
+        let mut selected = merge_by_labels(sel);
+        if let Some(v) = view {
+            selected.iter_mut().for_each(|(_, s)| v.view.apply_to_raw(s));
+        }
         // Head data as XOR chunks (no decoding here, ~1–2 bytes/sample on the
         // wire); frozen blocks as samples. The querier merges by labels.
         let mut series: Vec<Series> = head_chunks

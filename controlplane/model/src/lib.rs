@@ -5,6 +5,7 @@
 //! * [`validate_series`]: the remote write rules for label sets;
 //! * [`Limits`]: per-tenant limits.
 
+pub mod downsample;
 pub mod lru;
 pub mod overrides;
 pub mod tenant;

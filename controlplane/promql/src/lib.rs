@@ -17,6 +17,7 @@
 
 mod aggregate;
 mod binary;
+pub mod downsample;
 mod eval;
 mod functions;
 pub mod histogram;
@@ -35,6 +36,18 @@ pub use promql_parser::label::{MatchOp, Matcher};
 pub use promql_parser::parser::{AggregateExpr, Expr};
 pub use pushdown::PushedAggregate;
 pub use storage::{MemoryStorage, Selection, selections, selections_pushed};
+pub use strata_model::downsample::{View, ViewRequest};
+
+/// Separates the reserved matchers of a downsampled read (see
+/// [`downsample`]) from the series' own.
+pub fn split_view(matchers: Vec<Matcher>) -> Result<(Vec<Matcher>, Option<ViewRequest>), String> {
+    strata_model::downsample::split_reserved(
+        matchers,
+        |m| m.name.as_str(),
+        |m| matches!(m.op, MatchOp::Equal).then_some(m.value.as_str()),
+    )
+    .map_err(|e| e.to_string())
+}
 
 /// Prometheus' staleness marker (a NaN with this exact bit pattern).
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;

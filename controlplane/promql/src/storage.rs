@@ -59,9 +59,26 @@ impl Storage for MemoryStorage {
             None => Box::new(self.series.iter()),
         };
         let mut out = Vec::new();
+        // Series of a downsampled read carry the reserved labels of their
+        // view (see [`crate::downsample::tag_view`]): a selector matches
+        // only the series of its own view, raw ones if it has none, and
+        // gets them without those labels.
+        let reserved = crate::downsample::reserved_pairs(matchers);
         for s in candidates {
-            let ok = matchers.iter().all(|m| m.is_match(s.labels.get(&m.name).unwrap_or_default()));
+            let ok = matchers.iter().all(|m| {
+                strata_model::downsample::is_reserved(&m.name) || m.is_match(s.labels.get(&m.name).unwrap_or_default())
+            }) && crate::downsample::same_view(&s.labels, &reserved);
             if !ok {
+                continue;
+            }
+            if !reserved.is_empty() {
+                let lo = s.samples.partition_point(|(t, _)| *t < min_t);
+                let hi = s.samples.partition_point(|(t, _)| *t <= max_t);
+                let mut labels = s.labels.clone();
+                for (n, _) in &reserved {
+                    labels.remove(n);
+                }
+                out.push(Arc::new(Series { labels, samples: s.samples[lo..hi].to_vec(), histograms: Vec::new() }));
                 continue;
             }
             let lo = s.samples.partition_point(|(t, _)| *t < min_t);

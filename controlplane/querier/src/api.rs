@@ -381,6 +381,21 @@ fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {
     strata_promql::parse(q).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
 }
 
+/// The query reading downsampled data where that keeps its answer, up to
+/// the `max_source_resolution` parameter (`auto` by default, `0s` for raw
+/// samples only, `5m`, `1h`), as Thanos' querier takes it.
+fn downsampled(
+    expr: strata_promql::Expr,
+    p: &Params,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<strata_promql::Expr, ApiError> {
+    let max = strata_promql::downsample::MaxResolution::parse(p.get("max_source_resolution").unwrap_or("auto"))
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"max_source_resolution\": {e}")))?;
+    Ok(strata_promql::downsample::rewrite(&expr, start, end, step, max).0)
+}
+
 pub async fn query(
     State(state): State<Arc<QuerierState>>,
     headers: HeaderMap,
@@ -393,7 +408,7 @@ pub async fn query(
         Some(s) => parse_time("time", s)?,
         None => now_ms(),
     };
-    let expr = parse_query(&p)?;
+    let expr = downsampled(parse_query(&p)?, &p, t, t, 0)?;
     let deadline = Instant::now() + query_timeout(&state, &p)?;
     let tenant = tenant(&headers);
     let _slot = admit(&state, &tenant, deadline).await?;
@@ -439,7 +454,7 @@ pub async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let expr = parse_query(&p)?;
+    let expr = downsampled(parse_query(&p)?, &p, start, end, step)?;
     let deadline = Instant::now() + query_timeout(&state, &p)?;
     let tenant = tenant(&headers);
     let _slot = admit(&state, &tenant, deadline).await?;

@@ -143,22 +143,28 @@ async fn evaluate_with(
     let mut infos = Vec::new();
     let merge_span = tracing::info_span!("merge", samples = tracing::field::Empty);
     merge_span.in_scope(|| -> Result<(), EvalFailure> {
+        // Series of downsampled reads carry their view's reserved labels,
+        // so views of one series stay apart.
+        let reserved: Vec<Vec<(String, String)>> =
+            sels.iter().map(|s| strata_promql::downsample::reserved_pairs(&s.matchers)).collect();
         if results.len() == 1 {
             // One selector: its series are already merged and unique.
-            for r in results {
+            for (r, reserved) in results.into_iter().zip(&reserved) {
                 let r = r?;
                 warnings.extend(r.warnings);
-                for s in r.data {
+                for mut s in r.data {
                     loaded += s.samples.len();
+                    strata_promql::downsample::tag_view(&mut s.labels, reserved);
                     storage.add(s);
                 }
             }
         } else {
             let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-            for r in results {
+            for (r, reserved) in results.into_iter().zip(&reserved) {
                 let r = r?;
                 warnings.extend(r.warnings);
-                for s in r.data {
+                for mut s in r.data {
+                    strata_promql::downsample::tag_view(&mut s.labels, reserved);
                     loaded += s.samples.len();
                     match merged.get_mut(&s.labels) {
                         Some(existing) => crate::fanout::merge_samples(existing, s.samples),

@@ -103,21 +103,39 @@ pub async fn evaluate(
     let deadline = std::time::Instant::now() + opts.timeout;
     let lookback = opts.lookback_delta.as_millis() as i64;
     let (before, after) = pushdown::data_window(agg, lookback);
-    let matcher_sets: Vec<Vec<strata_promql::Matcher>> =
-        strata_promql::selections(&expr, 0, 0, lookback).into_iter().map(|s| s.matchers).collect();
+    // The selector's matchers, without the reserved ones of a downsampled
+    // read (its view applies to every block read).
+    let mut view = None;
+    let mut reserved = Vec::new();
+    let mut matcher_sets: Vec<Vec<strata_promql::Matcher>> = Vec::new();
+    for sel in strata_promql::selections(&expr, 0, 0, lookback) {
+        reserved = strata_promql::downsample::reserved_pairs(&sel.matchers);
+        let (own, v) = strata_promql::split_view(sel.matchers).map_err(AggregateError::BadRequest)?;
+        if matcher_sets.is_empty() {
+            view = v;
+        } else if v != view {
+            return Err(AggregateError::BadRequest("selectors of one aggregation read different views".into()));
+        }
+        matcher_sets.push(own);
+    }
     let (data_min, data_max) = (steps[0] - before, steps[steps.len() - 1] - after);
-    let mut blocks: Vec<Arc<BlockIndex>> =
+    let blocks: Vec<Arc<BlockIndex>> =
         blocks.into_iter().filter(|b| b.meta.min_time <= data_max && b.meta.max_time > data_min).collect();
-    blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
+    let sources = strata_blocks::choose_sources(blocks, view);
+    let view = view.map(|v| v.view);
+    let hidden: Vec<Vec<(i64, i64)>> = sources.iter().map(|s| s.hidden.clone()).collect();
+    let blocks: Vec<Arc<BlockIndex>> = sources.into_iter().map(|s| s.block).collect();
 
     // Each block decodes once, when the first slice that needs it asks.
     let matcher_sets = Arc::new(matcher_sets);
+    let reserved = Arc::new(reserved);
     let decodes: Vec<DecodeFuture> = blocks
         .iter()
-        .map(|b| {
-            let (b, store, ms) = (b.clone(), store.clone(), matcher_sets.clone());
+        .zip(hidden)
+        .map(|(b, hidden)| {
+            let (b, store, ms, reserved) = (b.clone(), store.clone(), matcher_sets.clone(), reserved.clone());
             async move {
-                tokio::spawn(decode(store, b, ms, data_min, data_max))
+                tokio::spawn(decode(store, b, ms, reserved, (data_min, data_max), view, hidden))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -213,8 +231,10 @@ async fn decode(
     store: Arc<dyn ObjectStore>,
     b: Arc<BlockIndex>,
     matcher_sets: Arc<Vec<Vec<strata_promql::Matcher>>>,
-    min_t: i64,
-    max_t: i64,
+    reserved: Arc<Vec<(String, String)>>,
+    range: (i64, i64),
+    view: Option<strata_model::downsample::View>,
+    hidden: Vec<(i64, i64)>,
 ) -> Result<Decoded, strata_blocks::BlockError> {
     let refs: Vec<u32> = b
         .labels
@@ -225,12 +245,17 @@ async fn decode(
         })
         .map(|(i, _)| i as u32)
         .collect();
-    let samples = b.read_samples(store, &refs, min_t, max_t).await?;
+    let samples = b.read_view(store, &refs, range, view, &hidden).await?;
     Ok(refs
         .iter()
         .zip(samples)
         .filter(|(_, s)| !s.is_empty())
-        .map(|(&r, s)| (Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect()), s))
+        .map(|(&r, s)| {
+            let mut labels = Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect());
+            // The engine's storage tells views apart by these labels.
+            strata_promql::downsample::tag_view(&mut labels, &reserved);
+            (labels, s)
+        })
         .collect())
 }
 

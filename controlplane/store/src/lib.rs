@@ -384,6 +384,7 @@ impl SeriesPlan {
         self,
         store: Arc<dyn ObjectStore>,
         blocks: Vec<Arc<BlockIndex>>,
+        reading: &Reading,
         r: &SeriesRequest,
         limits: SeriesLimits,
         tx: &tokio::sync::mpsc::Sender<Result<SeriesResponse, tonic::Status>>,
@@ -406,7 +407,7 @@ impl SeriesPlan {
             let parts = if r.skip_samples {
                 vec![Vec::new(); batch.len()]
             } else {
-                read_batch(&store, &blocks, &batch, r.min_time, r.max_time).await?
+                read_batch(&store, &blocks, reading, &batch, r.min_time, r.max_time).await?
             };
             let mut out = Vec::with_capacity(batch.len());
             for ((labels, _), parts) in batch.into_iter().zip(parts) {
@@ -464,11 +465,19 @@ fn limit_flag(r: &SeriesRequest, limits: &SeriesLimits) -> &'static str {
     }
 }
 
+/// How a `Series` call reads its blocks: in which view, and per block the
+/// time ranges coarser blocks answer for.
+struct Reading {
+    view: Option<strata_model::downsample::View>,
+    hidden: Vec<Vec<(i64, i64)>>,
+}
+
 /// Samples of each series of `batch`, one part per block in block order.
 /// Blocks are read concurrently (Parquet decoding is the costly part).
 async fn read_batch(
     store: &Arc<dyn ObjectStore>,
     blocks: &[Arc<BlockIndex>],
+    reading: &Reading,
     batch: &[(Labels, Vec<(usize, u32)>)],
     min_t: i64,
     max_t: i64,
@@ -484,9 +493,10 @@ async fn read_batch(
     let reads = per_block.into_iter().map(|(bi, mut wanted)| {
         wanted.sort_unstable();
         let (b, store) = (blocks[bi].clone(), store.clone());
+        let (view, hidden) = (reading.view, reading.hidden[bi].clone());
         tokio::spawn(async move {
             let refs: Vec<u32> = wanted.iter().map(|w| w.0).collect();
-            let samples = b.read_samples(store, &refs, min_t, max_t).await?;
+            let samples = b.read_view(store, &refs, (min_t, max_t), view, &hidden).await?;
             Ok::<_, strata_blocks::BlockError>((bi, wanted, samples))
         })
     });
@@ -543,12 +553,22 @@ impl Store for GatewayService {
     async fn series(&self, req: tonic::Request<SeriesRequest>) -> Result<tonic::Response<SeriesStream>, tonic::Status> {
         self.0.metrics.series_requests.inc();
         let r = req.into_inner();
-        let ms = matchers(&r.matchers)?;
+        let (ms, view) = strata_model::downsample::split_view(matchers(&r.matchers)?)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
         let mut blocks = self.0.overlapping(tenant(&r.tenant), r.min_time, r.max_time).await;
-        blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
+        let reading = if r.skip_samples {
+            // Labels only: any block, raw or downsampled, lists its series.
+            blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
+            Reading { view: None, hidden: vec![Vec::new(); blocks.len()] }
+        } else {
+            let sources = strata_blocks::choose_sources(blocks, view);
+            let hidden = sources.iter().map(|s| s.hidden.clone()).collect();
+            blocks = sources.into_iter().map(|s| s.block).collect();
+            Reading { view: view.map(|v| v.view), hidden }
+        };
         let plan = SeriesPlan::new(&blocks, &ms, &r, &self.0.limits).inspect_err(|_| {
             self.0.metrics.limit_hits.inc();
         })?;
@@ -558,7 +578,7 @@ impl Store for GatewayService {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let (store, limits, metrics) = (self.0.store.clone(), self.0.limits, self.0.metrics.limit_hits.clone());
         tokio::spawn(async move {
-            if let Err(e) = plan.stream(store, blocks, &r, limits, &tx).await {
+            if let Err(e) = plan.stream(store, blocks, &reading, &r, limits, &tx).await {
                 if e.code() == tonic::Code::ResourceExhausted {
                     metrics.inc();
                 }

@@ -474,6 +474,24 @@ struct CompactArgs {
     /// of 1024; KiB… accepted too). 0: no limit.
     #[arg(long = "retention.size", default_value = "0", value_parser = strata_compactor::parse_size)]
     retention_size: u64,
+    /// Write 5-minute downsampled blocks of raw blocks whose data ended this long ago.
+    #[arg(long = "downsampling.5m-after", default_value = "40h", value_parser = humantime::parse_duration)]
+    downsampling_5m_after: Duration,
+    /// Write 1-hour downsampled blocks of blocks whose data ended this long ago.
+    #[arg(long = "downsampling.1h-after", default_value = "10d", value_parser = humantime::parse_duration)]
+    downsampling_1h_after: Duration,
+    /// Write no downsampled blocks (those written stay and are still read).
+    #[arg(long = "downsampling.disable", default_value_t = false)]
+    downsampling_disable: bool,
+    /// Delete raw blocks whose data ended this long ago (0s: keep them; --retention applies too).
+    #[arg(long = "retention.resolution-raw", default_value = "0s", value_parser = humantime::parse_duration)]
+    retention_raw: Duration,
+    /// Delete 5-minute blocks whose data ended this long ago (0s: keep them).
+    #[arg(long = "retention.resolution-5m", default_value = "0s", value_parser = humantime::parse_duration)]
+    retention_5m: Duration,
+    /// Delete 1-hour blocks whose data ended this long ago (0s: keep them).
+    #[arg(long = "retention.resolution-1h", default_value = "0s", value_parser = humantime::parse_duration)]
+    retention_1h: Duration,
     /// Run one pass and exit.
     #[arg(long = "once", default_value_t = false)]
     once: bool,
@@ -620,6 +638,17 @@ fn main() -> anyhow::Result<()> {
                 retention: a.retention,
                 retention_size: a.retention_size,
                 delete_delay: a.delete_delay,
+                downsampling: {
+                    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                    let on = !a.downsampling_disable;
+                    strata_compactor::DownsamplePlan {
+                        after_5m_ms: on.then(|| ms(a.downsampling_5m_after)),
+                        after_1h_ms: on.then(|| ms(a.downsampling_1h_after)),
+                        retention_raw_ms: ms(a.retention_raw),
+                        retention_5m_ms: ms(a.retention_5m),
+                        retention_1h_ms: ms(a.retention_1h),
+                    }
+                },
                 once: a.once,
                 http: http_config(a.http)?,
             };

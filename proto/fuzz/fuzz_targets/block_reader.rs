@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             raft_log_range: None,
             files: vec![FileInfo { path: "samples.parquet".into(), size: samples }],
         },
+        downsample: Default::default(),
     };
     let _ = BlockIndex::from_series_file(meta(data.len() as u64), bytes::Bytes::copy_from_slice(data));
     // The same bytes as samples.parquet behind a valid index of 4 series.
