@@ -385,6 +385,21 @@ def main():
                             f"memcached StatefulSets {len(sts)}: {r.stderr}")
         else:
             print(f"ok   results cache {sets[len(AUTH):] or 'in process'}: {cache_args[0][:60]}...")
+    # Downsampling: on by default with Thanos' ages; off renders the flag.
+    for sets, want in ((AUTH, ["--downsampling.5m-after=40h", "--downsampling.1h-after=10d"]),
+                       (AUTH + ["compactor.downsampling.enabled=false",
+                                "compactor.downsampling.retentionRaw=30d"],
+                        ["--downsampling.disable", "--retention.resolution-raw=30d"])):
+        r = helm_template(sets)
+        docs = [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+        args = [a for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+                and d["metadata"]["name"].endswith("-compactor")
+                for a in d["spec"]["template"]["spec"]["containers"][0]["args"]]
+        missing = [w for w in want if w not in args]
+        if missing or not args:
+            failures.append(f"downsampling {sets[len(AUTH):]}: compactor args lack {missing}: {r.stderr}")
+        else:
+            print(f"ok   downsampling {sets[len(AUTH):] or 'defaults'}: {' '.join(want)}")
     # Grafana dashboards: one ConfigMap holding every dashboards/*.json unchanged, sidecar label on.
     r = helm_template(AUTH + ["grafanaDashboards.enabled=true"])
     maps = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "ConfigMap"

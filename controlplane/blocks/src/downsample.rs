@@ -295,7 +295,7 @@ mod tests {
             let mut v = (lcg(&mut seed) % 50) as f64;
             let samples: Vec<(i64, f64)> = (0..400)
                 .map(|i| {
-                    if lcg(&mut seed) % 37 == 0 {
+                    if lcg(&mut seed).is_multiple_of(37) {
                         v = (lcg(&mut seed) % 5) as f64;
                     } else {
                         v += (lcg(&mut seed) % 10) as f64;

@@ -312,7 +312,7 @@ async fn downsample_block(
     Ok(meta)
 }
 
-/// Step 3b of a pass: raw blocks that will not be compacted any further
+/// Step 3b of a pass (returns the blocks written and those replaced): raw blocks that will not be compacted any further
 /// (alone in their window, the window settled) and whose data ended
 /// `after_5m` ago get a 5-minute block; blocks whose data ended `after_1h`
 /// ago get a 1-hour block, made of the 5-minute block when there is one
@@ -323,10 +323,10 @@ async fn downsample_pass(
     now_ms: i64,
     current: &[BlockMeta],
     report: &mut Report,
-) -> Result<(), BlockError> {
+) -> Result<(usize, usize), BlockError> {
     let d = plan.downsampling;
     if d.after_5m_ms.is_none() && d.after_1h_ms.is_none() {
-        return Ok(());
+        return Ok((0, 0));
     }
     let window = |m: &BlockMeta| m.min_time.div_euclid(plan.range_ms) * plan.range_ms;
     let mut raw_in_window: BTreeMap<(&str, &str, i64), usize> = BTreeMap::new();
@@ -394,13 +394,40 @@ async fn downsample_pass(
             }
         }
     }
+    // Downsampled blocks of data a new block now holds more of (its raw
+    // block was compacted again with late data) are replaced.
+    let mut retired = BTreeSet::new();
+    for new in &report.downsampled {
+        let theirs = sources(new);
+        for old in current.iter().filter(|o| {
+            o.downsample.resolution == new.downsample.resolution
+                && o.ulid != new.ulid
+                && o.strata.tenant == new.strata.tenant
+                && o.strata.shard == new.strata.shard
+                && sources(o).len() < theirs.len()
+                && sources(o).is_subset(&theirs)
+        }) {
+            if retired.insert(old.ulid.clone()) {
+                tracing::info!(block = %old.ulid, superseded_by = %new.ulid, "redundant: marked for deletion");
+                mark_for_deletion(
+                    store.as_ref(),
+                    &old.strata.tenant,
+                    &old.ulid,
+                    now_ms,
+                    &format!("replaced by {}", new.ulid),
+                )
+                .await?;
+                report.marked += 1;
+            }
+        }
+    }
     for m in &report.downsampled {
         tracing::info!(
             block = %m.ulid, tenant = %m.strata.tenant, resolution = m.downsample.resolution,
             series = m.stats.num_series, windows = m.stats.num_samples, "downsampled"
         );
     }
-    Ok(())
+    Ok((report.downsampled.len(), retired.len()))
 }
 
 /// One pass over the bucket at time `now_ms`.
@@ -547,8 +574,8 @@ pub async fn compact_once(store: &Arc<dyn ObjectStore>, plan: &Plan, now_ms: i64
         .cloned()
         .chain(report.compacted.iter().cloned())
         .collect();
-    downsample_pass(&objects, plan, now_ms, &current, &mut report).await?;
-    report.blocks += report.downsampled.len();
+    let (written, retired) = downsample_pass(&objects, plan, now_ms, &current, &mut report).await?;
+    report.blocks = (report.blocks + written).saturating_sub(retired);
 
     // 4. Deletion of blocks marked long enough ago.
     for mark in list_deletion_marks(store).await? {
@@ -847,6 +874,60 @@ mod tests {
             upload_block(store, tenant, "shard-0", t0, t0 + MIN, &block).await.unwrap();
         }
         all.into_iter().map(|(labels, samples)| SeriesData { labels, samples }).collect()
+    }
+
+    #[tokio::test]
+    async fn settled_blocks_are_downsampled_again_after_late_data_and_resolutions_retire_apart() {
+        let store = InMemory::new();
+        let t0 = 100 * 10 * MIN;
+        let data = minute_blocks(&store, "t", t0, 10).await;
+        let p = Plan {
+            downsampling: DownsamplePlan { after_5m_ms: Some(0), after_1h_ms: Some(0), ..DownsamplePlan::default() },
+            ..plan()
+        };
+        let r = compact_once(&arc(&store), &p, t0 + 30 * MIN).await.unwrap();
+        assert_eq!((r.compacted.len(), r.downsampled.len()), (1, 2));
+        let raw_id = r.compacted[0].ulid.clone();
+        // The 5m block holds exactly the windows of the raw samples.
+        let d5 = r.downsampled.iter().find(|m| m.downsample.resolution == RES_5M).unwrap().clone();
+        assert_eq!(d5.compaction.sources, r.compacted[0].compaction.sources);
+        let idx = BlockIndex::load(&store, d5.clone()).await.unwrap();
+        let refs: Vec<u32> = (0..idx.labels.len() as u32).collect();
+        let got = idx.read_windows(arc(&store), &refs, i64::MIN, i64::MAX).await.unwrap();
+        for (r, labels) in idx.labels.iter().enumerate() {
+            let raw = &data.iter().find(|s| &s.labels == labels).unwrap().samples;
+            let mut want = Vec::new();
+            strata_blocks::windows_of_samples(raw, RES_5M, &mut want);
+            assert_eq!(got[r], want, "{labels:?}");
+        }
+        // Nothing more to do.
+        let r = compact_once(&arc(&store), &p, t0 + 31 * MIN).await.unwrap();
+        assert!(r.compacted.is_empty() && r.downsampled.is_empty() && r.marked == 0);
+
+        // A late block in the window: merged into a new raw block, the old
+        // downsampled blocks become redundant, the new one is downsampled.
+        let late = vec![series("late_total", "prod", vec![(t0 + 5 * MIN, 1.0), (t0 + 6 * MIN, 2.0)])];
+        upload_block(&store, "t", "shard-0", t0 + 5 * MIN, t0 + 6 * MIN + 1, &late).await.unwrap();
+        let r = compact_once(&arc(&store), &p, t0 + 40 * MIN).await.unwrap();
+        assert_eq!((r.compacted.len(), r.downsampled.len()), (1, 2));
+        assert_ne!(r.compacted[0].ulid, raw_id);
+        let visible = list_blocks(&store).await.unwrap();
+        let mut res: Vec<i64> = visible.iter().map(|m| m.downsample.resolution).collect();
+        res.sort();
+        assert_eq!(res, vec![0, RES_5M, RES_1H], "one block per resolution: {visible:?}");
+        for m in visible.iter().filter(|m| m.downsample.resolution > 0) {
+            let idx = BlockIndex::load(&store, m.clone()).await.unwrap();
+            assert!(idx.labels.iter().any(|l| l.get(METRIC_NAME) == Some("late_total")), "{}", m.ulid);
+        }
+
+        // Raw retention removes only the raw block.
+        let short_raw =
+            Plan { downsampling: DownsamplePlan { retention_raw_ms: MIN, ..p.downsampling }, delete_delay_ms: 0, ..p };
+        let r = compact_once(&arc(&store), &short_raw, t0 + 60 * MIN).await.unwrap();
+        assert_eq!(r.marked, 1);
+        let left: Vec<i64> = list_blocks(&store).await.unwrap().iter().map(|m| m.downsample.resolution).collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.iter().all(|&r| r > 0), "{left:?}");
     }
 
     /// Every series of `tenant` over all visible blocks (checked against data built independently).

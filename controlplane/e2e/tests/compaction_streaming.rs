@@ -59,6 +59,8 @@ fn compact_args(bucket: &Path) -> Vec<String> {
         "--compaction.range=24h".into(),
         "--compaction.delay=1h".into(),
         "--compaction.delete-delay=0s".into(),
+        // Compaction alone (downsampling has its own test).
+        "--downsampling.disable".into(),
         "--log.level=info".into(),
     ]
 }

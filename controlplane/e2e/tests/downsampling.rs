@@ -33,7 +33,7 @@ async fn fill_bucket(bucket: &Path) -> i64 {
     std::fs::create_dir_all(bucket).unwrap();
     let store = LocalFileSystem::new_with_prefix(bucket).unwrap();
     let day0 = (now_ms() / DAY - 6) * DAY;
-    let mut rng = SeededRng(0xd0_5a_3b1e);
+    let mut rng = SeededRng(0xd05a_3b1e);
     let mut counters = [0.0f64; 3];
     let mut buckets = [0.0f64; 4];
     for b in 0..3 {

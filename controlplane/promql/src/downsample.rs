@@ -60,7 +60,7 @@ impl MaxResolution {
 /// A Prometheus duration (`5m`, `1h30m`, `300s`, `0`) or seconds (`300`), in ms.
 fn parse_duration_ms(t: &str) -> Option<i64> {
     if let Ok(secs) = t.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0) as i64);
+        return (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as i64);
     }
     // The parser refuses zero durations ("0s", "0m"): they mean raw.
     let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
