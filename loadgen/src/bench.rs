@@ -30,6 +30,8 @@ pub struct WriteBench {
     pub slow_log: Option<Duration>,
     /// CA certificates (PEM) that verify an https URL.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Extra `query_range` parameters.
+    pub params: Vec<(String, String)>,
 }
 
 /// The benchmark's HTTP client: HTTPS verified with `ca_file` (or the
@@ -352,6 +354,8 @@ pub struct QueryBench {
     pub headers: Vec<(String, String)>,
     /// CA certificates (PEM) that verify an https URL.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Extra `query_range` parameters.
+    pub params: Vec<(String, String)>,
 }
 
 /// Parses a query file: one query per line, optionally `name: query`; `#` comments.
@@ -395,12 +399,15 @@ pub async fn query(b: QueryBench) -> anyhow::Result<()> {
                     .get(format!("{base}/api/v1/label/{}/values", name.trim()))
                     .query(&[("start", start_s.as_str()), ("end", end_s.as_str())])
             } else {
-                client.post(format!("{base}/api/v1/query_range")).form(&[
+                let step_s = b.step.as_secs_f64().to_string();
+                let mut form: Vec<(&str, &str)> = vec![
                     ("query", q.as_str()),
                     ("start", start_s.as_str()),
                     ("end", end_s.as_str()),
-                    ("step", &b.step.as_secs_f64().to_string()),
-                ])
+                    ("step", step_s.as_str()),
+                ];
+                form.extend(b.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                client.post(format!("{base}/api/v1/query_range")).form(&form)
             };
             let mut req = req;
             for (k, v) in &b.headers {

@@ -149,6 +149,9 @@ enum BenchCmd {
         /// CA certificates (PEM) that verify an https --url (default: the system's).
         #[arg(long = "ca-file")]
         ca_file: Option<PathBuf>,
+        /// Extra query_range parameter, name=value (e.g. max_source_resolution=0s).
+        #[arg(long)]
+        param: Vec<String>,
     },
 }
 
@@ -241,26 +244,30 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Cmd::Bench { kind: BenchCmd::Sink { listen } } => sink::run(listen).await,
-            Cmd::Bench { kind: BenchCmd::Query { url, queries, range, step, runs, warmup, end, header, ca_file } } => {
+            Cmd::Bench {
+                kind: BenchCmd::Query { url, queries, range, step, runs, warmup, end, header, ca_file, param },
+            } => {
                 let text =
                     std::fs::read_to_string(&queries).with_context(|| format!("cannot read {}", queries.display()))?;
                 let queries = bench::parse_query_file(&text);
                 anyhow::ensure!(!queries.is_empty(), "no queries in the file");
                 let headers = parse_headers(&header)?;
-                bench::query(bench::QueryBench { url, queries, range, step, runs, warmup, end, headers, ca_file }).await
+                let params = parse_headers(&param)?;
+                let b = bench::QueryBench { url, queries, range, step, runs, warmup, end, headers, ca_file, params };
+                bench::query(b).await
             }
         }
     })
 }
 
-/// `--header name=value` flags.
+/// `--header` and `--param` flags: name=value.
 fn parse_headers(flags: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     flags
         .iter()
         .map(|h| {
             h.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("--header {h:?}: use name=value"))
+                .with_context(|| format!("{h:?}: use name=value"))
         })
         .collect()
 }

@@ -255,6 +255,18 @@ async fn write_path_rejects_bad_input_precisely() {
     assert_eq!(status, 400, "{text}");
     assert!(read_series(&node.grpc_addr(), "anonymous", "nh_only").await.is_empty());
 
+    // A sample from a day ahead (a broken clock, a corrupt request) is
+    // refused by name; the sample next to it is written, and the tenant's
+    // newest time does not jump ahead (the write below would be "too old").
+    let ahead = series(&[("__name__", "from_the_future"), ("job", "a")], now_ms() + 24 * 3_600_000, 1.0);
+    let beside = series(&[("__name__", "beside_the_future"), ("job", "a")], now, 2.0);
+    let (status, text, _) = post(&c, &url, rw::CONTENT_TYPE_V1, Some("snappy"), v1(vec![ahead, beside]), None).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("from_the_future") && text.contains("in the future"), "{text}");
+    assert!(text.contains("--limits.creation-grace-period"), "{text}");
+    assert!(read_series(&node.grpc_addr(), "anonymous", "from_the_future").await.is_empty());
+    assert_eq!(read_series(&node.grpc_addr(), "anonymous", "beside_the_future").await.len(), 1);
+
     // Still serving and healthy after all of that.
     assert_eq!(write_one(&c, &url, "after", now, 1.0).await.unwrap(), 204);
     let m = reqwest::get(node.web_url("/metrics")).await.unwrap().text().await.unwrap();

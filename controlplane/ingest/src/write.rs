@@ -71,6 +71,31 @@ async fn validate(
         }
         ts.histograms.clear();
     }
+    // Samples from the far future (a wrong clock, a corrupt request).
+    if limits.creation_grace_period_ms > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let horizon = now.saturating_add(limits.creation_grace_period_ms);
+        for ts in req.timeseries.iter_mut() {
+            let Some(t) = ts.samples.iter().map(|s| s.timestamp).filter(|&t| t > horizon).max() else { continue };
+            let before = ts.samples.len();
+            ts.samples.retain(|s| s.timestamp <= horizon);
+            let n = (before - ts.samples.len()) as u64;
+            outcome.samples_rejected += n;
+            usage.rejected(tenant, Rejection::Invalid, n);
+            if outcome.errors.len() < 5 {
+                outcome.errors.push(format!(
+                    "series {} has {n} sample{} in the future (up to {t}, {} s ahead of this node's clock; the limit is {} s, --limits.creation-grace-period)",
+                    strata_model::series_text(&ts.labels),
+                    if n == 1 { "" } else { "s" },
+                    (t - now) / 1000,
+                    limits.creation_grace_period_ms / 1000
+                ));
+            }
+        }
+    }
     req.timeseries.retain(|ts| match strata_model::validate_series(&ts.labels, limits) {
         Ok(()) => true,
         Err(msg) => {

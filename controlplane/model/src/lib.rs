@@ -154,6 +154,16 @@ pub struct Limits {
     pub max_label_name_length: usize,
     pub max_label_value_length: usize,
     pub max_samples_per_request: usize,
+    /// Samples more than this far (ms) ahead of the receiving node's clock
+    /// are refused (0: no limit). One sample from the far future would
+    /// otherwise move the tenant's newest time and make every later sample
+    /// look too old.
+    #[serde(default = "default_creation_grace_period_ms")]
+    pub creation_grace_period_ms: i64,
+}
+
+fn default_creation_grace_period_ms() -> i64 {
+    10 * 60_000
 }
 
 impl Default for Limits {
@@ -164,6 +174,7 @@ impl Default for Limits {
             max_label_name_length: 1024,
             max_label_value_length: 4096,
             max_samples_per_request: 1_000_000,
+            creation_grace_period_ms: default_creation_grace_period_ms(),
         }
     }
 }

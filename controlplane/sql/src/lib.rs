@@ -218,7 +218,9 @@ impl Inner {
             };
             // A block under the tenant's prefix is the tenant's; the check
             // keeps a mislabelled one out all the same.
-            if meta.strata.tenant == tenant {
+            // Raw blocks only: the `samples` table is raw samples
+            // (downsampled blocks hold aggregates of the same data).
+            if meta.strata.tenant == tenant && meta.downsample.resolution == 0 {
                 out.push(meta);
             }
         }

@@ -223,6 +223,9 @@ struct IngesterArgs {
     /// Samples in one write request at most.
     #[arg(long = "limits.max-samples-per-request", default_value_t = 1_000_000)]
     max_samples: usize,
+    /// Refuse samples more than this far ahead of this node's clock (0s: accept any).
+    #[arg(long = "limits.creation-grace-period", default_value = "10m", value_parser = humantime::parse_duration)]
+    creation_grace_period: Duration,
     /// Largest accepted request body in bytes (compressed).
     #[arg(long = "limits.max-request-bytes", default_value_t = 32 << 20)]
     max_request_bytes: usize,
@@ -562,6 +565,7 @@ fn main() -> anyhow::Result<()> {
                 max_label_name_length: a.max_label_name,
                 max_label_value_length: a.max_label_value,
                 max_samples_per_request: a.max_samples,
+                creation_grace_period_ms: i64::try_from(a.creation_grace_period.as_millis()).unwrap_or(i64::MAX),
             };
             if let Err(e) = rt.block_on(strata_ingest::run(cfg, shutdown_signal())) {
                 // Exit non-zero promptly (a supervisor restarts the node)
