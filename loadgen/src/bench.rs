@@ -30,8 +30,6 @@ pub struct WriteBench {
     pub slow_log: Option<Duration>,
     /// CA certificates (PEM) that verify an https URL.
     pub ca_file: Option<std::path::PathBuf>,
-    /// Extra `query_range` parameters.
-    pub params: Vec<(String, String)>,
 }
 
 /// The benchmark's HTTP client: HTTPS verified with `ca_file` (or the
