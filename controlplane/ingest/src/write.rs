@@ -78,10 +78,12 @@ async fn validate(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let horizon = now.saturating_add(limits.creation_grace_period_ms);
+        let mut emptied = false;
         for ts in req.timeseries.iter_mut() {
             let Some(t) = ts.samples.iter().map(|s| s.timestamp).filter(|&t| t > horizon).max() else { continue };
             let before = ts.samples.len();
             ts.samples.retain(|s| s.timestamp <= horizon);
+            emptied |= ts.samples.is_empty();
             let n = (before - ts.samples.len()) as u64;
             outcome.samples_rejected += n;
             usage.rejected(tenant, Rejection::Invalid, n);
@@ -94,6 +96,10 @@ async fn validate(
                     limits.creation_grace_period_ms / 1000
                 ));
             }
+        }
+        if emptied {
+            // No series is created for samples that were all refused.
+            req.timeseries.retain(|ts| !(ts.samples.is_empty() && ts.histograms.is_empty()));
         }
     }
     req.timeseries.retain(|ts| match strata_model::validate_series(&ts.labels, limits) {
