@@ -30,7 +30,7 @@ END=$(( $(date +%s) / 3600 * 3600 ))
 load() {
   local t0; t0=$(date +%s)
   "$B/strata-loadgen" bench write --url "$1" --series "$SERIES" --history "$HISTORY" --interval 15s --senders 4 \
-    --samples-per-series 120 | grep '^bench write' | cut -c1-200
+    --samples-per-series 120 --end "$END" | grep '^bench write' | cut -c1-200
   echo "   loaded in $(( $(date +%s) - t0 )) s"
 }
 run_queries() { # name base-url runs warmup [more bench query flags]

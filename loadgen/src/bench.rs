@@ -30,6 +30,8 @@ pub struct WriteBench {
     pub slow_log: Option<Duration>,
     /// CA certificates (PEM) that verify an https URL.
     pub ca_file: Option<std::path::PathBuf>,
+    /// End of the data (ms; default now).
+    pub end_ms: Option<i64>,
 }
 
 /// The benchmark's HTTP client: HTTPS verified with `ca_file` (or the
@@ -169,7 +171,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     let series = synth_series(b.series);
     let steps = (b.history.as_millis() / b.interval.as_millis().max(1)) as u64;
-    let start_ts = now_ms() - b.history.as_millis() as i64;
+    let start_ts = b.end_ms.unwrap_or_else(now_ms) - b.history.as_millis() as i64;
     let interval_ms = b.interval.as_millis() as i64;
     let metadata = vec![
         MetricMetadata {

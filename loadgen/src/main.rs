@@ -92,6 +92,10 @@ enum BenchCmd {
         /// CA certificates (PEM) that verify an https --url (default: the system's).
         #[arg(long = "ca-file")]
         ca_file: Option<PathBuf>,
+        /// End of the data as Unix seconds (default: now), so that several
+        /// systems loaded one after the other hold identical samples.
+        #[arg(long)]
+        end: Option<f64>,
     },
     /// OTLP/HTTP load for a collector: data points/s accepted and, with
     /// --agent-metrics, delivered end to end through remote write.
@@ -203,6 +207,7 @@ fn main() -> anyhow::Result<()> {
                         header,
                         slow_log,
                         ca_file,
+                        end,
                     },
             } => {
                 let v2 = match protocol.as_str() {
@@ -228,6 +233,7 @@ fn main() -> anyhow::Result<()> {
                     headers,
                     slow_log,
                     ca_file,
+                    end_ms: end.map(|s| (s * 1000.0) as i64),
                 })
                 .await
             }
