@@ -14,7 +14,11 @@
 # with the query frontend (split by day, results cache) cold and warm.
 #
 #   bash loadgen/bench/long-range.sh [SERIES] [HISTORY] [RUNS]
-# (BIN_DIR: release binaries already built; ONLY_STRATA=1 skips the others.)
+# (BIN_DIR: release binaries already built; ONLY_STRATA=1 skips the others;
+# COMPACT_FLAGS: more `strata compact` flags, e.g. "--downsampling.5m-after=0s
+# --downsampling.1h-after=0s" to downsample every settled day; RAW_MAX_SAMPLES:
+# --query.max-samples of the querier without frontend, so that the raw-only
+# run can read every sample, default 1000000000.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
@@ -44,7 +48,9 @@ cold_warm() { # name base-url [flags]
 }
 
 if [ -z "${ONLY_STRATA:-}" ] && command -v prometheus >/dev/null; then
-  printf 'global:\n  scrape_interval: 15s\n' > "$W/prom.yml"
+  # Out-of-order ingestion on, so the backfill is not refused as "out of
+  # bounds" when one sender is behind another across a head compaction.
+  printf 'global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n    out_of_order_time_window: 400d\n' > "$W/prom.yml"
   prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/prom" --web.listen-address=127.0.0.1:19990 \
     --web.enable-remote-write-receiver --storage.tsdb.retention.time=90d --log.level=warn >"$W/prom.log" 2>&1 &
   P=$!; wait_up http://127.0.0.1:19990/-/ready; alive $P
@@ -78,9 +84,10 @@ P1=$!; wait_up http://127.0.0.1:19109/-/ready; alive $P1
 load http://127.0.0.1:19109/api/v1/write
 sleep 15  # the last blocks cut and uploaded
 t0=$(date +%s)
-"$B/strata" compact --objstore.path "$W/objstore" --once --log.level warn >"$W/compact.log" 2>&1
-echo "   strata compact (24 h windows, 5m/1h downsampling): $(( $(date +%s) - t0 )) s; blocks by resolution:" \
-  "$(grep -ho '"resolution": [0-9]*' "$W"/objstore/*/*/meta.json | sort | uniq -c | tr -s ' ' | tr '\n' ';')" \
+# shellcheck disable=SC2086
+"$B/strata" compact --objstore.path "$W/objstore" --once --log.level warn ${COMPACT_FLAGS:-} >"$W/compact.log" 2>&1
+echo "   strata compact ${COMPACT_FLAGS:-(defaults)}: $(( $(date +%s) - t0 )) s; visible blocks by resolution:" \
+  "$(for d in "$W"/objstore/*/*/; do [ -e "$d/deletion-mark.json" ] || grep -ho '"resolution": [0-9]*' "$d/meta.json"; done | sort | uniq -c | tr -s ' ' | tr '\n' ';')" \
   "bytes: raw $(find "$W/objstore" -name samples.parquet -printf '%s\n' | awk '{s+=$1} END {print s}')," \
   "aggregates $(find "$W/objstore" -name aggregates.parquet -printf '%s\n' | awk '{s+=$1} END {print s+0}')"
 "$B/strata" store --grpc.listen-address 127.0.0.1:19196 --web.listen-address 127.0.0.1:19197 \
@@ -88,7 +95,8 @@ echo "   strata compact (24 h windows, 5m/1h downsampling): $(( $(date +%s) - t0
 P3=$!; wait_up http://127.0.0.1:19197/-/ready; alive $P3
 sleep 5  # first sync of the compacted blocks
 "$B/strata" querier --web.listen-address 127.0.0.1:19190 --endpoint 127.0.0.1:19195 --endpoint 127.0.0.1:19196 \
-  --query.split-interval 0s --query.results-cache.max-bytes 0 --log.level warn >"$W/q.log" 2>&1 &
+  --query.split-interval 0s --query.results-cache.max-bytes 0 --query.max-samples "${RAW_MAX_SAMPLES:-1000000000}" \
+  --log.level warn >"$W/q.log" 2>&1 &
 P2=$!; wait_up http://127.0.0.1:19190/-/ready; alive $P2
 "$B/strata" querier --web.listen-address 127.0.0.1:19193 --endpoint 127.0.0.1:19195 --endpoint 127.0.0.1:19196 \
   --log.level warn >"$W/q2.log" 2>&1 &
