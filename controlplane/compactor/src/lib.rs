@@ -345,51 +345,33 @@ async fn downsample_pass(
         have.entry(key(m)).or_default().insert(m.downsample.resolution, m.clone());
     }
     let old_enough = |m: &BlockMeta, after: Option<i64>| after.is_some_and(|a| m.max_time.saturating_add(a) <= now_ms);
+    // A raw block alone in its window, past the delay: compacted for good.
+    let settled = |m: &BlockMeta| {
+        let w = window(m);
+        raw_in_window.get(&(m.strata.tenant.as_str(), m.strata.shard.as_str(), w)) == Some(&1)
+            && w + plan.range_ms + plan.delay_ms <= now_ms
+    };
     for (k, by_res) in have.iter_mut() {
-        if let Some(raw) = by_res.get(&0).cloned() {
-            let w = window(&raw);
-            let settled = raw_in_window.get(&(raw.strata.tenant.as_str(), raw.strata.shard.as_str(), w)) == Some(&1)
-                && w + plan.range_ms + plan.delay_ms <= now_ms;
-            if !settled {
+        if by_res.get(&0).is_some_and(|raw| !settled(raw)) {
+            continue;
+        }
+        for (res, after) in [(RES_5M, d.after_5m_ms), (RES_1H, d.after_1h_ms)] {
+            // Made of the finest data left: 5m for 1h when there is one
+            // (raw may be past its retention), else raw.
+            let Some(src) = by_res.range(..res).next_back().map(|(_, m)| m.clone()) else { continue };
+            if by_res.contains_key(&res) || !old_enough(&src, after) {
                 continue;
             }
-            if old_enough(&raw, d.after_5m_ms) && !by_res.contains_key(&RES_5M) {
-                match downsample_block(store, &raw, RES_5M).await {
-                    Ok(meta) => {
-                        by_res.insert(RES_5M, meta.clone());
-                        report.downsampled.push(meta);
-                    }
-                    Err(GroupFailure::Store(e)) => return Err(e),
-                    Err(GroupFailure::Halt(why)) => {
-                        tracing::error!(tenant = %k.0, block = %raw.ulid, error = %why, "downsampling of this block halted");
-                        report.halted.push(format!("tenant {}, block {}: {why}", k.0, raw.ulid));
-                        continue;
-                    }
-                }
-            }
-        }
-        let src = by_res.get(&RES_5M).or_else(|| by_res.get(&0)).cloned();
-        if let Some(src) = src
-            && old_enough(&src, d.after_1h_ms)
-            && !by_res.contains_key(&RES_1H)
-        {
-            if src.downsample.resolution == 0 {
-                // Raw without a 5-minute block: only once settled (above).
-                let w = window(&src);
-                let alone = raw_in_window.get(&(src.strata.tenant.as_str(), src.strata.shard.as_str(), w)) == Some(&1);
-                if !alone || w + plan.range_ms + plan.delay_ms > now_ms {
-                    continue;
-                }
-            }
-            match downsample_block(store, &src, RES_1H).await {
+            match downsample_block(store, &src, res).await {
                 Ok(meta) => {
-                    by_res.insert(RES_1H, meta.clone());
+                    by_res.insert(res, meta.clone());
                     report.downsampled.push(meta);
                 }
                 Err(GroupFailure::Store(e)) => return Err(e),
                 Err(GroupFailure::Halt(why)) => {
                     tracing::error!(tenant = %k.0, block = %src.ulid, error = %why, "downsampling of this block halted");
                     report.halted.push(format!("tenant {}, block {}: {why}", k.0, src.ulid));
+                    break;
                 }
             }
         }
