@@ -32,6 +32,9 @@ pub struct WriteBench {
     pub ca_file: Option<std::path::PathBuf>,
     /// End of the data (ms; default now).
     pub end_ms: Option<i64>,
+    /// Generate requests while sending (bounded memory, senders in lockstep
+    /// rounds) instead of pre-encoding all of them.
+    pub stream: bool,
 }
 
 /// The benchmark's HTTP client: HTTPS verified with `ca_file` (or the
@@ -202,120 +205,104 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
         b.batch,
         if b.v2 { "2.0" } else { "1.0" }
     );
-    // Pre-encode every request so the timed phase measures the receiver.
-    let gen_start = Instant::now();
-    let mut per_sender: Vec<Vec<(Vec<u8>, usize)>> = vec![Vec::new(); b.senders];
-    for (s, bodies) in per_sender.iter_mut().enumerate() {
-        let mine: Vec<&SynthSeries> =
-            series.iter().enumerate().filter(|(i, _)| i % b.senders == s).map(|(_, x)| x).collect();
-        let per = b.samples_per_series.max(1) as u64;
-        let series_per_request = (b.batch / per as usize).max(1);
-        let mut k0 = 0u64;
-        while k0 < steps {
-            let ks = k0..(k0 + per).min(steps);
-            for chunk in mine.chunks(series_per_request) {
-                let req = WriteRequest {
-                    timeseries: chunk
-                        .iter()
-                        .map(|x| TimeSeries {
-                            labels: x.labels.clone(),
-                            samples: ks
-                                .clone()
-                                .map(|k| Sample { value: x.value(k), timestamp: start_ts + k as i64 * interval_ms })
-                                .collect(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    metadata: if k0 == 0 { metadata.clone() } else { Vec::new() },
-                };
-                let body = if b.v2 { rw::encode_v2(&rw::v1_to_v2(&req)) } else { rw::encode_v1(&req) };
-                bodies.push((body, chunk.len() * ks.clone().count()));
-            }
-            k0 += per;
+    let per = b.samples_per_series.max(1) as u64;
+    let rounds = Rounds {
+        series: std::sync::Arc::new(series),
+        senders: b.senders,
+        per,
+        series_per_request: (b.batch / per as usize).max(1),
+        steps,
+        start_ts,
+        interval_ms,
+        metadata: std::sync::Arc::new(metadata),
+        v2: b.v2,
+    };
+    let n_series = rounds.series.len();
+    let n_rounds = steps.div_ceil(per);
+    // Pre-encoded (default): every request is built before the clock starts,
+    // so the timed phase measures the receiver. Streamed: each sender's
+    // requests are built round by round on a thread of their own while it
+    // sends (memory bounded by two rounds per sender, whatever the history).
+    let mut sources: Vec<tokio::sync::mpsc::Receiver<Vec<(Vec<u8>, usize)>>> = Vec::new();
+    if b.stream {
+        eprintln!("streaming: requests are generated while sending, senders advance in lockstep rounds");
+        for s in 0..b.senders {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            let r = rounds.clone();
+            std::thread::spawn(move || {
+                for k in 0..n_rounds {
+                    if tx.blocking_send(r.encode(s, k)).is_err() {
+                        return;
+                    }
+                }
+            });
+            sources.push(rx);
         }
+    } else {
+        let gen_start = Instant::now();
+        let (mut requests, mut bytes) = (0usize, 0usize);
+        for s in 0..b.senders {
+            let (tx, rx) = tokio::sync::mpsc::channel(n_rounds as usize + 1);
+            for k in 0..n_rounds {
+                let round = rounds.encode(s, k);
+                requests += round.len();
+                bytes += round.iter().map(|(b, _)| b.len()).sum::<usize>();
+                tx.try_send(round)?;
+            }
+            sources.push(rx);
+        }
+        eprintln!(
+            "generated {requests} requests ({} MiB compressed) in {:.1}s; sending",
+            bytes >> 20,
+            gen_start.elapsed().as_secs_f64()
+        );
     }
-    let bytes: usize = per_sender.iter().flatten().map(|(b, _)| b.len()).sum();
-    eprintln!(
-        "generated {} requests ({} MiB compressed) in {:.1}s; sending",
-        per_sender.iter().map(Vec::len).sum::<usize>(),
-        bytes >> 20,
-        gen_start.elapsed().as_secs_f64()
-    );
 
     let cpu_before: Vec<Option<f64>> = b.pids.iter().map(|p| cpu_seconds(*p)).collect();
     let client = http_client(Duration::from_secs(60), b.ca_file.as_deref())?;
+    // Streamed senders wait for each other after every round, so they stay
+    // within one round of each other (a backfill far longer than the
+    // receiver's appendable window is not refused for a lagging sender).
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(b.senders));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for bodies in per_sender {
-        let (c, url, v2, headers, slow_log) = (client.clone(), b.url.clone(), b.v2, b.headers.clone(), b.slow_log);
+    for mut source in sources {
+        let sender = Sender {
+            client: client.clone(),
+            url: b.url.clone(),
+            v2: b.v2,
+            headers: b.headers.clone(),
+            slow_log: b.slow_log,
+        };
+        let (lockstep, barrier) = (b.stream, barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut ok, mut rejected, mut lat, mut errors) = (0u64, 0u64, Vec::new(), Vec::<String>::new());
-            for (body, n) in bodies {
-                // Retry 5xx/connection errors like a real sender; 4xx counts as rejected.
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    let mut rb = c
-                        .post(&url)
-                        .header("Content-Encoding", "snappy")
-                        .header("Content-Type", if v2 { rw::CONTENT_TYPE_V2 } else { rw::CONTENT_TYPE_V1 })
-                        .header(rw::VERSION_HEADER, if v2 { rw::VERSION_2 } else { rw::VERSION_1 })
-                        .body(body.clone());
-                    for (k, v) in &headers {
-                        rb = rb.header(k, v);
-                    }
-                    let (t, wall) = (Instant::now(), SystemTime::now());
-                    let r = rb.send().await;
-                    let took = t.elapsed();
-                    lat.push(took.as_micros() as u64);
-                    if slow_log.is_some_and(|s| took >= s) {
-                        let at = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-                        eprintln!("slow request: started {at} ms (Unix), took {} ms", took.as_millis());
-                    }
-                    match r {
-                        Ok(r) if r.status().is_success() => {
-                            ok += n as u64;
-                            break;
-                        }
-                        Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                            rejected += n as u64;
-                            if errors.len() < 3 {
-                                errors.push(format!(
-                                    "{}: {}",
-                                    r.status(),
-                                    r.text().await.unwrap_or_default().chars().take(200).collect::<String>()
-                                ));
-                            }
-                            break;
-                        }
-                        _ if attempt < 10 => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
-                        Ok(r) => {
-                            rejected += n as u64;
-                            errors.push(format!("gave up: {}", r.status()));
-                            break;
-                        }
-                        Err(e) => {
-                            rejected += n as u64;
-                            errors.push(format!("gave up: {e}"));
-                            break;
-                        }
-                    }
+            let mut tally = Tally::default();
+            while let Some(round) = source.recv().await {
+                for (body, n) in round {
+                    sender.send(body, n, &mut tally).await;
+                }
+                if lockstep {
+                    barrier.wait().await;
                 }
             }
-            (ok, rejected, lat, errors)
+            tally
         }));
     }
-    let (mut ok, mut rejected, mut lat, mut errors) = (0u64, 0u64, Vec::new(), Vec::new());
+    let mut all = Tally::default();
     for t in tasks {
-        let (o, r, l, e) = t.await?;
-        ok += o;
-        rejected += r;
-        lat.extend(l);
-        errors.extend(e);
+        let t = t.await?;
+        all.ok += t.ok;
+        all.rejected += t.rejected;
+        all.lat.extend(t.lat);
+        all.errors.extend(t.errors);
     }
+    let Tally { ok, rejected, lat, errors } = all;
     let secs = start.elapsed().as_secs_f64();
-    let cpu: Option<f64> =
-        b.pids.iter().zip(cpu_before).map(|(p, before)| Some(cpu_seconds(*p)? - before?)).sum::<Option<f64>>();
+    let cpu: Option<f64> = if b.pids.is_empty() {
+        None
+    } else {
+        b.pids.iter().zip(cpu_before).map(|(p, before)| Some(cpu_seconds(*p)? - before?)).sum::<Option<f64>>()
+    };
     println!(
         "bench write: {} samples acknowledged, {} rejected in {:.2}s = {:.0} samples/s; request latency p50 {} p99 {} p99.9 {} max {}{}",
         ok,
@@ -331,12 +318,133 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        serde_json::json!({"bench": "write", "url": b.url, "series": series.len(), "samples_ok": ok, "samples_rejected": rejected, "seconds": secs, "samples_per_second": ok as f64 / secs, "p50_ms": quantile_us(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": quantile_us(&lat, 0.99).as_secs_f64() * 1e3, "p999_ms": quantile_us(&lat, 0.999).as_secs_f64() * 1e3, "max_ms": quantile_us(&lat, 1.0).as_secs_f64() * 1e3, "server_cpu_seconds": cpu})
+        serde_json::json!({"bench": "write", "url": b.url, "series": n_series, "samples_ok": ok, "samples_rejected": rejected, "seconds": secs, "samples_per_second": ok as f64 / secs, "p50_ms": quantile_us(&lat, 0.5).as_secs_f64() * 1e3, "p99_ms": quantile_us(&lat, 0.99).as_secs_f64() * 1e3, "p999_ms": quantile_us(&lat, 0.999).as_secs_f64() * 1e3, "max_ms": quantile_us(&lat, 1.0).as_secs_f64() * 1e3, "server_cpu_seconds": cpu})
     );
     for e in errors.iter().take(5) {
         eprintln!("  error: {e}");
     }
     Ok(())
+}
+
+/// The requests of one `bench write`, cut in rounds: round `k` of sender
+/// `s` carries samples `k·per .. (k+1)·per` of the series `i` with
+/// `i % senders == s`.
+#[derive(Clone)]
+struct Rounds {
+    series: std::sync::Arc<Vec<SynthSeries>>,
+    senders: usize,
+    per: u64,
+    series_per_request: usize,
+    steps: u64,
+    start_ts: i64,
+    interval_ms: i64,
+    metadata: std::sync::Arc<Vec<MetricMetadata>>,
+    v2: bool,
+}
+
+impl Rounds {
+    /// The encoded requests of round `k` of sender `s`, with their sample counts.
+    fn encode(&self, s: usize, k: u64) -> Vec<(Vec<u8>, usize)> {
+        let mine: Vec<&SynthSeries> = self.series.iter().skip(s).step_by(self.senders.max(1)).collect();
+        let k0 = k * self.per;
+        let ks = k0..(k0 + self.per).min(self.steps);
+        mine.chunks(self.series_per_request)
+            .map(|chunk| {
+                let req = WriteRequest {
+                    timeseries: chunk
+                        .iter()
+                        .map(|x| TimeSeries {
+                            labels: x.labels.clone(),
+                            samples: ks
+                                .clone()
+                                .map(|k| Sample {
+                                    value: x.value(k),
+                                    timestamp: self.start_ts + k as i64 * self.interval_ms,
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    metadata: if k0 == 0 { self.metadata.to_vec() } else { Vec::new() },
+                };
+                let body = if self.v2 { rw::encode_v2(&rw::v1_to_v2(&req)) } else { rw::encode_v1(&req) };
+                (body, chunk.len() * ks.clone().count())
+            })
+            .collect()
+    }
+}
+
+/// What one sender saw.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    rejected: u64,
+    lat: Vec<u64>,
+    errors: Vec<String>,
+}
+
+/// One remote-write sender.
+struct Sender {
+    client: reqwest_rustls::Client,
+    url: String,
+    v2: bool,
+    headers: Vec<(String, String)>,
+    slow_log: Option<Duration>,
+}
+
+impl Sender {
+    /// Sends one request, retrying 5xx, 429 and connection errors like a
+    /// real sender; any other 4xx counts its samples as rejected.
+    async fn send(&self, body: Vec<u8>, n: usize, tally: &mut Tally) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut rb = self
+                .client
+                .post(&self.url)
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", if self.v2 { rw::CONTENT_TYPE_V2 } else { rw::CONTENT_TYPE_V1 })
+                .header(rw::VERSION_HEADER, if self.v2 { rw::VERSION_2 } else { rw::VERSION_1 })
+                .body(body.clone());
+            for (k, v) in &self.headers {
+                rb = rb.header(k, v);
+            }
+            let (t, wall) = (Instant::now(), SystemTime::now());
+            let r = rb.send().await;
+            let took = t.elapsed();
+            tally.lat.push(took.as_micros() as u64);
+            if self.slow_log.is_some_and(|s| took >= s) {
+                let at = wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+                eprintln!("slow request: started {at} ms (Unix), took {} ms", took.as_millis());
+            }
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    tally.ok += n as u64;
+                    return;
+                }
+                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                    tally.rejected += n as u64;
+                    if tally.errors.len() < 3 {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        tally.errors.push(format!("{status}: {}", text.chars().take(200).collect::<String>()));
+                    }
+                    return;
+                }
+                _ if attempt < 10 => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+                Ok(r) => {
+                    tally.rejected += n as u64;
+                    tally.errors.push(format!("gave up: {}", r.status()));
+                    return;
+                }
+                Err(e) => {
+                    tally.rejected += n as u64;
+                    tally.errors.push(format!("gave up: {e}"));
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Settings of `bench query`.
@@ -374,7 +482,7 @@ pub fn parse_query_file(text: &str) -> Vec<(String, String)> {
 /// Times `query_range` for each query `runs` times (after one untimed
 /// warm-up unless `warmup` is false).
 pub async fn query(b: QueryBench) -> anyhow::Result<()> {
-    let client = http_client(Duration::from_secs(120), b.ca_file.as_deref())?;
+    let client = http_client(Duration::from_secs(600), b.ca_file.as_deref())?;
     let end = b.end.unwrap_or_else(|| now_ms() as f64 / 1000.0);
     let start = end - b.range.as_secs_f64();
     let base = b.url.trim_end_matches('/');

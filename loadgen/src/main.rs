@@ -96,6 +96,13 @@ enum BenchCmd {
         /// systems loaded one after the other hold identical samples.
         #[arg(long)]
         end: Option<f64>,
+        /// Generate requests while sending instead of all before (memory
+        /// bounded whatever --history; the generator's CPU is in the timed
+        /// phase). Senders advance in lockstep rounds of
+        /// --samples-per-series samples, so a long backfill stays within a
+        /// receiver's appendable window.
+        #[arg(long)]
+        stream: bool,
     },
     /// OTLP/HTTP load for a collector: data points/s accepted and, with
     /// --agent-metrics, delivered end to end through remote write.
@@ -208,6 +215,7 @@ fn main() -> anyhow::Result<()> {
                         slow_log,
                         ca_file,
                         end,
+                        stream,
                     },
             } => {
                 let v2 = match protocol.as_str() {
@@ -234,6 +242,7 @@ fn main() -> anyhow::Result<()> {
                     slow_log,
                     ca_file,
                     end_ms: end.map(|s| (s * 1000.0) as i64),
+                    stream,
                 })
                 .await
             }
