@@ -223,7 +223,7 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     // so the timed phase measures the receiver. Streamed: each sender's
     // requests are built round by round on a thread of their own while it
     // sends (memory bounded by two rounds per sender, whatever the history).
-    let mut sources: Vec<tokio::sync::mpsc::Receiver<Vec<(Vec<u8>, usize)>>> = Vec::new();
+    let mut sources: Vec<tokio::sync::mpsc::Receiver<Round>> = Vec::new();
     if b.stream {
         eprintln!("streaming: requests are generated while sending, senders advance in lockstep rounds");
         for s in 0..b.senders {
@@ -326,6 +326,9 @@ pub async fn write(b: WriteBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The encoded requests of one round of one sender, with their sample counts.
+type Round = Vec<(Vec<u8>, usize)>;
+
 /// The requests of one `bench write`, cut in rounds: round `k` of sender
 /// `s` carries samples `k·per .. (k+1)·per` of the series `i` with
 /// `i % senders == s`.
@@ -344,7 +347,7 @@ struct Rounds {
 
 impl Rounds {
     /// The encoded requests of round `k` of sender `s`, with their sample counts.
-    fn encode(&self, s: usize, k: u64) -> Vec<(Vec<u8>, usize)> {
+    fn encode(&self, s: usize, k: u64) -> Round {
         let mine: Vec<&SynthSeries> = self.series.iter().skip(s).step_by(self.senders.max(1)).collect();
         let k0 = k * self.per;
         let ks = k0..(k0 + self.per).min(self.steps);
