@@ -260,6 +260,22 @@ mod tests {
     }
 
     #[test]
+    fn rewritten_aggregations_can_still_be_pushed_down() {
+        for q in [
+            "sum by (environment) (rate(http_requests_total[1h]))",
+            "sum(rate(x{code=\"500\"}[1h]))",
+            "max(max_over_time(x{a=~\"b.*\"}[1h]))",
+        ] {
+            let e = crate::parse(q).unwrap();
+            let (out, used) = rewrite(&e, 100 * H, 110 * H, H, MaxResolution::Auto);
+            assert_eq!(used, vec![H], "{q}");
+            let aggs = crate::pushdown::pushable_aggregates(&out);
+            assert_eq!(aggs.len(), 1, "{q}");
+            assert!(crate::pushdown::query_text(aggs[0]).is_some(), "{q} rewritten to {out} cannot be pushed down");
+        }
+    }
+
+    #[test]
     fn mapped_functions_read_the_coarsest_aligned_resolution() {
         let (q, used) = rw("sum by (env) (rate(x[1h]))", 100 * H, H, MaxResolution::Auto);
         assert_eq!(used, vec![H]);

@@ -123,11 +123,38 @@ pub fn key(a: &AggregateExpr) -> String {
 
 /// The text to send to a source for `a`: its PromQL, when that parses back
 /// to exactly `a` (otherwise the aggregation is not pushed).
+///
+/// The printer sorts a selector's matchers, so the text parses back with
+/// them in another order than the query (or a rewrite) wrote them; the
+/// comparison ignores that order, which means nothing.
 pub fn query_text(a: &AggregateExpr) -> Option<String> {
     let text = key(a);
     match crate::parse(&text) {
-        Ok(Expr::Aggregate(back)) if back == *a => Some(text),
+        Ok(Expr::Aggregate(mut back)) => {
+            let mut a = a.clone();
+            sort_matchers(&mut a.expr);
+            sort_matchers(&mut back.expr);
+            (back == a).then_some(text)
+        }
         _ => None,
+    }
+}
+
+/// Sorts the plain matchers of the selectors of a pushable aggregation's
+/// argument as the printer does (by their text; `or` groups are printed
+/// in their own order and left alone).
+fn sort_matchers(e: &mut Expr) {
+    let sort = |vs: &mut promql_parser::parser::VectorSelector| {
+        if vs.matchers.or_matchers.is_empty() {
+            vs.matchers.matchers.sort_by_cached_key(|m| m.to_string());
+        }
+    };
+    match e {
+        Expr::Paren(p) => sort_matchers(&mut p.expr),
+        Expr::VectorSelector(vs) => sort(vs),
+        Expr::MatrixSelector(ms) => sort(&mut ms.vs),
+        Expr::Call(c) => c.args.args.iter_mut().for_each(|a| sort_matchers(a)),
+        _ => {}
     }
 }
 
@@ -166,6 +193,19 @@ pub fn combine(a: &AggregateExpr, parts: Vec<Vec<(Labels, Vec<Option<f64>>)>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matchers_in_any_order_are_pushed_down() {
+        for q in [
+            r#"sum by (env) (rate(x{route="/a",code="500"}[5m]))"#,
+            r#"max(y{b="1",a=~"2.*"})"#,
+            r#"count((rate(x{z="1",a="2"}[1h])))"#,
+        ] {
+            let a = agg(q);
+            let text = query_text(&a).unwrap_or_else(|| panic!("{q} is not pushed down"));
+            assert!(text.contains(r#"{a"#) || text.contains(r#"{code"#), "{text}");
+        }
+    }
 
     fn agg(q: &str) -> AggregateExpr {
         match crate::parse(q).unwrap() {
