@@ -204,6 +204,19 @@ async fn downsampled_answers_equal_raw_ones() {
             raw_answers.push((q.to_string(), raw, tolerance));
         }
     }
+    // Aggregations over downsampled data are computed by the store
+    // gateway (pushed down) like those over raw blocks: one each.
+    let metrics_url = format!("{base}/metrics");
+    let pushed = |c: &reqwest::Client| {
+        let (c, u) = (c.clone(), metrics_url.clone());
+        async move { metric_value(&c, &u, "strata_querier_pushdowns_total{result=\"pushed\"}").await }
+    };
+    for res in ["0s", "1h", "5m"] {
+        let before = pushed(&client).await;
+        range(&client, &base, "sum by (kind) (rate(ds_counter_total[1h]))", hourly, res).await;
+        assert_eq!(pushed(&client).await, before + 1.0, "the aggregation at {res} was not pushed down");
+    }
+
     // Thanos #922: a counter restarting at every block boundary never
     // makes a downsampled rate larger than the raw one.
     let q = "rate(ds_counter_total{kind=\"boundary\"}[1h])";
