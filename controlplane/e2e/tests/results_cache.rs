@@ -113,6 +113,22 @@ async fn assert_same(
     }
 }
 
+/// Writes `MINUTES` of data ending now for two tenants; the first sample's time.
+async fn load(client: &reqwest::Client, cluster: &Cluster) -> i64 {
+    let base = (now_ms() - MINUTES * 60_000) / 60_000 * 60_000 + 7_000;
+    for (tenant, scale) in [("anonymous", 1.0), ("team-b", 10.0)] {
+        let data = generate(base, scale);
+        let n = data[0].1.len();
+        for from in (0..n).step_by(40) {
+            let part: SeriesData =
+                data.iter().map(|(l, s)| (l.clone(), s[from..(from + 40).min(n)].to_vec())).collect();
+            let (status, body) = remote_write(client, &cluster.nodes[0].write_url(), tenant, &part).await;
+            assert!((200..300).contains(&status), "write: {status} {body}");
+        }
+    }
+    base
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn split_and_cached_range_queries_answer_exactly_like_one_evaluation() {
     let memcached_found = require("memcached");
@@ -120,18 +136,7 @@ async fn split_and_cached_range_queries_answer_exactly_like_one_evaluation() {
     let cluster = Cluster::start(dir.path(), 1, &[]).await;
     let endpoints = vec![cluster.nodes[0].grpc_addr()];
     let client = reqwest::Client::new();
-    let now = now_ms();
-    let base = (now - MINUTES * 60_000) / 60_000 * 60_000 + 7_000;
-    for (tenant, scale) in [("anonymous", 1.0), ("team-b", 10.0)] {
-        let data = generate(base, scale);
-        let n = data[0].1.len();
-        for from in (0..n).step_by(40) {
-            let part: SeriesData =
-                data.iter().map(|(l, s)| (l.clone(), s[from..(from + 40).min(n)].to_vec())).collect();
-            let (status, body) = remote_write(&client, &cluster.nodes[0].write_url(), tenant, &part).await;
-            assert!((200..300).contains(&status), "write: {status} {body}");
-        }
-    }
+    let base = load(&client, &cluster).await;
     // The reference: one evaluation per query, no cache.
     let reference =
         Querier::start(dir.path(), &endpoints, &["--query.split-interval=0s", "--query.results-cache.max-bytes=0"])
@@ -211,4 +216,84 @@ async fn split_and_cached_range_queries_answer_exactly_like_one_evaluation() {
     assert_same(&client, &c2.base(), &r, &tenants, start, end3, "memcached down").await;
     let errors = metric_value(&client, &m2, &lookups("memcached", "error")).await;
     assert!(errors >= 10.0, "{errors} lookup errors counted with memcached down");
+}
+
+/// `strata query-frontend` in front of two queriers that neither split nor
+/// cache: the same bytes as one querier evaluating each query whole, cold
+/// and from its cache, per tenant; the splits spread over both queriers;
+/// everything else passed through; a querier's refusal keeps its status;
+/// one querier gone, the other answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_separate_query_frontend_answers_like_one_querier() {
+    let dir = test_dir();
+    let cluster = Cluster::start(dir.path(), 1, &[]).await;
+    let endpoints = vec![cluster.nodes[0].grpc_addr()];
+    let client = reqwest::Client::new();
+    let base = load(&client, &cluster).await;
+    let plain = ["--query.split-interval=0s", "--query.results-cache.max-bytes=0"];
+    let reference = Querier::start(dir.path(), &endpoints, &plain).await;
+    let q1 = Querier::start(dir.path(), &endpoints, &plain).await;
+    let mut q2 = Querier::start(dir.path(), &endpoints, &plain).await;
+    let port = free_port();
+    let args = [
+        "query-frontend".to_string(),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        format!("--query-frontend.downstream-url={},{}", q1.base(), q2.base()),
+        "--query.split-interval=10m".to_string(),
+        "--query.cache-freshness=10m".to_string(),
+    ];
+    let _fe = Proc::start(&format!("query-frontend-{port}"), &bin("strata"), &args, &[], dir.path());
+    let fe = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{fe}/-/ready"), Duration::from_secs(30)).await;
+    let (r, tenants) = (reference.base(), ["anonymous", "team-b"]);
+    let metrics = format!("{fe}/metrics");
+    let fe_lookups = |result: &str| {
+        format!("strata_query_frontend_results_cache_lookups_total{{backend=\"inprocess\",result=\"{result}\"}}")
+    };
+
+    let (start, end) = (base + 5_000, now_ms());
+    assert_same(&client, &fe, &r, &tenants, start, end, "frontend, cold").await;
+    let misses = metric_value(&client, &metrics, &fe_lookups("miss")).await;
+    assert!(misses >= 10.0, "cold: {misses} misses");
+    let splits = metric_value(&client, &metrics, "strata_query_frontend_query_splits_total").await;
+    assert!(splits >= (QUERIES.len() - 1) as f64 * 2.0 * 12.0, "{splits} splits");
+    assert_same(&client, &fe, &r, &tenants, start, end, "frontend, warm").await;
+    let hits = metric_value(&client, &metrics, &fe_lookups("hit")).await;
+    assert!(hits >= (QUERIES.len() - 1) as f64 * 2.0 * 11.0, "warm: only {hits} hits");
+    // Both queriers evaluated splits.
+    let served = "strata_querier_requests_total{handler=\"query_range\",outcome=\"success\"}";
+    for q in [&q1, &q2] {
+        let n = metric_value(&client, &format!("{}/metrics", q.base()), served).await;
+        assert!(n >= 10.0, "querier {} evaluated only {n} splits", q.base());
+    }
+
+    // Other requests pass through unchanged.
+    for path in ["/api/v1/labels", "/api/v1/label/env/values", "/api/v1/query?query=sum(temperature)&time=1"] {
+        let get = |b: String| {
+            let c = client.clone();
+            async move { c.get(b).header("X-Scope-OrgID", "team-b").send().await.unwrap().text().await.unwrap() }
+        };
+        assert_eq!(get(format!("{fe}{path}")).await, get(format!("{r}{path}")).await, "{path}");
+    }
+    // Bad input: refused by the frontend itself, or by the querier with
+    // its status and error type.
+    for (params, status, kind) in [
+        (vec![("query", "sum("), ("start", "1"), ("end", "2"), ("step", "1")], 400, "bad_data"),
+        (
+            vec![("query", "up"), ("start", "1"), ("end", "2"), ("step", "1"), ("max_source_resolution", "bogus")],
+            400,
+            "bad_data",
+        ),
+    ] {
+        let resp = client.get(format!("{fe}/api/v1/query_range")).query(&params).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{params:?}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["errorType"], kind, "{params:?}: {v}");
+        assert!(!v["error"].as_str().unwrap_or_default().is_empty(), "{v}");
+    }
+
+    // One querier gone: the other answers everything (uncached steps included).
+    q2.proc.kill9();
+    let end2 = now_ms();
+    assert_same(&client, &fe, &r, &tenants, start + 60_000, end2, "frontend, one querier down").await;
 }

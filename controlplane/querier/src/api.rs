@@ -74,6 +74,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Internal(m) => {
                 ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: m }
             }
+            ServiceError::Downstream { status, kind, message } => {
+                ApiError { status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), kind, message }
+            }
         }
     }
 }
@@ -129,6 +132,14 @@ impl Params {
 
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).and_then(|v| v.first()).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// Every `(name, value)`, sorted.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> =
+            self.0.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str()))).collect();
+        out.sort();
+        out
     }
 
     pub fn all(&self, k: &str) -> &[String] {
@@ -236,7 +247,7 @@ fn success(data: &str, warnings: &[String]) -> Response {
 
 /// Prometheus' success envelope with `warnings` and (PromQL info
 /// annotations) `infos`, each only when non-empty.
-fn success_annotated(data: &str, warnings: &[String], infos: &[String]) -> Response {
+pub(crate) fn success_annotated(data: &str, warnings: &[String], infos: &[String]) -> Response {
     let mut out = String::with_capacity(data.len() + 64);
     out.push_str("{\"status\":\"success\",\"data\":");
     out.push_str(data);
@@ -362,7 +373,11 @@ pub fn encode_value(v: &QueryValue) -> String {
 }
 
 fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError> {
-    let max = state.engine.options().timeout;
+    timeout_param(p, state.engine.options().timeout)
+}
+
+/// The `timeout` parameter, at most `max` (`max` without one).
+pub(crate) fn timeout_param(p: &Params, max: Duration) -> Result<Duration, ApiError> {
     match p.get("timeout") {
         Some(t) => match parse_duration("timeout", t)? {
             // Prometheus would start such a query with its deadline already
@@ -376,7 +391,7 @@ fn query_timeout(state: &QuerierState, p: &Params) -> Result<Duration, ApiError>
     }
 }
 
-fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {
+pub(crate) fn parse_query(p: &Params) -> Result<strata_promql::Expr, ApiError> {
     let q = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": query is empty"))?;
     strata_promql::parse(q).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
 }
@@ -426,6 +441,19 @@ pub async fn query_range(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let p = Params::parse(q.as_deref(), Some(&body));
+    let (start, end, step) = range_params(&p)?;
+    let expr = downsampled(parse_query(&p)?, &p, start, end, step)?;
+    let deadline = Instant::now() + query_timeout(&state, &p)?;
+    let tenant = tenant(&headers);
+    let _slot = admit(&state, &tenant, deadline).await?;
+    let r = crate::query_frontend::range_query(&state, &tenant, expr, start, end, step, deadline).await;
+    state.metrics.observe("query_range", started.elapsed(), r.is_ok());
+    let e = r?;
+    Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))
+}
+
+/// `start`, `end` and `step` of a range query, checked as Prometheus does.
+pub(crate) fn range_params(p: &Params) -> Result<(i64, i64, i64), ApiError> {
     let start = parse_time(
         "start",
         p.get("start")
@@ -454,14 +482,7 @@ pub async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let expr = downsampled(parse_query(&p)?, &p, start, end, step)?;
-    let deadline = Instant::now() + query_timeout(&state, &p)?;
-    let tenant = tenant(&headers);
-    let _slot = admit(&state, &tenant, deadline).await?;
-    let r = crate::query_frontend::range_query(&state, &tenant, expr, start, end, step, deadline).await;
-    state.metrics.observe("query_range", started.elapsed(), r.is_ok());
-    let e = r?;
-    Ok(success_annotated(&encode_value(&e.value), &e.warnings, &e.infos))
+    Ok((start, end, step))
 }
 
 fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod fanout;
+pub mod frontend_server;
 mod memcached;
 pub mod query_frontend;
 pub mod query_queue;

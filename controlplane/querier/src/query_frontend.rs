@@ -98,11 +98,40 @@ pub fn split_steps(start: i64, end: i64, step: i64, interval: i64) -> Vec<(i64, 
 }
 
 /// True when the expression uses `@ start()` or `@ end()`.
-fn depends_on_range(expr: &Expr) -> bool {
+pub fn depends_on_range(expr: &Expr) -> bool {
     // The canonical text spells them out; cheaper than a second walker and
     // cannot miss a node kind.
     let text = expr.to_string();
     text.contains("@ start()") || text.contains("@ end()")
+}
+
+/// What evaluates the splits: the querier's own query service, or (in
+/// `strata query-frontend`) queriers over HTTP.
+pub trait SplitEvaluator: Send + Sync {
+    /// The range query `expr` over the steps `start, start + step, …, end`.
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a str,
+        expr: &'a Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        deadline: Instant,
+    ) -> futures::future::BoxFuture<'a, Result<Evaluated, ServiceError>>;
+}
+
+impl SplitEvaluator for QuerierState {
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a str,
+        expr: &'a Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        deadline: Instant,
+    ) -> futures::future::BoxFuture<'a, Result<Evaluated, ServiceError>> {
+        Box::pin(evaluate(self, tenant, expr.clone(), start, end, Some(step), deadline))
+    }
 }
 
 /// Answers a range query through the splits and the results cache.
@@ -116,23 +145,12 @@ pub async fn range_query(
     deadline: Instant,
 ) -> Result<Evaluated, ServiceError> {
     let fe = &state.frontend;
-    if (fe.split_ms <= 0 && fe.cache.is_none()) || depends_on_range(&expr) {
+    if !fe.splits_or_caches() || depends_on_range(&expr) {
         return evaluate(state, tenant, expr, start, end, Some(step), deadline).await;
     }
-    let splits = split_steps(start, end, step, fe.split_ms);
-    fe.splits.inc_by(splits.len() as u64);
-    let text = expr.to_string();
-    let expr = Arc::new(expr);
-    let until = now_ms() - fe.freshness_ms;
-    let parts: Vec<Evaluated> = futures::stream::iter(splits)
-        .map(|(s, e)| {
-            let split = Split { tenant, text: &text, expr: expr.clone(), step, start: s, end: e };
-            split.answer(state, until, deadline)
-        })
-        .buffered(SPLIT_PARALLELISM)
-        .try_collect()
-        .await?;
-    let answer = merge(parts);
+    let lookback = state.engine.options().lookback_delta.as_millis() as i64;
+    let query = FrontendQuery { tenant, expr: &expr, key_extra: "", start, end, step };
+    let answer = fe.answer(state, lookback, query, deadline).await?;
     // `--query.max-samples` (and the tenant's limit) bound the whole
     // query, not each part: the parts' evaluated samples add up.
     if answer.loaded > state.max_samples_for(tenant) {
@@ -141,45 +159,107 @@ pub async fn range_query(
     Ok(answer)
 }
 
+/// One range query as the frontend sees it.
+pub struct FrontendQuery<'a> {
+    pub tenant: &'a str,
+    pub expr: &'a Expr,
+    /// More of the cache key: request parameters that change the answer
+    /// and are not in `expr` (`strata query-frontend` passes
+    /// `max_source_resolution` on to the queriers).
+    pub key_extra: &'a str,
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl QueryFrontend {
+    /// Whether range queries are split or cached at all.
+    pub fn splits_or_caches(&self) -> bool {
+        self.split_ms > 0 || self.cache.is_some()
+    }
+
+    /// `q` split at `--query.split-interval`, each split from the results
+    /// cache where it has it and from `eval` for the rest; `lookback_ms`
+    /// is the evaluators' lookback delta (which steps read recent data).
+    /// Queries using `@ start()`/`@ end()` must not come here
+    /// ([`depends_on_range`]).
+    pub async fn answer(
+        &self,
+        eval: &dyn SplitEvaluator,
+        lookback_ms: i64,
+        q: FrontendQuery<'_>,
+        deadline: Instant,
+    ) -> Result<Evaluated, ServiceError> {
+        let splits = split_steps(q.start, q.end, q.step, self.split_ms);
+        self.splits.inc_by(splits.len() as u64);
+        let text = q.expr.to_string();
+        let until = now_ms() - self.freshness_ms;
+        let ctx = SplitContext { fe: self, eval, lookback_ms };
+        let parts: Vec<Evaluated> = futures::stream::iter(splits)
+            .map(|(s, e)| {
+                let split = Split {
+                    tenant: q.tenant,
+                    text: &text,
+                    key_extra: q.key_extra,
+                    expr: q.expr,
+                    step: q.step,
+                    start: s,
+                    end: e,
+                };
+                split.answer(&ctx, until, deadline)
+            })
+            .buffered(SPLIT_PARALLELISM)
+            .try_collect()
+            .await?;
+        Ok(merge(parts))
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct SplitContext<'a> {
+    fe: &'a QueryFrontend,
+    eval: &'a dyn SplitEvaluator,
+    lookback_ms: i64,
 }
 
 struct Split<'a> {
     tenant: &'a str,
     text: &'a str,
-    expr: Arc<Expr>,
+    key_extra: &'a str,
+    expr: &'a Expr,
     step: i64,
     start: i64,
     end: i64,
 }
 
 impl Split<'_> {
-    fn key(&self, state: &QuerierState) -> String {
-        let lookback = state.engine.options().lookback_delta.as_millis() as i64;
-        let window = if state.frontend.split_ms > 0 { self.start.div_euclid(state.frontend.split_ms) } else { 0 };
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(FORMAT);
-        for part in [self.tenant.as_bytes(), self.text.as_bytes()] {
-            ctx.update(&(part.len() as u64).to_le_bytes());
-            ctx.update(part);
+    fn key(&self, ctx: &SplitContext) -> String {
+        let split_ms = ctx.fe.split_ms;
+        let window = if split_ms > 0 { self.start.div_euclid(split_ms) } else { 0 };
+        let mut ctx_hash = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx_hash.update(FORMAT);
+        for part in [self.tenant.as_bytes(), self.text.as_bytes(), self.key_extra.as_bytes()] {
+            ctx_hash.update(&(part.len() as u64).to_le_bytes());
+            ctx_hash.update(part);
         }
-        for n in [self.step, self.start.rem_euclid(self.step), lookback, state.frontend.split_ms, window] {
-            ctx.update(&n.to_le_bytes());
+        for n in [self.step, self.start.rem_euclid(self.step), ctx.lookback_ms, split_ms, window] {
+            ctx_hash.update(&n.to_le_bytes());
         }
-        format!("strata-rc-{}", hex::encode(ctx.finish()))
+        format!("strata-rc-{}", hex::encode(ctx_hash.finish()))
     }
 
-    async fn evaluate(&self, state: &QuerierState, from: i64, deadline: Instant) -> Result<Evaluated, ServiceError> {
-        evaluate(state, self.tenant, (*self.expr).clone(), from, self.end, Some(self.step), deadline).await
+    async fn evaluate(&self, ctx: &SplitContext<'_>, from: i64, deadline: Instant) -> Result<Evaluated, ServiceError> {
+        ctx.eval.evaluate(self.tenant, self.expr, from, self.end, self.step, deadline).await
     }
 
     /// The last step `c` in `[self.start, self.end]` such that the steps up
     /// to `c` read no data after `until`; `None` if there is none.
-    fn cacheable_end(&self, state: &QuerierState, until: i64) -> Option<i64> {
-        let lookback = state.engine.options().lookback_delta.as_millis() as i64;
+    fn cacheable_end(&self, lookback: i64, until: i64) -> Option<i64> {
         let reads_until = |a: i64, b: i64| {
-            strata_promql::selections(&self.expr, a, b, lookback).iter().map(|s| s.max_t).max().unwrap_or(i64::MIN)
+            strata_promql::selections(self.expr, a, b, lookback).iter().map(|s| s.max_t).max().unwrap_or(i64::MIN)
         };
         let whole = reads_until(self.start, self.end);
         if whole <= until {
@@ -196,11 +276,11 @@ impl Split<'_> {
 
     /// The split's answer: from its cache extent where it has one, the rest
     /// evaluated; the extent then grows to what may be cached.
-    async fn answer(self, state: &QuerierState, until: i64, deadline: Instant) -> Result<Evaluated, ServiceError> {
-        let Some(cache) = &state.frontend.cache else {
-            return self.evaluate(state, self.start, deadline).await;
+    async fn answer(self, ctx: &SplitContext<'_>, until: i64, deadline: Instant) -> Result<Evaluated, ServiceError> {
+        let Some(cache) = &ctx.fe.cache else {
+            return self.evaluate(ctx, self.start, deadline).await;
         };
-        let key = self.key(state);
+        let key = self.key(ctx);
         let cached = match cache.get(&key).await {
             Some(bytes) => match Extent::decode(&bytes) {
                 Ok(x) if x.step == self.step && x.start <= self.start && x.end + self.step >= self.start => Some(x),
@@ -213,7 +293,7 @@ impl Split<'_> {
             None => None,
         };
         let fresh_from = cached.as_ref().map_or(self.start, |x| x.end + self.step).max(self.start);
-        let fresh = if fresh_from <= self.end { Some(self.evaluate(state, fresh_from, deadline).await?) } else { None };
+        let fresh = if fresh_from <= self.end { Some(self.evaluate(ctx, fresh_from, deadline).await?) } else { None };
         let mut parts = Vec::new();
         if let Some(x) = &cached {
             parts.push(Evaluated {
@@ -227,7 +307,7 @@ impl Split<'_> {
             // Store what the fresh part adds, up to what may be cached.
             let series = matrix(&f.value)?;
             if f.warnings.is_empty()
-                && let Some(c) = self.cacheable_end(state, until).filter(|&c| c >= fresh_from)
+                && let Some(c) = self.cacheable_end(ctx.lookback_ms, until).filter(|&c| c >= fresh_from)
             {
                 let mut grown = cached.unwrap_or(Extent {
                     start: self.start,

@@ -28,6 +28,10 @@ pub enum ServiceError {
     Limit(String),
     #[error("{0}")]
     Internal(String),
+    /// A querier behind `strata query-frontend` refused or failed the
+    /// query: its HTTP status, Prometheus error type and message.
+    #[error("{message}")]
+    Downstream { status: u16, kind: &'static str, message: String },
 }
 
 /// A PromQL answer: the value, warnings (partial results from the sources

@@ -37,6 +37,9 @@ enum Cmd {
     Ingester(IngesterArgs),
     /// Prometheus HTTP API + remote read over the StoreAPI of ingesters and stores.
     Querier(QuerierArgs),
+    /// Query frontend in front of several queriers: range queries split by day, the parts cached
+    /// (in process or memcached) and spread over the queriers; everything else passed on.
+    QueryFrontend(QueryFrontendArgs),
     /// Store gateway: serves the Parquet blocks in object storage over the StoreAPI.
     Store(StoreArgs),
     /// Compactor: merges small blocks into larger ones, applies retention (run one per bucket).
@@ -137,6 +140,13 @@ struct QuerierArgs {
     ruler_urls: Vec<String>,
     #[command(flatten)]
     http_client_tls: strata_server::http_client::HttpClientTlsArgs,
+    #[command(flatten)]
+    frontend: FrontendArgs,
+}
+
+/// The query frontend's flags: the querier's built-in one and `strata query-frontend`.
+#[derive(clap::Args)]
+struct FrontendArgs {
     /// Range queries are split at multiples of this (UTC days by default), the parts evaluated in
     /// parallel and cached one by one; `0s`: not split.
     #[arg(long = "query.split-interval", default_value = "24h", value_parser = humantime::parse_duration)]
@@ -160,6 +170,45 @@ struct QuerierArgs {
     /// How long a cached result is kept.
     #[arg(long = "query.results-cache.ttl", default_value = "7d", value_parser = humantime::parse_duration)]
     results_cache_ttl: Duration,
+}
+
+impl FrontendArgs {
+    fn config(self) -> strata_querier::query_frontend::FrontendConfig {
+        strata_querier::query_frontend::FrontendConfig {
+            split_interval: self.split_interval,
+            freshness: self.cache_freshness,
+            cache: strata_querier::results_cache::ResultsCacheConfig {
+                max_bytes: self.results_cache_max_bytes as usize,
+                memcached: self.results_cache_memcached.into_iter().filter(|m| !m.is_empty()).collect(),
+                memcached_timeout: self.results_cache_memcached_timeout,
+                max_item_bytes: self.results_cache_max_item as usize,
+                ttl: self.results_cache_ttl,
+            },
+        }
+    }
+}
+
+/// `strata query-frontend`.
+#[derive(clap::Args)]
+struct QueryFrontendArgs {
+    /// The Prometheus HTTP API (range queries split and cached, the rest passed on) and /metrics.
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9093")]
+    web_listen: SocketAddr,
+    /// A querier's base URL (http://host:9090); repeat or comma-separate for several, used round-robin.
+    #[arg(long = "query-frontend.downstream-url", value_delimiter = ',', required = true)]
+    downstream: Vec<String>,
+    /// Longest a query may run (the queriers get what is left of it).
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// The queriers' --query.lookback-delta (which steps read data too recent to cache).
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = humantime::parse_duration)]
+    lookback_delta: Duration,
+    #[command(flatten)]
+    frontend: FrontendArgs,
+    #[command(flatten)]
+    http: strata_server::HttpServerArgs,
+    #[command(flatten)]
+    http_client_tls: strata_server::http_client::HttpClientTlsArgs,
 }
 
 #[derive(clap::Args)]
@@ -508,6 +557,7 @@ fn main() -> anyhow::Result<()> {
     let service = match &cli.cmd {
         Cmd::Ingester(_) => "strata-ingester",
         Cmd::Querier(_) => "strata-querier",
+        Cmd::QueryFrontend(_) => "strata-query-frontend",
         Cmd::Store(_) => "strata-store",
         Cmd::Compact(_) => "strata-compactor",
         Cmd::Ruler(_) => "strata-ruler",
@@ -599,20 +649,22 @@ fn main() -> anyhow::Result<()> {
                 overrides_file: a.overrides_file,
                 ruler_urls: a.ruler_urls,
                 http_client_tls: a.http_client_tls.config(),
-                frontend: strata_querier::query_frontend::FrontendConfig {
-                    split_interval: a.split_interval,
-                    freshness: a.cache_freshness,
-                    cache: strata_querier::results_cache::ResultsCacheConfig {
-                        max_bytes: a.results_cache_max_bytes as usize,
-                        memcached: a.results_cache_memcached.into_iter().filter(|m| !m.is_empty()).collect(),
-                        memcached_timeout: a.results_cache_memcached_timeout,
-                        max_item_bytes: a.results_cache_max_item as usize,
-                        ttl: a.results_cache_ttl,
-                    },
-                },
+                frontend: a.frontend.config(),
                 ..Default::default()
             };
             rt.block_on(strata_querier::run(cfg, axum::Router::new(), shutdown_signal()))?;
+        }
+        Cmd::QueryFrontend(a) => {
+            let cfg = strata_querier::frontend_server::FrontendServerConfig {
+                web_listen: a.web_listen,
+                downstream: a.downstream.into_iter().filter(|u| !u.is_empty()).collect(),
+                lookback_delta: a.lookback_delta,
+                timeout: a.timeout,
+                frontend: a.frontend.config(),
+                http: http_config(a.http)?,
+                http_client_tls: a.http_client_tls.config(),
+            };
+            rt.block_on(strata_querier::frontend_server::run(cfg, shutdown_signal()))?;
         }
         Cmd::Store(a) => {
             let cfg = strata_store::StoreConfig {
