@@ -28,6 +28,7 @@ const COMMANDS: [(&str, &[&str], &str); 13] = [
     ("strata", &["ingester"], "strata ingester"),
     ("strata", &["store"], "strata store"),
     ("strata", &["querier"], "strata querier"),
+    ("strata", &["query-frontend"], "strata query-frontend"),
     ("strata", &["compact"], "strata compact"),
     ("strata", &["demo"], "strata demo"),
     ("strata-agent", &[], "strata-agent"),
