@@ -24,7 +24,7 @@ variables (shown as `[env: …]`). Durations take units (`200ms`, `5m`,
 ";
 
 /// (binary, arguments before --help, heading)
-const COMMANDS: [(&str, &[&str], &str); 13] = [
+const COMMANDS: [(&str, &[&str], &str); 14] = [
     ("strata", &["ingester"], "strata ingester"),
     ("strata", &["store"], "strata store"),
     ("strata", &["querier"], "strata querier"),
