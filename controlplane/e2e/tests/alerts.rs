@@ -109,6 +109,20 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
     let cluster = Cluster::start(dir.path(), 1, &[]).await;
     let store = StoreGateway::start(dir.path(), &dir.path().join("objstore"), &[]).await;
     let querier = Querier::start(dir.path(), &[cluster.nodes[0].grpc_addr(), store.grpc_addr()], &[]).await;
+    let frontend_port = free_port();
+    let _frontend = Proc::start(
+        "query-frontend",
+        &bin("strata"),
+        &[
+            "query-frontend".to_string(),
+            format!("--web.listen-address=127.0.0.1:{frontend_port}"),
+            format!("--query-frontend.downstream-url={}", querier.base()),
+        ],
+        &[],
+        dir.path(),
+    );
+    let frontend = format!("http://127.0.0.1:{frontend_port}");
+    wait_ready(&format!("{frontend}/-/ready"), Duration::from_secs(30)).await;
     let compactor_port = free_port();
     let _compactor = Proc::start(
         "compactor",
@@ -165,6 +179,20 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
     })
     .await;
     let _ = query(&querier.base(), "up").await;
+    // A range query through the frontend (its cache families get series).
+    let now = now_ms() / 1000;
+    let r = client
+        .get(format!("{frontend}/api/v1/query_range"))
+        .query(&[
+            ("query", "up".to_string()),
+            ("start", (now - 600).to_string()),
+            ("end", now.to_string()),
+            ("step", "60".into()),
+        ])
+        .send()
+        .await
+        .expect("query_range through the frontend");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     // A flush: cut, spill and upload run on the ingester (background and
     // object-storage families get series there).
     let (status, body) = cluster.nodes[0].flush(&client).await;
@@ -177,6 +205,7 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
         ("ingester", cluster.nodes[0].web_url("/metrics")),
         ("store", format!("http://127.0.0.1:{}/metrics", store.web)),
         ("querier", format!("{}/metrics", querier.base())),
+        ("query-frontend", format!("{frontend}/metrics")),
         ("agent", agent.metrics_url()),
         ("compactor", format!("http://127.0.0.1:{compactor_port}/metrics")),
         ("ruler", format!("http://127.0.0.1:{ruler_port}/metrics")),
