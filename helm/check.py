@@ -72,6 +72,9 @@ CASES = {
         "ruler.extraRuleFiles.team\\.yml=groups: []", "ingester.replicas=5",
     ],
     "memcached results cache, 3 replicas": AUTH + ["memcached.enabled=true", "memcached.replicas=3"],
+    "query frontend with memcached, behind an ingress": AUTH + [
+        "queryFrontend.enabled=true", "memcached.enabled=true", "querier.ingress.enabled=true",
+    ],
     "ruler with TLS, auth off": [
         "auth.enabled=false", "tls.enabled=true", "tls.existingSecret=strata-tls", "ruler.enabled=true",
     ],
@@ -385,6 +388,29 @@ def main():
                             f"memcached StatefulSets {len(sts)}: {r.stderr}")
         else:
             print(f"ok   results cache {sets[len(AUTH):] or 'in process'}: {cache_args[0][:60]}...")
+    # The separate query frontend: it splits and caches (memcached when
+    # enabled), the queriers do neither, the Ingress points at it.
+    r = helm_template(AUTH + ["queryFrontend.enabled=true", "memcached.enabled=true",
+                              "querier.ingress.enabled=true", "querier.ingress.host=strata.example.com"])
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+
+    def args_of(suffix):
+        return [a for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(suffix)
+                for a in d["spec"]["template"]["spec"]["containers"][0]["args"]]
+    fe_args, q_args = args_of("-query-frontend"), args_of("-querier")
+    ingress = [d for d in docs if d["kind"] == "Ingress"]
+    backend = ingress[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] if ingress else None
+    want_fe = ["--query-frontend.downstream-url=http://t-strata-querier.obs.svc:9090",
+               "--query.split-interval=24h"]
+    if [w for w in want_fe if w not in fe_args] \
+            or not any(a.startswith("--query.results-cache.memcached.addresses=") for a in fe_args) \
+            or "--query.split-interval=0s" not in q_args or "--query.results-cache.max-bytes=0" not in q_args \
+            or any("memcached" in a for a in q_args) or backend != "t-strata-query-frontend":
+        failures.append(f"queryFrontend.enabled: frontend args {fe_args}, querier args {q_args}, "
+                        f"ingress backend {backend}: {r.stderr}")
+    else:
+        print("ok   queryFrontend.enabled: frontend splits and caches in memcached, queriers do neither, "
+              "ingress to the frontend")
     # Downsampling: on by default with Thanos' ages; off renders the flag.
     for sets, want in ((AUTH, ["--downsampling.5m-after=40h", "--downsampling.1h-after=10d"]),
                        (AUTH + ["compactor.downsampling.enabled=false",

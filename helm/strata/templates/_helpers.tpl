@@ -180,3 +180,20 @@ true
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/*
+Range query splitting and the results cache (the querier's built-in
+frontend, or strata query-frontend).
+*/}}
+{{- define "strata.frontendArgs" -}}
+- --query.split-interval={{ .Values.querier.splitInterval }}
+- --query.cache-freshness={{ .Values.querier.cacheFreshness }}
+- --query.results-cache.ttl={{ .Values.querier.resultsCache.ttl }}
+{{- if .Values.memcached.enabled }}
+# The results cache in memcached, shared by every querier (or frontend).
+- --query.results-cache.memcached.addresses={{ include "strata.memcachedAddresses" . }}
+- --query.results-cache.memcached.timeout={{ .Values.memcached.timeout }}
+{{- else }}
+- --query.results-cache.max-bytes={{ .Values.querier.resultsCache.maxBytes }}
+{{- end }}
+{{- end }}
