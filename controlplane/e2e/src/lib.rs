@@ -539,6 +539,31 @@ impl Querier {
     }
 }
 
+/// A `strata query-frontend` in front of `queriers` (base URLs).
+pub struct QueryFrontend {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl QueryFrontend {
+    pub async fn start(dir: &Path, queriers: &[String], extra: &[&str]) -> QueryFrontend {
+        let port = free_port();
+        let mut args = vec![
+            "query-frontend".to_string(),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            format!("--query-frontend.downstream-url={}", queriers.join(",")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::start(&format!("query-frontend-{port}"), &bin("strata"), &args, &[], dir);
+        wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), Duration::from_secs(30)).await;
+        QueryFrontend { proc, port }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 /// Remote write 1.0 of many series at once; panics unless the receiver answers 2xx.
 /// Series as `(labels, samples)` for [`write_series`].
 pub type SeriesData = Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>;

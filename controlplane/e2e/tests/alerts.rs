@@ -109,20 +109,8 @@ async fn every_metric_the_rules_use_is_served_and_every_served_metric_is_documen
     let cluster = Cluster::start(dir.path(), 1, &[]).await;
     let store = StoreGateway::start(dir.path(), &dir.path().join("objstore"), &[]).await;
     let querier = Querier::start(dir.path(), &[cluster.nodes[0].grpc_addr(), store.grpc_addr()], &[]).await;
-    let frontend_port = free_port();
-    let _frontend = Proc::start(
-        "query-frontend",
-        &bin("strata"),
-        &[
-            "query-frontend".to_string(),
-            format!("--web.listen-address=127.0.0.1:{frontend_port}"),
-            format!("--query-frontend.downstream-url={}", querier.base()),
-        ],
-        &[],
-        dir.path(),
-    );
-    let frontend = format!("http://127.0.0.1:{frontend_port}");
-    wait_ready(&format!("{frontend}/-/ready"), Duration::from_secs(30)).await;
+    let query_frontend = QueryFrontend::start(dir.path(), &[querier.base()], &[]).await;
+    let frontend = query_frontend.base();
     let compactor_port = free_port();
     let _compactor = Proc::start(
         "compactor",

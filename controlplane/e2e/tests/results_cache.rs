@@ -234,17 +234,13 @@ async fn a_separate_query_frontend_answers_like_one_querier() {
     let reference = Querier::start(dir.path(), &endpoints, &plain).await;
     let q1 = Querier::start(dir.path(), &endpoints, &plain).await;
     let mut q2 = Querier::start(dir.path(), &endpoints, &plain).await;
-    let port = free_port();
-    let args = [
-        "query-frontend".to_string(),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-        format!("--query-frontend.downstream-url={},{}", q1.base(), q2.base()),
-        "--query.split-interval=10m".to_string(),
-        "--query.cache-freshness=10m".to_string(),
-    ];
-    let _fe = Proc::start(&format!("query-frontend-{port}"), &bin("strata"), &args, &[], dir.path());
-    let fe = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{fe}/-/ready"), Duration::from_secs(30)).await;
+    let frontend = QueryFrontend::start(
+        dir.path(),
+        &[q1.base(), q2.base()],
+        &["--query.split-interval=10m", "--query.cache-freshness=10m"],
+    )
+    .await;
+    let fe = frontend.base();
     let (r, tenants) = (reference.base(), ["anonymous", "team-b"]);
     let metrics = format!("{fe}/metrics");
     let fe_lookups = |result: &str| {
