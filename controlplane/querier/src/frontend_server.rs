@@ -131,6 +131,8 @@ impl SplitEvaluator for SplitRequests<'_> {
         step: i64,
         deadline: Instant,
     ) -> futures::future::BoxFuture<'a, Result<Evaluated, ServiceError>> {
+        // The tenant travels in the forwarded X-Scope-OrgID, the query as
+        // the caller wrote it (`expr` is its parsed form).
         Box::pin(async move {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -144,7 +146,7 @@ impl SplitEvaluator for SplitRequests<'_> {
                 ("timeout", seconds(left.as_millis().max(1) as i64)),
             ];
             form.extend(self.params.iter().map(|(k, v)| (k.as_str(), v.clone())));
-            let body = serde_urlencoded_pairs(&form);
+            let body = form_body(&form);
             let mut headers = self.headers.clone();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
             let resp = self
@@ -171,7 +173,7 @@ impl SplitEvaluator for SplitRequests<'_> {
 }
 
 /// `application/x-www-form-urlencoded` of `pairs`.
-fn serde_urlencoded_pairs(pairs: &[(&str, String)]) -> String {
+fn form_body(pairs: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -510,7 +512,7 @@ mod tests {
         assert_eq!(seconds(1_796_356_800_500), "1796356800.500");
         assert_eq!(seconds(-1500), "-1.500");
         assert_eq!(seconds(0), "0.000");
-        let f = serde_urlencoded_pairs(&[("query", "sum(rate(x{a=\"b c\"}[5m]))".into()), ("step", "60.000".into())]);
+        let f = form_body(&[("query", "sum(rate(x{a=\"b c\"}[5m]))".into()), ("step", "60.000".into())]);
         assert_eq!(f, "query=sum%28rate%28x%7Ba%3D%22b%20c%22%7D%5B5m%5D%29%29&step=60.000");
     }
 }
