@@ -149,6 +149,108 @@ impl WindowColumns {
     }
 }
 
+/// The columns of `aggregates.parquet` a read in `view` needs.
+pub(crate) fn view_columns(view: View) -> &'static [&'static str] {
+    match view {
+        View::Count => &["series_ref", "timestamp", "count"],
+        View::Sum => &["series_ref", "timestamp", "sum"],
+        View::Min => &["series_ref", "timestamp", "min"],
+        View::Max => &["series_ref", "timestamp", "max"],
+        View::Counter => &["series_ref", "timestamp", "first_timestamp", "first", "last", "increase", "resets"],
+    }
+}
+
+/// The columns of a record batch read with [`view_columns`].
+pub(crate) struct ViewColumns {
+    pub series_ref: UInt32Array,
+    t: Int64Array,
+    values: ViewValues,
+}
+
+enum ViewValues {
+    /// `count`, `sum`, `min` or `max`: one point per window.
+    One(Float64Array),
+    Counter(Box<CounterColumns>),
+}
+
+struct CounterColumns {
+    first_t: Int64Array,
+    first: Float64Array,
+    last: Float64Array,
+    increase: Float64Array,
+    resets: UInt32Array,
+}
+
+impl ViewColumns {
+    pub fn of(b: &RecordBatch, view: View) -> Result<ViewColumns, BlockError> {
+        let values = match view {
+            View::Count => ViewValues::One(column(b, "count")?),
+            View::Sum => ViewValues::One(column(b, "sum")?),
+            View::Min => ViewValues::One(column(b, "min")?),
+            View::Max => ViewValues::One(column(b, "max")?),
+            View::Counter => ViewValues::Counter(Box::new(CounterColumns {
+                first_t: column(b, "first_timestamp")?,
+                first: column(b, "first")?,
+                last: column(b, "last")?,
+                increase: column(b, "increase")?,
+                resets: column(b, "resets")?,
+            })),
+        };
+        Ok(ViewColumns { series_ref: column(b, "series_ref")?, t: column(b, "timestamp")?, values })
+    }
+
+    /// Appends the points of the windows in `rows` (one series, time
+    /// order) whose last sample lies in `[min_t, max_t]`, without points
+    /// before `min_t`: what [`Window::points`] gives for each.
+    pub fn points(&self, rows: std::ops::Range<usize>, (min_t, max_t): (i64, i64), out: &mut Vec<(i64, f64)>) {
+        let ts = &self.t.values()[rows.clone()];
+        let (a, z) = if ts.windows(2).all(|w| w[0] <= w[1]) {
+            let a = ts.partition_point(|&x| x < min_t);
+            (a, ts.partition_point(|&x| x <= max_t).max(a))
+        } else {
+            (0, ts.len())
+        };
+        let rows = rows.start + a..rows.start + z;
+        let in_range = |t: i64| t >= min_t && t <= max_t;
+        match &self.values {
+            ViewValues::One(v) => {
+                let vs = &v.values()[rows.clone()];
+                let ts = &self.t.values()[rows];
+                out.extend(ts.iter().copied().zip(vs.iter().copied()).filter(|&(t, _)| in_range(t)));
+            }
+            ViewValues::Counter(c) => {
+                let CounterColumns { first_t, first, last, increase, resets } = c.as_ref();
+                for i in rows {
+                    let t = self.t.value(i);
+                    if !in_range(t) {
+                        continue;
+                    }
+                    let w = Window {
+                        t,
+                        count: 0.0,
+                        sum: 0.0,
+                        min: 0.0,
+                        max: 0.0,
+                        first_t: first_t.value(i),
+                        first: first.value(i),
+                        last: last.value(i),
+                        increase: increase.value(i),
+                        resets: resets.value(i),
+                    };
+                    let start = out.len();
+                    w.counter_points(out);
+                    // Points are in time order and end at `t <= max_t`:
+                    // only leading ones can fall before `min_t`.
+                    let early = out[start..].iter().take_while(|(t, _)| *t < min_t).count();
+                    if early > 0 {
+                        out.drain(start..start + early);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Aggregates of one series over one window (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
@@ -216,20 +318,23 @@ impl Window {
         if self.resets > 0 {
             // Never below `first`: a rounding error must not look like a reset.
             let peak = (self.first + self.increase - self.last).max(self.first);
-            let mut extra: Vec<f64> = Vec::with_capacity(2);
+            let mut extra = [0.0f64; 2];
+            let mut k = 0usize;
             if peak > self.first {
-                extra.push(peak);
+                extra[k] = peak;
+                k += 1;
             }
             if self.last >= peak {
-                extra.push(0.0);
+                extra[k] = 0.0;
+                k += 1;
             }
             let span = self.t - self.first_t;
-            let k = extra.len() as i64;
+            let n = k as i64;
             // Distinct timestamps strictly inside the window (a window
             // that needs k extra points holds at least k + 2 samples).
-            if span > k {
-                for (i, v) in extra.into_iter().enumerate() {
-                    out.push((self.first_t + span * (i as i64 + 1) / (k + 1), v));
+            if span > n {
+                for (i, v) in extra[..k].iter().enumerate() {
+                    out.push((self.first_t + span * (i as i64 + 1) / (n + 1), *v));
                 }
             }
         }

@@ -219,6 +219,44 @@ fn rewrite_call(c: &Call, g: &Grid, cap: i64, used: &mut Vec<i64>) -> Option<Exp
     Some(out)
 }
 
+/// `expr` with the reserved matchers of every selector removed: for an
+/// evaluation over series already read in the selectors' one view (the
+/// store gateway's pushed-down aggregation), which then need no tags and
+/// reach the engine without another copy.
+pub fn without_views(expr: &Expr) -> Expr {
+    let strip = |ms: &mut Vec<Matcher>| ms.retain(|m| !strata_model::downsample::is_reserved(&m.name));
+    let mut e = expr.clone();
+    fn visit(e: &mut Expr, strip: &dyn Fn(&mut Vec<Matcher>)) {
+        match e {
+            Expr::VectorSelector(vs) => {
+                strip(&mut vs.matchers.matchers);
+                vs.matchers.or_matchers.iter_mut().for_each(strip);
+            }
+            Expr::MatrixSelector(ms) => {
+                strip(&mut ms.vs.matchers.matchers);
+                ms.vs.matchers.or_matchers.iter_mut().for_each(strip);
+            }
+            Expr::Call(c) => c.args.args.iter_mut().for_each(|a| visit(a, strip)),
+            Expr::Aggregate(a) => {
+                visit(&mut a.expr, strip);
+                if let Some(p) = a.param.as_mut() {
+                    visit(p, strip);
+                }
+            }
+            Expr::Unary(u) => visit(&mut u.expr, strip),
+            Expr::Binary(b) => {
+                visit(&mut b.lhs, strip);
+                visit(&mut b.rhs, strip);
+            }
+            Expr::Paren(p) => visit(&mut p.expr, strip),
+            Expr::Subquery(s) => visit(&mut s.expr, strip),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    visit(&mut e, &strip);
+    e
+}
+
 /// The reserved `(name, value)` pairs of a selector's matchers (empty for
 /// a raw read).
 pub fn reserved_pairs(matchers: &[Matcher]) -> Vec<(String, String)> {
@@ -312,6 +350,22 @@ mod tests {
         // Inside a subquery: raw.
         let (_, used) = rw("max_over_time(rate(x[1h])[1d:1h])", 0, H, MaxResolution::Auto);
         assert!(used.is_empty());
+    }
+
+    #[test]
+    fn without_views_leaves_the_query_as_written() {
+        for q in [
+            "sum by (environment) (rate(http_requests_total{code=\"500\"}[1h])) / sum(rate(x[1h]))",
+            "avg_over_time(x[2h]) + on (a) group_left max_over_time(y[1h] offset 1h)",
+            "max_over_time(x[1h]) - min_over_time(x[1h]) > 0",
+        ] {
+            let e = crate::parse(q).unwrap();
+            let (down, used) = rewrite(&e, 100 * H, 110 * H, H, MaxResolution::Auto);
+            assert!(!used.is_empty() && down.to_string().contains(VIEW_LABEL), "{down}");
+            let stripped = without_views(&down).to_string();
+            assert!(!stripped.contains(VIEW_LABEL) && !stripped.contains(RESOLUTION_LABEL), "{stripped}");
+            assert_eq!(without_views(&e).to_string(), e.to_string());
+        }
     }
 
     #[test]

@@ -106,10 +106,8 @@ pub async fn evaluate(
     // The selector's matchers, without the reserved ones of a downsampled
     // read (its view applies to every block read).
     let mut view = None;
-    let mut reserved = Vec::new();
     let mut matcher_sets: Vec<Vec<strata_promql::Matcher>> = Vec::new();
     for sel in strata_promql::selections(&expr, 0, 0, lookback) {
-        reserved = strata_promql::downsample::reserved_pairs(&sel.matchers);
         let (own, v) = strata_promql::split_view(sel.matchers).map_err(AggregateError::BadRequest)?;
         if matcher_sets.is_empty() {
             view = v;
@@ -118,6 +116,9 @@ pub async fn evaluate(
         }
         matcher_sets.push(own);
     }
+    // Every series read is in `view`: evaluate without the reserved
+    // matchers, over series without tags (no copy in the engine's storage).
+    let expr = if view.is_some() { strata_promql::downsample::without_views(&expr) } else { expr };
     let (data_min, data_max) = (steps[0] - before, steps[steps.len() - 1] - after);
     let blocks: Vec<Arc<BlockIndex>> =
         blocks.into_iter().filter(|b| b.meta.min_time <= data_max && b.meta.max_time > data_min).collect();
@@ -128,14 +129,13 @@ pub async fn evaluate(
 
     // Each block decodes once, when the first slice that needs it asks.
     let matcher_sets = Arc::new(matcher_sets);
-    let reserved = Arc::new(reserved);
     let decodes: Vec<DecodeFuture> = blocks
         .iter()
         .zip(hidden)
         .map(|(b, hidden)| {
-            let (b, store, ms, reserved) = (b.clone(), store.clone(), matcher_sets.clone(), reserved.clone());
+            let (b, store, ms) = (b.clone(), store.clone(), matcher_sets.clone());
             async move {
-                tokio::spawn(decode(store, b, ms, reserved, (data_min, data_max), view, hidden))
+                tokio::spawn(decode(store, b, ms, (data_min, data_max), view, hidden))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -231,7 +231,6 @@ async fn decode(
     store: Arc<dyn ObjectStore>,
     b: Arc<BlockIndex>,
     matcher_sets: Arc<Vec<Vec<strata_promql::Matcher>>>,
-    reserved: Arc<Vec<(String, String)>>,
     range: (i64, i64),
     view: Option<strata_model::downsample::View>,
     hidden: Vec<(i64, i64)>,
@@ -250,12 +249,7 @@ async fn decode(
         .iter()
         .zip(samples)
         .filter(|(_, s)| !s.is_empty())
-        .map(|(&r, s)| {
-            let mut labels = Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect());
-            // The engine's storage tells views apart by these labels.
-            strata_promql::downsample::tag_view(&mut labels, &reserved);
-            (labels, s)
-        })
+        .map(|(&r, s)| (Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect()), s))
         .collect())
 }
 
