@@ -16,6 +16,27 @@ use strata_ingest::IngesterConfig;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long freed memory stays with the store gateway's allocator before
+/// it goes back to the OS. A pushed-down aggregation over a month decodes
+/// and frees gigabytes in seconds; with mimalloc's default (1 s) the next
+/// query faults all of it in again, a fifth of a 30-day dashboard's time
+/// (docs/benchmarks.md, "30 days"). The cost: RSS stays at the last
+/// queries' peak for this long after them. `MIMALLOC_PURGE_DELAY` (ms)
+/// overrides it.
+const STORE_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+/// `mi_option_purge_delay` in `mimalloc.h` (v2 and v3); the bindings
+/// leave it out.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn delay_allocator_purge(ms: std::ffi::c_long) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's options (an integer it reads when
+        // it schedules a purge); any value is valid.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
+    }
+}
+
 /// Strata control plane. Every flag can also be set in the YAML file given
 /// by --config.file (keys are flag names, e.g. `raft.node-id: 1`); flags on
 /// the command line win.
@@ -667,6 +688,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(strata_querier::frontend_server::run(cfg, shutdown_signal()))?;
         }
         Cmd::Store(a) => {
+            delay_allocator_purge(STORE_PURGE_DELAY_MS);
             let cfg = strata_store::StoreConfig {
                 grpc_listen: a.grpc_listen,
                 web_listen: a.web_listen,
