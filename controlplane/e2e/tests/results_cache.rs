@@ -2,7 +2,8 @@
 //! the answer of one unsplit, uncached evaluation — cold, warm, with the
 //! window moved forward, after a late sample, per tenant — in process and
 //! through a real memcached shared by two queriers, and with memcached
-//! gone the queries still answer (the cache bypassed and counted).
+//! gone the queries still answer (the cache bypassed and counted); the
+//! sample limit bounds each part.
 
 use std::time::Duration;
 
@@ -292,4 +293,44 @@ async fn a_separate_query_frontend_answers_like_one_querier() {
     q2.proc.kill9();
     let end2 = now_ms();
     assert_same(&client, &fe, &r, &tenants, start + 60_000, end2, "frontend, one querier down").await;
+}
+
+/// `--query.max-samples` bounds each part of a split query, as behind
+/// `strata query-frontend` and in Cortex' frontend: 3 series × 480 samples
+/// read whole are refused at 1 000; read in 10-minute parts (20 minutes
+/// of samples each, in whole head chunks of up to 120: at most 720) they
+/// are answered, exactly as without a limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_limit_bounds_each_part_of_a_split_query() {
+    let dir = test_dir();
+    let cluster = Cluster::start(dir.path(), 1, &[]).await;
+    let endpoints = vec![cluster.nodes[0].grpc_addr()];
+    let client = reqwest::Client::new();
+    let base = load(&client, &cluster).await;
+    let limit = "--query.max-samples=1000";
+    let unsplit = Querier::start(dir.path(), &endpoints, &["--query.split-interval=0s", limit]).await;
+    let split = Querier::start(dir.path(), &endpoints, &["--query.split-interval=10m", limit]).await;
+    let reference =
+        Querier::start(dir.path(), &endpoints, &["--query.split-interval=0s", "--query.results-cache.max-bytes=0"])
+            .await;
+    let q = "max_over_time(temperature[10m])";
+    let (start, end) = (base + 5_000, now_ms());
+    let r = client
+        .get(format!("{}/api/v1/query_range", unsplit.base()))
+        .query(&[
+            ("query", q.to_string()),
+            ("start", format!("{}", start as f64 / 1000.0)),
+            ("end", format!("{}", end as f64 / 1000.0)),
+            ("step", "60".to_string()),
+        ])
+        .send()
+        .await
+        .expect("query_range");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, 422, "unsplit: {body}");
+    assert!(body.contains("too many samples"), "{body}");
+    let want = range_body(&client, &reference.base(), "anonymous", q, start, end).await;
+    let got = range_body(&client, &split.base(), "anonymous", q, start, end).await;
+    assert_eq!(got, want, "split under the per-part limit");
 }

@@ -150,13 +150,13 @@ pub async fn range_query(
     }
     let lookback = state.engine.options().lookback_delta.as_millis() as i64;
     let query = FrontendQuery { tenant, expr: &expr, key_extra: "", start, end, step };
-    let answer = fe.answer(state, lookback, query, deadline).await?;
-    // `--query.max-samples` (and the tenant's limit) bound the whole
-    // query, not each part: the parts' evaluated samples add up.
-    if answer.loaded > state.max_samples_for(tenant) {
-        return Err(strata_promql::Error::TooManySamples("query execution").into());
-    }
-    Ok(answer)
+    // `--query.max-samples` (and the tenant's limit) bound each part, as
+    // each querier does behind `strata query-frontend` and as Cortex'
+    // frontend does: a part is a query of its own, and at most
+    // `SPLIT_PARALLELISM` are in memory at once. Summing the parts instead
+    // refused 30-day dashboards that Prometheus answers (its limit bounds
+    // the samples in memory at once, not those read in all).
+    fe.answer(state, lookback, query, deadline).await
 }
 
 /// One range query as the frontend sees it.
