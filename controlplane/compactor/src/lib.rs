@@ -693,11 +693,8 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> ([(&'static str, &'static str); 1], String) {
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
-    strata_server::process::append(&mut out);
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+async fn metrics(State(m): State<Arc<Metrics>>) -> axum::response::Response {
+    strata_server::process::metrics_response(&m.registry)
 }
 
 /// Runs passes every `interval` until `shutdown` (or one pass with `once`).

@@ -358,10 +358,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     st.metrics.pending_bytes.set(st.sm.pending_bytes() as i64);
     st.metrics.pending_limit.set(st.cfg.max_pending_bytes as i64);
     st.metrics.block_upload_errors.set(st.flusher.upload_errors.load(std::sync::atomic::Ordering::Relaxed) as i64);
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &st.metrics.registry);
-    strata_server::process::append(&mut out);
-    ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    strata_server::process::metrics_response(&st.metrics.registry)
 }
 
 /// `POST /api/v1/admin/flush`: cut and upload everything the head holds now

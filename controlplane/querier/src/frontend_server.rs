@@ -363,11 +363,8 @@ async fn pass_on(
     proxy(&s, method, &uri, &headers, body).await
 }
 
-async fn metrics(State(s): State<Arc<FrontendServer>>) -> impl IntoResponse {
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &s.registry);
-    strata_server::process::append(&mut out);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+async fn metrics(State(s): State<Arc<FrontendServer>>) -> Response {
+    strata_server::process::metrics_response(&s.registry)
 }
 
 async fn ready(State(s): State<Arc<FrontendServer>>) -> impl IntoResponse {

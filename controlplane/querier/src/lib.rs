@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -285,12 +285,9 @@ impl QuerierState {
     }
 }
 
-async fn metrics(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<QuerierState>>) -> axum::response::Response {
     state.metrics.queries_waiting.set(state.queries.waiting());
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry);
-    strata_server::process::append(&mut out);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+    strata_server::process::metrics_response(&state.metrics.registry)
 }
 
 async fn ready(State(state): State<Arc<QuerierState>>) -> impl IntoResponse {

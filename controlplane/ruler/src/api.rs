@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -234,7 +234,5 @@ async fn ready(State(m): State<Arc<Manager>>) -> Response {
 }
 
 async fn metrics(State(m): State<Arc<Manager>>) -> Response {
-    let mut out = m.services().metrics.encode();
-    strata_server::process::append(&mut out);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response()
+    strata_server::process::page_response(m.services().metrics.encode())
 }

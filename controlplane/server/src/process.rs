@@ -71,6 +71,25 @@ fn gauge(out: &mut String, name: &str, kind: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
 }
 
+/// The content type of every Strata `/metrics` page (prometheus-client
+/// renders OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A component's `/metrics` response: `registry` rendered, then the
+/// process and build metrics.
+pub fn metrics_response(registry: &prometheus_client::registry::Registry) -> axum::response::Response {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    page_response(out)
+}
+
+/// [`metrics_response`] for a page the component rendered itself.
+pub fn page_response(mut page: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    append(&mut page);
+    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], page).into_response()
+}
+
 /// Appends the process and build metrics to a rendered `/metrics` page
 /// (before its `# EOF` line when it has one).
 pub fn append(out: &mut String) {
@@ -115,6 +134,20 @@ pub fn append(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_metrics_response_is_the_registry_then_the_process_as_openmetrics() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let c: prometheus_client::metrics::counter::Counter = Default::default();
+        c.inc();
+        registry.register("things", "Things done", c);
+        let r = metrics_response(&registry);
+        assert_eq!(r.headers()[axum::http::header::CONTENT_TYPE], CONTENT_TYPE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.starts_with("# HELP things Things done.\n# TYPE things counter\nthings_total 1\n"), "{text}");
+        assert!(text.contains("\nprocess_resident_memory_bytes ") && text.ends_with("# EOF\n"), "{text}");
+    }
 
     #[test]
     fn process_metrics_are_read_from_proc_and_go_before_eof() {

@@ -670,10 +670,7 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
             m.tenant_samples.get_or_create(&l).inc_by(b.meta.stats.num_samples as i64);
         }
     }
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &g.metrics.registry);
-    strata_server::process::append(&mut out);
-    ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], out)
+    strata_server::process::metrics_response(&g.metrics.registry)
 }
 
 async fn ready(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
