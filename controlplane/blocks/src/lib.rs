@@ -792,25 +792,9 @@ impl BlockIndex {
         let mut batches = self.read_rows(store, refs, Some(columns)).await?;
         while let Some(b) = batches.try_next().await? {
             let c = downsample::ViewColumns::of(&b, view)?;
-            let r = c.series_ref.values();
-            let mut i = 0;
-            while i < r.len() {
-                let sref = r[i];
-                let run = r[i..].iter().position(|&x| x != sref).unwrap_or(r.len() - i);
-                while slot < refs.len() && refs[slot] != sref {
-                    slot += 1;
-                }
-                if slot == refs.len() {
-                    return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in aggregates")));
-                }
-                let dst = &mut out[slot];
-                if dst.capacity() == 0 {
-                    let rows = self.row_start[sref as usize + 1] - self.row_start[sref as usize];
-                    dst.reserve(rows as usize);
-                }
-                c.points(i..i + run, (min_t, max_t), dst);
-                i += run;
-            }
+            self.series_runs(refs, c.series_ref.values(), &mut slot, &mut out, |rows, dst| {
+                c.points(rows, (min_t, max_t), dst)
+            })?;
         }
         Ok(out)
     }
@@ -880,23 +864,8 @@ impl BlockIndex {
                 .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
                 .ok_or_else(|| BlockError::Invalid("value".into()))?;
             let (r, t, v) = (r.values(), t.values(), v.values());
-            // Rows come in runs of one series, time-ordered within a run.
-            let mut i = 0;
-            while i < r.len() {
-                let sref = r[i];
-                let run = r[i..].iter().position(|&x| x != sref).unwrap_or(r.len() - i);
-                while slot < refs.len() && refs[slot] != sref {
-                    slot += 1;
-                }
-                if slot == refs.len() {
-                    return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in samples")));
-                }
-                let (ts, vs) = (&t[i..i + run], &v[i..i + run]);
-                let dst = &mut out[slot];
-                if dst.capacity() == 0 {
-                    let rows = self.row_start[sref as usize + 1] - self.row_start[sref as usize];
-                    dst.reserve(rows as usize);
-                }
+            self.series_runs(refs, r, &mut slot, &mut out, |rows, dst| {
+                let (ts, vs) = (&t[rows.clone()], &v[rows]);
                 if ts.windows(2).all(|w| w[0] <= w[1]) {
                     let a = ts.partition_point(|&x| x < min_t);
                     let z = ts.partition_point(|&x| x <= max_t).max(a);
@@ -905,10 +874,43 @@ impl BlockIndex {
                     let rows = ts.iter().copied().zip(vs.iter().copied());
                     dst.extend(rows.filter(|&(x, _)| x >= min_t && x <= max_t));
                 }
-                i += run;
-            }
+            })?;
         }
         Ok(out)
+    }
+
+    /// Splits a batch's `series_ref` column into runs of one series (rows
+    /// come in runs, time-ordered within a run) and calls `take` with each
+    /// run's rows and its series' output in `out` (slot of `refs`, the
+    /// ascending refs read; `slot` carries over between batches), reserved
+    /// for the series' rows on first use.
+    fn series_runs(
+        &self,
+        refs: &[u32],
+        r: &[u32],
+        slot: &mut usize,
+        out: &mut [Vec<(i64, f64)>],
+        mut take: impl FnMut(std::ops::Range<usize>, &mut Vec<(i64, f64)>),
+    ) -> Result<(), BlockError> {
+        let mut i = 0;
+        while i < r.len() {
+            let sref = r[i];
+            let run = r[i..].iter().position(|&x| x != sref).unwrap_or(r.len() - i);
+            while *slot < refs.len() && refs[*slot] != sref {
+                *slot += 1;
+            }
+            if *slot == refs.len() {
+                return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in {}", self.meta.data_file())));
+            }
+            let dst = &mut out[*slot];
+            if dst.capacity() == 0 {
+                let rows = self.row_start[sref as usize + 1] - self.row_start[sref as usize];
+                dst.reserve(rows as usize);
+            }
+            take(i..i + run, dst);
+            i += run;
+        }
+        Ok(())
     }
 }
 

@@ -72,6 +72,20 @@ const QUERIES: &[&str] = &[
 
 /// The raw body of a range query (asserting 200).
 async fn range_body(client: &reqwest::Client, base: &str, tenant: &str, q: &str, start: i64, end: i64) -> String {
+    let (status, body) = range_response(client, base, tenant, q, start, end).await;
+    assert_eq!(status, 200, "{q}: {body}");
+    body
+}
+
+/// The status and raw body of a range query at 60 s steps.
+async fn range_response(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: &str,
+    q: &str,
+    start: i64,
+    end: i64,
+) -> (reqwest::StatusCode, String) {
     let r = client
         .get(format!("{base}/api/v1/query_range"))
         .header("X-Scope-OrgID", tenant)
@@ -85,9 +99,7 @@ async fn range_body(client: &reqwest::Client, base: &str, tenant: &str, q: &str,
         .await
         .expect("query_range");
     let status = r.status();
-    let body = r.text().await.expect("body");
-    assert_eq!(status, 200, "{q}: {body}");
-    body
+    (status, r.text().await.expect("body"))
 }
 
 fn lookups(backend: &str, result: &str) -> String {
@@ -315,19 +327,7 @@ async fn the_sample_limit_bounds_each_part_of_a_split_query() {
             .await;
     let q = "max_over_time(temperature[10m])";
     let (start, end) = (base + 5_000, now_ms());
-    let r = client
-        .get(format!("{}/api/v1/query_range", unsplit.base()))
-        .query(&[
-            ("query", q.to_string()),
-            ("start", format!("{}", start as f64 / 1000.0)),
-            ("end", format!("{}", end as f64 / 1000.0)),
-            ("step", "60".to_string()),
-        ])
-        .send()
-        .await
-        .expect("query_range");
-    let status = r.status();
-    let body = r.text().await.expect("body");
+    let (status, body) = range_response(&client, &unsplit.base(), "anonymous", q, start, end).await;
     assert_eq!(status, 422, "unsplit: {body}");
     assert!(body.contains("too many samples"), "{body}");
     let want = range_body(&client, &reference.base(), "anonymous", q, start, end).await;
