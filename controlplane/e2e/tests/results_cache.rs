@@ -170,6 +170,10 @@ async fn split_and_cached_range_queries_answer_exactly_like_one_evaluation() {
     assert!(metric_value(&client, &metrics, "strata_querier_results_cache_bytes").await > 0.0);
     let splits = metric_value(&client, &metrics, "strata_querier_query_splits_total").await;
     assert!(splits >= (QUERIES.len() - 1) as f64 * 2.0 * 12.0, "{splits} splits");
+    // Cold consecutive splits run as one query (up to 31): each query of
+    // each tenant in one evaluation, not one per split (13).
+    let evaluations = metric_value(&client, &metrics, "strata_querier_query_split_evaluations_total").await;
+    assert!(evaluations > 0.0 && evaluations <= QUERIES.len() as f64 * 2.0, "cold: {evaluations} evaluations");
 
     // Refreshed: the same bytes, from the cache.
     assert_same(&client, &a, &r, &tenants, start, end, "warm").await;

@@ -334,17 +334,25 @@ pub fn router(state: Arc<QuerierState>) -> Router {
         .merge(dashboard::router())
 }
 
-/// Keeps store `Info` fresh (leaders, shards, time ranges).
+/// Keeps store `Info` fresh (leaders, shards, time ranges): every
+/// `every`, and every [`UNKNOWN_INFO_REFRESH`] while some source's `Info` is
+/// unknown (down, or a store gateway before its first sync), so that a
+/// source coming up is used (and its blocks pushed down to) within a second.
 pub async fn refresh_loop(state: Arc<QuerierState>, every: Duration) {
     loop {
         state.stores.refresh().await;
-        let any = state.stores.status().iter().any(|(_, i)| i.is_some());
+        let status = state.stores.status();
+        let any = status.iter().any(|(_, i)| i.is_some());
+        let all = status.iter().all(|(_, i)| i.is_some());
         if let Ok(mut g) = state.ready.lock() {
             *g = any;
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(if all { every } else { every.min(UNKNOWN_INFO_REFRESH) }).await;
     }
 }
+
+/// How often `Info` is asked again while some source's is unknown.
+pub const UNKNOWN_INFO_REFRESH: Duration = Duration::from_millis(500);
 
 /// Runs the querier until `shutdown` resolves. `extra` routes (the
 /// dashboard) are merged in.

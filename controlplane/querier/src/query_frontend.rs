@@ -59,6 +59,7 @@ pub struct QueryFrontend {
     freshness_ms: i64,
     cache: Option<ResultsCache>,
     splits: prometheus_client::metrics::counter::Counter,
+    evaluations: prometheus_client::metrics::counter::Counter,
 }
 
 impl QueryFrontend {
@@ -69,11 +70,18 @@ impl QueryFrontend {
             "Parts range queries were split into (--query.split-interval), answered from the results cache or evaluated",
             splits.clone(),
         );
+        let evaluations = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "query_split_evaluations",
+            "Queries evaluated for the steps of splits the results cache did not have (consecutive such splits are evaluated as one)",
+            evaluations.clone(),
+        );
         QueryFrontend {
             split_ms: cfg.split_interval.as_millis() as i64,
             freshness_ms: cfg.freshness.as_millis() as i64,
             cache: ResultsCache::new(&cfg.cache, registry),
             splits,
+            evaluations,
         }
     }
 }
@@ -195,23 +203,138 @@ impl QueryFrontend {
         let text = q.expr.to_string();
         let until = now_ms() - self.freshness_ms;
         let ctx = SplitContext { fe: self, eval, lookback_ms };
-        let parts: Vec<Evaluated> = futures::stream::iter(splits)
-            .map(|(s, e)| {
-                let split = Split {
-                    tenant: q.tenant,
-                    text: &text,
-                    key_extra: q.key_extra,
-                    expr: q.expr,
-                    step: q.step,
-                    start: s,
-                    end: e,
-                };
-                split.answer(&ctx, until, deadline)
+        let splits: Vec<Split> = splits
+            .into_iter()
+            .map(|(start, end)| Split {
+                tenant: q.tenant,
+                text: &text,
+                key_extra: q.key_extra,
+                expr: q.expr,
+                step: q.step,
+                start,
+                end,
+            })
+            .collect();
+        let cached: Vec<Option<Extent>> = futures::stream::iter(0..splits.len())
+            .map(|i| splits[i].cached(&ctx))
+            .buffered(SPLIT_PARALLELISM)
+            .collect()
+            .await;
+        // Each split evaluates its steps after its extent (all when it has
+        // none): consecutive splits with nothing cached join the run of the
+        // split before them, evaluated as one query and cut into splits.
+        let fresh_from: Vec<i64> = splits
+            .iter()
+            .zip(&cached)
+            .map(|(s, c)| c.as_ref().map_or(s.start, |x| x.end + s.step).max(s.start))
+            .collect();
+        let runs = evaluation_runs(&splits, &fresh_from, COALESCED_SPLITS);
+        let fresh: Vec<Option<Evaluated>> = futures::stream::iter(runs)
+            .map(|run| {
+                let (splits, fresh_from) = (&splits[run.clone()], &fresh_from[run]);
+                evaluate_run(&ctx, splits, fresh_from, deadline)
             })
             .buffered(SPLIT_PARALLELISM)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<Vec<Option<Evaluated>>>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let parts = futures::future::try_join_all(
+            splits
+                .iter()
+                .zip(cached)
+                .zip(fresh)
+                .map(|((split, cached), fresh)| split.combine(&ctx, until, cached, fresh)),
+        )
+        .await?;
         Ok(merge(parts))
+    }
+}
+
+/// Most consecutive splits evaluated as one query. Every evaluation pays
+/// per series (each block's label sets, merging blocks, the engine's
+/// storage) however few steps it has, and a store gateway already uses
+/// every core within one: a cold 30-day query measured 1.4 s as four runs
+/// of 8 days and 1.1 s as one (docs/benchmarks.md). A month of days per
+/// run keeps a query over months in parallel parts. Memory per run is
+/// bounded as per split: by `--query.max-samples` (over it, the run's
+/// splits are evaluated one by one).
+const COALESCED_SPLITS: usize = 31;
+
+/// The splits to evaluate, as runs of consecutive splits (indexes): a
+/// split with steps to evaluate starts a run, and the splits after it
+/// with nothing cached join it (up to `max` splits a run).
+fn evaluation_runs(splits: &[Split<'_>], fresh_from: &[i64], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, (s, &from)) in splits.iter().zip(fresh_from).enumerate() {
+        if from > s.end {
+            runs.push(i..i + 1); // all cached: nothing to evaluate
+            continue;
+        }
+        match runs.last_mut() {
+            Some(r) if r.end == i && r.len() < max && from == s.start && fresh_from[i - 1] <= splits[i - 1].end => {
+                r.end = i + 1
+            }
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
+
+/// Evaluates the fresh steps of a run of splits (see [`evaluation_runs`]):
+/// as one query, cut into the splits' answers; split by split when the
+/// one query is over a size limit (each split is bounded on its own).
+async fn evaluate_run(
+    ctx: &SplitContext<'_>,
+    splits: &[Split<'_>],
+    fresh_from: &[i64],
+    deadline: Instant,
+) -> Result<Vec<Option<Evaluated>>, ServiceError> {
+    let last = splits.len() - 1;
+    if fresh_from[0] > splits[0].end {
+        return Ok(vec![None]);
+    }
+    if last > 0 {
+        let whole = splits[0].evaluate_to(ctx, fresh_from[0], splits[last].end, deadline).await;
+        match whole {
+            Ok(ev) => {
+                let series = matrix(&ev.value)?;
+                return Ok(splits
+                    .iter()
+                    .zip(fresh_from)
+                    .enumerate()
+                    .map(|(i, (s, &from))| {
+                        Some(Evaluated {
+                            value: QueryValue::Matrix(extract(series, from, s.end)),
+                            warnings: ev.warnings.clone(),
+                            infos: ev.infos.clone(),
+                            loaded: if i == 0 { ev.loaded } else { 0 },
+                        })
+                    })
+                    .collect());
+            }
+            Err(e) if !over_size_limit(&e) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let mut out = Vec::with_capacity(splits.len());
+    for (s, &from) in splits.iter().zip(fresh_from) {
+        out.push(Some(s.evaluate_to(ctx, from, s.end, deadline).await?));
+    }
+    Ok(out)
+}
+
+/// Refusals for the size of a query (samples, a source's limits, the
+/// tenant's limits), which its splits on their own may stay under.
+fn over_size_limit(e: &ServiceError) -> bool {
+    use crate::fanout::FanoutError;
+    match e {
+        ServiceError::Query(strata_promql::Error::TooManySamples(_)) => true,
+        ServiceError::Fanout(FanoutError::TooManySamples | FanoutError::SourceLimit(_)) => true,
+        ServiceError::Limit(_) => true,
+        ServiceError::Downstream { status: 422, message, .. } => message.contains("too many samples"),
+        _ => false,
     }
 }
 
@@ -251,8 +374,17 @@ impl Split<'_> {
         format!("strata-rc-{}", hex::encode(ctx_hash.finish()))
     }
 
-    async fn evaluate(&self, ctx: &SplitContext<'_>, from: i64, deadline: Instant) -> Result<Evaluated, ServiceError> {
-        ctx.eval.evaluate(self.tenant, self.expr, from, self.end, self.step, deadline).await
+    /// The query over the steps `from..=to` (of this split and maybe the
+    /// ones after it).
+    async fn evaluate_to(
+        &self,
+        ctx: &SplitContext<'_>,
+        from: i64,
+        to: i64,
+        deadline: Instant,
+    ) -> Result<Evaluated, ServiceError> {
+        ctx.fe.evaluations.inc();
+        ctx.eval.evaluate(self.tenant, self.expr, from, to, self.step, deadline).await
     }
 
     /// The last step `c` in `[self.start, self.end]` such that the steps up
@@ -274,26 +406,31 @@ impl Split<'_> {
         (reads_until(self.start, c) <= until).then_some(c)
     }
 
-    /// The split's answer: from its cache extent where it has one, the rest
-    /// evaluated; the extent then grows to what may be cached.
-    async fn answer(self, ctx: &SplitContext<'_>, until: i64, deadline: Instant) -> Result<Evaluated, ServiceError> {
-        let Some(cache) = &ctx.fe.cache else {
-            return self.evaluate(ctx, self.start, deadline).await;
-        };
-        let key = self.key(ctx);
-        let cached = match cache.get(&key).await {
-            Some(bytes) => match Extent::decode(&bytes) {
-                Ok(x) if x.step == self.step && x.start <= self.start && x.end + self.step >= self.start => Some(x),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "results cache entry unreadable; evaluating");
-                    None
-                }
-            },
-            None => None,
-        };
+    /// The split's cache extent, if any covers its start.
+    async fn cached(&self, ctx: &SplitContext<'_>) -> Option<Extent> {
+        let cache = ctx.fe.cache.as_ref()?;
+        let bytes = cache.get(&self.key(ctx)).await?;
+        match Extent::decode(&bytes) {
+            Ok(x) if x.step == self.step && x.start <= self.start && x.end + self.step >= self.start => Some(x),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "results cache entry unreadable; evaluating");
+                None
+            }
+        }
+    }
+
+    /// The split's answer from its cache extent (`cached`) and its steps
+    /// after it (`fresh`, evaluated); the extent then grows to what may be
+    /// cached.
+    async fn combine(
+        &self,
+        ctx: &SplitContext<'_>,
+        until: i64,
+        cached: Option<Extent>,
+        fresh: Option<Evaluated>,
+    ) -> Result<Evaluated, ServiceError> {
         let fresh_from = cached.as_ref().map_or(self.start, |x| x.end + self.step).max(self.start);
-        let fresh = if fresh_from <= self.end { Some(self.evaluate(ctx, fresh_from, deadline).await?) } else { None };
         let mut parts = Vec::new();
         if let Some(x) = &cached {
             parts.push(Evaluated {
@@ -306,7 +443,8 @@ impl Split<'_> {
         if let Some(f) = fresh {
             // Store what the fresh part adds, up to what may be cached.
             let series = matrix(&f.value)?;
-            if f.warnings.is_empty()
+            if let Some(cache) = &ctx.fe.cache
+                && f.warnings.is_empty()
                 && let Some(c) = self.cacheable_end(ctx.lookback_ms, until).filter(|&c| c >= fresh_from)
             {
                 let mut grown = cached.unwrap_or(Extent {
@@ -324,7 +462,7 @@ impl Split<'_> {
                 // A long split of many series can be far over the item
                 // size: check before encoding a copy of it.
                 if cache.accepts(grown.encoded_len()) {
-                    cache.put(&key, grown.encode()).await;
+                    cache.put(&self.key(ctx), grown.encode()).await;
                 }
             }
             parts.push(f);
@@ -612,6 +750,35 @@ impl Extent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cold_consecutive_splits_run_together_up_to_the_limit() {
+        let expr = strata_promql::parse("up").unwrap();
+        let split = |start: i64| Split {
+            tenant: "t",
+            text: "up",
+            key_extra: "",
+            expr: &expr,
+            step: 10,
+            start,
+            end: start + 90,
+        };
+        let splits: Vec<Split> = (0..7).map(|i| split(i * 100)).collect();
+        // Nothing cached: runs of at most 3.
+        let cold: Vec<i64> = splits.iter().map(|s| s.start).collect();
+        assert_eq!(evaluation_runs(&splits, &cold, 3), vec![0..3, 3..6, 6..7]);
+        // Split 1 all cached, split 3 cached up to step 320, split 5 cached
+        // up to step 510: 0 alone, 1 nothing, 2 alone (3 starts after its
+        // start), 3 and 4 together, 5 and 6 together.
+        let mut from = cold.clone();
+        from[1] = splits[1].end + 10;
+        from[3] = 330;
+        from[5] = 520;
+        assert_eq!(evaluation_runs(&splits, &from, 8), vec![0..1, 1..2, 2..3, 3..5, 5..7]);
+        // Everything cached: nothing joins.
+        let warm: Vec<i64> = splits.iter().map(|s| s.end + 10).collect();
+        assert_eq!(evaluation_runs(&splits, &warm, 8), (0..7).map(|i| i..i + 1).collect::<Vec<_>>());
+    }
 
     #[test]
     fn splits_cut_at_interval_multiples_and_keep_every_step() {

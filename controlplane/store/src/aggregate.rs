@@ -146,9 +146,11 @@ pub async fn evaluate(
         })
         .collect();
 
-    // Slices of consecutive steps whose window ends in the same block.
+    // Slices of consecutive steps whose window ends in the same group of
+    // blocks.
+    let groups = slice_groups(&blocks);
     let mut slices: Vec<(usize, usize, Vec<DecodeFuture>)> = Vec::new();
-    let block_of = |t: i64| blocks.iter().rposition(|b| b.meta.min_time <= t - after);
+    let block_of = |t: i64| blocks.iter().rposition(|b| b.meta.min_time <= t - after).map(|i| groups[i]);
     let mut first = 0;
     while first < steps.len() {
         let key = block_of(steps[first]);
@@ -175,10 +177,8 @@ pub async fn evaluate(
     for (first, last, needed) in slices {
         let (expr, opts, steps_slice) = (expr.clone(), opts.clone(), steps[first..=last].to_vec());
         let fut = async move {
-            let mut parts = Vec::with_capacity(needed.len());
-            for fut in needed {
-                parts.push(fut.await.map_err(AggregateError::Internal)?);
-            }
+            // All of the slice's blocks decode at once (in time order).
+            let parts = futures::future::try_join_all(needed).await.map_err(AggregateError::Internal)?;
             // Exactly what the engine selects (windows are left-open), so
             // its storage hands the series over without copying them again.
             let (lo, hi) = (steps_slice[0] - before + 1, steps_slice[steps_slice.len() - 1] - after);
@@ -225,6 +225,31 @@ pub async fn evaluate(
     infos.sort();
     infos.dedup();
     Ok(AggregateResponse { series: out, warnings, infos, samples_loaded: loaded })
+}
+
+/// Samples (or windows) a group of blocks may hold together: consecutive
+/// blocks are grouped up to this many, a larger block alone.
+const SLICE_SAMPLES: u64 = 8_000_000;
+
+/// The group of each block (in time order): consecutive blocks holding
+/// together at most [`SLICE_SAMPLES`]. A slice evaluates the steps whose
+/// window ends in one group, so the costs per series and slice (merging
+/// the blocks' series, building the engine's storage, label sets) are paid
+/// once per group, not once per block: a day downsampled to 1 h holds 24
+/// windows per series, and 30 such days make one slice instead of 30.
+fn slice_groups(blocks: &[Arc<BlockIndex>]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(blocks.len());
+    let (mut group, mut held) = (0usize, 0u64);
+    for (i, b) in blocks.iter().enumerate() {
+        let n = b.meta.stats.num_samples;
+        if i > 0 && held.saturating_add(n) > SLICE_SAMPLES {
+            group += 1;
+            held = 0;
+        }
+        held = held.saturating_add(n);
+        out.push(group);
+    }
+    out
 }
 
 async fn decode(
@@ -274,7 +299,7 @@ fn eval_slice(
     steps: &[i64],
     step: i64,
 ) -> Result<SliceResult, AggregateError> {
-    let mut merged: HashMap<&Labels, Vec<(i64, f64)>> = HashMap::new();
+    let mut merged: HashMap<&Labels, Vec<(i64, f64)>, foldhash::fast::RandomState> = HashMap::default();
     let mut unsorted = false;
     for part in parts {
         for (labels, samples) in part.iter() {

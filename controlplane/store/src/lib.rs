@@ -236,6 +236,17 @@ impl Gateway {
         Ok(added)
     }
 
+    /// Refuses StoreAPI reads until the first sync has listed the bucket:
+    /// before it the gateway knows no blocks, and an empty answer would
+    /// pass for "no data" (a querier reports this one, or fails the query).
+    fn check_synced(&self) -> Result<(), tonic::Status> {
+        if self.synced.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(tonic::Status::unavailable("store gateway not ready: first block sync pending"))
+        }
+    }
+
     async fn overlapping(&self, tenant: &str, min_t: i64, max_t: i64) -> Vec<Arc<BlockIndex>> {
         self.blocks
             .read()
@@ -526,6 +537,7 @@ pub struct GatewayService(pub Arc<Gateway>);
 #[tonic::async_trait]
 impl Store for GatewayService {
     async fn info(&self, req: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
+        self.0.check_synced()?;
         let blocks = self.0.blocks.read().await;
         let min_time = blocks.values().map(|b| b.meta.min_time).min().unwrap_or(i64::MAX);
         let max_time = blocks.values().map(|b| b.meta.max_time - 1).max().unwrap_or(i64::MIN);
@@ -551,6 +563,7 @@ impl Store for GatewayService {
     type SeriesStream = SeriesStream;
 
     async fn series(&self, req: tonic::Request<SeriesRequest>) -> Result<tonic::Response<SeriesStream>, tonic::Status> {
+        self.0.check_synced()?;
         self.0.metrics.series_requests.inc();
         let r = req.into_inner();
         let (ms, view) = strata_model::downsample::split_view(matchers(&r.matchers)?)
@@ -592,6 +605,7 @@ impl Store for GatewayService {
         &self,
         req: tonic::Request<LabelNamesRequest>,
     ) -> Result<tonic::Response<LabelNamesResponse>, tonic::Status> {
+        self.0.check_synced()?;
         let r = req.into_inner();
         let ms = matchers(&r.matchers)?;
         let mut names = std::collections::BTreeSet::new();
@@ -611,6 +625,7 @@ impl Store for GatewayService {
         &self,
         req: tonic::Request<LabelValuesRequest>,
     ) -> Result<tonic::Response<LabelValuesResponse>, tonic::Status> {
+        self.0.check_synced()?;
         let r = req.into_inner();
         let ms = matchers(&r.matchers)?;
         let mut values = std::collections::BTreeSet::new();
@@ -632,6 +647,7 @@ impl Store for GatewayService {
         &self,
         req: tonic::Request<AggregateRequest>,
     ) -> Result<tonic::Response<AggregateResponse>, tonic::Status> {
+        self.0.check_synced()?;
         self.0.metrics.aggregate_requests.inc();
         let r = req.into_inner();
         let blocks = self.0.overlapping(tenant(&r.tenant), i64::MIN, i64::MAX).await;
@@ -771,6 +787,44 @@ mod tests {
             .await
             .unwrap();
         let gw = Gateway::new(store, "blocks", SeriesLimits::default());
+        // Before the first sync every read is refused, not answered empty.
+        let svc = GatewayService(gw.clone());
+        let refused = svc.info(tonic::Request::new(InfoRequest {})).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(refused.message().contains("first block sync pending"), "{refused:?}");
+        let any = || SeriesRequest {
+            tenant: String::new(),
+            min_time: 0,
+            max_time: 20_000,
+            matchers: vec![Matcher::new("job", MatchOp::Equal, "a").unwrap().to_proto()],
+            skip_samples: false,
+            accept_chunks: false,
+            max_samples: 0,
+        };
+        let refused = svc.series(tonic::Request::new(any())).await.err().expect("series before the first sync");
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        let names = LabelNamesRequest { tenant: String::new(), min_time: 0, max_time: 20_000, matchers: vec![] };
+        let refused = svc.label_names(tonic::Request::new(names)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        let values = LabelValuesRequest {
+            tenant: String::new(),
+            name: "job".into(),
+            min_time: 0,
+            max_time: 20_000,
+            matchers: vec![],
+        };
+        let refused = svc.label_values(tonic::Request::new(values)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        let agg = AggregateRequest {
+            tenant: String::new(),
+            expr: "sum(up)".into(),
+            start: 0,
+            end: 20_000,
+            step: 10_000,
+            ..Default::default()
+        };
+        let refused = svc.aggregate(tonic::Request::new(agg)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
         assert_eq!(gw.sync().await.unwrap(), 2);
         assert_eq!(gw.sync().await.unwrap(), 0, "a second sync loads nothing new");
         let svc = GatewayService(gw);
