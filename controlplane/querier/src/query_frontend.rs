@@ -202,7 +202,8 @@ impl QueryFrontend {
         self.splits.inc_by(splits.len() as u64);
         let text = q.expr.to_string();
         let until = now_ms() - self.freshness_ms;
-        let ctx = SplitContext { fe: self, eval, lookback_ms };
+        let running = tokio::sync::Semaphore::new(SPLIT_PARALLELISM);
+        let ctx = SplitContext { fe: self, eval, lookback_ms, running: &running };
         let splits: Vec<Split> = splits
             .into_iter()
             .map(|(start, end)| Split {
@@ -258,8 +259,8 @@ impl QueryFrontend {
 /// every core within one: a cold 30-day query measured 1.4 s as four runs
 /// of 8 days and 1.1 s as one (docs/benchmarks.md). A month of days per
 /// run keeps a query over months in parallel parts. Memory per run is
-/// bounded as per split: by `--query.max-samples` (over it, the run's
-/// splits are evaluated one by one).
+/// bounded as per split: by `--query.max-samples` (over it, the run is
+/// halved until its parts pass).
 const COALESCED_SPLITS: usize = 31;
 
 /// The splits to evaluate, as runs of consecutive splits (indexes): a
@@ -282,45 +283,43 @@ fn evaluation_runs(splits: &[Split<'_>], fresh_from: &[i64], max: usize) -> Vec<
     runs
 }
 
-/// Evaluates the fresh steps of a run of splits (see [`evaluation_runs`]):
-/// as one query, cut into the splits' answers; split by split when the
-/// one query is over a size limit (each split is bounded on its own).
+/// Evaluates the fresh steps of a run of splits (see [`evaluation_runs`])
+/// as one query, cut into the splits' answers. A query over a size limit
+/// is halved until its parts pass (a split alone answers as it would on
+/// its own): store gateways refuse before reading when the blocks a part
+/// certainly reads are over the limit, so the halving costs little.
 async fn evaluate_run(
     ctx: &SplitContext<'_>,
     splits: &[Split<'_>],
     fresh_from: &[i64],
     deadline: Instant,
 ) -> Result<Vec<Option<Evaluated>>, ServiceError> {
-    let last = splits.len() - 1;
+    let mut out: Vec<Option<Evaluated>> = (0..splits.len()).map(|_| None).collect();
     if fresh_from[0] > splits[0].end {
-        return Ok(vec![None]);
+        return Ok(out);
     }
-    if last > 0 {
-        let whole = splits[0].evaluate_to(ctx, fresh_from[0], splits[last].end, deadline).await;
-        match whole {
+    let mut pending = vec![0..splits.len()];
+    while let Some(part) = pending.pop() {
+        let (first, last) = (part.start, part.end - 1);
+        match splits[first].evaluate_to(ctx, fresh_from[first], splits[last].end, deadline).await {
             Ok(ev) => {
                 let series = matrix(&ev.value)?;
-                return Ok(splits
-                    .iter()
-                    .zip(fresh_from)
-                    .enumerate()
-                    .map(|(i, (s, &from))| {
-                        Some(Evaluated {
-                            value: QueryValue::Matrix(extract(series, from, s.end)),
-                            warnings: ev.warnings.clone(),
-                            infos: ev.infos.clone(),
-                            loaded: if i == 0 { ev.loaded } else { 0 },
-                        })
-                    })
-                    .collect());
+                for i in part {
+                    out[i] = Some(Evaluated {
+                        value: QueryValue::Matrix(extract(series, fresh_from[i], splits[i].end)),
+                        warnings: ev.warnings.clone(),
+                        infos: ev.infos.clone(),
+                        loaded: if i == first { ev.loaded } else { 0 },
+                    });
+                }
             }
-            Err(e) if !over_size_limit(&e) => return Err(e),
-            Err(_) => {}
+            Err(e) if part.len() > 1 && over_size_limit(&e) => {
+                let mid = first + part.len() / 2;
+                pending.push(mid..part.end);
+                pending.push(first..mid);
+            }
+            Err(e) => return Err(e),
         }
-    }
-    let mut out = Vec::with_capacity(splits.len());
-    for (s, &from) in splits.iter().zip(fresh_from) {
-        out.push(Some(s.evaluate_to(ctx, from, s.end, deadline).await?));
     }
     Ok(out)
 }
@@ -346,6 +345,9 @@ struct SplitContext<'a> {
     fe: &'a QueryFrontend,
     eval: &'a dyn SplitEvaluator,
     lookback_ms: i64,
+    /// Evaluations of one query at once (runs, or the splits of a run
+    /// over a size limit): at most [`SPLIT_PARALLELISM`].
+    running: &'a tokio::sync::Semaphore,
 }
 
 struct Split<'a> {
@@ -383,6 +385,7 @@ impl Split<'_> {
         to: i64,
         deadline: Instant,
     ) -> Result<Evaluated, ServiceError> {
+        let _slot = ctx.running.acquire().await.map_err(|e| ServiceError::Internal(e.to_string()))?;
         ctx.fe.evaluations.inc();
         ctx.eval.evaluate(self.tenant, self.expr, from, to, self.step, deadline).await
     }

@@ -127,15 +127,25 @@ pub async fn evaluate(
     let hidden: Vec<Vec<(i64, i64)>> = sources.iter().map(|s| s.hidden.clone()).collect();
     let blocks: Vec<Arc<BlockIndex>> = sources.into_iter().map(|s| s.block).collect();
 
+    // The series each block reads.
+    let refs: Vec<Vec<u32>> = blocks.iter().map(|b| selected_refs(b, &matcher_sets)).collect();
+    // Refused before reading anything when the blocks certainly read are
+    // already over the limit (a frontend then evaluates smaller parts).
+    if certain_samples(&blocks, &hidden, &refs, (data_min, data_max)) > opts.max_samples as u64 {
+        return Err(AggregateError::TooManySamples(
+            strata_promql::Error::TooManySamples("query execution").to_string(),
+        ));
+    }
+
     // Each block decodes once, when the first slice that needs it asks.
-    let matcher_sets = Arc::new(matcher_sets);
     let decodes: Vec<DecodeFuture> = blocks
         .iter()
         .zip(hidden)
-        .map(|(b, hidden)| {
-            let (b, store, ms) = (b.clone(), store.clone(), matcher_sets.clone());
+        .zip(refs)
+        .map(|((b, hidden), refs)| {
+            let (b, store) = (b.clone(), store.clone());
             async move {
-                tokio::spawn(decode(store, b, ms, (data_min, data_max), view, hidden))
+                tokio::spawn(decode(store, b, refs, (data_min, data_max), view, hidden))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -252,23 +262,49 @@ fn slice_groups(blocks: &[Arc<BlockIndex>]) -> Vec<usize> {
     out
 }
 
-async fn decode(
-    store: Arc<dyn ObjectStore>,
-    b: Arc<BlockIndex>,
-    matcher_sets: Arc<Vec<Vec<strata_promql::Matcher>>>,
-    range: (i64, i64),
-    view: Option<strata_model::downsample::View>,
-    hidden: Vec<(i64, i64)>,
-) -> Result<Decoded, strata_blocks::BlockError> {
-    let refs: Vec<u32> = b
-        .labels
+/// The block's series any of `matcher_sets` selects (ascending refs).
+fn selected_refs(b: &BlockIndex, matcher_sets: &[Vec<strata_promql::Matcher>]) -> Vec<u32> {
+    b.labels
         .iter()
         .enumerate()
         .filter(|(_, l)| {
             matcher_sets.iter().any(|ms| ms.iter().all(|m| m.is_match(l.get(&m.name).unwrap_or_default())))
         })
         .map(|(i, _)| i as u32)
-        .collect();
+        .collect()
+}
+
+/// A lower bound of the samples an evaluation over `data` (`(min, max]`)
+/// counts: every row of the selected series of blocks wholly inside it,
+/// none of their time hidden by a coarser block and overlapping no other
+/// block read (whose duplicates would be counted once). Slices count each
+/// sample of their window at least once, and a window turns each row into
+/// at least one point, so the evaluation counts at least this many.
+fn certain_samples(blocks: &[Arc<BlockIndex>], hidden: &[Vec<(i64, i64)>], refs: &[Vec<u32>], data: (i64, i64)) -> u64 {
+    let overlaps_another = |i: usize| {
+        let (lo, hi) = (blocks[i].meta.min_time, blocks[i].meta.max_time);
+        blocks.iter().enumerate().any(|(j, o)| j != i && o.meta.min_time < hi && o.meta.max_time > lo)
+    };
+    (0..blocks.len())
+        .filter(|&i| {
+            let m = &blocks[i].meta;
+            hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps_another(i)
+        })
+        .map(|i| {
+            let rows = &blocks[i].row_start;
+            refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum::<u64>()
+        })
+        .sum()
+}
+
+async fn decode(
+    store: Arc<dyn ObjectStore>,
+    b: Arc<BlockIndex>,
+    refs: Vec<u32>,
+    range: (i64, i64),
+    view: Option<strata_model::downsample::View>,
+    hidden: Vec<(i64, i64)>,
+) -> Result<Decoded, strata_blocks::BlockError> {
     let samples = b.read_view(store, &refs, range, view, &hidden).await?;
     Ok(refs
         .iter()
@@ -476,7 +512,46 @@ mod tests {
             max_samples: 100,
             ..Default::default()
         };
-        let err = evaluate(store.clone(), indexes, req).await.unwrap_err();
+        let err = evaluate(store.clone(), indexes.clone(), req).await.unwrap_err();
         assert!(matches!(err, AggregateError::TooManySamples(_)), "{err}");
+
+        // Refused before reading: the middle block lies wholly inside the
+        // data window (the others partly), so its rows are
+        // certainly counted; a limit under them refuses without a read, a
+        // limit at what the evaluation counts answers.
+        let req = |max_samples: u64| AggregateRequest {
+            tenant: "anonymous".into(),
+            expr: "sum(rate(requests_total[5m]))".into(),
+            start: BLOCK + 240_000,
+            end: 3 * BLOCK - 60_001,
+            step: 60_000,
+            max_samples,
+            ..Default::default()
+        };
+        let loaded = evaluate(store.clone(), indexes.clone(), req(0)).await.unwrap().samples_loaded;
+        let expr = strata_promql::parse("sum(rate(requests_total[5m]))").unwrap();
+        let Expr::Aggregate(agg) = &expr else { unreachable!() };
+        let (before, after) = pushdown::data_window(agg, 300_000);
+        let data = (BLOCK + 240_000 - before, 3 * BLOCK - 60_001 - after);
+        let ms = vec![strata_promql::selections(&expr, 0, 0, 300_000)[0].matchers.clone()];
+        let refs: Vec<Vec<u32>> = indexes.iter().map(|b| selected_refs(b, &ms)).collect();
+        let certain = certain_samples(&indexes, &[vec![], vec![], vec![]], &refs, data);
+        let middle = indexes[1].row_start.last().copied().unwrap();
+        assert_eq!(certain, middle, "the middle block, whole; the others only partly inside");
+        assert!(loaded >= certain, "{loaded} counted, {certain} certain");
+        // Fresh indexes reading through a cache that counts every read.
+        let metrics = strata_blocks::RangeCacheMetrics::default();
+        let cache = Arc::new(strata_blocks::RangeCache::new(64 << 20, metrics.clone()));
+        let mut counted = Vec::new();
+        for b in &indexes {
+            let mut b = BlockIndex::load(store.as_ref(), b.meta.clone()).await.unwrap();
+            b.cache = Some(cache.clone());
+            counted.push(Arc::new(b));
+        }
+        let err = evaluate(store.clone(), counted.clone(), req(certain - 1)).await.unwrap_err();
+        assert!(matches!(err, AggregateError::TooManySamples(_)), "{err}");
+        assert_eq!(metrics.misses.get() + metrics.hits.get(), 0, "refused after reading blocks");
+        evaluate(store.clone(), counted, req(loaded)).await.unwrap();
+        assert!(metrics.misses.get() > 0);
     }
 }
