@@ -22,7 +22,9 @@
 # states of one load); RAW_MAX_SAMPLES: --query.max-samples of the querier
 # without frontend, so that the raw-only run can read every sample, default
 # 10000000000; PROM_RUNS: warm runs of Prometheus, which has no query cache,
-# default RUNS, 0 = cold only.)
+# default RUNS, 0 = cold only; KEEP=DIR: load into DIR and keep it — the
+# bucket, Strata's ingester directory and the data's end — so that
+# loadgen/bench/long-range-requery.sh can time Strata on it again.)
 #
 # The data is generated while it is sent (`bench write --stream`), so memory
 # does not grow with HISTORY (30 days = 1.7 G samples for 10 000 series).
@@ -32,12 +34,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}"
 SERIES="${1:-10000}"; HISTORY="${2:-7d}"; RUNS="${3:-5}"
 if [ -z "${BIN_DIR:-}" ]; then make -s binaries; fi
 B="${BIN_DIR:-$CARGO_TARGET_DIR/release}"
-W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
+if [ -n "${KEEP:-}" ]; then
+  W="$KEEP"; mkdir -p "$W"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+else
+  W="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
+fi
 wait_up() { for _ in $(seq 1 300); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "not up: $1" >&2; return 1; }
 alive() { kill -0 "$1" 2>/dev/null || { echo "process $1 exited right after starting (see its log)" >&2; exit 1; }; }
 # The data ends at the last full hour before the load starts, so every
 # system holds the same samples of the queried range.
-END=$(( $(date +%s) / 3600 * 3600 ))
+END=$(( $(date +%s) / 3600 * 3600 )); echo "$END" >"$W/end"
 load() {
   local t0; t0=$(date +%s)
   "$B/strata-loadgen" bench write --url "$1" --series "$SERIES" --history "$HISTORY" --interval 15s --senders 4 \

@@ -142,7 +142,7 @@ async fn evaluate_with(
     .map_err(|_| ServiceError::Query(QueryError::Timeout("fetching series")))?;
     let pushed = pushed?;
     let mut warnings = Vec::new();
-    let mut loaded = 0usize;
+    let (mut loaded, mut held) = (0usize, 0usize);
     let mut storage = MemoryStorage::new();
     let mut infos = Vec::new();
     let merge_span = tracing::info_span!("merge", samples = tracing::field::Empty);
@@ -182,7 +182,13 @@ async fn evaluate_with(
                 storage.add(Series::floats(labels, samples));
             }
         }
+        // Samples held here: the raw ones so far, plus one per pushed-down
+        // value. What store gateways read for pushed-down aggregations is
+        // reported (`loaded`) but bounded there, per slice they hold at
+        // once, as Prometheus' limit bounds the samples in memory at once.
+        held = loaded;
         for p in pushed {
+            held += p.values.series.iter().map(|(_, v)| v.len()).sum::<usize>();
             loaded += p.loaded as usize;
             warnings.extend(p.warnings);
             infos.extend(p.infos);
@@ -191,7 +197,7 @@ async fn evaluate_with(
         Ok(())
     })?;
     merge_span.record("samples", loaded);
-    if loaded > max_samples {
+    if held > max_samples {
         return Err(QueryError::TooManySamples("query execution").into());
     }
     warnings.sort();

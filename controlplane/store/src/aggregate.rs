@@ -129,9 +129,11 @@ pub async fn evaluate(
 
     // The series each block reads.
     let refs: Vec<Vec<u32>> = blocks.iter().map(|b| selected_refs(b, &matcher_sets)).collect();
-    // Refused before reading anything when the blocks certainly read are
-    // already over the limit (a frontend then evaluates smaller parts).
-    if certain_samples(&blocks, &hidden, &refs, (data_min, data_max)) > opts.max_samples as u64 {
+    // `max_samples` bounds what one slice holds at once (as Prometheus'
+    // limit bounds the samples in memory at once). Refused before reading
+    // anything when a slice's blocks certainly hold more.
+    let groups = slice_groups(&blocks);
+    if certain_samples(&blocks, &hidden, &refs, &groups, (data_min, data_max)) > opts.max_samples as u64 {
         return Err(AggregateError::TooManySamples(
             strata_promql::Error::TooManySamples("query execution").to_string(),
         ));
@@ -158,7 +160,6 @@ pub async fn evaluate(
 
     // Slices of consecutive steps whose window ends in the same group of
     // blocks.
-    let groups = slice_groups(&blocks);
     let mut slices: Vec<(usize, usize, Vec<DecodeFuture>)> = Vec::new();
     let block_of = |t: i64| blocks.iter().rposition(|b| b.meta.min_time <= t - after).map(|i| groups[i]);
     let mut first = 0;
@@ -208,7 +209,7 @@ pub async fn evaluate(
     while let Some(res) = results.next().await {
         let (first, slice) = res?;
         loaded += slice.loaded;
-        if loaded > opts.max_samples as u64 {
+        if slice.loaded > opts.max_samples as u64 {
             return Err(AggregateError::TooManySamples(
                 strata_promql::Error::TooManySamples("query execution").to_string(),
             ));
@@ -274,27 +275,34 @@ fn selected_refs(b: &BlockIndex, matcher_sets: &[Vec<strata_promql::Matcher>]) -
         .collect()
 }
 
-/// A lower bound of the samples an evaluation over `data` (`(min, max]`)
-/// counts: every row of the selected series of blocks wholly inside it,
-/// none of their time hidden by a coarser block and overlapping no other
-/// block read (whose duplicates would be counted once). Slices count each
-/// sample of their window at least once, and a window turns each row into
-/// at least one point, so the evaluation counts at least this many.
-fn certain_samples(blocks: &[Arc<BlockIndex>], hidden: &[Vec<(i64, i64)>], refs: &[Vec<u32>], data: (i64, i64)) -> u64 {
+/// A lower bound of the most samples one slice of an evaluation over
+/// `data` (`(min, max]`) holds: per group of blocks (`groups`), every row
+/// of the selected series of its blocks wholly inside `data`, none of
+/// their time hidden by a coarser block and overlapping no other block read
+/// (whose duplicates would be counted once). A slice counts each sample of
+/// its window, and a window turns each row into at least one point, so
+/// some slice counts at least this many.
+fn certain_samples(
+    blocks: &[Arc<BlockIndex>],
+    hidden: &[Vec<(i64, i64)>],
+    refs: &[Vec<u32>],
+    groups: &[usize],
+    data: (i64, i64),
+) -> u64 {
     let overlaps_another = |i: usize| {
         let (lo, hi) = (blocks[i].meta.min_time, blocks[i].meta.max_time);
         blocks.iter().enumerate().any(|(j, o)| j != i && o.meta.min_time < hi && o.meta.max_time > lo)
     };
-    (0..blocks.len())
-        .filter(|&i| {
-            let m = &blocks[i].meta;
-            hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps_another(i)
-        })
-        .map(|i| {
+    let mut per_group: HashMap<usize, u64> = HashMap::new();
+    for i in 0..blocks.len() {
+        let m = &blocks[i].meta;
+        if hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps_another(i) {
             let rows = &blocks[i].row_start;
-            refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum::<u64>()
-        })
-        .sum()
+            let n: u64 = refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum();
+            *per_group.entry(groups[i]).or_default() += n;
+        }
+    }
+    per_group.into_values().max().unwrap_or(0)
 }
 
 async fn decode(
@@ -535,7 +543,7 @@ mod tests {
         let data = (BLOCK + 240_000 - before, 3 * BLOCK - 60_001 - after);
         let ms = vec![strata_promql::selections(&expr, 0, 0, 300_000)[0].matchers.clone()];
         let refs: Vec<Vec<u32>> = indexes.iter().map(|b| selected_refs(b, &ms)).collect();
-        let certain = certain_samples(&indexes, &[vec![], vec![], vec![]], &refs, data);
+        let certain = certain_samples(&indexes, &[vec![], vec![], vec![]], &refs, &[0, 1, 2], data);
         let middle = indexes[1].row_start.last().copied().unwrap();
         assert_eq!(certain, middle, "the middle block, whole; the others only partly inside");
         assert!(loaded >= certain, "{loaded} counted, {certain} certain");
