@@ -38,9 +38,12 @@ state() { # label [querier flags]
     --query.timeout 10m --log.level warn "${@:2}" >>"$DIR/requery-querier.log" 2>&1 &
   local querier=$!
   wait_up http://127.0.0.1:19197/-/ready; wait_up http://127.0.0.1:19190/-/ready
-  # Both sources known to the querier (time ranges in its store list).
+  # Both sources known to the querier, with data (time ranges in its
+  # store list).
   for _ in $(seq 1 100); do
-    [ "$(curl -s http://127.0.0.1:19190/api/v1/stores | grep -o '"minTime"' | wc -l)" = 2 ] && break
+    known=$(curl -s http://127.0.0.1:19190/api/v1/stores | python3 -c \
+      'import json, sys; print(sum(1 for s in json.load(sys.stdin)["data"] if s.get("minTime", 1) <= s.get("maxTime", 0)))')
+    [ "$known" = 2 ] && break
     sleep 0.2
   done
   local q=("$B/strata-loadgen" bench query --url http://127.0.0.1:19190 --queries "$QUERIES" --range "$HISTORY"
