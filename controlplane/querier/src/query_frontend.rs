@@ -298,7 +298,8 @@ async fn evaluate_run(
     if fresh_from[0] > splits[0].end {
         return Ok(out);
     }
-    let mut pending = vec![0..splits.len()];
+    let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+    pending.push(0..splits.len());
     while let Some(part) = pending.pop() {
         let (first, last) = (part.start, part.end - 1);
         match splits[first].evaluate_to(ctx, fresh_from[first], splits[last].end, deadline).await {
