@@ -276,7 +276,8 @@ fn selected_refs(b: &BlockIndex, matcher_sets: &[Vec<strata_promql::Matcher>]) -
 }
 
 /// A lower bound of the most samples one slice of an evaluation over
-/// `data` (`(min, max]`) holds: per group of blocks (`groups`), every row
+/// `data` (`(min, max]`) holds, from `blocks` sorted by `min_time` (as
+/// `choose_sources` gives them): per group of blocks (`groups`), every row
 /// of the selected series of its blocks wholly inside `data`, none of
 /// their time hidden by a coarser block and overlapping no other block read
 /// (whose duplicates would be counted once). A slice counts each sample of
@@ -289,14 +290,16 @@ fn certain_samples(
     groups: &[usize],
     data: (i64, i64),
 ) -> u64 {
-    let overlaps_another = |i: usize| {
-        let (lo, hi) = (blocks[i].meta.min_time, blocks[i].meta.max_time);
-        blocks.iter().enumerate().any(|(j, o)| j != i && o.meta.min_time < hi && o.meta.max_time > lo)
-    };
+    // Blocks come sorted by `min_time`: one overlaps another when an
+    // earlier one ends after it starts or the next one starts before it
+    // ends (one pass, however many blocks).
+    let mut earlier_end = i64::MIN;
     let mut per_group: HashMap<usize, u64> = HashMap::new();
     for i in 0..blocks.len() {
         let m = &blocks[i].meta;
-        if hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps_another(i) {
+        let overlaps = earlier_end > m.min_time || blocks.get(i + 1).is_some_and(|n| n.meta.min_time < m.max_time);
+        earlier_end = earlier_end.max(m.max_time);
+        if hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps {
             let rows = &blocks[i].row_start;
             let n: u64 = refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum();
             *per_group.entry(groups[i]).or_default() += n;
@@ -547,6 +550,11 @@ mod tests {
         let middle = indexes[1].row_start.last().copied().unwrap();
         assert_eq!(certain, middle, "the middle block, whole; the others only partly inside");
         assert!(loaded >= certain, "{loaded} counted, {certain} certain");
+        // A block overlapping another (here: the middle one twice) is not
+        // certain: its duplicates count once.
+        let twice = [indexes[0].clone(), indexes[1].clone(), indexes[1].clone(), indexes[2].clone()];
+        let refs4 = [refs[0].clone(), refs[1].clone(), refs[1].clone(), refs[2].clone()];
+        assert_eq!(certain_samples(&twice, &[vec![], vec![], vec![], vec![]], &refs4, &[0, 1, 1, 2], data), 0);
         // Fresh indexes reading through a cache that counts every read.
         let metrics = strata_blocks::RangeCacheMetrics::default();
         let cache = Arc::new(strata_blocks::RangeCache::new(64 << 20, metrics.clone()));
