@@ -10,7 +10,8 @@ use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 use crate::labels::Labels;
 use crate::storage::{at_ms, offset_ms, selector_matchers};
 use crate::{
-    Annotations, EngineOptions, Error, FloatHistogram, InstantSample, QueryValue, Series, Storage, is_stale_nan,
+    Annotations, EngineOptions, Error, FloatHistogram, InstantSample, QueryValue, Selected, Series, Storage,
+    is_stale_nan,
 };
 
 pub(crate) type Hist = Arc<FloatHistogram>;
@@ -57,9 +58,29 @@ impl StepSeries {
 #[derive(Debug, Clone)]
 pub(crate) struct RangeSeries {
     pub labels: Labels,
-    pub samples: Vec<(i64, f64)>,
+    pub samples: Samples,
     pub drop_name: bool,
     pub hists: Vec<(i64, Hist)>,
+}
+
+/// The float samples of a range vector's series: those a selector read,
+/// shared with the storage, or computed (a subquery's, or without stale
+/// markers).
+#[derive(Debug, Clone)]
+pub(crate) enum Samples {
+    Selected(Selected),
+    Owned(Vec<(i64, f64)>),
+}
+
+impl std::ops::Deref for Samples {
+    type Target = [(i64, f64)];
+
+    fn deref(&self) -> &[(i64, f64)] {
+        match self {
+            Samples::Selected(s) => s.samples(),
+            Samples::Owned(v) => v,
+        }
+    }
 }
 
 /// A range vector: per step `i`, the window `(ends[i] - range, ends[i]]`.
@@ -193,7 +214,7 @@ impl Ctx<'_> {
         ts.iter().map(|&t| at.unwrap_or(t) - offset).collect()
     }
 
-    fn select(&self, vs: &VectorSelector, min_t: i64, max_t: i64) -> Result<Vec<std::sync::Arc<Series>>, Error> {
+    fn select(&self, vs: &VectorSelector, min_t: i64, max_t: i64) -> Result<Vec<Selected>, Error> {
         let sets = selector_matchers(vs);
         if sets.len() == 1 {
             let out = self.storage.select(&sets[0], min_t, max_t)?;
@@ -203,7 +224,7 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for m in sets {
             for s in self.storage.select(&m, min_t, max_t)? {
-                if seen.insert(s.labels.clone(), ()).is_none() {
+                if seen.insert(s.labels().clone(), ()).is_none() {
                     out.push(s);
                 }
             }
@@ -225,20 +246,21 @@ impl Ctx<'_> {
         };
         let lookback = self.lookback();
         let series = self.select(vs, min - lookback + 1, max)?;
-        let loaded: usize = series.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
+        let loaded: usize = series.iter().map(|s| s.samples().len() + s.histograms().len()).sum();
         self.add_samples(loaded, "query execution")?;
         let mut out = Vec::with_capacity(series.len());
         for s in series {
-            if !s.histograms.is_empty() {
+            if !s.histograms().is_empty() {
                 let (vals, hists, times) = select_mixed(&s, &eff, lookback);
                 if vals.iter().any(Option::is_some) || hists.iter().any(Option::is_some) {
                     if let Some(st) = sample_times.as_deref_mut() {
                         st.push(times);
                     }
-                    out.push(StepSeries { labels: s.labels.clone(), vals, drop_name: false, hists });
+                    out.push(StepSeries { labels: s.labels().clone(), vals, drop_name: false, hists });
                 }
                 continue;
             }
+            let samples = s.samples();
             let mut vals = Vec::with_capacity(eff.len());
             let mut times = Vec::new();
             let mut any = false;
@@ -249,11 +271,11 @@ impl Ctx<'_> {
                     j = 0;
                 }
                 prev = t;
-                while j < s.samples.len() && s.samples[j].0 <= t {
+                while j < samples.len() && samples[j].0 <= t {
                     j += 1;
                 }
                 let v = if j > 0 {
-                    let (st, sv) = s.samples[j - 1];
+                    let (st, sv) = samples[j - 1];
                     if st > t - lookback && !is_stale_nan(sv) {
                         if sample_times.is_some() {
                             times.push(st);
@@ -275,7 +297,7 @@ impl Ctx<'_> {
                 if let Some(st) = sample_times.as_deref_mut() {
                     st.push(times);
                 }
-                out.push(StepSeries::floats(s.labels.clone(), vals, false));
+                out.push(StepSeries::floats(s.labels().clone(), vals, false));
             }
         }
         Ok(out)
@@ -289,21 +311,21 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         if let Some((&min, &max)) = ends.iter().min().zip(ends.iter().max()) {
             let series = self.select(vs, min - range + 1, max)?;
-            let loaded: usize = series.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
+            let loaded: usize = series.iter().map(|s| s.samples().len() + s.histograms().len()).sum();
             self.add_samples(loaded, "query execution")?;
             for s in series {
-                let samples: Vec<(i64, f64)> = if s.samples.iter().any(|(_, v)| is_stale_nan(*v)) {
-                    s.samples.iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect()
+                if s.samples().is_empty() && s.histograms().is_empty() {
+                    continue;
+                }
+                let (labels, hists) = (s.labels().clone(), s.histograms().to_vec());
+                // Read in place unless stale markers are to be left out.
+                let samples = if s.samples().iter().any(|(_, v)| is_stale_nan(*v)) {
+                    Samples::Owned(s.samples().iter().copied().filter(|(_, v)| !is_stale_nan(*v)).collect())
                 } else {
-                    s.samples.clone()
+                    Samples::Selected(s)
                 };
-                if !samples.is_empty() || !s.histograms.is_empty() {
-                    out.push(RangeSeries {
-                        labels: s.labels.clone(),
-                        samples,
-                        drop_name: false,
-                        hists: s.histograms.clone(),
-                    });
+                if !samples.is_empty() || !hists.is_empty() {
+                    out.push(RangeSeries { labels, samples, drop_name: false, hists });
                 }
             }
         }
@@ -340,12 +362,17 @@ impl Ctx<'_> {
                                 .filter_map(|(&t, h)| h.as_ref().map(|h| (t, h.clone())))
                                 .collect();
                             if !samples.is_empty() || !hists.is_empty() {
-                                series.push(RangeSeries { labels: s.labels, samples, drop_name: s.drop_name, hists });
+                                series.push(RangeSeries {
+                                    labels: s.labels,
+                                    samples: Samples::Owned(samples),
+                                    drop_name: s.drop_name,
+                                    hists,
+                                });
                             }
                         }
                     }
                     Value::Scalar(v) => {
-                        let samples = grid.iter().copied().zip(v).collect();
+                        let samples = Samples::Owned(grid.iter().copied().zip(v).collect());
                         series.push(RangeSeries {
                             labels: Labels::default(),
                             samples,
@@ -418,15 +445,16 @@ impl SeriesBuilder {
 
 /// The latest float or histogram sample at or before each of `eff`
 /// within the lookback (a stale float marker ends either).
-fn select_mixed(s: &Series, eff: &[i64], lookback: i64) -> (Vec<Option<f64>>, Vec<Option<Hist>>, Vec<i64>) {
+fn select_mixed(s: &Selected, eff: &[i64], lookback: i64) -> (Vec<Option<f64>>, Vec<Option<Hist>>, Vec<i64>) {
     let mut vals = Vec::with_capacity(eff.len());
     let mut hists = Vec::with_capacity(eff.len());
     let mut times = Vec::with_capacity(eff.len());
+    let (samples, histograms) = (s.samples(), s.histograms());
     for &t in eff {
-        let j = s.samples.partition_point(|(st, _)| *st <= t);
-        let k = s.histograms.partition_point(|(st, _)| *st <= t);
-        let f = (j > 0).then(|| s.samples[j - 1]);
-        let h = (k > 0).then(|| &s.histograms[k - 1]);
+        let j = samples.partition_point(|(st, _)| *st <= t);
+        let k = histograms.partition_point(|(st, _)| *st <= t);
+        let f = (j > 0).then(|| samples[j - 1]);
+        let h = (k > 0).then(|| &histograms[k - 1]);
         let pick_hist = match (f, h) {
             (Some((ft, _)), Some((ht, _))) => *ht > ft,
             (None, Some(_)) => true,

@@ -74,10 +74,52 @@ impl Series {
     }
 }
 
+/// A series as a [`Storage`] selects it: the part of a stored series'
+/// samples in the selected time range, shared with the storage (a query
+/// does not copy the samples it reads).
+#[derive(Debug, Clone)]
+pub struct Selected {
+    series: Arc<Series>,
+    samples: std::ops::Range<usize>,
+    histograms: std::ops::Range<usize>,
+}
+
+impl Selected {
+    /// All of `series`.
+    pub fn whole(series: Arc<Series>) -> Selected {
+        let (samples, histograms) = (0..series.samples.len(), 0..series.histograms.len());
+        Selected { series, samples, histograms }
+    }
+
+    /// The samples of `series` in `[min_t, max_t]`.
+    pub fn within(series: Arc<Series>, min_t: i64, max_t: i64) -> Selected {
+        let s = &series.samples;
+        let samples = s.partition_point(|(t, _)| *t < min_t)..s.partition_point(|(t, _)| *t <= max_t);
+        let h = &series.histograms;
+        let histograms = h.partition_point(|(t, _)| *t < min_t)..h.partition_point(|(t, _)| *t <= max_t);
+        // An empty range stays a valid (empty) slice when min_t > max_t.
+        let samples = samples.start..samples.end.max(samples.start);
+        let histograms = histograms.start..histograms.end.max(histograms.start);
+        Selected { series, samples, histograms }
+    }
+
+    pub fn labels(&self) -> &Labels {
+        &self.series.labels
+    }
+
+    pub fn samples(&self) -> &[(i64, f64)] {
+        &self.series.samples[self.samples.clone()]
+    }
+
+    pub fn histograms(&self) -> &[(i64, Arc<FloatHistogram>)] {
+        &self.series.histograms[self.histograms.clone()]
+    }
+}
+
 /// Where the engine reads series from.
 pub trait Storage {
     /// Series matching all `matchers` with their samples in `[min_t, max_t]`.
-    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error>;
+    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Selected>, Error>;
 
     /// Values of a pushable aggregation already computed at some steps
     /// (see [`pushdown`]); the engine evaluates only the other steps.
@@ -87,7 +129,7 @@ pub trait Storage {
 }
 
 impl<S: Storage + ?Sized> Storage for &S {
-    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error> {
+    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Selected>, Error> {
         (**self).select(matchers, min_t, max_t)
     }
 

@@ -7,7 +7,7 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AggregateExpr, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::labels::METRIC_NAME;
-use crate::{Error, PushedAggregate, Series, Storage};
+use crate::{Error, PushedAggregate, Selected, Series, Storage};
 
 /// Series held in memory, indexed by metric name.
 #[derive(Debug, Default, Clone)]
@@ -24,10 +24,16 @@ impl MemoryStorage {
 
     /// Adds a series; samples must be in time order.
     pub fn add(&mut self, series: Series) {
+        self.add_shared(Arc::new(series));
+    }
+
+    /// Adds a series shared with its owner (queries select parts of it
+    /// without copying); samples must be in time order.
+    pub fn add_shared(&mut self, series: Arc<Series>) {
         let idx = self.series.len();
         let name = series.labels.get(METRIC_NAME).unwrap_or_default().to_string();
         self.by_name.entry(name).or_default().push(idx);
-        self.series.push(Arc::new(series));
+        self.series.push(series);
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +57,7 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Arc<Series>>, Error> {
+    fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Selected>, Error> {
         let name_eq =
             matchers.iter().find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal)).map(|m| m.value.as_str());
         let candidates: Box<dyn Iterator<Item = &Arc<Series>>> = match name_eq {
@@ -71,29 +77,17 @@ impl Storage for MemoryStorage {
             if !ok {
                 continue;
             }
+            let part = Selected::within(s.clone(), min_t, max_t);
             if !reserved.is_empty() {
-                let lo = s.samples.partition_point(|(t, _)| *t < min_t);
-                let hi = s.samples.partition_point(|(t, _)| *t <= max_t);
                 let mut labels = s.labels.clone();
                 for (n, _) in &reserved {
                     labels.remove(n);
                 }
-                out.push(Arc::new(Series { labels, samples: s.samples[lo..hi].to_vec(), histograms: Vec::new() }));
+                let series = Series { labels, samples: part.samples().to_vec(), histograms: Vec::new() };
+                out.push(Selected::whole(Arc::new(series)));
                 continue;
             }
-            let lo = s.samples.partition_point(|(t, _)| *t < min_t);
-            let hi = s.samples.partition_point(|(t, _)| *t <= max_t);
-            let hlo = s.histograms.partition_point(|(t, _)| *t < min_t);
-            let hhi = s.histograms.partition_point(|(t, _)| *t <= max_t);
-            if lo == 0 && hi == s.samples.len() && hlo == 0 && hhi == s.histograms.len() {
-                out.push(s.clone());
-            } else {
-                out.push(Arc::new(Series {
-                    labels: s.labels.clone(),
-                    samples: s.samples[lo..hi].to_vec(),
-                    histograms: s.histograms[hlo..hhi].to_vec(),
-                }));
-            }
+            out.push(part);
         }
         Ok(out)
     }

@@ -22,8 +22,9 @@ use strata_promql::{Engine, EngineOptions, Expr, Labels, MemoryStorage, QueryVal
 use strata_proto::prometheus::Label;
 use strata_proto::store::{AggregateRequest, AggregateResponse, AggregatedSeries};
 
-/// One block's samples of the selected series.
-type Decoded = Vec<(Labels, Vec<(i64, f64)>)>;
+/// One block's samples of the selected series, each shared by the slices
+/// that read it (a slice's engine reads them in place).
+type Decoded = Vec<Arc<Series>>;
 type DecodeFuture = Shared<BoxFuture<'static, Result<Arc<Decoded>, String>>>;
 
 /// Most steps one request may ask for.
@@ -321,7 +322,10 @@ async fn decode(
         .iter()
         .zip(samples)
         .filter(|(_, s)| !s.is_empty())
-        .map(|(&r, s)| (Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect()), s))
+        .map(|(&r, s)| {
+            let labels = Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect());
+            Arc::new(Series::floats(labels, s))
+        })
         .collect())
 }
 
@@ -346,30 +350,43 @@ fn eval_slice(
     steps: &[i64],
     step: i64,
 ) -> Result<SliceResult, AggregateError> {
-    let mut merged: HashMap<&Labels, Vec<(i64, f64)>, foldhash::fast::RandomState> = HashMap::default();
-    let mut unsorted = false;
+    // Per series, its samples within `[lo, hi]` in each block (in time
+    // order).
+    type Runs<'a> = Vec<(&'a Arc<Series>, std::ops::Range<usize>)>;
+    let mut merged: HashMap<&Labels, Runs, foldhash::fast::RandomState> = HashMap::default();
     for part in parts {
-        for (labels, samples) in part.iter() {
-            let a = samples.partition_point(|s| s.0 < lo);
-            let b = samples.partition_point(|s| s.0 <= hi);
-            if a == b {
-                continue;
+        for s in part.iter() {
+            let a = s.samples.partition_point(|s| s.0 < lo);
+            let b = s.samples.partition_point(|s| s.0 <= hi);
+            if a < b {
+                merged.entry(&s.labels).or_default().push((s, a..b));
             }
-            let v = merged.entry(labels).or_default();
-            if v.last().is_some_and(|l| l.0 >= samples[a].0) {
-                unsorted = true;
-            }
-            v.extend_from_slice(&samples[a..b]);
         }
     }
     // In label order, like the querier's own storage: sums then add up in
     // the same order whether pushed down or not.
-    let mut merged: Vec<(&Labels, Vec<(i64, f64)>)> = merged.into_iter().collect();
+    let mut merged: Vec<(&Labels, Runs)> = merged.into_iter().collect();
     merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut storage = MemoryStorage::new();
     let mut loaded = 0u64;
-    for (labels, mut samples) in merged {
-        if unsorted {
+    for (labels, runs) in merged {
+        if let [(series, range)] = &runs[..] {
+            // In one block: the engine selects exactly `[lo, hi]` of it,
+            // in place.
+            loaded += range.len() as u64;
+            storage.add_shared(Arc::clone(series));
+            continue;
+        }
+        // In several blocks: joined, in time order and without duplicates
+        // where blocks overlap.
+        let mut samples = Vec::with_capacity(runs.iter().map(|(_, r)| r.len()).sum());
+        let mut sorted = true;
+        for (series, range) in runs {
+            let run = &series.samples[range];
+            sorted &= samples.last().is_none_or(|l: &(i64, f64)| l.0 < run[0].0);
+            samples.extend_from_slice(run);
+        }
+        if !sorted {
             samples.sort_by_key(|s| s.0);
             samples.dedup_by_key(|s| s.0);
         }
