@@ -16,14 +16,15 @@ use strata_ingest::IngesterConfig;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long freed memory stays with the store gateway's allocator before
-/// it goes back to the OS. A pushed-down aggregation over a month decodes
-/// and frees gigabytes in seconds; with mimalloc's default (1 s) the next
-/// query faults all of it in again, a fifth of a 30-day dashboard's time
-/// (docs/benchmarks.md, "30 days"). The cost: RSS stays at the last
-/// queries' peak for this long after them. `MIMALLOC_PURGE_DELAY` (ms)
-/// overrides it.
-const STORE_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+/// How long freed memory stays with the allocator of a store gateway or a
+/// querier before it goes back to the OS. A pushed-down aggregation over a
+/// month decodes and frees gigabytes in seconds; with mimalloc's default
+/// (1 s) the next query faults all of it in again, a fifth of a 30-day
+/// dashboard's time in the gateway (docs/benchmarks.md, "30 days"), two
+/// fifths of the querier's (which evaluates the raw samples of the
+/// newest steps). The cost: RSS stays at the last queries' peak for this
+/// long after them. `MIMALLOC_PURGE_DELAY` (ms) overrides it.
+const QUERY_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// `mi_option_purge_delay` in `mimalloc.h` (v2 and v3); the bindings
 /// leave it out.
@@ -648,6 +649,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Querier(a) => {
+            delay_allocator_purge(QUERY_PURGE_DELAY_MS);
             let endpoints = split_endpoints(&a.endpoints);
             anyhow::ensure!(!endpoints.is_empty(), "at least one --endpoint is required");
             anyhow::ensure!(a.max_concurrency >= 1, "--query.max-concurrency must be at least 1");
@@ -688,7 +690,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(strata_querier::frontend_server::run(cfg, shutdown_signal()))?;
         }
         Cmd::Store(a) => {
-            delay_allocator_purge(STORE_PURGE_DELAY_MS);
+            delay_allocator_purge(QUERY_PURGE_DELAY_MS);
             let cfg = strata_store::StoreConfig {
                 grpc_listen: a.grpc_listen,
                 web_listen: a.web_listen,
