@@ -3,13 +3,14 @@
 //! instead of every raw sample (see `strata_promql::pushdown`).
 //!
 //! Consecutive blocks form groups (up to [`SLICE_SAMPLES`] together), and
-//! the steps are split into slices: the steps whose data windows lie in one
-//! group, and apart from them the few whose windows cross from one group
-//! into the next. A slice reads the blocks its windows overlap; each block
-//! is decoded once and shared by the slices that need it (a series in one
-//! block is evaluated in place, without a copy), and dropped when they are
-//! done. Slices are evaluated on blocking threads while the next blocks
-//! decode, so a query over many blocks uses every core.
+//! the steps are split into slices at the boundaries of groups: a slice
+//! holds the steps whose data windows end in one group. It reads the blocks
+//! its windows overlap (its own group's and, for the first steps, the tail
+//! of the previous one); each block is decoded once and shared by the
+//! slices that need it (a series in one block of a slice is evaluated in
+//! place, without a copy), and dropped when they are done. Slices are
+//! evaluated on blocking threads while the next blocks decode, so a query
+//! over many blocks uses every core.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -161,19 +162,15 @@ pub async fn evaluate(
         })
         .collect();
 
-    // Slices of consecutive steps whose windows start in the same group of
-    // blocks and end in the same group: a window within one group is one
-    // slice with its neighbours, read in place; windows across a boundary
-    // of groups (at most a few steps per boundary) are slices of their own,
-    // the only ones that join a series' samples from several blocks.
+    // Slices of consecutive steps whose window ends in the same group of
+    // blocks.
     let mut slices: Vec<(usize, usize, Vec<DecodeFuture>)> = Vec::new();
-    let group_at = |t: i64| blocks.iter().rposition(|b| b.meta.min_time <= t).map(|i| groups[i]);
-    let key_of = |t: i64| (group_at(t - before + 1), group_at(t - after));
+    let block_of = |t: i64| blocks.iter().rposition(|b| b.meta.min_time <= t - after).map(|i| groups[i]);
     let mut first = 0;
     while first < steps.len() {
-        let key = key_of(steps[first]);
+        let key = block_of(steps[first]);
         let mut last = first;
-        while last + 1 < steps.len() && key_of(steps[last + 1]) == key {
+        while last + 1 < steps.len() && block_of(steps[last + 1]) == key {
             last += 1;
         }
         let (lo, hi) = (steps[first] - before, steps[last] - after);
