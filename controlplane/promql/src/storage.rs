@@ -241,3 +241,38 @@ fn shift(s: i64, e: i64, at: Option<i64>, offset: i64) -> (i64, i64) {
         None => (s - offset, e - offset),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Labels;
+
+    fn name(n: &str) -> Matcher {
+        Matcher::new(MatchOp::Equal, METRIC_NAME, n)
+    }
+
+    /// A selection is the stored series' samples in `[min_t, max_t]`
+    /// (both ends included), read in place: no copy of the samples.
+    #[test]
+    fn selects_parts_of_stored_series_in_place() {
+        let samples: Vec<(i64, f64)> = (0..10).map(|i| (i * 1000, i as f64)).collect();
+        let series = Arc::new(Series::floats(Labels::new(vec![("__name__".into(), "up".into())]), samples));
+        let mut st = MemoryStorage::new();
+        st.add_shared(series.clone());
+
+        let got = st.select(&[name("up")], 2000, 5000).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples(), &series.samples[2..6]);
+        // The same memory as the stored series: a view, not a copy.
+        assert!(std::ptr::eq(got[0].samples().as_ptr(), series.samples[2..].as_ptr()));
+        assert_eq!(got[0].labels(), &series.labels);
+
+        // Between samples, before and after all of them, and an empty range.
+        assert_eq!(st.select(&[name("up")], 1500, 2500).unwrap()[0].samples(), &[(2000, 2.0)]);
+        assert!(st.select(&[name("up")], -5000, -1).unwrap()[0].samples().is_empty());
+        assert!(st.select(&[name("up")], 9001, 20000).unwrap()[0].samples().is_empty());
+        assert!(st.select(&[name("up")], 5000, 2000).unwrap()[0].samples().is_empty());
+        assert_eq!(st.select(&[name("up")], i64::MIN, i64::MAX).unwrap()[0].samples(), &series.samples[..]);
+        assert!(st.select(&[name("down")], i64::MIN, i64::MAX).unwrap().is_empty());
+    }
+}
