@@ -20,10 +20,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// querier before it goes back to the OS. A pushed-down aggregation over a
 /// month decodes and frees gigabytes in seconds; with mimalloc's default
 /// (1 s) the next query faults all of it in again, a fifth of a 30-day
-/// dashboard's time in the gateway (docs/benchmarks.md, "30 days"), two
-/// fifths of the querier's (which evaluates the raw samples of the
-/// newest steps). The cost: RSS stays at the last queries' peak for this
-/// long after them. `MIMALLOC_PURGE_DELAY` (ms) overrides it.
+/// dashboard's time in the gateway (docs/benchmarks.md, "30 days"); the
+/// querier, which evaluates the raw samples of the newest steps itself,
+/// frees and faults in the same way. The cost: RSS stays at the last
+/// queries' peak for this long after them. `MIMALLOC_PURGE_DELAY` (ms)
+/// overrides it.
 const QUERY_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// `mi_option_purge_delay` in `mimalloc.h` (v2 and v3); the bindings
