@@ -164,6 +164,7 @@ pub(crate) fn view_columns(view: View) -> &'static [&'static str] {
 pub(crate) struct ViewColumns {
     pub series_ref: UInt32Array,
     t: Int64Array,
+    view: View,
     values: ViewValues,
 }
 
@@ -196,7 +197,45 @@ impl ViewColumns {
                 resets: column(b, "resets")?,
             })),
         };
-        Ok(ViewColumns { series_ref: column(b, "series_ref")?, t: column(b, "timestamp")?, values })
+        Ok(ViewColumns { series_ref: column(b, "series_ref")?, t: column(b, "timestamp")?, view, values })
+    }
+
+    /// Row `i` as a window holding the view's aggregates (the others 0),
+    /// to be folded into coarser windows read in the same view.
+    pub fn window(&self, i: usize) -> Window {
+        let t = self.t.value(i);
+        let mut w = Window {
+            t,
+            count: 0.0,
+            sum: 0.0,
+            min: 0.0,
+            max: 0.0,
+            first_t: t,
+            first: 0.0,
+            last: 0.0,
+            increase: 0.0,
+            resets: 0,
+        };
+        match &self.values {
+            ViewValues::One(v) => {
+                let x = v.value(i);
+                match self.view {
+                    View::Count => w.count = x,
+                    View::Sum => w.sum = x,
+                    View::Min => w.min = x,
+                    View::Max => w.max = x,
+                    View::Counter => {}
+                }
+            }
+            ViewValues::Counter(c) => {
+                w.first_t = c.first_t.value(i);
+                w.first = c.first.value(i);
+                w.last = c.last.value(i);
+                w.increase = c.increase.value(i);
+                w.resets = c.resets.value(i);
+            }
+        }
+        w
     }
 
     /// Appends the points of the windows in `rows` (one series, time
@@ -364,6 +403,109 @@ pub fn downsample(input: &[Window], resolution_ms: i64, out: &mut Vec<Window>) {
         });
     }
     out.extend(current.map(|(_, w)| w));
+}
+
+/// One series' windows of a resolution, folded from its raw samples or
+/// finer windows as they arrive in time order: what [`downsample`] gives,
+/// built incrementally (a read folds rows batch by batch) and without a
+/// division per input.
+#[derive(Debug, Default)]
+pub struct Fold {
+    /// End of the last window's interval (`k·r` of `((k-1)·r, k·r]`).
+    end: i64,
+    windows: Vec<Window>,
+}
+
+impl Fold {
+    /// Adds `w` (a [`Window::sample`] or a finer window) after the
+    /// earlier ones. False, and nothing added, when it is earlier than
+    /// the last one added: folding needs time order.
+    pub fn push(&mut self, w: &Window, resolution_ms: i64) -> bool {
+        match self.windows.last_mut() {
+            Some(last) if w.t < last.t => false,
+            Some(last) if w.t <= self.end => {
+                *last = last.then(w);
+                true
+            }
+            _ => {
+                self.end = window_of(w.t, resolution_ms).saturating_mul(resolution_ms);
+                self.windows.push(*w);
+                true
+            }
+        }
+    }
+
+    /// Adds raw samples (`ts` ascending, later than those added before),
+    /// staleness markers left out: [`Fold::push`] of each as a
+    /// [`Window::sample`], with only `view`'s aggregates kept up to date
+    /// (the others stay those of the window's first sample). False, and
+    /// nothing added, when `ts` starts before the last sample added.
+    pub fn push_samples(&mut self, ts: &[i64], vs: &[f64], view: View, resolution_ms: i64) -> bool {
+        if let (Some(last), Some(&t0)) = (self.windows.last(), ts.first())
+            && t0 < last.t
+        {
+            return false;
+        }
+        // Each update is `Window::then` with a one-sample window, reduced
+        // to the view's aggregates (bit for bit the same).
+        match view {
+            View::Count => self.fold_samples(ts, vs, resolution_ms, |w, _| w.count += 1.0),
+            View::Sum => self.fold_samples(ts, vs, resolution_ms, |w, v| w.sum += v),
+            View::Min => self.fold_samples(ts, vs, resolution_ms, |w, v| {
+                if v < w.min || w.min.is_nan() {
+                    w.min = v
+                }
+            }),
+            View::Max => self.fold_samples(ts, vs, resolution_ms, |w, v| {
+                if v > w.max || w.max.is_nan() {
+                    w.max = v
+                }
+            }),
+            View::Counter => self.fold_samples(ts, vs, resolution_ms, |w, v| {
+                let reset = v < w.last;
+                let seam = if reset { v } else { v - w.last };
+                w.increase = w.increase + seam + 0.0;
+                w.resets += reset as u32;
+                w.last = v;
+            }),
+        }
+        true
+    }
+
+    fn fold_samples(&mut self, ts: &[i64], vs: &[f64], resolution_ms: i64, update: impl Fn(&mut Window, f64)) {
+        for (&t, &v) in ts.iter().zip(vs) {
+            if is_stale(v) {
+                continue;
+            }
+            match self.windows.last_mut() {
+                Some(w) if t <= self.end => {
+                    update(w, v);
+                    w.t = t;
+                }
+                _ => {
+                    self.end = window_of(t, resolution_ms).saturating_mul(resolution_ms);
+                    self.windows.push(Window::sample(t, v));
+                }
+            }
+        }
+    }
+
+    /// The folded windows' points in `view` (time order), without those
+    /// before `min_t`.
+    pub fn points(&self, view: View, min_t: i64) -> Vec<(i64, f64)> {
+        let mut out = Vec::with_capacity(self.windows.len() * if view == View::Counter { 2 } else { 1 });
+        for w in &self.windows {
+            w.points(view, &mut out);
+        }
+        let early = out.iter().take_while(|(t, _)| *t < min_t).count();
+        out.drain(..early);
+        out
+    }
+}
+
+/// Whether `v` is Prometheus' staleness marker (left out of windows).
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
 }
 
 /// Raw samples (time order) as windows of `resolution_ms`, staleness

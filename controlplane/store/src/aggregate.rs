@@ -127,9 +127,32 @@ pub async fn evaluate(
     let blocks: Vec<Arc<BlockIndex>> =
         blocks.into_iter().filter(|b| b.meta.min_time <= data_max && b.meta.max_time > data_min).collect();
     let sources = strata_blocks::choose_sources(blocks, view);
-    let view = view.map(|v| v.view);
     let hidden: Vec<Vec<(i64, i64)>> = sources.iter().map(|s| s.hidden.clone()).collect();
     let blocks: Vec<Arc<BlockIndex>> = sources.into_iter().map(|s| s.block).collect();
+    // How each block is read: a view at the resolution the query allows
+    // is folded from finer data (raw samples, 5-minute windows) while
+    // decoding, as a downsampled block would hold it — a few points per
+    // window instead of every sample — where the block's points stand for
+    // its time alone (no other block read overlaps it, no coarser one
+    // hides part of it).
+    let overlaps = overlapping(&blocks);
+    let reads: Vec<Read> = blocks
+        .iter()
+        .zip(&overlaps)
+        .zip(&hidden)
+        .map(|((b, &overlaps), hidden)| match view {
+            None => Read::View(None),
+            Some(v) => {
+                let own = b.meta.downsample.resolution;
+                let foldable = v.max_resolution_ms > own && (own == 0 || v.max_resolution_ms % own == 0);
+                if foldable && !overlaps && hidden.is_empty() {
+                    Read::Folded(v.view, v.max_resolution_ms)
+                } else {
+                    Read::View(Some(v.view))
+                }
+            }
+        })
+        .collect();
 
     // The series each block reads.
     let refs: Vec<Vec<u32>> = blocks.iter().map(|b| selected_refs(b, &matcher_sets)).collect();
@@ -148,10 +171,11 @@ pub async fn evaluate(
         .iter()
         .zip(hidden)
         .zip(refs)
-        .map(|((b, hidden), refs)| {
+        .zip(reads)
+        .map(|(((b, hidden), refs), read)| {
             let (b, store) = (b.clone(), store.clone());
             async move {
-                tokio::spawn(decode(store, b, refs, (data_min, data_max), view, hidden))
+                tokio::spawn(decode(store, b, refs, (data_min, data_max), read, hidden))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -294,16 +318,11 @@ fn certain_samples(
     groups: &[usize],
     data: (i64, i64),
 ) -> u64 {
-    // Blocks come sorted by `min_time`: one overlaps another when an
-    // earlier one ends after it starts or the next one starts before it
-    // ends (one pass, however many blocks).
-    let mut earlier_end = i64::MIN;
+    let overlaps = overlapping(blocks);
     let mut per_group: HashMap<usize, u64> = HashMap::new();
     for i in 0..blocks.len() {
         let m = &blocks[i].meta;
-        let overlaps = earlier_end > m.min_time || blocks.get(i + 1).is_some_and(|n| n.meta.min_time < m.max_time);
-        earlier_end = earlier_end.max(m.max_time);
-        if hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps {
+        if hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps[i] {
             let rows = &blocks[i].row_start;
             let n: u64 = refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum();
             *per_group.entry(groups[i]).or_default() += n;
@@ -312,15 +331,41 @@ fn certain_samples(
     per_group.into_values().max().unwrap_or(0)
 }
 
+/// Whether each block (sorted by `min_time`, as `choose_sources` gives
+/// them) overlaps another: an earlier one ends after it starts or the next
+/// one starts before it ends (one pass, however many blocks).
+fn overlapping(blocks: &[Arc<BlockIndex>]) -> Vec<bool> {
+    let mut earlier_end = i64::MIN;
+    let mut out = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.iter().enumerate() {
+        let m = &b.meta;
+        out.push(earlier_end > m.min_time || blocks.get(i + 1).is_some_and(|n| n.meta.min_time < m.max_time));
+        earlier_end = earlier_end.max(m.max_time);
+    }
+    out
+}
+
+/// How [`decode`] reads a block.
+enum Read {
+    /// As stored (raw samples, or a downsampled block's windows), in the
+    /// view when there is one.
+    View(Option<strata_model::downsample::View>),
+    /// In the view, folded to windows of this resolution (ms).
+    Folded(strata_model::downsample::View, i64),
+}
+
 async fn decode(
     store: Arc<dyn ObjectStore>,
     b: Arc<BlockIndex>,
     refs: Vec<u32>,
     range: (i64, i64),
-    view: Option<strata_model::downsample::View>,
+    read: Read,
     hidden: Vec<(i64, i64)>,
 ) -> Result<Decoded, strata_blocks::BlockError> {
-    let samples = b.read_view(store, &refs, range, view, &hidden).await?;
+    let samples = match read {
+        Read::View(view) => b.read_view(store, &refs, range, view, &hidden).await?,
+        Read::Folded(view, resolution) => b.read_folded(store, &refs, range, view, resolution).await?,
+    };
     Ok(refs
         .iter()
         .zip(samples)
@@ -589,5 +634,145 @@ mod tests {
         assert_eq!(metrics.misses.get() + metrics.hits.get(), 0, "refused after reading blocks");
         evaluate(store.clone(), counted, req(loaded)).await.unwrap();
         assert!(metrics.misses.get() > 0);
+    }
+
+    /// A view read at a resolution from raw blocks folds them to that
+    /// resolution while decoding: the same answers, bit for bit, as from
+    /// the same data downsampled to it by the compactor, and the raw
+    /// answers (the series live through every range); blocks overlapping
+    /// another are read as they are, with the same answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn views_folded_from_raw_blocks_answer_as_downsampled_blocks() {
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let mut all: Vec<SeriesData> = Vec::new();
+        for (k, env) in ["prod", "dev", "qa"].iter().enumerate() {
+            for code in ["200", "500"] {
+                let labels = strata_model::Labels::from_pairs(vec![
+                    ("__name__".into(), "requests_total".into()),
+                    ("code".into(), code.into()),
+                    ("env".into(), env.to_string()),
+                ]);
+                let mut v = 0.0;
+                // Six hours every 15 s, on the hour: samples on the windows' ends.
+                let samples = (0..(6 * HOUR / 15_000 + 1))
+                    .map(|i| {
+                        v = if i % 97 == 0 { 1.0 } else { v + (k + 1) as f64 * 0.5 };
+                        let v =
+                            if i == 150 && code == "500" { f64::from_bits(strata_promql::STALE_NAN_BITS) } else { v };
+                        (i * 15_000, v)
+                    })
+                    .collect();
+                all.push(SeriesData { labels, samples });
+            }
+        }
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let load = |meta| {
+            let store = store.clone();
+            async move { Arc::new(BlockIndex::load(store.as_ref(), meta).await.unwrap()) }
+        };
+        // Raw 2 h blocks, and the same samples downsampled to 1 h in one block.
+        let mut raw = Vec::new();
+        for b in 0..4 {
+            let (lo, hi) = (b * 2 * HOUR, (b + 1) * 2 * HOUR);
+            let series: Vec<SeriesData> = all
+                .iter()
+                .map(|s| SeriesData {
+                    labels: s.labels.clone(),
+                    samples: s.samples.iter().copied().filter(|(t, _)| *t >= lo && *t < hi).collect(),
+                })
+                .collect();
+            raw.push(
+                load(strata_blocks::upload_block(store.as_ref(), "anonymous", "s", lo, hi, &series).await.unwrap())
+                    .await,
+            );
+        }
+        let names: std::collections::BTreeSet<String> = all[0].labels.iter().map(|(n, _)| n.to_string()).collect();
+        let mut w =
+            strata_blocks::BlockWriter::with_resolution(store.clone(), "anonymous", "s", "hour", &names, HOUR).unwrap();
+        for s in &all {
+            let mut windows = Vec::new();
+            strata_blocks::windows_of_samples(&s.samples, HOUR, &mut windows);
+            w.add_windows(&s.labels, &windows).await.unwrap();
+        }
+        let compaction = strata_blocks::Compaction { level: 2, sources: vec![] };
+        let meta = w.finish((0, 8 * HOUR), compaction).await.unwrap();
+        strata_blocks::publish_block(store.as_ref(), &meta).await.unwrap();
+        let hour = vec![load(meta).await];
+        // The raw blocks once more, overlapping: read as they are.
+        let overlapping: Vec<Arc<BlockIndex>> = raw.iter().chain(&raw).cloned().collect();
+
+        let mut mem = MemoryStorage::new();
+        for s in &all {
+            mem.add(Series::floats(
+                Labels(s.labels.iter().map(|(n, v)| (n.into(), v.into())).collect()),
+                s.samples.clone(),
+            ));
+        }
+        let run = |blocks: Vec<Arc<BlockIndex>>, q: &str| {
+            let req = AggregateRequest {
+                tenant: "anonymous".into(),
+                expr: q.into(),
+                start: HOUR,
+                end: 6 * HOUR,
+                step: HOUR,
+                ..Default::default()
+            };
+            let store = store.clone();
+            async move {
+                let mut got: Vec<(Vec<Label>, Vec<(u32, u64)>)> = evaluate(store, blocks, req)
+                    .await
+                    .unwrap()
+                    .series
+                    .into_iter()
+                    .map(|s| (s.labels, s.steps.into_iter().zip(s.values.iter().map(|v| v.to_bits())).collect()))
+                    .collect();
+                got.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+                got
+            }
+        };
+        let engine = Engine::default();
+        for (view, q, range) in [
+            ("counter", "sum by (env) (rate(requests_total{V}[1h]))", HOUR),
+            ("counter", "max by (code) (increase(requests_total{V}[2h]))", 2 * HOUR),
+            ("sum", "sum by (env) (sum_over_time(requests_total{V}[1h]))", HOUR),
+            ("count", "sum by (code) (sum_over_time(requests_total{V}[1h]))", HOUR),
+            ("min", "min by (env) (min_over_time(requests_total{V}[1h]))", HOUR),
+            ("max", "max (max_over_time(requests_total{V}[1h]))", HOUR),
+        ] {
+            let q = q.replace("{V}", &format!("{{__strata_resolution__=\"{HOUR}\",__strata_view__=\"{view}\"}}"));
+            let folded = run(raw.clone(), &q).await;
+            assert!(!folded.is_empty() && folded.iter().all(|s| s.1.len() >= 5), "{q}: {folded:?}");
+            assert_eq!(folded, run(hour.clone(), &q).await, "{q}: folded raw blocks against the 1 h block");
+            // Read as stored, and the raw answer, agree where the series
+            // live through the whole range: where one starts inside it,
+            // a rate's extrapolation over windows differs (docs/querier.md).
+            let lived = |pts: &[(u32, u64)]| -> Vec<(u32, u64)> {
+                pts.iter().copied().filter(|(i, _)| HOUR * (1 + *i as i64) - range >= 0).collect()
+            };
+            let stored = run(overlapping.clone(), &q).await;
+            assert_eq!(folded.len(), stored.len(), "{q}");
+            for (f, s) in folded.iter().zip(&stored) {
+                assert_eq!((&f.0, lived(&f.1)), (&s.0, lived(&s.1)), "{q}: folded against read as stored");
+            }
+            // The raw answer (counts of the raw samples for the count view).
+            if view == "counter" || view == "min" || view == "max" || view == "sum" {
+                let expr = strata_promql::downsample::without_views(&strata_promql::parse(&q).unwrap());
+                let QueryValue::Matrix(want) = engine.range(&mem, &expr, HOUR, 6 * HOUR, HOUR).unwrap() else {
+                    panic!("{q}: not a matrix")
+                };
+                let want: Vec<Vec<f64>> = want
+                    .into_iter()
+                    .map(|s| s.samples.into_iter().filter(|(t, _)| t - range >= 0).map(|(_, v)| v).collect())
+                    .collect();
+                let got: Vec<Vec<f64>> =
+                    folded.iter().map(|s| lived(&s.1).iter().map(|(_, b)| f64::from_bits(*b)).collect()).collect();
+                assert_eq!(got.len(), want.len(), "{q}");
+                for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                    assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{q}: {g} against raw {w}");
+                }
+            }
+        }
     }
 }
