@@ -175,7 +175,7 @@ pub async fn evaluate(
         .map(|(((b, hidden), refs), read)| {
             let (b, store) = (b.clone(), store.clone());
             async move {
-                tokio::spawn(decode(store, b, refs, (data_min, data_max), read, hidden))
+                tokio::spawn(decode(store, b, refs, (data_min, data_max), read, hidden, DECODE_PART_ROWS))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -346,6 +346,7 @@ fn overlapping(blocks: &[Arc<BlockIndex>]) -> Vec<bool> {
 }
 
 /// How [`decode`] reads a block.
+#[derive(Clone, Copy)]
 enum Read {
     /// As stored (raw samples, or a downsampled block's windows), in the
     /// view when there is one.
@@ -354,7 +355,44 @@ enum Read {
     Folded(strata_model::downsample::View, i64),
 }
 
+/// Rows of a block's selected series above which its read is split into
+/// parts of series decoded concurrently.
+const DECODE_PART_ROWS: u64 = 2_000_000;
+
+/// Decodes the series `refs` of `b`: a read of more than `part_rows`
+/// rows in up to one part per core, concurrently (a day's raw block is a
+/// slice of its own, and one task decoding it kept one core busy while
+/// the other waited).
 async fn decode(
+    store: Arc<dyn ObjectStore>,
+    b: Arc<BlockIndex>,
+    refs: Vec<u32>,
+    range: (i64, i64),
+    read: Read,
+    hidden: Vec<(i64, i64)>,
+    part_rows: u64,
+) -> Result<Decoded, strata_blocks::BlockError> {
+    let rows: u64 = refs.iter().map(|&r| b.row_start[r as usize + 1] - b.row_start[r as usize]).sum();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
+    let parts = (rows / part_rows.max(1)).clamp(1, cores) as usize;
+    if parts == 1 {
+        return decode_part(store, b, refs, range, read, hidden).await;
+    }
+    let tasks: Vec<_> = refs
+        .chunks(refs.len().div_ceil(parts))
+        .map(|part| {
+            let (store, b, part, hidden) = (store.clone(), b.clone(), part.to_vec(), hidden.clone());
+            tokio::spawn(decode_part(store, b, part, range, read, hidden))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in futures::future::join_all(tasks).await {
+        out.extend(t.map_err(|e| strata_blocks::BlockError::Invalid(format!("decoding task: {e}")))??);
+    }
+    Ok(out)
+}
+
+async fn decode_part(
     store: Arc<dyn ObjectStore>,
     b: Arc<BlockIndex>,
     refs: Vec<u32>,
@@ -473,6 +511,7 @@ mod tests {
     use super::*;
     use object_store::local::LocalFileSystem;
     use strata_blocks::SeriesData;
+    use strata_model::downsample::View;
 
     const BLOCK: i64 = 20 * 60_000;
 
@@ -700,6 +739,15 @@ mod tests {
         let meta = w.finish((0, 8 * HOUR), compaction).await.unwrap();
         strata_blocks::publish_block(store.as_ref(), &meta).await.unwrap();
         let hour = vec![load(meta).await];
+        // A read decoded in parts (one per core) is the read decoded whole.
+        let refs: Vec<u32> = (0..all.len() as u32).collect();
+        for read in [Read::View(None), Read::View(Some(View::Counter)), Read::Folded(View::Counter, HOUR)] {
+            let whole = decode(store.clone(), raw[1].clone(), refs.clone(), (0, i64::MAX), read, vec![], u64::MAX);
+            let parts = decode(store.clone(), raw[1].clone(), refs.clone(), (0, i64::MAX), read, vec![], 1);
+            let (whole, parts) = (whole.await.unwrap(), parts.await.unwrap());
+            assert_eq!(whole.len(), all.len());
+            assert!(whole.iter().zip(&parts).all(|(a, b)| a.labels == b.labels && a.samples == b.samples));
+        }
         // The raw blocks once more, overlapping: read as they are.
         let overlapping: Vec<Arc<BlockIndex>> = raw.iter().chain(&raw).cloned().collect();
 
