@@ -680,6 +680,9 @@ mod tests {
     /// the same data downsampled to it by the compactor, and the raw
     /// answers (the series live through every range); blocks overlapping
     /// another are read as they are, with the same answers.
+    /// An output series' labels and its (step, value bits).
+    type OutputSeries = (Vec<Label>, Vec<(u32, u64)>);
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn views_folded_from_raw_blocks_answer_as_downsampled_blocks() {
         const HOUR: i64 = 3_600_000;
@@ -769,7 +772,7 @@ mod tests {
             };
             let store = store.clone();
             async move {
-                let mut got: Vec<(Vec<Label>, Vec<(u32, u64)>)> = evaluate(store, blocks, req)
+                let mut got: Vec<OutputSeries> = evaluate(store, blocks, req)
                     .await
                     .unwrap()
                     .series
