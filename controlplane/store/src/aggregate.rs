@@ -133,8 +133,8 @@ pub async fn evaluate(
     // is folded from finer data (raw samples, 5-minute windows) while
     // decoding, as a downsampled block would hold it — a few points per
     // window instead of every sample — where the block's points stand for
-    // its time alone (no other block read overlaps it, no coarser one
-    // hides part of it).
+    // its series' time alone (no other block of its shard read overlaps
+    // it, no coarser one hides part of it).
     let overlaps = overlapping(&blocks);
     let reads: Vec<Read> = blocks
         .iter()
@@ -332,15 +332,25 @@ fn certain_samples(
 }
 
 /// Whether each block (sorted by `min_time`, as `choose_sources` gives
-/// them) overlaps another: an earlier one ends after it starts or the next
-/// one starts before it ends (one pass, however many blocks).
+/// them) overlaps another of its shard: an earlier one ends after it
+/// starts or the next one starts before it ends (one pass per shard).
+/// Blocks of different shards hold different series (the shards' series
+/// are disjoint, as push-down's combining of shards assumes), so their
+/// time ranges may overlap without any sample being held twice.
 fn overlapping(blocks: &[Arc<BlockIndex>]) -> Vec<bool> {
-    let mut earlier_end = i64::MIN;
-    let mut out = Vec::with_capacity(blocks.len());
+    let mut by_shard: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, b) in blocks.iter().enumerate() {
-        let m = &b.meta;
-        out.push(earlier_end > m.min_time || blocks.get(i + 1).is_some_and(|n| n.meta.min_time < m.max_time));
-        earlier_end = earlier_end.max(m.max_time);
+        by_shard.entry(b.meta.strata.shard.as_str()).or_default().push(i);
+    }
+    let mut out = vec![false; blocks.len()];
+    for shard in by_shard.into_values() {
+        let mut earlier_end = i64::MIN;
+        for (k, &i) in shard.iter().enumerate() {
+            let m = &blocks[i].meta;
+            let next_starts_inside = shard.get(k + 1).is_some_and(|&n| blocks[n].meta.min_time < m.max_time);
+            out[i] = earlier_end > m.min_time || next_starts_inside;
+            earlier_end = earlier_end.max(m.max_time);
+        }
     }
     out
 }
@@ -753,6 +763,22 @@ mod tests {
         }
         // The raw blocks once more, overlapping: read as they are.
         let overlapping: Vec<Arc<BlockIndex>> = raw.iter().chain(&raw).cloned().collect();
+        let mut sorted = overlapping.clone();
+        sorted.sort_by_key(|b| b.meta.min_time);
+        assert!(super::overlapping(&sorted).iter().all(|o| *o));
+        // A block of another shard over the same time holds other series:
+        // it overlaps none of this shard's blocks.
+        let staging = SeriesData {
+            labels: strata_model::Labels::from_pairs(vec![
+                ("__name__".into(), "requests_total".into()),
+                ("env".into(), "staging".into()),
+            ]),
+            samples: vec![(HOUR, 1.0), (2 * HOUR, 2.0)],
+        };
+        let other =
+            strata_blocks::upload_block(store.as_ref(), "anonymous", "s2", 0, 8 * HOUR, &[staging]).await.unwrap();
+        let mixed: Vec<Arc<BlockIndex>> = std::iter::once(load(other).await).chain(raw.iter().cloned()).collect();
+        assert_eq!(super::overlapping(&mixed), vec![false; 5]);
 
         let mut mem = MemoryStorage::new();
         for s in &all {
