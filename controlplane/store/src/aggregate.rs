@@ -173,9 +173,10 @@ pub async fn evaluate(
         .zip(refs)
         .zip(reads)
         .map(|(((b, hidden), refs), read)| {
-            let (b, store) = (b.clone(), store.clone());
+            let job =
+                BlockRead { store: store.clone(), block: b.clone(), refs, range: (data_min, data_max), read, hidden };
             async move {
-                tokio::spawn(decode(store, b, refs, (data_min, data_max), read, hidden, DECODE_PART_ROWS))
+                tokio::spawn(job.decode(DECODE_PART_ROWS))
                     .await
                     .map_err(|e| e.to_string())?
                     .map(Arc::new)
@@ -369,60 +370,68 @@ enum Read {
 /// parts of series decoded concurrently.
 const DECODE_PART_ROWS: u64 = 2_000_000;
 
-/// Decodes the series `refs` of `b`: a read of more than `part_rows`
-/// rows in up to one part per core, concurrently (a day's raw block is a
-/// slice of its own, and one task decoding it kept one core busy while
-/// the other waited).
-async fn decode(
+/// One block's read for an evaluation: its series `refs` (ascending)
+/// within `range`, read as `read` says, without the points in `hidden`.
+struct BlockRead {
     store: Arc<dyn ObjectStore>,
-    b: Arc<BlockIndex>,
+    block: Arc<BlockIndex>,
     refs: Vec<u32>,
     range: (i64, i64),
     read: Read,
     hidden: Vec<(i64, i64)>,
-    part_rows: u64,
-) -> Result<Decoded, strata_blocks::BlockError> {
-    let rows: u64 = refs.iter().map(|&r| b.row_start[r as usize + 1] - b.row_start[r as usize]).sum();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
-    let parts = (rows / part_rows.max(1)).clamp(1, cores) as usize;
-    if parts == 1 {
-        return decode_part(store, b, refs, range, read, hidden).await;
-    }
-    let tasks: Vec<_> = refs
-        .chunks(refs.len().div_ceil(parts))
-        .map(|part| {
-            let (store, b, part, hidden) = (store.clone(), b.clone(), part.to_vec(), hidden.clone());
-            tokio::spawn(decode_part(store, b, part, range, read, hidden))
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in futures::future::join_all(tasks).await {
-        out.extend(t.map_err(|e| strata_blocks::BlockError::Invalid(format!("decoding task: {e}")))??);
-    }
-    Ok(out)
 }
 
-async fn decode_part(
-    store: Arc<dyn ObjectStore>,
-    b: Arc<BlockIndex>,
-    refs: Vec<u32>,
-    range: (i64, i64),
-    read: Read,
-    hidden: Vec<(i64, i64)>,
-) -> Result<Decoded, strata_blocks::BlockError> {
-    let samples = match read {
-        Read::View(view) => b.read_view(store, &refs, range, view, &hidden).await?,
-        Read::Folded(view, resolution) => b.read_folded(store, &refs, range, view, resolution).await?,
-    };
-    Ok(refs
-        .iter()
-        .zip(samples)
-        .filter(|(_, s)| !s.is_empty())
-        .map(|(&r, s)| {
-            let labels = Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect());
-            Arc::new(Series::floats(labels, s))
-        })
-        .collect())
+impl BlockRead {
+    /// Decodes the read: one of more than `part_rows` rows in up to one
+    /// part per core, concurrently (a day's raw block is a slice of its
+    /// own, and one task decoding it kept one core busy while the other
+    /// waited).
+    async fn decode(self, part_rows: u64) -> Result<Decoded, strata_blocks::BlockError> {
+        let starts = &self.block.row_start;
+        let rows: u64 = self.refs.iter().map(|&r| starts[r as usize + 1] - starts[r as usize]).sum();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
+        let parts = (rows / part_rows.max(1)).clamp(1, cores) as usize;
+        if parts == 1 {
+            return self.decode_part().await;
+        }
+        let tasks: Vec<_> = self
+            .refs
+            .chunks(self.refs.len().div_ceil(parts))
+            .map(|part| {
+                let part = BlockRead {
+                    store: self.store.clone(),
+                    block: self.block.clone(),
+                    refs: part.to_vec(),
+                    range: self.range,
+                    read: self.read,
+                    hidden: self.hidden.clone(),
+                };
+                tokio::spawn(part.decode_part())
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in futures::future::join_all(tasks).await {
+            out.extend(t.map_err(|e| strata_blocks::BlockError::Invalid(format!("decoding task: {e}")))??);
+        }
+        Ok(out)
+    }
+
+    async fn decode_part(self) -> Result<Decoded, strata_blocks::BlockError> {
+        let BlockRead { store, block: b, refs, range, read, hidden } = self;
+        let samples = match read {
+            Read::View(view) => b.read_view(store, &refs, range, view, &hidden).await?,
+            Read::Folded(view, resolution) => b.read_folded(store, &refs, range, view, resolution).await?,
+        };
+        Ok(refs
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(&r, s)| {
+                let labels = Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect());
+                Arc::new(Series::floats(labels, s))
+            })
+            .collect())
+    }
 }
 
 struct SliceResult {
@@ -755,8 +764,15 @@ mod tests {
         // A read decoded in parts (one per core) is the read decoded whole.
         let refs: Vec<u32> = (0..all.len() as u32).collect();
         for read in [Read::View(None), Read::View(Some(View::Counter)), Read::Folded(View::Counter, HOUR)] {
-            let whole = decode(store.clone(), raw[1].clone(), refs.clone(), (0, i64::MAX), read, vec![], u64::MAX);
-            let parts = decode(store.clone(), raw[1].clone(), refs.clone(), (0, i64::MAX), read, vec![], 1);
+            let job = || BlockRead {
+                store: store.clone(),
+                block: raw[1].clone(),
+                refs: refs.clone(),
+                range: (0, i64::MAX),
+                read,
+                hidden: vec![],
+            };
+            let (whole, parts) = (job().decode(u64::MAX), job().decode(1));
             let (whole, parts) = (whole.await.unwrap(), parts.await.unwrap());
             assert_eq!(whole.len(), all.len());
             assert!(whole.iter().zip(&parts).all(|(a, b)| a.labels == b.labels && a.samples == b.samples));
