@@ -511,8 +511,7 @@ pub fn is_stale(v: f64) -> bool {
 /// Raw samples (time order) as windows of `resolution_ms`, staleness
 /// markers left out.
 pub fn windows_of_samples(samples: &[(i64, f64)], resolution_ms: i64, out: &mut Vec<Window>) {
-    let singles: Vec<Window> =
-        samples.iter().filter(|s| s.1.to_bits() != STALE_NAN_BITS).map(|&(t, v)| Window::sample(t, v)).collect();
+    let singles: Vec<Window> = samples.iter().filter(|s| !is_stale(s.1)).map(|&(t, v)| Window::sample(t, v)).collect();
     downsample(&singles, resolution_ms, out);
 }
 

@@ -1000,6 +1000,16 @@ mod tests {
     use super::*;
     use object_store::local::LocalFileSystem;
 
+    /// `input` in the order a block holds its series: by metric name, then labels.
+    fn in_block_order(input: &[SeriesData]) -> Vec<SeriesData> {
+        let mut sorted = input.to_vec();
+        sorted.sort_by(|a, b| {
+            (a.labels.get(METRIC_NAME).unwrap_or("").to_string(), a.labels.clone())
+                .cmp(&(b.labels.get(METRIC_NAME).unwrap_or("").to_string(), b.labels.clone()))
+        });
+        sorted
+    }
+
     fn series(n: usize, samples: usize) -> Vec<SeriesData> {
         (0..n)
             .map(|i| SeriesData {
@@ -1066,11 +1076,7 @@ mod tests {
         let idx = BlockIndex::load(store.as_ref(), metas[0].clone()).await.unwrap();
         assert_eq!(idx.labels.len(), 300);
         assert_eq!(*idx.row_start.last().unwrap(), 300 * 100);
-        let mut want = input.clone();
-        want.sort_by(|a, b| {
-            (a.labels.get(METRIC_NAME).unwrap_or("").to_string(), a.labels.clone())
-                .cmp(&(b.labels.get(METRIC_NAME).unwrap_or("").to_string(), b.labels.clone()))
-        });
+        let want = in_block_order(&input);
         let refs = [3u32, 150, 299];
         let t_min = 1_700_000_000_000 + 10 * 15_000;
         let t_max = 1_700_000_000_000 + 20 * 15_000;
@@ -1133,11 +1139,7 @@ mod tests {
             .collect();
         let names: BTreeSet<String> = input.iter().flat_map(|s| s.labels.iter().map(|(n, _)| n.to_string())).collect();
         let mut w = BlockWriter::with_resolution(store.clone(), "t", "shard-0", "down", &names, 300_000).unwrap();
-        let mut sorted = input.clone();
-        sorted.sort_by(|a, b| {
-            (a.labels.get(METRIC_NAME).unwrap_or("").to_string(), a.labels.clone())
-                .cmp(&(b.labels.get(METRIC_NAME).unwrap_or("").to_string(), b.labels.clone()))
-        });
+        let sorted = in_block_order(&input);
         for s in &sorted {
             let mut windows = Vec::new();
             windows_of_samples(&s.samples, 300_000, &mut windows);
@@ -1209,11 +1211,7 @@ mod tests {
         let raw_meta = upload_block(store.as_ref(), "t", "shard-0", range.0, range.1, &input).await.unwrap();
         let raw = BlockIndex::load(store.as_ref(), raw_meta).await.unwrap();
         let names: BTreeSet<String> = input.iter().flat_map(|s| s.labels.iter().map(|(n, _)| n.to_string())).collect();
-        let mut sorted = input.clone();
-        sorted.sort_by(|a, b| {
-            (a.labels.get(METRIC_NAME).unwrap_or("").to_string(), a.labels.clone())
-                .cmp(&(b.labels.get(METRIC_NAME).unwrap_or("").to_string(), b.labels.clone()))
-        });
+        let sorted = in_block_order(&input);
         // The compactor's blocks: 5 m from raw samples, 1 h from the 5 m windows.
         let mut downsampled = Vec::new();
         for (id, res) in [("five", 300_000), ("hour", 3_600_000)] {
