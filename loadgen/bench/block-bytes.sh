@@ -3,7 +3,7 @@
 # data (SERIES series × HISTORY at 15 s from `strata-loadgen bench write`,
 # the data issue 3's orientation figures use): Debian's Prometheus (its own
 # 2 h TSDB blocks: chunks + index + meta), Strata (each 2 h block's
-# series.parquet + samples.parquet) and VictoriaMetrics (its whole data
+# Parquet files: series, samples and the hourly rollup) and VictoriaMetrics (its whole data
 # directory after a forced flush, divided by every sample it holds; it has
 # no 2 h blocks).
 #
@@ -33,7 +33,7 @@ for d, _, files in os.walk(root):
     if m["maxTime"] - m["minTime"] < 7_140_000:  # full 2 h blocks only
         continue
     if kind == "strata":
-        b = sum(os.path.getsize(os.path.join(d, f)) for f in ("series.parquet", "samples.parquet"))
+        b = sum(os.path.getsize(os.path.join(d, f)) for f in files if f.endswith(".parquet"))
     else:
         b = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(d) for f in fs)
     samples += m["stats"]["numSamples"]; size += b; n += 1

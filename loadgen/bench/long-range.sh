@@ -102,7 +102,8 @@ compact() { # flags
   echo "   strata compact ${1:-(defaults)}: $(( $(date +%s) - t0 )) s; visible blocks by resolution:" \
     "$(for d in "$W"/objstore/*/*/; do [ -e "$d/deletion-mark.json" ] || grep -ho '"resolution": [0-9]*' "$d/meta.json"; done | sort | uniq -c | tr -s ' ' | tr '\n' ';')" \
     "bytes: raw $(find "$W/objstore" -name samples.parquet -printf '%s\n' | awk '{s+=$1} END {print s}')," \
-    "aggregates $(find "$W/objstore" -name aggregates.parquet -printf '%s\n' | awk '{s+=$1} END {print s+0}')"
+    "aggregates $(find "$W/objstore" -name aggregates.parquet -printf '%s\n' | awk '{s+=$1} END {print s+0}')," \
+    "raw blocks' hourly rollups $(find "$W/objstore" -name rollup-1h.parquet -printf '%s\n' | awk '{s+=$1} END {print s+0}')"
 }
 measure() { # label
   "$B/strata" store --grpc.listen-address 127.0.0.1:19196 --web.listen-address 127.0.0.1:19197 \

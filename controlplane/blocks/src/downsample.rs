@@ -390,16 +390,21 @@ pub fn window_of(t: i64, resolution_ms: i64) -> i64 {
 /// windows of `resolution_ms`. Staleness markers must be left out by the
 /// caller ([`windows_of_samples`] does).
 pub fn downsample(input: &[Window], resolution_ms: i64, out: &mut Vec<Window>) {
+    fold_windows(input.iter().copied(), resolution_ms, out)
+}
+
+/// [`downsample`] over windows as they come.
+fn fold_windows(input: impl Iterator<Item = Window>, resolution_ms: i64, out: &mut Vec<Window>) {
     let mut current: Option<(i64, Window)> = None;
     for w in input {
         let k = window_of(w.t, resolution_ms);
         current = Some(match current {
-            Some((ck, acc)) if ck == k => (k, acc.then(w)),
+            Some((ck, acc)) if ck == k => (k, acc.then(&w)),
             Some((_, acc)) => {
                 out.push(acc);
-                (k, *w)
+                (k, w)
             }
-            None => (k, *w),
+            None => (k, w),
         });
     }
     out.extend(current.map(|(_, w)| w));
@@ -511,8 +516,8 @@ pub fn is_stale(v: f64) -> bool {
 /// Raw samples (time order) as windows of `resolution_ms`, staleness
 /// markers left out.
 pub fn windows_of_samples(samples: &[(i64, f64)], resolution_ms: i64, out: &mut Vec<Window>) {
-    let singles: Vec<Window> = samples.iter().filter(|s| !is_stale(s.1)).map(|&(t, v)| Window::sample(t, v)).collect();
-    downsample(&singles, resolution_ms, out);
+    let singles = samples.iter().filter(|s| !is_stale(s.1)).map(|&(t, v)| Window::sample(t, v));
+    fold_windows(singles, resolution_ms, out);
 }
 
 #[cfg(test)]

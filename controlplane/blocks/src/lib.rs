@@ -10,6 +10,12 @@
 //!   timestamp); timestamps `DELTA_BINARY_PACKED`, values
 //!   `BYTE_STREAM_SPLIT`, zstd; page statistics so a series range reads only
 //!   its pages.
+//! * `<tenant>/<block_id>/rollup-1h.parquet` (raw blocks written since
+//!   session 26): the block's series folded into 1-hour windows, the
+//!   `aggregates.parquet` schema of a downsampled block ([`ROLLUP_FILE`]);
+//!   `series.parquet` then counts each series' windows in `rollup_windows`.
+//!   A read that folds the block to a multiple of an hour reads these
+//!   instead of every sample. Blocks without them are read as before.
 //! * `<tenant>/<block_id>/meta.json`: Thanos-like, written last — its
 //!   presence makes the block visible.
 //!
@@ -215,6 +221,17 @@ impl BlockMeta {
 /// The rows of a downsampled block (see [`Window`]).
 pub const AGGREGATES_FILE: &str = "aggregates.parquet";
 
+/// A raw block's samples folded into windows of [`ROLLUP_RESOLUTION_MS`]
+/// (the rows a downsampled block of that resolution would hold for the
+/// block's time alone), next to `samples.parquet`.
+pub const ROLLUP_FILE: &str = "rollup-1h.parquet";
+
+/// The resolution of [`ROLLUP_FILE`]'s windows: one hour.
+pub const ROLLUP_RESOLUTION_MS: i64 = 3_600_000;
+
+/// `series.parquet`'s column counting each series' rows in [`ROLLUP_FILE`].
+pub(crate) const ROLLUP_WINDOWS: &str = "rollup_windows";
+
 /// The deterministic block id of a (shard, tenant, range).
 pub fn block_id(shard: &str, tenant: &str, min_t: i64, max_t: i64) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -285,8 +302,18 @@ impl BlockSeries for (Labels, Vec<(i64, f64)>) {
     }
 }
 
-/// Encodes series (any order) into `(series.parquet, samples.parquet, stats)`.
-pub fn encode_block<S: BlockSeries>(series: &[S]) -> Result<(Vec<u8>, Vec<u8>, BlockStats), BlockError> {
+/// A raw block's Parquet files, encoded.
+pub struct EncodedBlock {
+    pub series: Vec<u8>,
+    pub samples: Vec<u8>,
+    /// [`ROLLUP_FILE`].
+    pub rollup: Vec<u8>,
+    pub stats: BlockStats,
+}
+
+/// Encodes series (any order, samples in time order) into a raw block's
+/// files.
+pub fn encode_block<S: BlockSeries>(series: &[S]) -> Result<EncodedBlock, BlockError> {
     let mut order: Vec<&S> = series.iter().collect();
     fn name<S: BlockSeries>(s: &S) -> &str {
         s.labels().get(METRIC_NAME).unwrap_or("")
@@ -296,14 +323,24 @@ pub fn encode_block<S: BlockSeries>(series: &[S]) -> Result<(Vec<u8>, Vec<u8>, B
         order.iter().flat_map(|s| s.labels().iter().map(|(n, _)| n)).filter(|n| *n != METRIC_NAME).collect();
 
     let refs: Vec<u32> = (0..order.len() as u32).collect();
+    // The rollup: each series' samples in 1-hour windows.
+    let (mut rollup_refs, mut rollup_rows, mut rollup_counts) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, s) in order.iter().enumerate() {
+        let before = rollup_rows.len();
+        windows_of_samples(s.samples(), ROLLUP_RESOLUTION_MS, &mut rollup_rows);
+        rollup_counts.push((rollup_rows.len() - before) as u32);
+        rollup_refs.resize(rollup_rows.len(), i as u32);
+    }
     let mut fields = vec![
         Field::new("series_ref", DataType::UInt32, false),
         Field::new("num_samples", DataType::UInt32, false),
+        Field::new(ROLLUP_WINDOWS, DataType::UInt32, false),
         Field::new(METRIC_NAME, dict_type(), false),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from(refs.clone())),
         Arc::new(UInt32Array::from(order.iter().map(|s| s.samples().len() as u32).collect::<Vec<_>>())),
+        Arc::new(UInt32Array::from(rollup_counts)),
         Arc::new(
             order
                 .iter()
@@ -336,7 +373,17 @@ pub fn encode_block<S: BlockSeries>(series: &[S]) -> Result<(Vec<u8>, Vec<u8>, B
         vec![Arc::new(UInt32Array::from(r)), Arc::new(Int64Array::from(t)), Arc::new(Float64Array::from(v))],
     )?;
     let stats = BlockStats { num_samples: total as u64, num_series: order.len() as u64 };
-    Ok((write_parquet(&series_batch, true)?, write_parquet(&samples_batch, false)?, stats))
+    let rollup_batch = downsample::windows_batch(&downsample::aggregates_schema(), rollup_refs, &rollup_rows)?;
+    let mut rollup = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut rollup, rollup_batch.schema(), Some(downsample::aggregates_props(1 << 20)?))?;
+    w.write(&rollup_batch)?;
+    w.close()?;
+    Ok(EncodedBlock {
+        series: write_parquet(&series_batch, true)?,
+        samples: write_parquet(&samples_batch, false)?,
+        rollup,
+        stats,
+    })
 }
 
 /// Writes a block cut from the head (compaction level 1): the two Parquet
@@ -373,11 +420,11 @@ pub async fn upload_block_as(
     Ok(meta)
 }
 
-/// A block's two Parquet files, `(name, bytes)`, in upload order.
-pub type BlockFiles = [(&'static str, Vec<u8>); 2];
+/// A raw block's Parquet files, `(name, bytes)`, in upload order.
+pub type BlockFiles = [(&'static str, Vec<u8>); 3];
 
-/// Encodes a block: its `meta.json` and the two Parquet files (name, bytes)
-/// in upload order (`meta.json` goes last, after both).
+/// Encodes a block: its `meta.json` and the Parquet files (name, bytes)
+/// in upload order (`meta.json` goes last, after them).
 pub fn encode_block_files<S: BlockSeries>(
     tenant: &str,
     shard: &str,
@@ -386,10 +433,11 @@ pub fn encode_block_files<S: BlockSeries>(
     compaction: Compaction,
     series: &[S],
 ) -> Result<(BlockMeta, BlockFiles), BlockError> {
-    let (series_pq, samples_pq, stats) = encode_block(series)?;
+    let EncodedBlock { series: series_pq, samples: samples_pq, rollup, stats } = encode_block(series)?;
     let files = vec![
         FileInfo { path: "series.parquet".into(), size: series_pq.len() as u64 },
         FileInfo { path: "samples.parquet".into(), size: samples_pq.len() as u64 },
+        FileInfo { path: ROLLUP_FILE.into(), size: rollup.len() as u64 },
     ];
     let meta = BlockMeta {
         ulid: id.to_string(),
@@ -407,7 +455,7 @@ pub fn encode_block_files<S: BlockSeries>(
         },
         downsample: Downsample::default(),
     };
-    Ok((meta, [("series.parquet", series_pq), ("samples.parquet", samples_pq)]))
+    Ok((meta, [("series.parquet", series_pq), ("samples.parquet", samples_pq), (ROLLUP_FILE, rollup)]))
 }
 
 fn batches(data: Bytes) -> Result<Vec<RecordBatch>, BlockError> {
@@ -498,8 +546,39 @@ pub struct BlockIndex {
     /// Label name → its distinct values in this block (label APIs without matchers).
     pub values: std::collections::BTreeMap<String, BTreeSet<String>>,
     footer: std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
+    /// The block's [`ROLLUP_FILE`], when it has one.
+    rollup: Option<Rollup>,
     /// Where [`BlockIndex::read_samples`] keeps the pages it read (none by default).
     pub cache: Option<Arc<RangeCache>>,
+}
+
+/// Where a raw block's [`ROLLUP_FILE`] holds each series' windows.
+#[derive(Debug)]
+struct Rollup {
+    /// `row_start[r]..row_start[r + 1]` are series `r`'s windows.
+    row_start: Vec<u64>,
+    size: u64,
+    footer: std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
+}
+
+/// Which of a block's files a read reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataFile {
+    /// `samples.parquet`, or a downsampled block's `aggregates.parquet`.
+    Rows,
+    /// [`ROLLUP_FILE`].
+    Rollup,
+}
+
+/// `row_start` of per-series row counts: where each series' rows start.
+fn row_starts(counts: impl IntoIterator<Item = u32>) -> Vec<u64> {
+    let mut out = vec![0u64];
+    let mut acc = 0u64;
+    for c in counts {
+        acc += c as u64;
+        out.push(acc);
+    }
+    out
 }
 
 /// Ranged reads of one Parquet object, with a cached footer.
@@ -674,18 +753,29 @@ impl BlockIndex {
     pub fn from_series_file(meta: BlockMeta, series_parquet: Bytes) -> Result<BlockIndex, BlockError> {
         let mut labels = Vec::new();
         let mut counts: Vec<u32> = Vec::new();
+        let mut rollup_counts: Option<Vec<u32>> = Some(Vec::new());
         for b in batches(series_parquet)? {
             let n = u32_column(&b, "num_samples")?;
             counts.extend(n.values().iter().copied());
+            rollup_counts = match (rollup_counts, b.column_by_name(ROLLUP_WINDOWS)) {
+                (Some(mut acc), Some(_)) => {
+                    acc.extend(u32_column(&b, ROLLUP_WINDOWS)?.values().iter().copied());
+                    Some(acc)
+                }
+                _ => None,
+            };
             labels.extend(batch_labels(&b)?);
         }
-        let mut row_start = Vec::with_capacity(counts.len() + 1);
-        let mut acc = 0u64;
-        row_start.push(0);
-        for c in counts {
-            acc += c as u64;
-            row_start.push(acc);
-        }
+        let row_start = row_starts(counts);
+        // A rollup is used only when `meta.json` lists it and the series
+        // file counts its rows (a block written before rollups has neither).
+        let rollup_size = meta.strata.files.iter().find(|f| f.path == ROLLUP_FILE).map(|f| f.size);
+        let rollup = match (rollup_size, rollup_counts) {
+            (Some(size), Some(counts)) if meta.downsample.resolution == 0 => {
+                Some(Rollup { row_start: row_starts(counts), size, footer: std::sync::Mutex::new(None) })
+            }
+            _ => None,
+        };
         let samples_size = meta
             .strata
             .files
@@ -706,8 +796,36 @@ impl BlockIndex {
             samples_size,
             values,
             footer: std::sync::Mutex::new(None),
+            rollup,
             cache: None,
         })
+    }
+
+    /// Whether the block has a [`ROLLUP_FILE`] it reads folds from.
+    pub fn has_rollup(&self) -> bool {
+        self.rollup.is_some()
+    }
+
+    /// Rows per series of `file` and the file's path, size and cached footer.
+    #[allow(clippy::type_complexity)]
+    fn data_file(
+        &self,
+        file: DataFile,
+    ) -> Result<(&[u64], Path, u64, &std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>), BlockError>
+    {
+        let dir = format!("{}/{}", self.meta.strata.tenant, self.meta.ulid);
+        match (file, &self.rollup) {
+            (DataFile::Rows, _) => Ok((
+                &self.row_start,
+                Path::from(format!("{dir}/{}", self.meta.data_file())),
+                self.samples_size,
+                &self.footer,
+            )),
+            (DataFile::Rollup, Some(r)) => {
+                Ok((&r.row_start, Path::from(format!("{dir}/{ROLLUP_FILE}")), r.size, &r.footer))
+            }
+            (DataFile::Rollup, None) => Err(BlockError::Invalid(format!("block {} has no rollup", self.meta.ulid))),
+        }
     }
 
     /// The rows of the given series (ascending refs) of the block's data
@@ -717,16 +835,18 @@ impl BlockIndex {
     async fn read_rows(
         &self,
         store: Arc<dyn ObjectStore>,
+        file: DataFile,
         refs: &[u32],
         columns: Option<&[&str]>,
     ) -> Result<parquet::arrow::async_reader::ParquetRecordBatchStream<ObjectReader>, BlockError> {
         use parquet::arrow::ParquetRecordBatchStreamBuilder;
         use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
         use parquet::arrow::async_reader::AsyncFileReader;
+        let (row_start, path, size, footer_slot) = self.data_file(file)?;
         let mut selectors = Vec::new();
         let mut pos = 0u64;
         for &r in refs {
-            let (a, b) = (self.row_start[r as usize], self.row_start[r as usize + 1]);
+            let (a, b) = (row_start[r as usize], row_start[r as usize + 1]);
             if a > pos {
                 selectors.push(RowSelector::skip((a - pos) as usize));
             }
@@ -735,12 +855,10 @@ impl BlockIndex {
             }
             pos = b;
         }
-        let path = Path::from(format!("{}/{}/{}", self.meta.strata.tenant, self.meta.ulid, self.meta.data_file()));
-        let cached = self.footer.lock().ok().and_then(|g| g.clone());
-        let mut reader =
-            ObjectReader { store, path, size: self.samples_size, footer: cached, cache: self.cache.clone() };
+        let cached = footer_slot.lock().ok().and_then(|g| g.clone());
+        let mut reader = ObjectReader { store, path, size, footer: cached, cache: self.cache.clone() };
         let footer = reader.get_metadata(None).await?;
-        if let Ok(mut g) = self.footer.lock() {
+        if let Ok(mut g) = footer_slot.lock() {
             *g = Some(footer.clone());
         }
         let options =
@@ -773,7 +891,7 @@ impl BlockIndex {
             return Err(BlockError::Invalid(format!("block {} holds raw samples, not windows", self.meta.ulid)));
         }
         let mut slot = 0usize;
-        let mut batches = self.read_rows(store, refs, None).await?;
+        let mut batches = self.read_rows(store, DataFile::Rows, refs, None).await?;
         while let Some(b) = batches.try_next().await? {
             let c = downsample::WindowColumns::of(&b)?;
             for i in 0..b.num_rows() {
@@ -810,10 +928,10 @@ impl BlockIndex {
         }
         let columns = downsample::view_columns(view);
         let mut slot = 0usize;
-        let mut batches = self.read_rows(store, refs, Some(columns)).await?;
+        let mut batches = self.read_rows(store, DataFile::Rows, refs, Some(columns)).await?;
         while let Some(b) = batches.try_next().await? {
             let c = downsample::ViewColumns::of(&b, view)?;
-            self.series_runs(refs, c.series_ref.values(), &mut slot, &mut out, |rows, n, dst| {
+            self.series_runs(DataFile::Rows, refs, c.series_ref.values(), &mut slot, &mut out, |rows, n, dst| {
                 if dst.capacity() == 0 {
                     dst.reserve(n);
                 }
@@ -883,16 +1001,26 @@ impl BlockIndex {
                 self.meta.ulid
             )));
         }
+        // A raw block read whole, to a multiple of an hour, folds its
+        // rollup's hourly windows: the same windows as its samples folded
+        // (the rollup is that fold), 240 times fewer rows at 15 s.
+        let whole = min_t <= self.meta.min_time && self.meta.max_time - 1 <= max_t;
+        let file = if self.rollup.is_some() && own == 0 && whole && resolution_ms % ROLLUP_RESOLUTION_MS == 0 {
+            DataFile::Rollup
+        } else {
+            DataFile::Rows
+        };
+        let windows = own > 0 || file == DataFile::Rollup;
         let mut folds: Vec<Fold> = (0..refs.len()).map(|_| Fold::default()).collect();
         let mut in_order = true;
         if !refs.is_empty() {
             let mut slot = 0usize;
-            let columns = if own > 0 { Some(downsample::view_columns(view)) } else { None };
-            let mut batches = self.read_rows(store, refs, columns).await?;
+            let columns = if windows { Some(downsample::view_columns(view)) } else { None };
+            let mut batches = self.read_rows(store, file, refs, columns).await?;
             while let Some(b) = batches.try_next().await? {
-                if own > 0 {
+                if windows {
                     let c = downsample::ViewColumns::of(&b, view)?;
-                    self.series_runs(refs, c.series_ref.values(), &mut slot, &mut folds, |rows, _, fold| {
+                    self.series_runs(file, refs, c.series_ref.values(), &mut slot, &mut folds, |rows, _, fold| {
                         for i in rows {
                             let w = c.window(i);
                             if w.t >= min_t && w.t <= max_t {
@@ -903,7 +1031,7 @@ impl BlockIndex {
                 } else {
                     let (r, t, v) = raw_columns(&b)?;
                     let (t, v) = (t.values(), v.values());
-                    self.series_runs(refs, r.values(), &mut slot, &mut folds, |rows, _, fold| {
+                    self.series_runs(file, refs, r.values(), &mut slot, &mut folds, |rows, _, fold| {
                         let (ts, vs) = (&t[rows.clone()], &v[rows]);
                         if !ts.windows(2).all(|w| w[0] <= w[1]) {
                             in_order = false;
@@ -917,10 +1045,8 @@ impl BlockIndex {
             }
         }
         if !in_order {
-            return Err(BlockError::Invalid(format!(
-                "{} holds a series out of time order: cannot fold it",
-                self.meta.data_file()
-            )));
+            let (_, path, ..) = self.data_file(file)?;
+            return Err(BlockError::Invalid(format!("{path} holds a series out of time order: cannot fold it")));
         }
         Ok(folds.iter().map(|f| f.points(view, min_t)).collect())
     }
@@ -941,12 +1067,12 @@ impl BlockIndex {
         if self.meta.downsample.resolution > 0 {
             return Err(BlockError::Invalid(format!("block {} holds windows, not raw samples", self.meta.ulid)));
         }
-        let mut batches = self.read_rows(store, refs, None).await?;
+        let mut batches = self.read_rows(store, DataFile::Rows, refs, None).await?;
         let mut slot = 0usize;
         while let Some(b) = batches.try_next().await? {
             let (r, t, v) = raw_columns(&b)?;
             let (r, t, v) = (r.values(), t.values(), v.values());
-            self.series_runs(refs, r, &mut slot, &mut out, |rows, n, dst| {
+            self.series_runs(DataFile::Rows, refs, r, &mut slot, &mut out, |rows, n, dst| {
                 if dst.capacity() == 0 {
                     dst.reserve(n);
                 }
@@ -971,12 +1097,14 @@ impl BlockIndex {
     /// between batches).
     fn series_runs<T>(
         &self,
+        file: DataFile,
         refs: &[u32],
         r: &[u32],
         slot: &mut usize,
         out: &mut [T],
         mut take: impl FnMut(std::ops::Range<usize>, usize, &mut T),
     ) -> Result<(), BlockError> {
+        let (row_start, path, ..) = self.data_file(file)?;
         let mut i = 0;
         while i < r.len() {
             let sref = r[i];
@@ -985,9 +1113,9 @@ impl BlockIndex {
                 *slot += 1;
             }
             if *slot == refs.len() {
-                return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in {}", self.meta.data_file())));
+                return Err(BlockError::Invalid(format!("unexpected series_ref {sref} in {path}")));
             }
-            let rows = self.row_start[sref as usize + 1] - self.row_start[sref as usize];
+            let rows = row_start[sref as usize + 1] - row_start[sref as usize];
             take(i..i + run, rows as usize, &mut out[*slot]);
             i += run;
         }
@@ -1257,13 +1385,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn whole_raw_blocks_fold_from_their_rollup_as_from_their_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        // Two days of counters with resets and a staleness marker, samples
+        // on the hours' closed ends.
+        let start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+        let input: Vec<SeriesData> = series(9, 11_520)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                let mut v = 0.0;
+                for (k, p) in s.samples.iter_mut().enumerate() {
+                    v = if (k + i) % 31 == 0 { (k % 5) as f64 } else { v + ((k * 3 + i) % 13) as f64 };
+                    p.1 = if k == 500 + i { f64::from_bits(0x7ff0_0000_0000_0002) } else { v };
+                    p.0 = start + k as i64 * 15_000;
+                }
+                s
+            })
+            .collect();
+        let range = (start, start + 11_520 * 15_000);
+        // Written whole (the ingester's flush) and series by series (the
+        // compactor's writer); and the first again as a block written
+        // before rollups (`meta.json` without one).
+        let whole = upload_block(store.as_ref(), "t", "shard-0", range.0, range.1, &input).await.unwrap();
+        assert!(whole.strata.files.iter().any(|f| f.path == ROLLUP_FILE));
+        let names: BTreeSet<String> = input.iter().flat_map(|s| s.labels.iter().map(|(n, _)| n.to_string())).collect();
+        let mut w = BlockWriter::new(store.clone(), "t", "shard-0", "streamed", &names).unwrap();
+        for s in &in_block_order(&input) {
+            w.add(&s.labels, &s.samples).await.unwrap();
+        }
+        let streamed = w.finish(range, Compaction { level: 2, sources: vec![] }).await.unwrap();
+        assert!(streamed.strata.files.iter().any(|f| f.path == ROLLUP_FILE));
+        publish_block(store.as_ref(), &streamed).await.unwrap();
+        let mut old = whole.clone();
+        old.strata.files.retain(|f| f.path != ROLLUP_FILE);
+        let whole = BlockIndex::load(store.as_ref(), whole).await.unwrap();
+        let streamed = BlockIndex::load(store.as_ref(), streamed).await.unwrap();
+        let old = BlockIndex::load(store.as_ref(), old).await.unwrap();
+        assert!(whole.has_rollup() && streamed.has_rollup() && !old.has_rollup());
+
+        let refs = [0u32, 2, 5, 8];
+        let bits = |v: &[Vec<(i64, f64)>]| -> Vec<Vec<(i64, u64)>> {
+            v.iter().map(|s| s.iter().map(|(t, x)| (*t, x.to_bits())).collect()).collect()
+        };
+        let all = (i64::MIN, i64::MAX);
+        for view in [View::Count, View::Sum, View::Min, View::Max, View::Counter] {
+            // 1 h is the rollup's own resolution: the same windows bit for
+            // bit. Coarser ones fold hours instead of samples: the same
+            // here, where every value and sum is an integer.
+            for res in [3_600_000, 7_200_000, 86_400_000] {
+                let want = bits(&old.read_folded(store.clone(), &refs, all, view, res).await.unwrap());
+                assert!(want.iter().all(|s| !s.is_empty()));
+                for b in [&whole, &streamed] {
+                    let got = b.read_folded(store.clone(), &refs, all, view, res).await.unwrap();
+                    assert_eq!(bits(&got), want, "{view:?} at {res}, {}", b.meta.ulid);
+                }
+            }
+        }
+        // The rollup is what those reads read: without `samples.parquet`
+        // a whole block still folds to hours; a read of part of it, or
+        // to 5 minutes, needs the samples.
+        let samples = Path::from(format!("t/{}/samples.parquet", whole.meta.ulid));
+        store.delete(&samples).await.unwrap();
+        whole.read_folded(store.clone(), &refs, all, View::Counter, 3_600_000).await.unwrap();
+        let part = (start + 3_600_000, start + 7_200_000);
+        assert!(whole.read_folded(store.clone(), &refs, part, View::Counter, 3_600_000).await.is_err());
+        assert!(whole.read_folded(store.clone(), &refs, all, View::Counter, 300_000).await.is_err());
+    }
+
+    #[tokio::test]
     async fn same_input_gives_identical_objects() {
         let input = series(20, 50);
-        let (a1, b1, _) = encode_block(&input).unwrap();
+        let one = encode_block(&input).unwrap();
         let mut shuffled = input.clone();
         shuffled.reverse();
-        let (a2, b2, _) = encode_block(&shuffled).unwrap();
-        assert_eq!(a1, a2);
-        assert_eq!(b1, b2);
+        let two = encode_block(&shuffled).unwrap();
+        assert_eq!(one.series, two.series);
+        assert_eq!(one.samples, two.samples);
+        assert_eq!(one.rollup, two.rollup);
     }
 }

@@ -108,7 +108,7 @@ mod tests {
         delete_block(&store, "t", &a.ulid).await.unwrap();
         let left: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await.unwrap();
         assert!(left.iter().all(|o| o.location.as_ref().contains(&b.ulid)), "{left:?}");
-        assert_eq!(left.len(), 3, "b's three files stay");
+        assert_eq!(left.len(), 4, "b's four files stay");
         assert!(list_deletion_marks(&store).await.unwrap().is_empty());
         // Deleting again (an interrupted run finishing) is fine.
         delete_block(&store, "t", &a.ulid).await.unwrap();

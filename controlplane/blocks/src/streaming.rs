@@ -1,6 +1,6 @@
 //! Block I/O one series at a time, for the compactor: a sequential reader
 //! of a block's `samples.parquet` ([`SampleCursor`]) and a writer that
-//! uploads a block's two Parquet files while they are being written
+//! uploads a block's Parquet files while they are being written
 //! ([`BlockWriter`], multipart through object_store's buffered writer). The
 //! memory either takes is bounded by a record batch and a row group's
 //! encoded pages, not by the block's size. The files are the same format
@@ -260,7 +260,12 @@ pub struct BlockWriter {
     samples_schema: SchemaRef,
     series_file: AsyncArrowWriter<BufWriter>,
     samples_file: AsyncArrowWriter<BufWriter>,
-    pending_series: Vec<(Labels, u32)>,
+    /// A raw block's [`crate::ROLLUP_FILE`], with its pending rows.
+    rollup_file: Option<AsyncArrowWriter<BufWriter>>,
+    rollup_refs: Vec<u32>,
+    rollup_rows: Vec<crate::Window>,
+    /// Per pending series: labels, rows, rollup windows.
+    pending_series: Vec<(Labels, u32, u32)>,
     refs: Vec<u32>,
     ts: Vec<i64>,
     vs: Vec<f64>,
@@ -296,11 +301,12 @@ impl BlockWriter {
         resolution: i64,
     ) -> Result<BlockWriter, BlockError> {
         let label_names: Vec<String> = label_names.iter().filter(|n| *n != METRIC_NAME).cloned().collect();
-        let mut fields = vec![
-            Field::new("series_ref", DataType::UInt32, false),
-            Field::new("num_samples", DataType::UInt32, false),
-            Field::new(METRIC_NAME, dict_type(), false),
-        ];
+        let mut fields =
+            vec![Field::new("series_ref", DataType::UInt32, false), Field::new("num_samples", DataType::UInt32, false)];
+        if resolution == 0 {
+            fields.push(Field::new(crate::ROLLUP_WINDOWS, DataType::UInt32, false));
+        }
+        fields.push(Field::new(METRIC_NAME, dict_type(), false));
         fields.extend(label_names.iter().map(|n| Field::new(format!("l_{n}"), dict_type(), true)));
         let series_schema = Arc::new(Schema::new(fields));
         let samples_schema = if resolution > 0 {
@@ -324,6 +330,13 @@ impl BlockWriter {
         let series_file =
             AsyncArrowWriter::try_new(writer("series.parquet"), series_schema.clone(), Some(series_props))?;
         let samples_file = AsyncArrowWriter::try_new(writer(data_file), samples_schema.clone(), Some(samples_props))?;
+        let rollup_file = if resolution == 0 {
+            let props = crate::downsample::aggregates_props(WRITER_ROW_GROUP)?;
+            let schema = crate::downsample::aggregates_schema();
+            Some(AsyncArrowWriter::try_new(writer(crate::ROLLUP_FILE), schema, Some(props))?)
+        } else {
+            None
+        };
         Ok(BlockWriter {
             tenant: tenant.into(),
             shard: shard.into(),
@@ -334,6 +347,9 @@ impl BlockWriter {
             samples_schema,
             series_file,
             samples_file,
+            rollup_file,
+            rollup_refs: Vec::new(),
+            rollup_rows: Vec::new(),
             pending_series: Vec::new(),
             refs: Vec::new(),
             ts: Vec::new(),
@@ -351,7 +367,14 @@ impl BlockWriter {
         if self.resolution > 0 {
             return Err(BlockError::Invalid("raw samples added to a downsampled block".into()));
         }
-        let r = self.next_series(labels, samples.len())?;
+        let before = self.rollup_rows.len();
+        crate::windows_of_samples(samples, crate::ROLLUP_RESOLUTION_MS, &mut self.rollup_rows);
+        let windows = self.rollup_rows.len() - before;
+        let r = self.next_series(labels, samples.len(), windows)?;
+        self.rollup_refs.resize(self.rollup_rows.len(), r);
+        if self.rollup_refs.len() >= BATCH_ROWS {
+            self.flush_rollup().await?;
+        }
         for &(t, v) in samples {
             self.refs.push(r);
             self.ts.push(t);
@@ -373,7 +396,7 @@ impl BlockWriter {
         if self.resolution <= 0 {
             return Err(BlockError::Invalid("windows added to a raw block".into()));
         }
-        let r = self.next_series(labels, windows.len())?;
+        let r = self.next_series(labels, windows.len(), 0)?;
         for w in windows {
             self.refs.push(r);
             self.windows.push(*w);
@@ -389,7 +412,7 @@ impl BlockWriter {
     }
 
     /// Checks the order and label names of the next series and gives it its ref.
-    fn next_series(&mut self, labels: &Labels, rows: usize) -> Result<u32, BlockError> {
+    fn next_series(&mut self, labels: &Labels, rows: usize, rollup_rows: usize) -> Result<u32, BlockError> {
         let key = (labels.get(METRIC_NAME).unwrap_or("").to_string(), labels.clone());
         if self.last_key.as_ref().is_some_and(|k| *k >= key) {
             return Err(BlockError::Invalid(format!("series {labels:?} added out of order")));
@@ -404,7 +427,8 @@ impl BlockWriter {
         let r = self.next_ref;
         self.next_ref = self.next_ref.checked_add(1).ok_or_else(|| BlockError::Invalid("too many series".into()))?;
         let n = u32::try_from(rows).map_err(|_| BlockError::Invalid("too many samples in one series".into()))?;
-        self.pending_series.push((labels.clone(), n));
+        let w = u32::try_from(rollup_rows).map_err(|_| BlockError::Invalid("too many windows in one series".into()))?;
+        self.pending_series.push((labels.clone(), n, w));
         Ok(r)
     }
 
@@ -430,6 +454,18 @@ impl BlockWriter {
         Ok(())
     }
 
+    async fn flush_rollup(&mut self) -> Result<(), BlockError> {
+        let Some(file) = self.rollup_file.as_mut() else { return Ok(()) };
+        if self.rollup_refs.is_empty() {
+            return Ok(());
+        }
+        let schema = crate::downsample::aggregates_schema();
+        let rows = std::mem::take(&mut self.rollup_rows);
+        let batch = crate::downsample::windows_batch(&schema, std::mem::take(&mut self.rollup_refs), &rows)?;
+        file.write(&batch).await?;
+        Ok(())
+    }
+
     async fn flush_series(&mut self) -> Result<(), BlockError> {
         if self.pending_series.is_empty() {
             return Ok(());
@@ -438,15 +474,16 @@ impl BlockWriter {
         let first = self.next_ref - rows.len() as u32;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from((first..self.next_ref).collect::<Vec<u32>>())),
-            Arc::new(UInt32Array::from(rows.iter().map(|(_, n)| *n).collect::<Vec<u32>>())),
-            Arc::new(
-                rows.iter()
-                    .map(|(l, _)| Some(l.get(METRIC_NAME).unwrap_or("")))
-                    .collect::<DictionaryArray<Int32Type>>(),
-            ),
+            Arc::new(UInt32Array::from(rows.iter().map(|(_, n, _)| *n).collect::<Vec<u32>>())),
         ];
+        if self.rollup_file.is_some() {
+            columns.push(Arc::new(UInt32Array::from(rows.iter().map(|(_, _, w)| *w).collect::<Vec<u32>>())));
+        }
+        columns.push(Arc::new(
+            rows.iter().map(|(l, ..)| Some(l.get(METRIC_NAME).unwrap_or(""))).collect::<DictionaryArray<Int32Type>>(),
+        ));
         for n in &self.label_names {
-            columns.push(Arc::new(rows.iter().map(|(l, _)| l.get(n)).collect::<DictionaryArray<Int32Type>>()));
+            columns.push(Arc::new(rows.iter().map(|(l, ..)| l.get(n)).collect::<DictionaryArray<Int32Type>>()));
         }
         let batch = RecordBatch::try_new(self.series_schema.clone(), columns)?;
         self.series_file.write(&batch).await?;
@@ -457,13 +494,23 @@ impl BlockWriter {
     /// written).
     pub async fn finish(mut self, range: (i64, i64), compaction: Compaction) -> Result<BlockMeta, BlockError> {
         self.flush_samples().await?;
+        self.flush_rollup().await?;
         self.flush_series().await?;
         self.samples_file.close().await?;
         self.series_file.close().await?;
+        let mut names = vec!["series.parquet"];
+        if self.resolution > 0 {
+            names.push(crate::AGGREGATES_FILE);
+        } else {
+            names.push("samples.parquet");
+        }
+        if let Some(file) = self.rollup_file.take() {
+            file.close().await?;
+            names.push(crate::ROLLUP_FILE);
+        }
         let dir = format!("{}/{}", self.tenant, self.id);
         let mut files = Vec::new();
-        let data_file = if self.resolution > 0 { crate::AGGREGATES_FILE } else { "samples.parquet" };
-        for name in ["series.parquet", data_file] {
+        for name in names {
             let head = self.store.head(&Path::from(format!("{dir}/{name}"))).await?;
             files.push(FileInfo { path: name.into(), size: head.size });
         }

@@ -949,7 +949,7 @@ mod tests {
         assert_eq!(objects(&store).await, before);
         let r = compact_once(&arc(&store), &plan(), t0 + 16 * MIN).await.unwrap();
         assert_eq!(r.deleted, 10);
-        assert_eq!(objects(&store).await, 3, "only the compacted block's three files are left");
+        assert_eq!(objects(&store).await, 4, "only the compacted block's four files are left");
         assert_eq!(everything(&store, "t").await, want);
     }
 

@@ -142,8 +142,8 @@ async fn round_trip_suite(dir: &Path, s3: &mut S3Server) {
     assert_eq!(s, 200, "{v}");
     let block_id = v["blocks"][0].as_str().expect("block id").to_string();
     let keys = s3.keys(BUCKET, "").await;
-    assert_eq!(keys.len(), 3, "one block of three objects, all under the prefix: {keys:?}");
-    for (key, file) in keys.iter().zip(["meta.json", "samples.parquet", "series.parquet"]) {
+    assert_eq!(keys.len(), 4, "one block of four objects, all under the prefix: {keys:?}");
+    for (key, file) in keys.iter().zip(["meta.json", "rollup-1h.parquet", "samples.parquet", "series.parquet"]) {
         assert!(key.starts_with(&format!("{PREFIX}/anonymous/")) && key.ends_with(file), "{keys:?}");
         assert!(key.contains(&block_id), "{key} is not in block {block_id}");
     }
@@ -151,7 +151,7 @@ async fn round_trip_suite(dir: &Path, s3: &mut S3Server) {
     assert_eq!(meta["stats"]["numSeries"], 6);
     assert_eq!(meta["stats"]["numSamples"], 6 * 80);
     // Parquet magic at both ends: a file anything can read.
-    let series = s3.get(BUCKET, &keys[2]).await;
+    let series = s3.get(BUCKET, &keys[3]).await;
     assert!(series.starts_with(b"PAR1") && series.ends_with(b"PAR1"));
     assert!(!unused.exists(), "the filesystem bucket must not be used");
     // SQL (DataFusion reading Parquet through the S3 API) sees what was written.

@@ -36,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
             samples: vec![(i, i as f64)],
         })
         .collect();
-    let Ok((series_pq, _, _)) = strata_blocks::encode_block(&series) else { return };
-    let Ok(index) = BlockIndex::from_series_file(meta(data.len() as u64), bytes::Bytes::from(series_pq)) else {
+    let Ok(encoded) = strata_blocks::encode_block(&series) else { return };
+    let Ok(index) = BlockIndex::from_series_file(meta(data.len() as u64), bytes::Bytes::from(encoded.series)) else {
         return;
     };
     let Ok(fs) = object_store::local::LocalFileSystem::new_with_prefix(dir.path()) else { return };
