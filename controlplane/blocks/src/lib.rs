@@ -10,9 +10,9 @@
 //!   timestamp); timestamps `DELTA_BINARY_PACKED`, values
 //!   `BYTE_STREAM_SPLIT`, zstd; page statistics so a series range reads only
 //!   its pages.
-//! * `<tenant>/<block_id>/rollup-1h.parquet` (raw blocks written since
-//!   session 26): the block's series folded into 1-hour windows, the
-//!   `aggregates.parquet` schema of a downsampled block ([`ROLLUP_FILE`]);
+//! * `<tenant>/<block_id>/rollup-1h.parquet` (raw and 5-minute blocks
+//!   written since session 26): the block's series folded into 1-hour
+//!   windows, the `aggregates.parquet` schema of a downsampled block ([`ROLLUP_FILE`]);
 //!   `series.parquet` then counts each series' windows in `rollup_windows`.
 //!   A read that folds the block to a multiple of an hour reads these
 //!   instead of every sample. Blocks without them are read as before.
@@ -221,9 +221,10 @@ impl BlockMeta {
 /// The rows of a downsampled block (see [`Window`]).
 pub const AGGREGATES_FILE: &str = "aggregates.parquet";
 
-/// A raw block's samples folded into windows of [`ROLLUP_RESOLUTION_MS`]
-/// (the rows a downsampled block of that resolution would hold for the
-/// block's time alone), next to `samples.parquet`.
+/// A block's rows (raw samples, 5-minute windows) folded into windows of
+/// [`ROLLUP_RESOLUTION_MS`] (the rows a downsampled block of that
+/// resolution would hold for the block's time alone), next to its data
+/// file in every block finer than that.
 pub const ROLLUP_FILE: &str = "rollup-1h.parquet";
 
 /// The resolution of [`ROLLUP_FILE`]'s windows: one hour.
@@ -552,7 +553,7 @@ pub struct BlockIndex {
     pub cache: Option<Arc<RangeCache>>,
 }
 
-/// Where a raw block's [`ROLLUP_FILE`] holds each series' windows.
+/// Where a block's [`ROLLUP_FILE`] holds each series' windows.
 #[derive(Debug)]
 struct Rollup {
     /// `row_start[r]..row_start[r + 1]` are series `r`'s windows.
@@ -771,7 +772,7 @@ impl BlockIndex {
         // file counts its rows (a block written before rollups has neither).
         let rollup_size = meta.strata.files.iter().find(|f| f.path == ROLLUP_FILE).map(|f| f.size);
         let rollup = match (rollup_size, rollup_counts) {
-            (Some(size), Some(counts)) if meta.downsample.resolution == 0 => {
+            (Some(size), Some(counts)) if meta.downsample.resolution < ROLLUP_RESOLUTION_MS => {
                 Some(Rollup { row_start: row_starts(counts), size, footer: std::sync::Mutex::new(None) })
             }
             _ => None,
@@ -1001,11 +1002,16 @@ impl BlockIndex {
                 self.meta.ulid
             )));
         }
-        // A raw block read whole, to a multiple of an hour, folds its
-        // rollup's hourly windows: the same windows as its samples folded
-        // (the rollup is that fold), 240 times fewer rows at 15 s.
+        // A block read whole, to a multiple of an hour, folds its rollup's
+        // hourly windows: the same windows as its rows folded (the rollup
+        // is that fold), 240 times fewer rows than raw samples at 15 s, 12
+        // times fewer than 5-minute windows.
         let whole = min_t <= self.meta.min_time && self.meta.max_time - 1 <= max_t;
-        let file = if self.rollup.is_some() && own == 0 && whole && resolution_ms % ROLLUP_RESOLUTION_MS == 0 {
+        let file = if self.rollup.is_some()
+            && own < ROLLUP_RESOLUTION_MS
+            && whole
+            && resolution_ms % ROLLUP_RESOLUTION_MS == 0
+        {
             DataFile::Rollup
         } else {
             DataFile::Rows
@@ -1356,6 +1362,9 @@ mod tests {
             downsampled.push(BlockIndex::load(store.as_ref(), meta).await.unwrap());
         }
         let (five, hour) = (&downsampled[0], &downsampled[1]);
+        // Reads of the whole range fold the raw and 5 m blocks' hourly
+        // rollups to 1 h, the others their rows.
+        assert!(raw.has_rollup() && five.has_rollup() && !hour.has_rollup());
         let refs = [0u32, 3, 4, 11];
         let bits = |v: &[Vec<(i64, f64)>]| -> Vec<Vec<(i64, u64)>> {
             v.iter().map(|s| s.iter().map(|(t, x)| (*t, x.to_bits())).collect()).collect()

@@ -303,7 +303,9 @@ impl BlockWriter {
         let label_names: Vec<String> = label_names.iter().filter(|n| *n != METRIC_NAME).cloned().collect();
         let mut fields =
             vec![Field::new("series_ref", DataType::UInt32, false), Field::new("num_samples", DataType::UInt32, false)];
-        if resolution == 0 {
+        // Blocks finer than the rollup carry one.
+        let rollup = resolution < crate::ROLLUP_RESOLUTION_MS;
+        if rollup {
             fields.push(Field::new(crate::ROLLUP_WINDOWS, DataType::UInt32, false));
         }
         fields.push(Field::new(METRIC_NAME, dict_type(), false));
@@ -330,7 +332,7 @@ impl BlockWriter {
         let series_file =
             AsyncArrowWriter::try_new(writer("series.parquet"), series_schema.clone(), Some(series_props))?;
         let samples_file = AsyncArrowWriter::try_new(writer(data_file), samples_schema.clone(), Some(samples_props))?;
-        let rollup_file = if resolution == 0 {
+        let rollup_file = if rollup {
             let props = crate::downsample::aggregates_props(WRITER_ROW_GROUP)?;
             let schema = crate::downsample::aggregates_schema();
             Some(AsyncArrowWriter::try_new(writer(crate::ROLLUP_FILE), schema, Some(props))?)
@@ -396,7 +398,16 @@ impl BlockWriter {
         if self.resolution <= 0 {
             return Err(BlockError::Invalid("windows added to a raw block".into()));
         }
-        let r = self.next_series(labels, windows.len(), 0)?;
+        let before = self.rollup_rows.len();
+        if self.rollup_file.is_some() {
+            crate::downsample(windows, crate::ROLLUP_RESOLUTION_MS, &mut self.rollup_rows);
+        }
+        let rollup_windows = self.rollup_rows.len() - before;
+        let r = self.next_series(labels, windows.len(), rollup_windows)?;
+        self.rollup_refs.resize(self.rollup_rows.len(), r);
+        if self.rollup_refs.len() >= BATCH_ROWS {
+            self.flush_rollup().await?;
+        }
         for w in windows {
             self.refs.push(r);
             self.windows.push(*w);
