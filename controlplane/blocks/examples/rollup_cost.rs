@@ -15,7 +15,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let series: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let start = 1_800_000_000_000i64 - 1_800_000_000_000 % 7_200_000;
+    let start = 1_800_000_000_000i64; // on a 2-hour boundary
     let input: Vec<SeriesData> = (0..series)
         .map(|i| {
             let mut v = (i * 13 % 1000) as f64;
