@@ -369,14 +369,11 @@ impl BlockWriter {
         if self.resolution > 0 {
             return Err(BlockError::Invalid("raw samples added to a downsampled block".into()));
         }
-        let before = self.rollup_rows.len();
-        crate::windows_of_samples(samples, crate::ROLLUP_RESOLUTION_MS, &mut self.rollup_rows);
-        let windows = self.rollup_rows.len() - before;
-        let r = self.next_series(labels, samples.len(), windows)?;
-        self.rollup_refs.resize(self.rollup_rows.len(), r);
-        if self.rollup_refs.len() >= BATCH_ROWS {
-            self.flush_rollup().await?;
-        }
+        let r = self
+            .next_series_with_rollup(labels, samples.len(), |rollup| {
+                crate::windows_of_samples(samples, crate::ROLLUP_RESOLUTION_MS, rollup)
+            })
+            .await?;
         for &(t, v) in samples {
             self.refs.push(r);
             self.ts.push(t);
@@ -398,16 +395,11 @@ impl BlockWriter {
         if self.resolution <= 0 {
             return Err(BlockError::Invalid("windows added to a raw block".into()));
         }
-        let before = self.rollup_rows.len();
-        if self.rollup_file.is_some() {
-            crate::downsample(windows, crate::ROLLUP_RESOLUTION_MS, &mut self.rollup_rows);
-        }
-        let rollup_windows = self.rollup_rows.len() - before;
-        let r = self.next_series(labels, windows.len(), rollup_windows)?;
-        self.rollup_refs.resize(self.rollup_rows.len(), r);
-        if self.rollup_refs.len() >= BATCH_ROWS {
-            self.flush_rollup().await?;
-        }
+        let r = self
+            .next_series_with_rollup(labels, windows.len(), |rollup| {
+                crate::downsample(windows, crate::ROLLUP_RESOLUTION_MS, rollup)
+            })
+            .await?;
         for w in windows {
             self.refs.push(r);
             self.windows.push(*w);
@@ -420,6 +412,33 @@ impl BlockWriter {
             self.flush_series().await?;
         }
         Ok(())
+    }
+
+    /// [`BlockWriter::next_series`] for a series of `rows` rows whose
+    /// rollup windows `fold` appends (when the block has a rollup); a
+    /// refused series leaves no windows behind.
+    async fn next_series_with_rollup(
+        &mut self,
+        labels: &Labels,
+        rows: usize,
+        fold: impl FnOnce(&mut Vec<crate::Window>),
+    ) -> Result<u32, BlockError> {
+        let before = self.rollup_rows.len();
+        if self.rollup_file.is_some() {
+            fold(&mut self.rollup_rows);
+        }
+        let r = match self.next_series(labels, rows, self.rollup_rows.len() - before) {
+            Ok(r) => r,
+            Err(e) => {
+                self.rollup_rows.truncate(before);
+                return Err(e);
+            }
+        };
+        self.rollup_refs.resize(self.rollup_rows.len(), r);
+        if self.rollup_refs.len() >= BATCH_ROWS {
+            self.flush_rollup().await?;
+        }
+        Ok(r)
     }
 
     /// Checks the order and label names of the next series and gives it its ref.
@@ -587,6 +606,9 @@ mod tests {
             w.add(&s.labels, &s.samples).await.unwrap();
         }
         assert!(w.add(&input[0].labels, &[]).await.is_err(), "out of order refused");
+        // Also with samples: refused, and nothing of it (rollup windows
+        // included) reaches the block.
+        assert!(w.add(&input[0].labels, &[(0, 1.0), (4_000_000, 2.0)]).await.is_err());
         let compaction = Compaction { level: 2, sources: vec!["a".into()] };
         let meta = w.finish((0, 100_000), compaction).await.unwrap();
         publish_block(store.as_ref(), &meta).await.unwrap();

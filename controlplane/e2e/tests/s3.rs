@@ -84,13 +84,14 @@ async fn a_large_block_goes_up_in_parts() {
     assert!(samples_size > PART, "samples.parquet is {samples_size} bytes: not large enough for parts");
     let samples_key = keys.iter().find(|k| k.ends_with("samples.parquet")).unwrap();
     assert_eq!(s3.get(BUCKET, samples_key).await.len() as u64, samples_size);
-    // series.parquet and meta.json: one PUT each; samples.parquet: create,
-    // one request per part, complete.
+    // series.parquet, meta.json and the (small) rollup-1h.parquet: one PUT
+    // each; samples.parquet: create, one request per part, complete.
+    assert!(size("rollup-1h.parquet") <= PART, "the rollup is not uploaded in parts");
     let parts = samples_size.div_ceil(PART);
     let requests =
         metric_value(&client, &cluster.nodes[0].web_url("/metrics"), "strata_ingester_block_upload_requests_total")
             .await;
-    assert_eq!(requests as u64, 2 + 2 + parts, "requests of the upload ({parts} parts)");
+    assert_eq!(requests as u64, 3 + 2 + parts, "requests of the upload ({parts} parts)");
 
     // A store gateway reads the block back from S3: every sample, bit for bit.
     let mut store_args: Vec<&str> = vec!["--store.sync-interval=500ms"];
@@ -244,7 +245,7 @@ async fn blocks_go_up_to_an_https_endpoint_verified_with_a_private_ca() {
         let keys = s3.keys(BUCKET, &format!("{name}/")).await;
         if trusted {
             assert_eq!(s, 200, "{v}");
-            assert_eq!(keys.len(), 3, "one block through the HTTPS endpoint: {keys:?}");
+            assert_eq!(keys.len(), 4, "one block through the HTTPS endpoint: {keys:?}");
         } else {
             assert_eq!(s, 503, "an endpoint the ingester cannot verify must fail the upload: {v}");
             assert!(v.to_string().to_lowercase().contains("certificate"), "the error names the certificate: {v}");
