@@ -1144,6 +1144,26 @@ mod tests {
         sorted
     }
 
+    /// `n` counters of `samples` samples at 15 s from `start`, series `i`
+    /// resetting where `(k + i) % reset_every == 0`, with a staleness
+    /// marker at sample `stale_at + i` when given.
+    fn counters(n: usize, samples: usize, start: i64, reset_every: usize, stale_at: Option<usize>) -> Vec<SeriesData> {
+        series(n, samples)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                let mut v = 0.0;
+                for (k, p) in s.samples.iter_mut().enumerate() {
+                    v = if (k + i) % reset_every == 0 { (k % 3) as f64 } else { v + ((k * 7 + i) % 11) as f64 };
+                    p.0 = start + k as i64 * 15_000;
+                    p.1 =
+                        if stale_at.is_some_and(|at| k == at + i) { f64::from_bits(0x7ff0_0000_0000_0002) } else { v };
+                }
+                s
+            })
+            .collect()
+    }
+
     fn series(n: usize, samples: usize) -> Vec<SeriesData> {
         (0..n)
             .map(|i| SeriesData {
@@ -1259,18 +1279,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
         // Counters with resets (every 23rd sample) over 2 days in 5m windows.
-        let input: Vec<SeriesData> = series(40, 11_520)
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut s)| {
-                let mut v = 0.0;
-                for (k, p) in s.samples.iter_mut().enumerate() {
-                    v = if (k + i) % 23 == 0 { (k % 3) as f64 } else { v + ((k * 7 + i) % 11) as f64 };
-                    p.1 = v;
-                }
-                s
-            })
-            .collect();
+        let input = counters(40, 11_520, 1_700_000_000_000, 23, None);
         let names: BTreeSet<String> = input.iter().flat_map(|s| s.labels.iter().map(|(n, _)| n.to_string())).collect();
         let mut w = BlockWriter::with_resolution(store.clone(), "t", "shard-0", "down", &names, 300_000).unwrap();
         let sorted = in_block_order(&input);
@@ -1326,21 +1335,9 @@ mod tests {
     async fn folded_reads_equal_the_block_downsampled_to_their_resolution() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let input: Vec<SeriesData> = series(12, 11_520)
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut s)| {
-                let mut v = 0.0;
-                for (k, p) in s.samples.iter_mut().enumerate() {
-                    v = if (k + i) % 29 == 0 { (k % 3) as f64 } else { v + ((k * 7 + i) % 11) as f64 };
-                    p.1 = if k == 300 + i { f64::from_bits(0x7ff0_0000_0000_0002) } else { v };
-                    // On the hour: samples fall on the windows' closed ends.
-                    p.0 -= 1_700_000_000_000 % 3_600_000;
-                }
-                s
-            })
-            .collect();
+        // On the hour: samples fall on the windows' closed ends.
         let start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+        let input = counters(12, 11_520, start, 29, Some(300));
         let range = (start, start + 11_520 * 15_000);
         let raw_meta = upload_block(store.as_ref(), "t", "shard-0", range.0, range.1, &input).await.unwrap();
         let raw = BlockIndex::load(store.as_ref(), raw_meta).await.unwrap();
@@ -1400,19 +1397,7 @@ mod tests {
         // Two days of counters with resets and a staleness marker, samples
         // on the hours' closed ends.
         let start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
-        let input: Vec<SeriesData> = series(9, 11_520)
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut s)| {
-                let mut v = 0.0;
-                for (k, p) in s.samples.iter_mut().enumerate() {
-                    v = if (k + i) % 31 == 0 { (k % 5) as f64 } else { v + ((k * 3 + i) % 13) as f64 };
-                    p.1 = if k == 500 + i { f64::from_bits(0x7ff0_0000_0000_0002) } else { v };
-                    p.0 = start + k as i64 * 15_000;
-                }
-                s
-            })
-            .collect();
+        let input = counters(9, 11_520, start, 31, Some(500));
         let range = (start, start + 11_520 * 15_000);
         // Written whole (the ingester's flush) and series by series (the
         // compactor's writer); and the first again as a block written
