@@ -270,9 +270,9 @@ fn dict_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-fn write_parquet(batch: &RecordBatch, series_file: bool) -> Result<Vec<u8>, BlockError> {
+fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>, BlockError> {
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props(series_file)?))?;
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
     w.write(batch)?;
     w.close()?;
     Ok(buf)
@@ -375,14 +375,10 @@ pub fn encode_block<S: BlockSeries>(series: &[S]) -> Result<EncodedBlock, BlockE
     )?;
     let stats = BlockStats { num_samples: total as u64, num_series: order.len() as u64 };
     let rollup_batch = downsample::windows_batch(&downsample::aggregates_schema(), rollup_refs, &rollup_rows)?;
-    let mut rollup = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut rollup, rollup_batch.schema(), Some(downsample::aggregates_props(1 << 20)?))?;
-    w.write(&rollup_batch)?;
-    w.close()?;
     Ok(EncodedBlock {
-        series: write_parquet(&series_batch, true)?,
-        samples: write_parquet(&samples_batch, false)?,
-        rollup,
+        series: write_parquet(&series_batch, props(true)?)?,
+        samples: write_parquet(&samples_batch, props(false)?)?,
+        rollup: write_parquet(&rollup_batch, downsample::aggregates_props(1 << 20)?)?,
         stats,
     })
 }
@@ -560,6 +556,15 @@ struct Rollup {
     row_start: Vec<u64>,
     size: u64,
     footer: std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
+}
+
+/// One of a block's row files as a read needs it: where each series'
+/// rows start, its path and size, and its footer once read.
+struct RowsFile<'a> {
+    row_start: &'a [u64],
+    path: Path,
+    size: u64,
+    footer: &'a std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>,
 }
 
 /// Which of a block's files a read reads.
@@ -807,24 +812,22 @@ impl BlockIndex {
         self.rollup.is_some()
     }
 
-    /// Rows per series of `file` and the file's path, size and cached footer.
-    #[allow(clippy::type_complexity)]
-    fn data_file(
-        &self,
-        file: DataFile,
-    ) -> Result<(&[u64], Path, u64, &std::sync::Mutex<Option<Arc<parquet::file::metadata::ParquetMetaData>>>), BlockError>
-    {
+    /// `file` of this block.
+    fn rows_file(&self, file: DataFile) -> Result<RowsFile<'_>, BlockError> {
         let dir = format!("{}/{}", self.meta.strata.tenant, self.meta.ulid);
         match (file, &self.rollup) {
-            (DataFile::Rows, _) => Ok((
-                &self.row_start,
-                Path::from(format!("{dir}/{}", self.meta.data_file())),
-                self.samples_size,
-                &self.footer,
-            )),
-            (DataFile::Rollup, Some(r)) => {
-                Ok((&r.row_start, Path::from(format!("{dir}/{ROLLUP_FILE}")), r.size, &r.footer))
-            }
+            (DataFile::Rows, _) => Ok(RowsFile {
+                row_start: &self.row_start,
+                path: Path::from(format!("{dir}/{}", self.meta.data_file())),
+                size: self.samples_size,
+                footer: &self.footer,
+            }),
+            (DataFile::Rollup, Some(r)) => Ok(RowsFile {
+                row_start: &r.row_start,
+                path: Path::from(format!("{dir}/{ROLLUP_FILE}")),
+                size: r.size,
+                footer: &r.footer,
+            }),
             (DataFile::Rollup, None) => Err(BlockError::Invalid(format!("block {} has no rollup", self.meta.ulid))),
         }
     }
@@ -843,7 +846,7 @@ impl BlockIndex {
         use parquet::arrow::ParquetRecordBatchStreamBuilder;
         use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
         use parquet::arrow::async_reader::AsyncFileReader;
-        let (row_start, path, size, footer_slot) = self.data_file(file)?;
+        let RowsFile { row_start, path, size, footer: footer_slot } = self.rows_file(file)?;
         let mut selectors = Vec::new();
         let mut pos = 0u64;
         for &r in refs {
@@ -1051,7 +1054,7 @@ impl BlockIndex {
             }
         }
         if !in_order {
-            let (_, path, ..) = self.data_file(file)?;
+            let path = self.rows_file(file)?.path;
             return Err(BlockError::Invalid(format!("{path} holds a series out of time order: cannot fold it")));
         }
         Ok(folds.iter().map(|f| f.points(view, min_t)).collect())
@@ -1110,7 +1113,7 @@ impl BlockIndex {
         out: &mut [T],
         mut take: impl FnMut(std::ops::Range<usize>, usize, &mut T),
     ) -> Result<(), BlockError> {
-        let (row_start, path, ..) = self.data_file(file)?;
+        let RowsFile { row_start, path, .. } = self.rows_file(file)?;
         let mut i = 0;
         while i < r.len() {
             let sref = r[i];
