@@ -260,7 +260,7 @@ pub struct BlockWriter {
     samples_schema: SchemaRef,
     series_file: AsyncArrowWriter<BufWriter>,
     samples_file: AsyncArrowWriter<BufWriter>,
-    /// A raw block's [`crate::ROLLUP_FILE`], with its pending rows.
+    /// The [`crate::ROLLUP_FILE`] of a block finer than an hour, with its pending rows.
     rollup_file: Option<AsyncArrowWriter<BufWriter>>,
     rollup_refs: Vec<u32>,
     rollup_rows: Vec<crate::Window>,
