@@ -129,18 +129,21 @@ async fn evaluate_with(
     });
     // Raw samples count against --query.max-samples as they stream in.
     let budget = crate::fanout::SampleBudget::new(max_samples);
-    let fetches = sels.iter().map(|s| state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false, &budget));
+    // The first failure (a refused push-down, a source over the sample
+    // limit) ends the fetch: the other reads are dropped, not waited for.
+    let fetches = sels.iter().map(|s| async {
+        state.stores.select(tenant, &s.matchers, s.min_t, s.max_t, false, &budget).await.map_err(EvalFailure::from)
+    });
     let (pushed, results) = tokio::time::timeout_at(
         deadline.into(),
-        futures::future::join(
+        futures::future::try_join(
             run_push_down(state, tenant, planned, deadline, max_samples),
-            futures::future::join_all(fetches),
+            futures::future::try_join_all(fetches),
         ),
     )
     .instrument(tracing::info_span!("fetch", selectors = sels.len()))
     .await
-    .map_err(|_| ServiceError::Query(QueryError::Timeout("fetching series")))?;
-    let pushed = pushed?;
+    .map_err(|_| ServiceError::Query(QueryError::Timeout("fetching series")))??;
     let mut warnings = Vec::new();
     let (mut loaded, mut held) = (0usize, 0usize);
     let mut storage = MemoryStorage::new();
@@ -154,7 +157,6 @@ async fn evaluate_with(
         if results.len() == 1 {
             // One selector: its series are already merged and unique.
             for (r, reserved) in results.into_iter().zip(&reserved) {
-                let r = r?;
                 warnings.extend(r.warnings);
                 for mut s in r.data {
                     loaded += s.samples.len();
@@ -165,7 +167,6 @@ async fn evaluate_with(
         } else {
             let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
             for (r, reserved) in results.into_iter().zip(&reserved) {
-                let r = r?;
                 warnings.extend(r.warnings);
                 for mut s in r.data {
                     strata_promql::downsample::tag_view(&mut s.labels, reserved);

@@ -160,7 +160,7 @@ pub async fn evaluate(
     // limit bounds the samples in memory at once). Refused before reading
     // anything when a slice's blocks certainly hold more.
     let groups = slice_groups(&blocks);
-    if certain_samples(&blocks, &hidden, &refs, &groups, (data_min, data_max)) > opts.max_samples as u64 {
+    if certain_samples(&blocks, &hidden, &reads, &refs, &groups, (data_min, data_max)) > opts.max_samples as u64 {
         return Err(AggregateError::TooManySamples(
             strata_promql::Error::TooManySamples("query execution").to_string(),
         ));
@@ -307,14 +307,19 @@ fn selected_refs(b: &BlockIndex, matcher_sets: &[Vec<strata_promql::Matcher>]) -
 /// A lower bound of the most samples one slice of an evaluation over
 /// `data` (`(min, max]`) holds, from `blocks` sorted by `min_time` (as
 /// `choose_sources` gives them): per group of blocks (`groups`), every row
-/// of the selected series of its blocks wholly inside `data`, none of
-/// their time hidden by a coarser block and overlapping no other block read
-/// (whose duplicates would be counted once). A slice counts each sample of
-/// its window, and a window turns each row into at least one point, so
-/// some slice counts at least this many.
+/// of the selected series of its blocks read as stored (`reads`) and
+/// wholly inside `data`, none of their time hidden by a coarser block and
+/// overlapping no other block read (whose duplicates would be counted
+/// once). A slice counts each sample of its window, and a window turns
+/// each row read as stored into at least one point, so some slice counts
+/// at least this many. A folded read counts nothing: it holds a few points
+/// per window, not its rows (a raw day folded to hours, 24 points per
+/// series instead of 5 760), and how many is known only once read (a
+/// window of stale markers alone holds none).
 fn certain_samples(
     blocks: &[Arc<BlockIndex>],
     hidden: &[Vec<(i64, i64)>],
+    reads: &[Read],
     refs: &[Vec<u32>],
     groups: &[usize],
     data: (i64, i64),
@@ -323,7 +328,8 @@ fn certain_samples(
     let mut per_group: HashMap<usize, u64> = HashMap::new();
     for i in 0..blocks.len() {
         let m = &blocks[i].meta;
-        if hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps[i] {
+        let as_stored = matches!(reads[i], Read::View(_));
+        if as_stored && hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps[i] {
             let rows = &blocks[i].row_start;
             let n: u64 = refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum();
             *per_group.entry(groups[i]).or_default() += n;
@@ -669,7 +675,8 @@ mod tests {
         let data = (BLOCK + 240_000 - before, 3 * BLOCK - 60_001 - after);
         let ms = vec![strata_promql::selections(&expr, 0, 0, 300_000)[0].matchers.clone()];
         let refs: Vec<Vec<u32>> = indexes.iter().map(|b| selected_refs(b, &ms)).collect();
-        let certain = certain_samples(&indexes, &[vec![], vec![], vec![]], &refs, &[0, 1, 2], data);
+        let as_stored = [Read::View(None); 4];
+        let certain = certain_samples(&indexes, &[vec![], vec![], vec![]], &as_stored[..3], &refs, &[0, 1, 2], data);
         let middle = indexes[1].row_start.last().copied().unwrap();
         assert_eq!(certain, middle, "the middle block, whole; the others only partly inside");
         assert!(loaded >= certain, "{loaded} counted, {certain} certain");
@@ -677,7 +684,13 @@ mod tests {
         // certain: its duplicates count once.
         let twice = [indexes[0].clone(), indexes[1].clone(), indexes[1].clone(), indexes[2].clone()];
         let refs4 = [refs[0].clone(), refs[1].clone(), refs[1].clone(), refs[2].clone()];
-        assert_eq!(certain_samples(&twice, &[vec![], vec![], vec![], vec![]], &refs4, &[0, 1, 1, 2], data), 0);
+        assert_eq!(
+            certain_samples(&twice, &[vec![], vec![], vec![], vec![]], &as_stored, &refs4, &[0, 1, 1, 2], data),
+            0
+        );
+        // Nor is a folded read: its points are a few per window, not its rows.
+        let folded = [Read::View(None), Read::Folded(View::Counter, 3_600_000), Read::View(None)];
+        assert_eq!(certain_samples(&indexes, &[vec![], vec![], vec![]], &folded, &refs, &[0, 1, 2], data), 0);
         // Fresh indexes reading through a cache that counts every read.
         let metrics = strata_blocks::RangeCacheMetrics::default();
         let cache = Arc::new(strata_blocks::RangeCache::new(64 << 20, metrics.clone()));
@@ -867,5 +880,30 @@ mod tests {
                 }
             }
         }
+        // The sample limit counts what a folded read holds (a few points
+        // per window), not the rows it folds: a limit under the raw
+        // blocks' rows but over their hours answers folded and refuses
+        // the same blocks read as stored.
+        let q = format!(
+            "sum by (env) (rate(requests_total{{__strata_resolution__=\"{HOUR}\",__strata_view__=\"counter\"}}[1h]))"
+        );
+        let limited = |blocks: Vec<Arc<BlockIndex>>| {
+            let req = AggregateRequest {
+                tenant: "anonymous".into(),
+                expr: q.clone(),
+                start: HOUR,
+                end: 6 * HOUR,
+                step: HOUR,
+                max_samples: 1_000,
+                ..Default::default()
+            };
+            evaluate(store.clone(), blocks, req)
+        };
+        let rows = raw[1].row_start.last().copied().unwrap();
+        assert!(rows > 1_000, "{rows} rows in a raw block");
+        let folded = limited(raw.clone()).await.unwrap();
+        assert!(folded.samples_loaded < 1_000 && !folded.series.is_empty(), "{}", folded.samples_loaded);
+        let err = limited(overlapping.clone()).await.unwrap_err();
+        assert!(matches!(err, AggregateError::TooManySamples(_)), "{err}");
     }
 }
