@@ -2,7 +2,8 @@
 //! evaluated next to the blocks, answering one value per group and step
 //! instead of every raw sample (see `strata_promql::pushdown`).
 //!
-//! Consecutive blocks form groups (up to [`SLICE_SAMPLES`] together), and
+//! Consecutive blocks form groups (by the rows their reads give, about
+//! two groups per core and at most [`SLICE_SAMPLES`] rows each), and
 //! the steps are split into slices at the boundaries of groups: a slice
 //! holds the steps whose data windows end in one group. It reads the blocks
 //! its windows overlap (its own group's and, for the first steps, the tail
@@ -159,7 +160,9 @@ pub async fn evaluate(
     // `max_samples` bounds what one slice holds at once (as Prometheus'
     // limit bounds the samples in memory at once). Refused before reading
     // anything when a slice's blocks certainly hold more.
-    let groups = slice_groups(&blocks);
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let weights: Vec<u64> = blocks.iter().zip(&refs).zip(&reads).map(|((b, refs), read)| read.rows(b, refs)).collect();
+    let groups = slice_groups(&weights, parallel);
     if certain_samples(&blocks, &hidden, &reads, &refs, &groups, (data_min, data_max)) > opts.max_samples as u64 {
         return Err(AggregateError::TooManySamples(
             strata_promql::Error::TooManySamples("query execution").to_string(),
@@ -210,7 +213,6 @@ pub async fn evaluate(
     }
     drop(decodes);
 
-    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
     let step = r.step;
     type SliceFuture = BoxFuture<'static, Result<(usize, SliceResult), AggregateError>>;
     let mut evals: Vec<SliceFuture> = Vec::with_capacity(slices.len());
@@ -267,22 +269,30 @@ pub async fn evaluate(
     Ok(AggregateResponse { series: out, warnings, infos, samples_loaded: loaded })
 }
 
-/// Samples (or windows) a group of blocks may hold together: consecutive
-/// blocks are grouped up to this many, a larger block alone.
+/// Rows (samples, windows) a group of blocks' reads may give together:
+/// consecutive blocks are grouped up to this many, a larger block alone.
 const SLICE_SAMPLES: u64 = 8_000_000;
 
-/// The group of each block (in time order): consecutive blocks holding
-/// together at most [`SLICE_SAMPLES`]. A slice evaluates the steps whose
-/// window ends in one group, so the costs per series and slice (merging
-/// the blocks' series, building the engine's storage, label sets) are paid
-/// once per group, not once per block: a day downsampled to 1 h holds 24
-/// windows per series, and 30 such days make one slice instead of 30.
-fn slice_groups(blocks: &[Arc<BlockIndex>]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(blocks.len());
+/// Rows below which a group is not split further for parallelism.
+const MIN_SLICE_ROWS: u64 = 500_000;
+
+/// The group of each block (in time order) from the rows its read gives
+/// (`rows`): consecutive blocks giving together about a `2 × parallel`th
+/// of all rows — at least [`MIN_SLICE_ROWS`], at most [`SLICE_SAMPLES`].
+/// A slice evaluates the steps whose window ends in one group, so the
+/// costs per series and slice (merging the blocks' series, building the
+/// engine's storage, label sets) are paid once per group, not once per
+/// block (a day downsampled to 1 h holds 24 windows per series: 30 such
+/// days make a few slices, not 30), while every core has slices to
+/// evaluate (the 20 one-hour days of a 30-day panel in one slice took one
+/// core for two thirds of the evaluation while the other idled).
+fn slice_groups(rows: &[u64], parallel: usize) -> Vec<usize> {
+    let total: u64 = rows.iter().sum();
+    let target = (total / (2 * parallel.max(1) as u64)).clamp(MIN_SLICE_ROWS, SLICE_SAMPLES);
+    let mut out = Vec::with_capacity(rows.len());
     let (mut group, mut held) = (0usize, 0u64);
-    for (i, b) in blocks.iter().enumerate() {
-        let n = b.meta.stats.num_samples;
-        if i > 0 && held.saturating_add(n) > SLICE_SAMPLES {
+    for (i, &n) in rows.iter().enumerate() {
+        if i > 0 && held.saturating_add(n) > target {
             group += 1;
             held = 0;
         }
@@ -370,6 +380,21 @@ enum Read {
     View(Option<strata_model::downsample::View>),
     /// In the view, folded to windows of this resolution (ms).
     Folded(strata_model::downsample::View, i64),
+}
+
+impl Read {
+    /// About the rows (samples, windows) reading `refs` of `b` this way
+    /// gives: the stored rows, or a window per series and `resolution`
+    /// of the block's time when folded.
+    fn rows(&self, b: &BlockIndex, refs: &[u32]) -> u64 {
+        match *self {
+            Read::Folded(_, resolution) => {
+                let span = (b.meta.max_time - b.meta.min_time).max(0) as u64;
+                refs.len() as u64 * (span / resolution.max(1) as u64 + 1)
+            }
+            Read::View(_) => refs.iter().map(|&r| b.row_start[r as usize + 1] - b.row_start[r as usize]).sum(),
+        }
+    }
 }
 
 /// Rows of a block's selected series above which its read is split into
@@ -539,6 +564,30 @@ mod tests {
     use strata_model::downsample::View;
 
     const BLOCK: i64 = 20 * 60_000;
+
+    #[test]
+    fn blocks_are_grouped_by_the_rows_their_reads_give_with_slices_for_every_core() {
+        let groups_of = |rows: &[u64], parallel: usize| {
+            let g = slice_groups(rows, parallel);
+            let mut sums = vec![0u64; g.last().map_or(0, |&l| l + 1)];
+            rows.iter().zip(&g).for_each(|(&n, &i)| sums[i] += n);
+            assert!(g.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1), "consecutive: {g:?}");
+            sums
+        };
+        // A 30-day panel read at 1 h: 30 days of 540 000 rows each (one-hour
+        // blocks, and days folded to hours): four groups or more on two
+        // cores, none above a quarter of the rows (plus a block).
+        let month = vec![540_000u64; 30];
+        let sums = groups_of(&month, 2);
+        assert!(sums.len() >= 4, "{sums:?}");
+        assert!(sums.iter().all(|&s| s <= 30 * 540_000 / 4 + 540_000), "{sums:?}");
+        // More cores, more groups.
+        assert!(groups_of(&month, 8).len() > sums.len());
+        // A small read stays one group; a block above the cap is alone.
+        assert_eq!(groups_of(&[1_000, 20_000, 300], 2), vec![21_300]);
+        let sums = groups_of(&[3_000_000, 3_000_000, 20_000_000, 3_000_000, 3_000_000], 2);
+        assert_eq!(sums, vec![6_000_000, 20_000_000, 6_000_000]);
+    }
 
     /// Counters in three consecutive blocks (two of them overlapping a
     /// series' resets and a stale marker), pushed-down results against the
