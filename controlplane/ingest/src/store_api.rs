@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use strata_model::Matcher;
+use strata_model::downsample::View;
 use strata_proto::prometheus::{Chunk, Exemplar, Label, MetricMetadata, Sample, chunk};
 use strata_proto::store::store_server::Store;
 use strata_proto::store::{
@@ -126,14 +127,18 @@ impl Store for HeadStore {
     async fn series(&self, req: tonic::Request<SeriesRequest>) -> Result<tonic::Response<SeriesStream>, tonic::Status> {
         let r = req.into_inner();
         // A downsampled read: the head holds raw samples, answered in the
-        // view's terms (as samples, not chunks).
+        // view's terms. Every view of a raw sample but `count` is the
+        // sample itself, so those views are answered with the head's
+        // chunks as they are (a 30-day panel's last hours, ~9 M samples,
+        // were decoded here and sent as protobuf samples, ~17 bytes each,
+        // instead of 1–2); `count` as samples of 1.
         let (ms, view) = strata_model::downsample::split_view(matchers(&r.matchers)?)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if ms.is_empty() {
             return Err(tonic::Status::invalid_argument("at least one matcher is required"));
         }
         self.read_barrier().await?;
-        let use_chunks = r.accept_chunks && !r.skip_samples && view.is_none();
+        let use_chunks = r.accept_chunks && !r.skip_samples && view.is_none_or(|v| v.view != View::Count);
         let (head_chunks, mut sel, spilled) = {
             let st = self.sm.state.read().await;
             let t = tenant(&r.tenant);

@@ -575,11 +575,11 @@ fn series_samples(
 ) -> Result<Vec<(i64, f64)>, FanoutError> {
     let mut out: Vec<(i64, f64)> = samples.into_iter().map(|x| (x.timestamp, x.value)).collect();
     for c in chunks {
-        let decoded = strata_head::chunk::decode(&c.data)
+        let mut decoded = strata_head::chunk::decode(&c.data)
             .ok_or_else(|| FanoutError::Unavailable("a store sent an undecodable XOR chunk".into()))?;
-        let lo = decoded.partition_point(|s| s.0 < min_t);
-        let hi = decoded.partition_point(|s| s.0 <= max_t);
-        merge_samples(&mut out, decoded[lo..hi].to_vec());
+        decoded.truncate(decoded.partition_point(|s| s.0 <= max_t));
+        decoded.drain(..decoded.partition_point(|s| s.0 < min_t));
+        merge_samples(&mut out, decoded);
     }
     Ok(out)
 }
