@@ -340,9 +340,7 @@ fn certain_samples(
         let m = &blocks[i].meta;
         let as_stored = matches!(reads[i], Read::View(_));
         if as_stored && hidden[i].is_empty() && m.min_time > data.0 && m.max_time - 1 <= data.1 && !overlaps[i] {
-            let rows = &blocks[i].row_start;
-            let n: u64 = refs[i].iter().map(|&r| rows[r as usize + 1] - rows[r as usize]).sum();
-            *per_group.entry(groups[i]).or_default() += n;
+            *per_group.entry(groups[i]).or_default() += reads[i].rows(&blocks[i], &refs[i]);
         }
     }
     per_group.into_values().max().unwrap_or(0)
@@ -392,9 +390,14 @@ impl Read {
                 let span = (b.meta.max_time - b.meta.min_time).max(0) as u64;
                 refs.len() as u64 * (span / resolution.max(1) as u64 + 1)
             }
-            Read::View(_) => refs.iter().map(|&r| b.row_start[r as usize + 1] - b.row_start[r as usize]).sum(),
+            Read::View(_) => stored_rows(b, refs),
         }
     }
+}
+
+/// The rows `b` stores for its series `refs`.
+fn stored_rows(b: &BlockIndex, refs: &[u32]) -> u64 {
+    refs.iter().map(|&r| b.row_start[r as usize + 1] - b.row_start[r as usize]).sum()
 }
 
 /// Rows of a block's selected series above which its read is split into
@@ -418,8 +421,7 @@ impl BlockRead {
     /// own, and one task decoding it kept one core busy while the other
     /// waited).
     async fn decode(self, part_rows: u64) -> Result<Decoded, strata_blocks::BlockError> {
-        let starts = &self.block.row_start;
-        let rows: u64 = self.refs.iter().map(|&r| starts[r as usize + 1] - starts[r as usize]).sum();
+        let rows = stored_rows(&self.block, &self.refs);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
         let parts = (rows / part_rows.max(1)).clamp(1, cores) as usize;
         if parts == 1 {
