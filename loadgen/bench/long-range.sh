@@ -86,7 +86,10 @@ if [ -z "${ONLY_STRATA:-}" ] && command -v victoria-metrics >/dev/null; then
   victoria-metrics -storageDataPath="$W/vm" -httpListenAddr=127.0.0.1:19991 -loggerLevel=ERROR \
     -retentionPeriod=90d >>"$W/vm.log" 2>&1 &
   P=$!; wait_up http://127.0.0.1:19991/health; alive $P
-  cold_warm "victoria-metrics $(victoria-metrics -version 2>&1 | head -1 | cut -c1-40) (caches on)" http://127.0.0.1:19991
+  # Debian's build prints no version; its package has it.
+  VMV="$(victoria-metrics -version 2>&1 | head -1 | cut -c1-40)"
+  [ -n "$VMV" ] || VMV="$(dpkg-query -W -f '${Version}' victoria-metrics 2>/dev/null || true)"
+  cold_warm "victoria-metrics $VMV (caches on)" http://127.0.0.1:19991
   kill $P; wait $P 2>/dev/null || true
 fi
 "$B/strata" ingester --raft.node-id 1 --raft.peers 1=127.0.0.1:19195 --grpc.listen-address 127.0.0.1:19195 \

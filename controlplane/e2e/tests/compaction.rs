@@ -22,9 +22,13 @@ fn compact(objstore: &Path, extra: &[&str]) {
 }
 
 async fn blocks_loaded(client: &reqwest::Client, store: &StoreGateway) -> Option<f64> {
+    store_gauge(client, store, "strata_store_blocks_loaded").await
+}
+
+async fn store_gauge(client: &reqwest::Client, store: &StoreGateway, name: &str) -> Option<f64> {
     let url = format!("http://127.0.0.1:{}/metrics", store.web);
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("strata_store_blocks_loaded ")?.parse().ok())
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +64,8 @@ async fn compacted_blocks_answer_like_their_sources() {
         (blocks_loaded(&client, &store).await == Some(sources.len() as f64)).then_some(())
     })
     .await;
+    // The 20 blocks' label sets, each held once.
+    assert_eq!(store_gauge(&client, &store, "strata_store_label_sets").await, Some(6.0));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (start, end) = (t0 + 2 * 60_000, t0 + 19 * 60_000 + 30_000);
     let before = block_query_results(&client, &querier.base(), start, end).await;
@@ -85,6 +91,7 @@ async fn compacted_blocks_answer_like_their_sources() {
     .await;
     let after = block_query_results(&client, &querier.base(), start, end).await;
     assert_eq!(after, before, "queries differ after compaction");
+    assert_eq!(store_gauge(&client, &store, "strata_store_label_sets").await, Some(6.0));
     assert_eq!(read_series(&store.grpc_addr(), "anonymous", "requests_total").await, from_store);
     let (s, v) = sql(&client, &querier.base(), SQL_BY_ENV).await;
     assert_eq!(s, 200, "{v}");
@@ -106,4 +113,6 @@ async fn compacted_blocks_answer_like_their_sources() {
     .await;
     let r = read_series(&store.grpc_addr(), "anonymous", "requests_total").await;
     assert!(r.is_empty(), "the store still serves expired data: {} series", r.len());
+    // No block holds a label set any more: the gateway forgot them all.
+    assert_eq!(store_gauge(&client, &store, "strata_store_label_sets").await, Some(0.0));
 }

@@ -82,13 +82,16 @@ pub struct Selected {
     series: Arc<Series>,
     samples: std::ops::Range<usize>,
     histograms: std::ops::Range<usize>,
+    /// The series' labels when the storage holds them apart from its
+    /// samples (see [`MemoryStorage::add_shared_as`]).
+    labels: Option<Arc<Labels>>,
 }
 
 impl Selected {
     /// All of `series`.
     pub fn whole(series: Arc<Series>) -> Selected {
         let (samples, histograms) = (0..series.samples.len(), 0..series.histograms.len());
-        Selected { series, samples, histograms }
+        Selected { series, samples, histograms, labels: None }
     }
 
     /// The samples of `series` in `[min_t, max_t]`.
@@ -100,11 +103,16 @@ impl Selected {
         // An empty range stays a valid (empty) slice when min_t > max_t.
         let samples = samples.start..samples.end.max(samples.start);
         let histograms = histograms.start..histograms.end.max(histograms.start);
-        Selected { series, samples, histograms }
+        Selected { series, samples, histograms, labels: None }
+    }
+
+    /// The same samples under `labels` instead of the series' own.
+    pub(crate) fn labelled(self, labels: Option<Arc<Labels>>) -> Selected {
+        Selected { labels, ..self }
     }
 
     pub fn labels(&self) -> &Labels {
-        &self.series.labels
+        self.labels.as_deref().unwrap_or(&self.series.labels)
     }
 
     pub fn samples(&self) -> &[(i64, f64)] {

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AggregateExpr, AtModifier, Expr, Offset, VectorSelector};
 
-use crate::labels::METRIC_NAME;
+use crate::labels::{Labels, METRIC_NAME};
 use crate::{Error, PushedAggregate, Selected, Series, Storage};
 
 /// Series held in memory, indexed by metric name.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStorage {
-    series: Vec<Arc<Series>>,
+    /// Each series, with the labels it is held under when they are kept
+    /// apart from it ([`MemoryStorage::add_shared_as`]).
+    series: Vec<(Arc<Series>, Option<Arc<Labels>>)>,
     by_name: HashMap<String, Vec<usize>>,
     pushed: HashMap<String, PushedAggregate>,
 }
@@ -30,10 +32,22 @@ impl MemoryStorage {
     /// Adds a series shared with its owner (queries select parts of it
     /// without copying); samples must be in time order.
     pub fn add_shared(&mut self, series: Arc<Series>) {
+        self.push(series, None);
+    }
+
+    /// Adds the samples of `series` under `labels` (the series' own labels
+    /// are not read): a caller holding one label set for many series —
+    /// the store gateway, the same series in each of its blocks — shares
+    /// it instead of copying it into each; samples must be in time order.
+    pub fn add_shared_as(&mut self, labels: Arc<Labels>, series: Arc<Series>) {
+        self.push(series, Some(labels));
+    }
+
+    fn push(&mut self, series: Arc<Series>, labels: Option<Arc<Labels>>) {
         let idx = self.series.len();
-        let name = series.labels.get(METRIC_NAME).unwrap_or_default().to_string();
+        let name = labels.as_deref().unwrap_or(&series.labels).get(METRIC_NAME).unwrap_or_default().to_string();
         self.by_name.entry(name).or_default().push(idx);
-        self.series.push(series);
+        self.series.push((series, labels));
     }
 
     pub fn len(&self) -> usize {
@@ -60,7 +74,7 @@ impl Storage for MemoryStorage {
     fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Selected>, Error> {
         let name_eq =
             matchers.iter().find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal)).map(|m| m.value.as_str());
-        let candidates: Box<dyn Iterator<Item = &Arc<Series>>> = match name_eq {
+        let candidates: Box<dyn Iterator<Item = &(Arc<Series>, Option<Arc<Labels>>)>> = match name_eq {
             Some(n) => Box::new(self.by_name.get(n).into_iter().flatten().map(|&i| &self.series[i])),
             None => Box::new(self.series.iter()),
         };
@@ -70,16 +84,17 @@ impl Storage for MemoryStorage {
         // only the series of its own view, raw ones if it has none, and
         // gets them without those labels.
         let reserved = crate::downsample::reserved_pairs(matchers);
-        for s in candidates {
+        for (s, held_as) in candidates {
+            let labels = held_as.as_deref().unwrap_or(&s.labels);
             let ok = matchers.iter().all(|m| {
-                strata_model::downsample::is_reserved(&m.name) || m.is_match(s.labels.get(&m.name).unwrap_or_default())
-            }) && crate::downsample::same_view(&s.labels, &reserved);
+                strata_model::downsample::is_reserved(&m.name) || m.is_match(labels.get(&m.name).unwrap_or_default())
+            }) && crate::downsample::same_view(labels, &reserved);
             if !ok {
                 continue;
             }
-            let part = Selected::within(s.clone(), min_t, max_t);
+            let part = Selected::within(s.clone(), min_t, max_t).labelled(held_as.clone());
             if !reserved.is_empty() {
-                let mut labels = s.labels.clone();
+                let mut labels = labels.clone();
                 for (n, _) in &reserved {
                     labels.remove(n);
                 }
@@ -273,6 +288,29 @@ mod tests {
         assert!(st.select(&[name("up")], 9001, 20000).unwrap()[0].samples().is_empty());
         assert!(st.select(&[name("up")], 5000, 2000).unwrap()[0].samples().is_empty());
         assert_eq!(st.select(&[name("up")], i64::MIN, i64::MAX).unwrap()[0].samples(), &series.samples[..]);
+        assert!(st.select(&[name("down")], i64::MIN, i64::MAX).unwrap().is_empty());
+    }
+
+    /// Series held under shared labels are selected by those labels (their
+    /// own are not read), in place, and each selection carries them.
+    #[test]
+    fn selects_series_held_under_shared_labels() {
+        let labels = Arc::new(Labels::new(vec![("__name__".into(), "up".into()), ("job".into(), "a".into())]));
+        let first = Arc::new(Series::floats(Labels::default(), vec![(1000, 1.0), (2000, 2.0)]));
+        let second = Arc::new(Series::floats(Labels::new(vec![("__name__".into(), "down".into())]), vec![(3000, 3.0)]));
+        let mut st = MemoryStorage::new();
+        st.add_shared_as(labels.clone(), first.clone());
+        st.add_shared_as(labels.clone(), second.clone());
+
+        let job = Matcher::new(MatchOp::Equal, "job", "a");
+        let got = st.select(&[name("up"), job.clone()], 0, 2500).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|s| s.labels() == labels.as_ref()));
+        assert_eq!(got[0].samples(), &first.samples[..]);
+        assert!(std::ptr::eq(got[0].samples().as_ptr(), first.samples.as_ptr()));
+        assert!(got[1].samples().is_empty());
+        assert_eq!(st.select(&[job], 2500, 3000).unwrap()[1].samples(), &[(3000, 3.0)]);
+        // The series' own labels are not what it is selected by.
         assert!(st.select(&[name("down")], i64::MIN, i64::MAX).unwrap().is_empty());
     }
 }

@@ -26,9 +26,12 @@ use strata_promql::{Engine, EngineOptions, Expr, Labels, MemoryStorage, QueryVal
 use strata_proto::prometheus::Label;
 use strata_proto::store::{AggregateRequest, AggregateResponse, AggregatedSeries};
 
+use crate::series_labels::BlockLabels;
+
 /// One block's samples of the selected series, each shared by the slices
-/// that read it (a slice's engine reads them in place).
-type Decoded = Vec<Arc<Series>>;
+/// that read it (a slice's engine reads them in place), with the series'
+/// labels (shared by every block of the series: the samples' own are empty).
+type Decoded = Vec<(Arc<Labels>, Arc<Series>)>;
 type DecodeFuture = Shared<BoxFuture<'static, Result<Arc<Decoded>, String>>>;
 
 /// Most steps one request may ask for.
@@ -73,7 +76,7 @@ impl From<strata_promql::Error> for AggregateError {
 /// request's tenant).
 pub async fn evaluate(
     store: Arc<dyn ObjectStore>,
-    blocks: Vec<Arc<BlockIndex>>,
+    blocks: Vec<(Arc<BlockIndex>, BlockLabels)>,
     r: AggregateRequest,
 ) -> Result<AggregateResponse, AggregateError> {
     let expr = strata_promql::parse(&r.expr).map_err(|e| AggregateError::BadRequest(e.to_string()))?;
@@ -125,11 +128,19 @@ pub async fn evaluate(
     // matchers, over series without tags (no copy in the engine's storage).
     let expr = if view.is_some() { strata_promql::downsample::without_views(&expr) } else { expr };
     let (data_min, data_max) = (steps[0] - before, steps[steps.len() - 1] - after);
-    let blocks: Vec<Arc<BlockIndex>> =
-        blocks.into_iter().filter(|b| b.meta.min_time <= data_max && b.meta.max_time > data_min).collect();
+    let (blocks, labels_of): (Vec<Arc<BlockIndex>>, HashMap<usize, BlockLabels>) = blocks
+        .into_iter()
+        .filter(|(b, _)| b.meta.min_time <= data_max && b.meta.max_time > data_min)
+        .map(|(b, labels)| (b.clone(), (Arc::as_ptr(&b) as usize, labels)))
+        .unzip();
     let sources = strata_blocks::choose_sources(blocks, view);
     let hidden: Vec<Vec<(i64, i64)>> = sources.iter().map(|s| s.hidden.clone()).collect();
     let blocks: Vec<Arc<BlockIndex>> = sources.into_iter().map(|s| s.block).collect();
+    let labels: Vec<BlockLabels> = blocks
+        .iter()
+        .map(|b| labels_of.get(&(Arc::as_ptr(b) as usize)).cloned())
+        .collect::<Option<_>>()
+        .ok_or_else(|| AggregateError::Internal("a block chosen to read has no labels".into()))?;
     // How each block is read: a view at the resolution the query allows
     // is folded from finer data (raw samples, 5-minute windows) while
     // decoding, as a downsampled block would hold it — a few points per
@@ -172,12 +183,20 @@ pub async fn evaluate(
     // Each block decodes once, when the first slice that needs it asks.
     let decodes: Vec<DecodeFuture> = blocks
         .iter()
+        .zip(labels)
         .zip(hidden)
         .zip(refs)
         .zip(reads)
-        .map(|(((b, hidden), refs), read)| {
-            let job =
-                BlockRead { store: store.clone(), block: b.clone(), refs, range: (data_min, data_max), read, hidden };
+        .map(|((((b, labels), hidden), refs), read)| {
+            let job = BlockRead {
+                store: store.clone(),
+                block: b.clone(),
+                labels,
+                refs,
+                range: (data_min, data_max),
+                read,
+                hidden,
+            };
             async move {
                 tokio::spawn(job.decode(DECODE_PART_ROWS))
                     .await
@@ -409,6 +428,8 @@ const DECODE_PART_ROWS: u64 = 2_000_000;
 struct BlockRead {
     store: Arc<dyn ObjectStore>,
     block: Arc<BlockIndex>,
+    /// The engine's labels of each of the block's series.
+    labels: BlockLabels,
     refs: Vec<u32>,
     range: (i64, i64),
     read: Read,
@@ -434,6 +455,7 @@ impl BlockRead {
                 let part = BlockRead {
                     store: self.store.clone(),
                     block: self.block.clone(),
+                    labels: self.labels.clone(),
                     refs: part.to_vec(),
                     range: self.range,
                     read: self.read,
@@ -450,20 +472,21 @@ impl BlockRead {
     }
 
     async fn decode_part(self) -> Result<Decoded, strata_blocks::BlockError> {
-        let BlockRead { store, block: b, refs, range, read, hidden } = self;
+        let BlockRead { store, block: b, labels, refs, range, read, hidden } = self;
         let samples = match read {
             Read::View(view) => b.read_view(store, &refs, range, view, &hidden).await?,
             Read::Folded(view, resolution) => b.read_folded(store, &refs, range, view, resolution).await?,
         };
-        Ok(refs
-            .iter()
+        refs.iter()
             .zip(samples)
             .filter(|(_, s)| !s.is_empty())
             .map(|(&r, s)| {
-                let labels = Labels(b.labels[r as usize].iter().map(|(n, v)| (n.into(), v.into())).collect());
-                Arc::new(Series::floats(labels, s))
+                let labels = labels.get(r as usize).ok_or_else(|| {
+                    strata_blocks::BlockError::Invalid(format!("series_ref {r} has no labels in block {}", b.meta.ulid))
+                })?;
+                Ok((labels.clone(), Arc::new(Series::floats(Labels::default(), s))))
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -488,23 +511,32 @@ fn eval_slice(
     steps: &[i64],
     step: i64,
 ) -> Result<SliceResult, AggregateError> {
-    // Per series, its samples within `[lo, hi]` in each block (in time
-    // order).
+    // Per series (its blocks share one label set: merged by pointer), its
+    // samples within `[lo, hi]` in each block (in time order).
     type Runs<'a> = Vec<(&'a Arc<Series>, std::ops::Range<usize>)>;
-    let mut merged: HashMap<&Labels, Runs, foldhash::fast::RandomState> = HashMap::default();
+    let mut merged: HashMap<*const Labels, (&Arc<Labels>, Runs), foldhash::fast::RandomState> = HashMap::default();
     for part in parts {
-        for s in part.iter() {
+        for (labels, s) in part.iter() {
             let a = s.samples.partition_point(|s| s.0 < lo);
             let b = s.samples.partition_point(|s| s.0 <= hi);
             if a < b {
-                merged.entry(&s.labels).or_default().push((s, a..b));
+                merged.entry(Arc::as_ptr(labels)).or_insert_with(|| (labels, Vec::new())).1.push((s, a..b));
             }
         }
     }
     // In label order, like the querier's own storage: sums then add up in
     // the same order whether pushed down or not.
-    let mut merged: Vec<(&Labels, Runs)> = merged.into_iter().collect();
+    let mut merged: Vec<(&Arc<Labels>, Runs)> = merged.into_values().collect();
     merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // Equal sets held twice (one forgotten by the gateway's table while a
+    // query still held it, then loaded again) are one series.
+    merged.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1.append(&mut later.1);
+        }
+        same
+    });
     let mut storage = MemoryStorage::new();
     let mut loaded = 0u64;
     for (labels, runs) in merged {
@@ -512,7 +544,7 @@ fn eval_slice(
             // In one block: the engine selects exactly `[lo, hi]` of it,
             // in place.
             loaded += range.len() as u64;
-            storage.add_shared(Arc::clone(series));
+            storage.add_shared_as(Arc::clone(labels), Arc::clone(series));
             continue;
         }
         // In several blocks: joined, in time order and without duplicates
@@ -529,7 +561,7 @@ fn eval_slice(
             samples.dedup_by_key(|s| s.0);
         }
         loaded += samples.len() as u64;
-        storage.add(Series::floats(labels.clone(), samples));
+        storage.add_shared_as(Arc::clone(labels), Arc::new(Series::floats(Labels::default(), samples)));
     }
     opts.timeout = deadline.saturating_duration_since(std::time::Instant::now());
     let engine = Engine::new(opts);
@@ -566,6 +598,13 @@ mod tests {
     use strata_model::downsample::View;
 
     const BLOCK: i64 = 20 * 60_000;
+
+    /// The blocks with their series' labels, as the gateway holds them
+    /// (one set per series, shared by its blocks).
+    fn labelled(blocks: Vec<Arc<BlockIndex>>) -> Vec<(Arc<BlockIndex>, BlockLabels)> {
+        let mut table = crate::series_labels::LabelTable::default();
+        blocks.into_iter().map(|b| (b.clone(), table.intern(&b))).collect()
+    }
 
     #[test]
     fn blocks_are_grouped_by_the_rows_their_reads_give_with_slices_for_every_core() {
@@ -654,7 +693,13 @@ mod tests {
                     step,
                     ..Default::default()
                 };
-                let got = evaluate(store.clone(), indexes.clone(), req).await.unwrap();
+                let got = evaluate(store.clone(), labelled(indexes.clone()), req.clone()).await.unwrap();
+                // Equal label sets not shared between blocks (each block's
+                // own, as when the gateway's table forgot a set a query
+                // still held and loaded it again) are still one series.
+                let unshared: Vec<(Arc<BlockIndex>, BlockLabels)> =
+                    indexes.iter().flat_map(|b| labelled(vec![b.clone()])).collect();
+                assert_eq!(got, evaluate(store.clone(), unshared, req).await.unwrap(), "{q}: labels not shared");
                 let expr = strata_promql::parse(q).unwrap();
                 let want: Vec<(Labels, Vec<(i64, f64)>)> = if step == 0 {
                     match engine.instant(&mem, &expr, start).unwrap() {
@@ -691,7 +736,7 @@ mod tests {
             end: 0,
             ..Default::default()
         };
-        let err = evaluate(store.clone(), indexes.clone(), req).await.unwrap_err();
+        let err = evaluate(store.clone(), labelled(indexes.clone()), req).await.unwrap_err();
         assert!(matches!(err, AggregateError::BadRequest(ref m) if m.contains("cannot be pushed down")), "{err}");
         // The sample limit holds.
         let req = AggregateRequest {
@@ -703,7 +748,7 @@ mod tests {
             max_samples: 100,
             ..Default::default()
         };
-        let err = evaluate(store.clone(), indexes.clone(), req).await.unwrap_err();
+        let err = evaluate(store.clone(), labelled(indexes.clone()), req).await.unwrap_err();
         assert!(matches!(err, AggregateError::TooManySamples(_)), "{err}");
 
         // Refused before reading: the middle block lies wholly inside the
@@ -719,7 +764,7 @@ mod tests {
             max_samples,
             ..Default::default()
         };
-        let loaded = evaluate(store.clone(), indexes.clone(), req(0)).await.unwrap().samples_loaded;
+        let loaded = evaluate(store.clone(), labelled(indexes.clone()), req(0)).await.unwrap().samples_loaded;
         let expr = strata_promql::parse("sum(rate(requests_total[5m]))").unwrap();
         let Expr::Aggregate(agg) = &expr else { unreachable!() };
         let (before, after) = pushdown::data_window(agg, 300_000);
@@ -751,10 +796,10 @@ mod tests {
             b.cache = Some(cache.clone());
             counted.push(Arc::new(b));
         }
-        let err = evaluate(store.clone(), counted.clone(), req(certain - 1)).await.unwrap_err();
+        let err = evaluate(store.clone(), labelled(counted.clone()), req(certain - 1)).await.unwrap_err();
         assert!(matches!(err, AggregateError::TooManySamples(_)), "{err}");
         assert_eq!(metrics.misses.get() + metrics.hits.get(), 0, "refused after reading blocks");
-        evaluate(store.clone(), counted, req(loaded)).await.unwrap();
+        evaluate(store.clone(), labelled(counted), req(loaded)).await.unwrap();
         assert!(metrics.misses.get() > 0);
     }
 
@@ -827,10 +872,12 @@ mod tests {
         let hour = vec![load(meta).await];
         // A read decoded in parts (one per core) is the read decoded whole.
         let refs: Vec<u32> = (0..all.len() as u32).collect();
+        let raw_labels = crate::series_labels::LabelTable::default().intern(&raw[1]);
         for read in [Read::View(None), Read::View(Some(View::Counter)), Read::Folded(View::Counter, HOUR)] {
             let job = || BlockRead {
                 store: store.clone(),
                 block: raw[1].clone(),
+                labels: raw_labels.clone(),
                 refs: refs.clone(),
                 range: (0, i64::MAX),
                 read,
@@ -839,7 +886,7 @@ mod tests {
             let (whole, parts) = (job().decode(u64::MAX), job().decode(1));
             let (whole, parts) = (whole.await.unwrap(), parts.await.unwrap());
             assert_eq!(whole.len(), all.len());
-            assert!(whole.iter().zip(&parts).all(|(a, b)| a.labels == b.labels && a.samples == b.samples));
+            assert!(whole.iter().zip(&parts).all(|(a, b)| Arc::ptr_eq(&a.0, &b.0) && a.1.samples == b.1.samples));
         }
         // The raw blocks once more, overlapping: read as they are.
         let overlapping: Vec<Arc<BlockIndex>> = raw.iter().chain(&raw).cloned().collect();
@@ -878,7 +925,7 @@ mod tests {
             };
             let store = store.clone();
             async move {
-                let mut got: Vec<OutputSeries> = evaluate(store, blocks, req)
+                let mut got: Vec<OutputSeries> = evaluate(store, labelled(blocks), req)
                     .await
                     .unwrap()
                     .series
@@ -948,7 +995,7 @@ mod tests {
                 max_samples: 1_000,
                 ..Default::default()
             };
-            evaluate(store.clone(), blocks, req)
+            evaluate(store.clone(), labelled(blocks), req)
         };
         let rows = raw[1].row_start.last().copied().unwrap();
         assert!(rows > 1_000, "{rows} rows in a raw block");

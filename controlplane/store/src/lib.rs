@@ -6,6 +6,7 @@
 //! `samples.parquet`, with the file's footer and page index cached.
 
 mod aggregate;
+mod series_labels;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +85,7 @@ pub enum StoreError {
 struct Metrics {
     registry: Registry,
     blocks: Gauge,
+    label_sets: Gauge,
     syncs: Counter,
     sync_errors: Counter,
     series_requests: Counter,
@@ -101,10 +103,19 @@ struct TenantLabel {
     tenant: String,
 }
 
+/// A block whose index is loaded, with its series' labels as the query
+/// engine takes them (shared with every other block holding the same).
+struct LoadedBlock {
+    index: Arc<BlockIndex>,
+    labels: series_labels::BlockLabels,
+}
+
 /// The gateway: synced blocks, served over the StoreAPI.
 pub struct Gateway {
     store: Arc<dyn ObjectStore>,
-    blocks: RwLock<BTreeMap<String, Arc<BlockIndex>>>,
+    blocks: RwLock<BTreeMap<String, LoadedBlock>>,
+    /// The label sets of `blocks`, each held once.
+    label_table: std::sync::Mutex<series_labels::LabelTable>,
     shard: String,
     limits: SeriesLimits,
     metrics: Metrics,
@@ -133,6 +144,7 @@ impl Gateway {
         let mut registry = Registry::with_prefix("strata_store");
         let m = Metrics {
             blocks: Gauge::default(),
+            label_sets: Gauge::default(),
             syncs: Counter::default(),
             sync_errors: Counter::default(),
             series_requests: Counter::default(),
@@ -152,6 +164,11 @@ impl Gateway {
         );
         registry.register("tenant_block_samples", "Samples in the blocks by tenant", m.tenant_samples.clone());
         registry.register("blocks_loaded", "Blocks whose index is loaded", m.blocks.clone());
+        registry.register(
+            "label_sets",
+            "Distinct label sets of the loaded blocks, held once and shared by the blocks for queries",
+            m.label_sets.clone(),
+        );
         registry.register("syncs", "Block list syncs", m.syncs.clone());
         registry.register("sync_errors", "Failed block list syncs or block loads", m.sync_errors.clone());
         registry.register("series_requests", "StoreAPI Series calls", m.series_requests.clone());
@@ -183,6 +200,7 @@ impl Gateway {
         Arc::new(Gateway {
             store,
             blocks: RwLock::new(BTreeMap::new()),
+            label_table: Default::default(),
             shard: shard.to_string(),
             limits,
             metrics: Metrics { registry, ..m },
@@ -215,7 +233,8 @@ impl Gateway {
             match BlockIndex::load(self.store.as_ref(), m.clone()).await {
                 Ok(mut idx) => {
                     idx.cache = self.cache.clone();
-                    fresh.push((key, Arc::new(idx)))
+                    let labels = self.label_table.lock().unwrap_or_else(|e| e.into_inner()).intern(&idx);
+                    fresh.push((key, LoadedBlock { index: Arc::new(idx), labels }))
                 }
                 Err(e) => {
                     self.metrics.sync_errors.inc();
@@ -225,7 +244,15 @@ impl Gateway {
         }
         let listed: Vec<String> = metas.iter().map(|m| format!("{}/{}", m.strata.tenant, m.ulid)).collect();
         let mut blocks = self.blocks.write().await;
+        let before = blocks.len();
         blocks.retain(|k, _| listed.contains(k));
+        {
+            let mut table = self.label_table.lock().unwrap_or_else(|e| e.into_inner());
+            if blocks.len() < before {
+                table.forget_unused();
+            }
+            self.metrics.label_sets.set(table.len() as i64);
+        }
         let added = fresh.len();
         for (k, v) in fresh {
             tracing::info!(block = %k, series = v.labels.len(), "block loaded");
@@ -248,12 +275,25 @@ impl Gateway {
     }
 
     async fn overlapping(&self, tenant: &str, min_t: i64, max_t: i64) -> Vec<Arc<BlockIndex>> {
+        self.overlapping_labelled(tenant, min_t, max_t).await.into_iter().map(|(b, _)| b).collect()
+    }
+
+    /// [`Gateway::overlapping`], each block with its series' shared labels.
+    async fn overlapping_labelled(
+        &self,
+        tenant: &str,
+        min_t: i64,
+        max_t: i64,
+    ) -> Vec<(Arc<BlockIndex>, series_labels::BlockLabels)> {
         self.blocks
             .read()
             .await
             .values()
-            .filter(|b| b.meta.strata.tenant == tenant && b.meta.min_time <= max_t && b.meta.max_time > min_t)
-            .cloned()
+            .filter(|b| {
+                let m = &b.index.meta;
+                m.strata.tenant == tenant && m.min_time <= max_t && m.max_time > min_t
+            })
+            .map(|b| (b.index.clone(), b.labels.clone()))
             .collect()
     }
 }
@@ -539,11 +579,11 @@ impl Store for GatewayService {
     async fn info(&self, req: tonic::Request<InfoRequest>) -> Result<tonic::Response<InfoResponse>, tonic::Status> {
         self.0.check_synced()?;
         let blocks = self.0.blocks.read().await;
-        let min_time = blocks.values().map(|b| b.meta.min_time).min().unwrap_or(i64::MAX);
-        let max_time = blocks.values().map(|b| b.meta.max_time - 1).max().unwrap_or(i64::MIN);
+        let min_time = blocks.values().map(|b| b.index.meta.min_time).min().unwrap_or(i64::MAX);
+        let max_time = blocks.values().map(|b| b.index.meta.max_time - 1).max().unwrap_or(i64::MIN);
         // Tenants only for callers with a verified client certificate.
         let mut tenants: Vec<String> = if strata_server::grpc::verified_client(&req) {
-            blocks.values().map(|b| b.meta.strata.tenant.clone()).collect()
+            blocks.values().map(|b| b.index.meta.strata.tenant.clone()).collect()
         } else {
             Vec::new()
         };
@@ -650,7 +690,7 @@ impl Store for GatewayService {
         self.0.check_synced()?;
         self.0.metrics.aggregate_requests.inc();
         let r = req.into_inner();
-        let blocks = self.0.overlapping(tenant(&r.tenant), i64::MIN, i64::MAX).await;
+        let blocks = self.0.overlapping_labelled(tenant(&r.tenant), i64::MIN, i64::MAX).await;
         let resp = aggregate::evaluate(self.0.store.clone(), blocks, r).await?;
         Ok(tonic::Response::new(resp))
     }
@@ -679,7 +719,7 @@ async fn metrics(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
         m.tenant_blocks.clear();
         m.tenant_bytes.clear();
         m.tenant_samples.clear();
-        for b in blocks.values() {
+        for b in blocks.values().map(|b| &b.index) {
             let l = TenantLabel { tenant: b.meta.strata.tenant.clone() };
             m.tenant_blocks.get_or_create(&l).inc();
             m.tenant_bytes.get_or_create(&l).inc_by(b.meta.strata.files.iter().map(|f| f.size as i64).sum::<i64>());
