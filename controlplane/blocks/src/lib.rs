@@ -1005,14 +1005,22 @@ impl BlockIndex {
                 self.meta.ulid
             )));
         }
-        // A block read whole, to a multiple of an hour, folds its rollup's
-        // hourly windows: the same windows as its rows folded (the rollup
-        // is that fold), 240 times fewer rows than raw samples at 15 s, 12
-        // times fewer than 5-minute windows.
-        let whole = min_t <= self.meta.min_time && self.meta.max_time - 1 <= max_t;
+        // A read whose ends cut none of the rollup's hourly windows
+        // `((k-1)·h, k·h]` (each end outside the block, or `min_t` the
+        // first millisecond of a window and `max_t` the last), to a
+        // multiple of an hour, folds the rollup's windows inside the
+        // range: the same windows as its rows in the range folded (the
+        // rollup is that fold), 240 times fewer rows than raw samples at
+        // 15 s, 12 times fewer than 5-minute windows. A push-down reads
+        // its blocks from one millisecond after an hour to an hour, so
+        // the newest raw day of a month-long panel (cut where the
+        // ingesters' samples begin) folds hours, not its samples.
+        let r = ROLLUP_RESOLUTION_MS;
+        let aligned = (min_t <= self.meta.min_time || (min_t - 1).rem_euclid(r) == 0)
+            && (self.meta.max_time - 1 <= max_t || max_t.rem_euclid(r) == 0);
         let file = if self.rollup.is_some()
             && own < ROLLUP_RESOLUTION_MS
-            && whole
+            && aligned
             && resolution_ms % ROLLUP_RESOLUTION_MS == 0
         {
             DataFile::Rollup
@@ -1427,16 +1435,29 @@ mod tests {
             v.iter().map(|s| s.iter().map(|(t, x)| (*t, x.to_bits())).collect()).collect()
         };
         let all = (i64::MIN, i64::MAX);
+        const H: i64 = 3_600_000;
+        // Whole, and cut on the hours' edges (from the first millisecond
+        // of a window to the last one of another): the rollup is read.
+        // Cut inside a window: the samples are.
+        let ranges = [
+            all,
+            (start + 3 * H + 1, start + 20 * H),
+            (i64::MIN, start + 25 * H),
+            (start + 7 * H + 1, i64::MAX),
+            (start + 3 * H, start + 20 * H + 300_000),
+        ];
         for view in [View::Count, View::Sum, View::Min, View::Max, View::Counter] {
             // 1 h is the rollup's own resolution: the same windows bit for
             // bit. Coarser ones fold hours instead of samples: the same
             // here, where every value and sum is an integer.
             for res in [3_600_000, 7_200_000, 86_400_000] {
-                let want = bits(&old.read_folded(store.clone(), &refs, all, view, res).await.unwrap());
-                assert!(want.iter().all(|s| !s.is_empty()));
-                for b in [&whole, &streamed] {
-                    let got = b.read_folded(store.clone(), &refs, all, view, res).await.unwrap();
-                    assert_eq!(bits(&got), want, "{view:?} at {res}, {}", b.meta.ulid);
+                for range in ranges {
+                    let want = bits(&old.read_folded(store.clone(), &refs, range, view, res).await.unwrap());
+                    assert!(want.iter().all(|s| !s.is_empty()));
+                    for b in [&whole, &streamed] {
+                        let got = b.read_folded(store.clone(), &refs, range, view, res).await.unwrap();
+                        assert_eq!(bits(&got), want, "{view:?} at {res} over {range:?}, {}", b.meta.ulid);
+                    }
                 }
             }
         }
@@ -1446,6 +1467,8 @@ mod tests {
         let samples = Path::from(format!("t/{}/samples.parquet", whole.meta.ulid));
         store.delete(&samples).await.unwrap();
         whole.read_folded(store.clone(), &refs, all, View::Counter, 3_600_000).await.unwrap();
+        let on_edges = (start + 3_600_001, start + 7_200_000);
+        whole.read_folded(store.clone(), &refs, on_edges, View::Counter, 3_600_000).await.unwrap();
         let part = (start + 3_600_000, start + 7_200_000);
         assert!(whole.read_folded(store.clone(), &refs, part, View::Counter, 3_600_000).await.is_err());
         assert!(whole.read_folded(store.clone(), &refs, all, View::Counter, 300_000).await.is_err());

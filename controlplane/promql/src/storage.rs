@@ -14,10 +14,14 @@ use crate::{Error, PushedAggregate, Selected, Series, Storage};
 pub struct MemoryStorage {
     /// Each series, with the labels it is held under when they are kept
     /// apart from it ([`MemoryStorage::add_shared_as`]).
-    series: Vec<(Arc<Series>, Option<Arc<Labels>>)>,
+    series: Vec<Held>,
     by_name: HashMap<String, Vec<usize>>,
     pushed: HashMap<String, PushedAggregate>,
 }
+
+/// A series as [`MemoryStorage`] holds it: its samples and, when they are
+/// kept apart from it, the labels it is held under.
+type Held = (Arc<Series>, Option<Arc<Labels>>);
 
 impl MemoryStorage {
     pub fn new() -> Self {
@@ -74,7 +78,7 @@ impl Storage for MemoryStorage {
     fn select(&self, matchers: &[Matcher], min_t: i64, max_t: i64) -> Result<Vec<Selected>, Error> {
         let name_eq =
             matchers.iter().find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal)).map(|m| m.value.as_str());
-        let candidates: Box<dyn Iterator<Item = &(Arc<Series>, Option<Arc<Labels>>)>> = match name_eq {
+        let candidates: Box<dyn Iterator<Item = &Held>> = match name_eq {
             Some(n) => Box::new(self.by_name.get(n).into_iter().flatten().map(|&i| &self.series[i])),
             None => Box::new(self.series.iter()),
         };

@@ -193,7 +193,10 @@ pub async fn evaluate(
                 block: b.clone(),
                 labels,
                 refs,
-                range: (data_min, data_max),
+                // What the engine selects (windows are left-open): an
+                // hourly panel's blocks are read from one millisecond after
+                // an hour, so a raw block cut there folds its hourly rollup.
+                range: (data_min + 1, data_max),
                 read,
                 hidden,
             };

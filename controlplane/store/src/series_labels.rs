@@ -65,7 +65,9 @@ mod tests {
         let data: Vec<SeriesData> = series
             .iter()
             .map(|l| SeriesData {
-                labels: strata_model::Labels::from_pairs(l.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()),
+                labels: strata_model::Labels::from_pairs(
+                    l.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+                ),
                 samples: vec![(min_t, 1.0)],
             })
             .collect();
