@@ -82,9 +82,27 @@ pub fn check_revision(program: &Path, tree: &str) -> Result<(), String> {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a process the test starts, below the
+/// kernel's ephemeral range (32768–60999 by default). A port `bind(0)`
+/// hands out comes from the range outgoing connections use too, and any
+/// of the tests' many connections could take it between this call and the
+/// process's own bind: a node that then cannot listen never joins its
+/// cluster ("timed out … waiting for an agreed Raft leader", seen once in
+/// a full run). Each test process walks its own sequence of ports (from
+/// its pid), taking the next one that binds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(97) % SPAN;
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + (start + k) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {LOW}–{}", LOW + SPAN - 1)
 }
 
 /// True if `program` is on PATH. Under `CI=true` a missing program panics,
